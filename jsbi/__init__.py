@@ -1,0 +1,37 @@
+r"""jsbi: simulation-based inference with adaptive symmetric objectives.
+
+The public API, re-exported lazily so that ``import jsbi`` stays fast (sbi and the
+plotting stack load only when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "simulate": "jsbi.simulators.simulate",
+    "get_task": "jsbi.simulators",
+    "wrap": "jsbi.simulators",
+    "Simulator": "jsbi.simulators",
+    "Task": "jsbi.simulators",
+    "PosteriorEstimator": "jsbi.inference",
+    "Posterior": "jsbi.inference",
+    "load_posterior": "jsbi.inference",
+}
+_SUBPACKAGES = ("simulators", "inference", "diagnostics")
+
+__all__ = [*_EXPORTS, *_SUBPACKAGES]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"jsbi.{name}")
+    raise AttributeError(f"module 'jsbi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

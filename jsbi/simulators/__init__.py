@@ -1,0 +1,8 @@
+r"""What produces ``(theta, x)``: the simulator protocol, built-in tasks, campaigns."""
+
+from __future__ import annotations
+
+from jsbi.simulators.base import Simulator, Task, wrap
+from jsbi.simulators.tasks import TASKS, get_task
+
+__all__ = ["Simulator", "Task", "wrap", "get_task", "TASKS"]

@@ -1,0 +1,241 @@
+r"""The simulator and task protocol.
+
+A :class:`Simulator` is a prior (a torch distribution with a known ``support``) and a
+batched function ``theta[n, d] -> x[n, m]`` drawing from ``p(x | theta)`` with torch's
+(and numpy's) global random state, which :func:`jsbi.simulate` seeds per batch. A
+:class:`Task` adds what a benchmark has: numbered observations, true parameters and
+reference posterior samples.
+
+Example:
+    >>> import torch
+    >>> from torch.distributions import Independent, Normal
+    >>> prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    >>> sim = wrap(lambda theta: theta + 0.1 * torch.randn_like(theta), prior)
+    >>> sim(prior.sample((5,))).shape
+    torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+__all__ = ["Simulator", "Task", "wrap"]
+
+
+class Simulator:
+    r"""A prior and a batched simulator.
+
+    Arguments:
+        prior: A torch distribution over parameters, with ``sample``, ``log_prob`` and
+            ``support``; its event shape is ``(d,)``.
+        simulator: A function drawing ``x ~ p(x | theta)``. With ``vectorized=True`` it
+            maps ``theta[n, d]`` to ``x[n, m]``; otherwise it maps one ``theta[d]`` to
+            one ``x[m]`` and is called row by row. It may take and return numpy arrays
+            or torch tensors (see ``numpy``).
+        name: A short name, used in reports and stores.
+        theta_names: One name per parameter (default ``theta_1 .. theta_d``).
+        x_names: One name per data dimension (default ``x_1 .. x_m``).
+        vectorized: Whether ``simulator`` is batched.
+        numpy: Whether ``simulator`` takes numpy arrays (it may return either).
+    """
+
+    def __init__(
+        self,
+        prior: Distribution,
+        simulator: Callable,
+        *,
+        name: str = "simulator",
+        theta_names: Sequence[str] | None = None,
+        x_names: Sequence[str] | None = None,
+        vectorized: bool = True,
+        numpy: bool = False,
+    ) -> None:
+        if not isinstance(prior, Distribution):
+            raise TypeError(
+                f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
+            )
+        if len(prior.event_shape) != 1:
+            raise ValueError(
+                f"prior must have a 1-D event shape (d,), got event_shape={tuple(prior.event_shape)}"
+            )
+        if not callable(simulator):
+            raise TypeError("simulator must be callable: theta[n, d] -> x[n, m]")
+        self.prior = prior
+        self._fn = simulator
+        self.name = name
+        self.vectorized = vectorized
+        self.numpy = numpy
+        self.dim_theta = int(prior.event_shape[0])
+        self.theta_names = _names(theta_names, "theta", self.dim_theta, "theta_names")
+        self._x_names = None if x_names is None else list(x_names)
+
+    @property
+    def x_names(self) -> list[str]:
+        if self._x_names is None:
+            self._x_names = _names(None, "x", self.dim_x, "x_names")
+        return self._x_names
+
+    @property
+    def dim_x(self) -> int:
+        if self._x_names is not None:
+            return len(self._x_names)
+        # One simulation at a prior draw tells the data dimension; don't disturb the
+        # caller's random stream for it.
+        with torch.random.fork_rng():
+            state = np.random.get_state()
+            try:
+                x = self.simulate(self.prior.sample((1,)))
+            finally:
+                np.random.set_state(state)
+        self._x_names = _names(None, "x", x.shape[1], "x_names")
+        return len(self._x_names)
+
+    def simulate(self, theta: Tensor) -> Tensor:
+        r"""Draws ``x ~ p(x | theta)`` for a batch.
+
+        Arguments:
+            theta: Parameters, with shape ``(n, d)``.
+
+        Returns:
+            The simulations, a float tensor with shape ``(n, m)``. Rows may be non-finite;
+            :func:`jsbi.simulate` drops and counts them.
+        """
+        theta = torch.as_tensor(theta)
+        if theta.ndim != 2 or theta.shape[1] != self.dim_theta:
+            raise ValueError(
+                f"theta must have shape (n, {self.dim_theta}), got {tuple(theta.shape)}"
+            )
+        n = theta.shape[0]
+        if self.vectorized:
+            x = self._call(theta)
+        else:
+            rows = [self._call(t) for t in theta]
+            x = torch.stack([torch.as_tensor(r).reshape(-1) for r in rows]) if rows else None
+        x = _as_float_tensor(x, self.name)
+        if x.ndim == 1 and n > 0 and x.shape[0] == n:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[0] != n:
+            raise ValueError(
+                f"simulator '{self.name}' must return shape (n, m) = ({n}, m) for theta of "
+                f"shape {tuple(theta.shape)}, got {tuple(x.shape)}"
+            )
+        if self._x_names is not None and x.shape[1] != len(self._x_names):
+            raise ValueError(
+                f"simulator '{self.name}' returned m={x.shape[1]} columns but x_names has "
+                f"{len(self._x_names)}"
+            )
+        return x
+
+    __call__ = simulate
+
+    def _call(self, theta: Tensor):
+        arg = theta.detach().cpu().numpy() if self.numpy else theta
+        return self._fn(arg)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim_theta={self.dim_theta})"
+
+
+class Task(Simulator):
+    r"""A benchmark task: a simulator with numbered observations and reference posteriors.
+
+    Subclasses implement :meth:`observation`, :meth:`true_parameters` and
+    :meth:`reference_samples` for ``num_observation`` in ``1 .. num_observations``.
+    """
+
+    num_observations: int = 10
+
+    def _check_num(self, num_observation: int) -> int:
+        if not isinstance(num_observation, (int, np.integer)) or not (
+            1 <= num_observation <= self.num_observations
+        ):
+            raise ValueError(
+                f"num_observation must be an int in 1..{self.num_observations}, "
+                f"got {num_observation!r}"
+            )
+        return int(num_observation)
+
+    def observation(self, num_observation: int) -> Tensor:
+        r"""Returns observation ``num_observation`` with shape ``(1, m)``."""
+        raise NotImplementedError(f"task '{self.name}' has no observations")
+
+    def true_parameters(self, num_observation: int) -> Tensor:
+        r"""Returns the parameters that generated the observation, shape ``(1, d)``."""
+        raise NotImplementedError(f"task '{self.name}' has no true parameters")
+
+    def reference_samples(self, num_observation: int, num_samples: int | None = None) -> Tensor:
+        r"""Returns reference posterior samples for an observation, shape ``(n, d)``."""
+        raise NotImplementedError(f"task '{self.name}' has no reference posterior")
+
+
+def wrap(
+    simulator: Callable,
+    prior: Distribution,
+    *,
+    vectorized: bool = True,
+    numpy: bool = False,
+    name: str = "simulator",
+    theta_names: Sequence[str] | None = None,
+    x_names: Sequence[str] | None = None,
+) -> Simulator:
+    r"""Wraps a user's simulator in one line.
+
+    Arguments:
+        simulator: ``theta[n, d] -> x[n, m]`` (or ``theta[d] -> x[m]`` with
+            ``vectorized=False``), torch or numpy.
+        prior: The prior, a torch distribution with event shape ``(d,)``.
+
+    Returns:
+        A :class:`Simulator`.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from sbi.utils import BoxUniform
+        >>> sim = wrap(lambda t: t + np.random.randn(*t.shape), BoxUniform(-torch.ones(2), torch.ones(2)),
+        ...            numpy=True)
+        >>> sim(torch.zeros(3, 2)).shape
+        torch.Size([3, 2])
+    """
+    return Simulator(
+        prior,
+        simulator,
+        name=name,
+        theta_names=theta_names,
+        x_names=x_names,
+        vectorized=vectorized,
+        numpy=numpy,
+    )
+
+
+def _names(names: Sequence[str] | None, stem: str, n: int, arg: str) -> list[str]:
+    if names is None:
+        return [f"{stem}_{i + 1}" for i in range(n)]
+    names = list(names)
+    if len(names) != n:
+        raise ValueError(f"{arg} must have {n} names, got {len(names)}")
+    return names
+
+
+def _as_float_tensor(x, name: str) -> Tensor:
+    if x is None:
+        return torch.empty(0, 0)
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # noqa: BLE001 - reraised with context
+            raise TypeError(f"simulator '{name}' returned a non-numeric {type(x).__name__}") from e
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"simulator '{name}' must return numbers, got an array of dtype {arr.dtype}"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise TypeError(f"simulator '{name}' must return real numbers, got dtype {t.dtype}")
+    return t.to(torch.float32)

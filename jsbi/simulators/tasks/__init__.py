@@ -9,7 +9,16 @@ from jsbi.simulators.base import Task
 __all__ = ["TASKS", "get_task"]
 
 # name -> module under jsbi.simulators.tasks; each module defines `Task` subclass `task()`.
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "gaussian_linear": "gaussian_linear",
+    "gaussian_linear_uniform": "gaussian_linear_uniform",
+    "two_moons": "two_moons",
+    "gaussian_mixture": "gaussian_mixture",
+    "slcp": "slcp",
+    "slcp_distractors": "slcp",
+    "bernoulli_glm": "bernoulli_glm",
+    "bernoulli_glm_raw": "bernoulli_glm",
+}
 
 
 def get_task(name: str, **kwargs) -> Task:

@@ -1,0 +1,481 @@
+r"""Simulation campaigns: batched, seeded, parallel, stored on disk, resumable.
+
+A campaign of ``num_simulations`` pairs is cut into batches of ``batch_size``. Batch
+``b`` draws its parameters from the prior and runs the simulator under its own seed,
+derived from ``(seed, b)`` with :class:`numpy.random.SeedSequence`, so the pairs depend
+on ``seed`` and ``batch_size`` only: not on ``n_jobs``, the joblib backend (local
+processes, Dask, Ray), the order in which batches finish, or whether the campaign was
+interrupted and resumed from its store.
+
+Example:
+    >>> import torch
+    >>> from torch.distributions import Independent, Normal
+    >>> from jsbi.simulators import wrap
+    >>> prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    >>> sim = wrap(lambda theta: theta + 0.1 * torch.randn_like(theta), prior, name="noisy")
+    >>> theta, x = simulate(sim, 2_500, seed=1, batch_size=1_000)
+    >>> theta.shape, x.shape
+    (torch.Size([2500, 2]), torch.Size([2500, 2]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from jsbi.simulators.base import Simulator, wrap
+
+__all__ = ["simulate"]
+
+BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
+NONFINITE_POLICIES = ("drop", "raise", "keep")
+_STORE_VERSION = 1
+
+# The global RNGs are process-wide: with a threaded backend (joblib's "threading",
+# Dask with ``processes=False``) two batches seeding them at once would interleave
+# their streams. Batches therefore hold this lock; in worker processes it is free.
+_RNG_LOCK = threading.Lock()
+
+
+def simulate(
+    task_or_simulator: Simulator | tuple[Callable, Distribution],
+    num_simulations: int,
+    *,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    batch_size: int = 1000,
+    backend: str | None = None,
+    store: str | os.PathLike | None = None,
+    on_nonfinite: str = "drop",
+    return_mask: bool = False,
+    show_progress_bar: bool | None = None,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    r"""Simulates ``num_simulations`` pairs ``theta ~ p(theta)``, ``x ~ p(x | theta)``.
+
+    Batch ``b`` seeds torch's, numpy's and Python's global random generators from
+    ``SeedSequence(seed, spawn_key=(b,))``, then draws ``theta`` from the prior and calls
+    the simulator; the caller's random state is restored afterwards. The same
+    ``(seed, batch_size)`` gives the same pairs whatever ``n_jobs`` and ``backend``.
+
+    Arguments:
+        task_or_simulator: A :class:`~jsbi.simulators.base.Simulator` or
+            :class:`~jsbi.simulators.base.Task` (anything with ``.prior`` and
+            ``.simulate(theta[n, d]) -> x[n, m]``), or a pair ``(simulator, prior)`` of a
+            batched torch function and a torch distribution, wrapped with
+            :func:`~jsbi.simulators.base.wrap`.
+        num_simulations: The number of pairs, a positive int.
+        seed: The campaign's seed, a non-negative int.
+        n_jobs: The number of batches simulated at once (joblib's ``n_jobs``; ``-1`` for
+            all cores). ``None`` defers to an enclosing ``joblib.parallel_config``.
+        batch_size: The number of simulations per batch (and per seed), a positive int.
+        backend: A joblib backend: ``None`` (joblib's default, or the one set by an
+            enclosing ``joblib.parallel_config``), ``"loky"``, ``"threading"``,
+            ``"multiprocessing"``, ``"sequential"``, ``"dask"`` (needs a running
+            ``dask.distributed.Client``; the cluster's workers set the parallelism) or
+            ``"ray"`` (registers ray's joblib backend).
+        store: A directory. Each finished batch is written there (``batch_00012.pt``)
+            with a ``meta.json`` describing the campaign; calling again with the same
+            arguments loads the stored batches and simulates only the missing ones. A
+            store written by another campaign (seed, batch size, simulator name or
+            dimensions) raises an error. ``num_simulations`` may change between calls,
+            which extends or shortens the campaign.
+        on_nonfinite: What to do with simulations containing NaN or infinity: ``"drop"``
+            them (with a warning giving the count), ``"raise"`` an error, or ``"keep"``
+            them (with a warning).
+        return_mask: If ``True``, nothing is dropped: returns all rows and a boolean mask
+            of the finite ones (with a warning giving the count of the others).
+        show_progress_bar: Whether to show a progress bar over batches. ``None`` shows
+            one when stderr is a terminal and there is more than one batch to simulate.
+
+    Returns:
+        ``(theta, x)``, float32 tensors with shapes ``(n, d)`` and ``(n, m)``, where ``n``
+        is ``num_simulations`` less the dropped rows; or ``(theta, x, mask)`` with
+        ``return_mask=True``, where ``mask`` has shape ``(num_simulations,)``.
+
+    Example:
+        >>> import torch
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(-torch.ones(3), torch.ones(3))
+        >>> theta, x, mask = simulate((lambda t: t / t[:, :1], prior), 100, return_mask=True)
+        >>> x.shape, mask.shape
+        (torch.Size([100, 3]), torch.Size([100]))
+    """
+    simulator = _as_simulator(task_or_simulator)
+    num_simulations = _check_positive_int(num_simulations, "num_simulations")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = int(seed)
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0
+    ):
+        raise ValueError(
+            f"n_jobs must be a non-zero int (-1 for all cores) or None, got {n_jobs!r}"
+        )
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+
+    name = str(getattr(simulator, "name", type(simulator).__name__))
+    dim_theta = _dim_theta(simulator.prior)
+    num_batches = math.ceil(num_simulations / batch_size)
+    sizes = [min(batch_size, num_simulations - b * batch_size) for b in range(num_batches)]
+
+    done: dict[int, tuple[Tensor, Tensor]] = {}
+    meta = None
+    if store is not None:
+        store = Path(store)
+        meta = _open_store(store, name, seed, batch_size, num_simulations, dim_theta)
+        done = _load_batches(store, sizes, dim_theta, meta)
+        if done:
+            _check_theta(simulator.prior, seed, *min(done.items()))
+    todo = [b for b in range(num_batches) if b not in done]
+
+    if show_progress_bar is None:
+        show_progress_bar = len(todo) > 1 and _stderr_isatty()
+
+    if todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=num_batches,
+            initial=len(done),
+            desc=f"Simulating {name}",
+            unit="batch",
+            disable=not show_progress_bar,
+        )
+        with bar, _backend_config(backend):
+            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs):
+                if meta is not None:
+                    meta = _store_batch(store, meta, b, theta, x)
+                done[b] = (theta, x)
+                bar.update(1)
+
+    theta = torch.cat([done[b][0] for b in range(num_batches)])
+    widths = {done[b][1].shape[1] for b in range(num_batches)}
+    if len(widths) > 1:
+        raise ValueError(
+            f"simulator '{name}' returned x with different numbers of columns across "
+            f"batches: {sorted(widths)}; it must return shape (n, m) with a fixed m"
+        )
+    x = torch.cat([done[b][1] for b in range(num_batches)])
+
+    mask = torch.isfinite(x).all(dim=1) & torch.isfinite(theta).all(dim=1)
+    num_bad = int((~mask).sum())
+    if num_bad:
+        what = f"{num_bad} of {num_simulations} simulations of '{name}' have non-finite values"
+        if on_nonfinite == "raise":
+            raise ValueError(f"{what} (NaN or inf); pass on_nonfinite='drop' to drop them")
+        if return_mask:
+            warnings.warn(f"{what}; they are kept and marked False in the mask", stacklevel=2)
+        elif on_nonfinite == "keep":
+            warnings.warn(f"{what}; they are kept (on_nonfinite='keep')", stacklevel=2)
+        else:
+            if num_bad == num_simulations:
+                raise ValueError(f"all {what}: nothing left to return")
+            warnings.warn(
+                f"dropped {num_bad} of {num_simulations} simulations of '{name}' with "
+                "non-finite values (NaN or inf)",
+                stacklevel=2,
+            )
+            theta, x = theta[mask], x[mask]
+
+    if return_mask:
+        return theta, x, mask
+    return theta, x
+
+
+def _as_simulator(obj) -> Simulator:
+    if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]):
+        fn, prior = obj
+        return wrap(fn, prior, name=getattr(fn, "__name__", "simulator"))
+    if hasattr(obj, "prior") and callable(getattr(obj, "simulate", None)):
+        return obj
+    raise TypeError(
+        "task_or_simulator must be a jsbi Simulator or Task (with .prior and "
+        ".simulate(theta[n, d]) -> x[n, m]) or a pair (simulator, prior), "
+        f"got {type(obj).__name__}; wrap a function with jsbi.wrap(simulator, prior)"
+    )
+
+
+def _check_positive_int(value, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _dim_theta(prior) -> int:
+    event_shape = tuple(getattr(prior, "event_shape", ()))
+    if len(event_shape) != 1:
+        raise ValueError(
+            f"the simulator's prior must have a 1-D event shape (d,), got {event_shape}"
+        )
+    return int(event_shape[0])
+
+
+def _stderr_isatty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# Seeding and one batch
+
+
+def _seeds(seed: int, b: int) -> tuple[int, np.ndarray, int]:
+    ss = np.random.SeedSequence(seed, spawn_key=(b,))
+    state = ss.generate_state(6, dtype=np.uint32)
+    torch_seed = int(state[0]) << 32 | int(state[1])
+    return torch_seed, state[2:5], int(state[5])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, b: int) -> Iterator[None]:
+    torch_seed, numpy_seed, python_seed = _seeds(seed, b)
+    # Forking CUDA would initialise it in every worker; a simulator that uses CUDA has
+    # initialised it already.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            torch.manual_seed(torch_seed)
+            np.random.seed(numpy_seed)
+            random.seed(python_seed)
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def _draw_theta(prior, n: int) -> Tensor:
+    theta = torch.as_tensor(prior.sample((n,)))
+    return theta.detach().reshape(n, -1).to(torch.float32)
+
+
+def _run_batch(
+    simulator: Simulator, b: int, start: int, n: int, seed: int, main: tuple[int, int]
+) -> tuple[int, Tensor, Tensor]:
+    # A worker runs alongside others: one torch thread each avoids oversubscription. The
+    # caller's own process and thread (n_jobs=1) keeps its threads.
+    in_worker = (os.getpid(), threading.get_ident()) != main
+    num_threads = torch.get_num_threads()
+    with _seeded(seed, b):
+        if in_worker:
+            torch.set_num_threads(1)
+        try:
+            theta = _draw_theta(simulator.prior, n)
+            try:
+                x = simulator.simulate(theta)
+            except (ValueError, TypeError) as e:
+                if type(e) not in (ValueError, TypeError):
+                    raise
+                raise type(e)(
+                    f"batch {b} (simulations {start}..{start + n - 1}, seed={seed}): {e}"
+                ) from e
+        finally:
+            if in_worker:
+                torch.set_num_threads(num_threads)
+    x = _check_x(x, n, b, getattr(simulator, "name", "simulator"))
+    return b, theta, x
+
+
+def _check_x(x, n: int, b: int, name: str) -> Tensor:
+    try:
+        x = torch.as_tensor(x)
+    except Exception as e:  # noqa: BLE001 - reraised with context
+        raise TypeError(
+            f"batch {b}: simulator '{name}' returned a non-numeric {type(x).__name__}"
+        ) from e
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"batch {b}: simulator '{name}' must return real numbers, got {x.dtype}")
+    if x.ndim != 2 or x.shape[0] != n:
+        raise ValueError(
+            f"batch {b}: simulator '{name}' must return x with shape (n, m) = ({n}, m), "
+            f"got {tuple(x.shape)}"
+        )
+    return x.detach().cpu().to(torch.float32)
+
+
+# Parallel execution
+
+
+@contextlib.contextmanager
+def _backend_config(backend: str | None) -> Iterator[None]:
+    if backend is None:
+        yield
+        return
+    if backend == "dask":
+        try:
+            import distributed
+        except ImportError as e:
+            raise ImportError(
+                'backend="dask" needs dask.distributed: pip install "jsbi[dask]"'
+            ) from e
+        try:
+            distributed.get_client()
+        except ValueError as e:
+            raise RuntimeError(
+                'backend="dask" needs a running dask.distributed.Client: start one with '
+                "`from dask.distributed import Client; client = Client()` (or connect to "
+                "your cluster) before calling jsbi.simulate"
+            ) from e
+    elif backend == "ray":
+        try:
+            from ray.util.joblib import register_ray
+        except ImportError as e:
+            raise ImportError('backend="ray" needs ray: pip install "jsbi[ray]"') from e
+        register_ray()
+    with joblib.parallel_config(backend=backend):
+        yield
+
+
+def _run(
+    simulator: Simulator, todo: list[int], sizes: list[int], seed: int, n_jobs: int | None
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    main = (os.getpid(), threading.get_ident())
+    starts = np.cumsum([0, *sizes]).tolist()
+
+    def tasks(batches):
+        return (
+            joblib.delayed(_run_batch)(simulator, b, starts[b], sizes[b], seed, main)
+            for b in batches
+        )
+
+    try:
+        parallel = joblib.Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator_unordered")
+    except ValueError as e:
+        if "return_as" not in str(e):
+            raise
+    else:
+        # Batches are yielded as they finish, so the store and progress bar follow.
+        yield from parallel(tasks(todo))
+        return
+
+    # Backends without generators (multiprocessing, ray) return whole lists: run the
+    # campaign in waves so finished batches still reach the store as it goes.
+    wave = 2 * max(1, joblib.effective_n_jobs(n_jobs))
+    for i in range(0, len(todo), wave):
+        yield from joblib.Parallel(n_jobs=n_jobs, batch_size=1)(tasks(todo[i : i + wave]))
+
+
+# The on-disk store
+
+
+def _open_store(
+    store: Path, name: str, seed: int, batch_size: int, num_simulations: int, dim_theta: int
+) -> dict:
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"store must be a directory, got the file {store}")
+    store.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "jsbi_store": _STORE_VERSION,
+        "simulator": name,
+        "seed": seed,
+        "batch_size": batch_size,
+        "num_simulations": num_simulations,
+        "dim_theta": dim_theta,
+        "dim_x": None,
+    }
+    path = store / "meta.json"
+    if path.exists():
+        with open(path) as f:
+            old = json.load(f)
+        for key in ("jsbi_store", "simulator", "seed", "batch_size", "dim_theta"):
+            if old.get(key) != meta[key]:
+                raise ValueError(
+                    f"store {store} holds another campaign: its {key} is {old.get(key)!r} "
+                    f"but this call has {meta[key]!r}. Use another store directory (or "
+                    "delete this one) rather than mixing campaigns."
+                )
+        meta["dim_x"] = old.get("dim_x")
+    elif any(store.glob("batch_*.pt")):
+        raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
+    for tmp in store.glob("*.tmp-*"):
+        tmp.unlink(missing_ok=True)  # left by an interrupted write
+    _write_json(path, meta)
+    return meta
+
+
+def _batch_path(store: Path, b: int) -> Path:
+    return store / f"batch_{b:05d}.pt"
+
+
+def _load_batches(
+    store: Path, sizes: list[int], dim_theta: int, meta: dict
+) -> dict[int, tuple[Tensor, Tensor]]:
+    done = {}
+    for b, n in enumerate(sizes):
+        path = _batch_path(store, b)
+        if not path.exists():
+            continue
+        try:
+            data = torch.load(path, weights_only=True)
+            theta, x = data["theta"], data["x"]
+        except Exception as e:  # noqa: BLE001 - reraised with context
+            raise ValueError(f"cannot read stored batch {path}: {e}; delete it to redo it") from e
+        if theta.shape[0] != n:
+            # The last batch of a campaign of another size: simulated again.
+            continue
+        if (
+            theta.shape != (n, dim_theta)
+            or x.ndim != 2
+            or x.shape[0] != n
+            or (meta["dim_x"] is not None and x.shape[1] != meta["dim_x"])
+        ):
+            raise ValueError(
+                f"stored batch {path} has theta {tuple(theta.shape)} and x {tuple(x.shape)}, "
+                f"expected ({n}, {dim_theta}) and ({n}, {meta['dim_x']})"
+            )
+        done[b] = (theta, x)
+    return done
+
+
+def _check_theta(prior, seed: int, b: int, batch: tuple[Tensor, Tensor]) -> None:
+    stored = batch[0]
+    with _seeded(seed, b):
+        theta = _draw_theta(prior, stored.shape[0])
+    if not torch.equal(theta, stored):
+        raise ValueError(
+            f"the parameters stored in batch {b} are not the prior draws of this call "
+            f"(seed={seed}): the prior changed since the store was written. Use another "
+            "store directory rather than mixing campaigns."
+        )
+
+
+def _store_batch(store: Path, meta: dict, b: int, theta: Tensor, x: Tensor) -> dict:
+    if meta["dim_x"] is None:
+        meta = {**meta, "dim_x": int(x.shape[1])}
+        _write_json(store / "meta.json", meta)
+    elif x.shape[1] != meta["dim_x"]:
+        raise ValueError(
+            f"batch {b}: simulator '{meta['simulator']}' returned m={x.shape[1]} columns "
+            f"but the store {store} holds m={meta['dim_x']}: it is another simulator"
+        )
+    path = _batch_path(store, b)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    torch.save({"theta": theta, "x": x, "batch": b}, tmp)
+    os.replace(tmp, path)  # atomic: a batch file is complete or absent
+    return meta
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,784 @@
+r"""The method's objectives, as pure functions of tensors.
+
+This module is the place to read the method (``METHOD.md``, sections 2-4). Every
+function takes tensors and returns tensors; nothing here owns a model, an optimiser
+or a loop (that is :mod:`jsbi.inference.trainer`'s job).
+
+Notation: ``q`` is the flow :math:`q_\phi(\theta \mid x)`, ``r`` the energy-based proxy
+:math:`r_\psi(\theta \mid x) = e^{-E_\psi(\theta, x)} / Z_\psi(x)`. All work is done in
+log space (``logsumexp``; ratios are never exponentiated).
+
+Shape convention, used everywhere in this module: per-sample quantities for a batch
+of ``B`` observations ``x`` with ``K`` flow samples each have shape ``(K, B)``,
+samples first, as produced by ``flow(x).rsample((K,))`` and
+``flow(x).log_prob(theta)``. Per-pair data quantities have shape ``(B,)``. Per-x
+quantities (``log Z``, ESS) have shape ``(B,)``.
+
+References:
+    | Adaptive Symmetrization of the KL Divergence (Ben-Dov & Chamon, 2025)
+    | https://arxiv.org/abs/2511.11159
+
+    | Surprisal-Rényi Free Energy (Matsumoto, Castillo, Prada & Mali, 2026)
+    | https://arxiv.org/abs/2603.03405
+
+    | Resilient Constrained Learning (Hounie, Ribeiro & Chamon, 2023)
+    | https://arxiv.org/abs/2306.02426
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "forward_kl",
+    "log_normalizer",
+    "proxy_fit",
+    "reverse_kl",
+    "srfe",
+    "contrastive_ratio_loss",
+    "gaussian_kl",
+    "gaussian_log_chernoff",
+    "gaussian_srfe",
+    "TauSchedule",
+    "ConstantTau",
+    "LinearTau",
+    "StepTau",
+    "make_tau_schedule",
+    "constraint_violation",
+    "dual_update",
+    "resilient_slack",
+    "flow_loss",
+    "proxy_loss",
+    "lagrangian",
+]
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F_
+from torch import Tensor
+
+# ---------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------
+
+
+def _check_samples(name: str, value: Tensor) -> None:
+    if not isinstance(value, Tensor) or value.ndim != 2:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape (K, B), got {shape}")
+
+
+def _check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape (K, B), "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def _check_log_z(log_z: Tensor | None, batch: int) -> None:
+    if log_z is not None and (log_z.ndim != 1 or log_z.shape[0] != batch):
+        raise ValueError(f"log_z must have shape (B,) = ({batch},), got {tuple(log_z.shape)}")
+
+
+def _check_tau(tau: float | Tensor) -> float:
+    value = float(tau)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"tau must lie in the open interval (0, 1), got {value}")
+    return value
+
+
+def _safe_logsumexp(a: Tensor, dim: int = 0) -> Tensor:
+    r"""``logsumexp`` whose gradient is zero, not NaN, where a slice is all ``-inf``.
+
+    A slice of ``-inf`` log-weights (every flow sample outside the proxy's support)
+    gives ``-inf``, as it should; torch's own backward would give ``NaN`` there.
+    """
+    empty = torch.isneginf(a).all(dim=dim, keepdim=True)
+    out = torch.logsumexp(torch.where(empty, torch.zeros_like(a), a), dim=dim)
+    return torch.where(empty.squeeze(dim), torch.full_like(out, -math.inf), out)
+
+
+# ---------------------------------------------------------------------------
+# The terms (METHOD.md, section 2)
+# ---------------------------------------------------------------------------
+
+
+def forward_kl(log_q_data: Tensor) -> Tensor:
+    r"""The flow's forward KL up to the data entropy, :math:`F(\phi)` (the NPE loss).
+
+    .. math:: F(\phi) = \mathbb{E}_{(\theta, x) \sim D}[-\log q_\phi(\theta \mid x)]
+        \approx -\frac{1}{B} \sum_i \log q_\phi(\theta_i \mid x_i)
+
+    Arguments:
+        log_q_data: :math:`\log q_\phi(\theta_i \mid x_i)` on data pairs, shape ``(B,)``.
+
+    Returns:
+        The scalar :math:`F`.
+
+    Example:
+        >>> forward_kl(torch.tensor([-1.0, -3.0]))
+        tensor(2.)
+    """
+    if log_q_data.ndim != 1:
+        raise ValueError(f"log_q_data must have shape (B,), got {tuple(log_q_data.shape)}")
+    return -log_q_data.mean()
+
+
+def log_normalizer(neg_energy: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Importance-sampling estimate of the proxy's log normaliser, and its ESS.
+
+    With :math:`K` flow samples :math:`\theta_k \sim q_\phi(\cdot \mid x)` as proposal,
+
+    .. math:: \log \hat Z_\psi(x) = \operatorname{logsumexp}_k
+        \big(-E_\psi(\theta_k, x) - \log q_\phi(\theta_k \mid x)\big) - \log K .
+
+    Its gradient in :math:`\psi` is :math:`-\sum_k w_k \nabla_\psi E_\psi(\theta_k, x)`
+    with self-normalised weights :math:`w = \operatorname{softmax}_k(-E - \log q)`,
+    which autograd gives directly. The effective sample size fraction
+
+    .. math:: \mathrm{ESS}(x) = \frac{1}{K \sum_k w_k^2} \in [1/K, 1]
+
+    says how well flow and proxy agree (near :math:`1/K`: importance-sampling collapse,
+    ``log Z_hat`` is unreliable). It is ``0`` where every sample has zero proxy density.
+
+    ``log_q`` is detached here so that :math:`\log \hat Z` is constant in :math:`\phi`.
+    The caller must also evaluate the energies on *detached* samples
+    (``theta.detach()``), otherwise gradient reaches the flow through
+    :math:`\theta_k`.
+
+    Arguments:
+        neg_energy: :math:`-E_\psi(\theta_k, x)` on flow samples, shape ``(K, B)``
+            (``-inf`` allowed: zero proxy density).
+        log_q: :math:`\log q_\phi(\theta_k \mid x)` of the same samples, shape ``(K, B)``.
+
+    Returns:
+        ``(log_z, ess)``: :math:`\log \hat Z(x)` with gradient in :math:`\psi`, and the
+        ESS fraction (no gradient), both of shape ``(B,)``.
+
+    Example:
+        >>> log_z, ess = log_normalizer(torch.zeros(4, 3), torch.zeros(4, 3))
+        >>> log_z, ess
+        (tensor([0., 0., 0.]), tensor([1., 1., 1.]))
+    """
+    _check_samples("neg_energy", neg_energy)
+    _check_samples("log_q", log_q)
+    _check_same("neg_energy", neg_energy, "log_q", log_q)
+    K = neg_energy.shape[0]
+    log_w = neg_energy - log_q.detach()
+    log_z = _safe_logsumexp(log_w, dim=0) - math.log(K)
+    with torch.no_grad():
+        log_w = log_w.detach()
+        # ESS = (sum w)^2 / sum w^2 on unnormalised weights, in log space.
+        log_ess = 2 * _safe_logsumexp(log_w, 0) - _safe_logsumexp(2 * log_w, 0)
+        ess = torch.exp(log_ess) / K
+        ess = torch.where(torch.isneginf(log_w).all(0), torch.zeros_like(ess), ess)
+    return log_z, ess
+
+
+def proxy_fit(energy_data: Tensor, log_z: Tensor) -> Tensor:
+    r"""The proxy's fit to the data (its NLL up to the data entropy), :math:`C(\psi)`.
+
+    .. math:: C(\psi) = \mathbb{E}_D[E_\psi(\theta, x)] + \mathbb{E}_x[\log Z_\psi(x)]
+        \approx \frac{1}{B} \sum_i E_\psi(\theta_i, x_i)
+        + \frac{1}{B} \sum_i \log \hat Z_\psi(x_i)
+
+    with :math:`\log \hat Z` from :func:`log_normalizer` at the same ``x``. Its gradient
+    is the contrastive-divergence gradient :math:`\mathbb{E}_D[\nabla E] -
+    \mathbb{E}_x \mathbb{E}_{r}[\nabla E]`, with :math:`r` reached by importance weights.
+
+    Arguments:
+        energy_data: :math:`E_\psi(\theta_i, x_i)` on data pairs, shape ``(B,)``.
+        log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B',)`` (usually ``B' = B``).
+
+    Returns:
+        The scalar :math:`C`.
+
+    Example:
+        >>> proxy_fit(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]))
+        tensor(2.)
+    """
+    if energy_data.ndim != 1:
+        raise ValueError(f"energy_data must have shape (B,), got {tuple(energy_data.shape)}")
+    if log_z.ndim != 1:
+        raise ValueError(f"log_z must have shape (B,), got {tuple(log_z.shape)}")
+    return energy_data.mean() + log_z.mean()
+
+
+def reverse_kl(
+    log_q_samples: Tensor,
+    energy_samples: Tensor,
+    log_z: Tensor | None = None,
+) -> Tensor:
+    r"""Reverse KL from the flow to the proxy, :math:`R_{KL}(\phi, \psi)`.
+
+    .. math:: R_{KL} = \mathbb{E}_x \mathbb{E}_{\theta \sim q_\phi(\cdot \mid x)}
+        \big[\log q_\phi(\theta \mid x) + E_\psi(\theta, x)\big]
+        + \mathbb{E}_x \log Z_\psi(x)
+        = \mathbb{E}_x \, \mathrm{KL}\big(q_\phi(\cdot \mid x) \,\|\, r_\psi(\cdot \mid x)\big)
+
+    estimated with :math:`K` reparameterised samples per ``x``. ``log Z`` is constant in
+    :math:`\phi` (pass the output of :func:`log_normalizer`, computed on detached
+    samples); it is *not* detached here because its :math:`\psi`-gradient
+    (:math:`-\mathbb{E}_r[\nabla_\psi E]`) is what makes :math:`R` a divergence for
+    the proxy too. Without ``log_z`` the value is :math:`R_{KL} - \mathbb{E}_x \log Z`:
+    same flow gradient, but no longer a KL.
+
+    Arguments:
+        log_q_samples: :math:`\log q_\phi(\theta_k \mid x)`, shape ``(K, B)``.
+        energy_samples: :math:`E_\psi(\theta_k, x)`, shape ``(K, B)``.
+        log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B,)``, or ``None``.
+
+    Returns:
+        The scalar :math:`R_{KL}`.
+
+    Example:
+        >>> reverse_kl(torch.full((8, 2), -1.0), torch.full((8, 2), 1.0), torch.zeros(2))
+        tensor(0.)
+    """
+    _check_samples("log_q_samples", log_q_samples)
+    _check_samples("energy_samples", energy_samples)
+    _check_same("log_q_samples", log_q_samples, "energy_samples", energy_samples)
+    _check_log_z(log_z, log_q_samples.shape[1])
+    value = (log_q_samples + energy_samples).mean()
+    if log_z is not None:
+        value = value + log_z.mean()
+    return value
+
+
+def srfe(
+    log_q_samples: Tensor,
+    energy_samples: Tensor,
+    tau: float,
+    log_z: Tensor | None = None,
+) -> Tensor:
+    r"""Surprisal-Rényi free energy between the proxy and the flow, :math:`S_\tau`.
+
+    With the Chernoff coefficient :math:`c_\tau(x) = \int r_\psi^\tau
+    q_\phi^{1-\tau} \, d\theta = \mathbb{E}_{q_\phi}[(r_\psi / q_\phi)^\tau]`,
+
+    .. math:: S_\tau(\phi, \psi) = -\frac{1}{\tau (1 - \tau)} \mathbb{E}_x
+        \log c_\tau(x) \approx -\frac{1}{\tau (1 - \tau)} \frac{1}{B} \sum_x
+        \Big[\operatorname{logsumexp}_k(\tau l_k) - \log K - \tau \log Z_\psi(x)\Big]
+
+    with :math:`l_k = -E_\psi(\theta_k, x) - \log q_\phi(\theta_k \mid x)` and
+    :math:`\theta_k \sim q_\phi(\cdot \mid x)` reparameterised. The proxy :math:`r`
+    is the distribution raised to :math:`\tau`: as :math:`\tau \to 1` this tends to
+    the forward :math:`\mathrm{KL}(r \| q)`, as :math:`\tau \to 0` to the reverse
+    :math:`\mathrm{KL}(q \| r)` (see :func:`gaussian_srfe`). The estimator is the log
+    of a mean, biased upwards by :math:`O(1/K)`. Near :math:`\tau = 1` its flow
+    gradient vanishes (:math:`\mathbb{E}_q[r/q] = 1`), so useful values lie in
+    :math:`(0, \sim 0.9]`. An ``x`` with every sample at zero proxy density gives
+    ``+inf`` (with zero gradient).
+
+    ``log_z`` is treated as for :func:`reverse_kl`: constant in :math:`\phi`, kept
+    (not detached) for its :math:`\psi`-gradient; without it the value is shifted by
+    :math:`\mathbb{E}_x \log Z / (1 - \tau)`.
+
+    Arguments:
+        log_q_samples: :math:`\log q_\phi(\theta_k \mid x)`, shape ``(K, B)``.
+        energy_samples: :math:`E_\psi(\theta_k, x)`, shape ``(K, B)``.
+        tau: The interpolation :math:`\tau \in (0, 1)`.
+        log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B,)``, or ``None``.
+
+    Returns:
+        The scalar :math:`S_\tau`.
+
+    Example:
+        >>> srfe(torch.zeros(8, 2), torch.ones(8, 2), 0.5, torch.zeros(2))
+        tensor(2.)
+
+    References:
+        | Surprisal-Rényi Free Energy (Matsumoto et al., 2026)
+        | https://arxiv.org/abs/2603.03405
+    """
+    tau = _check_tau(tau)
+    _check_samples("log_q_samples", log_q_samples)
+    _check_samples("energy_samples", energy_samples)
+    _check_same("log_q_samples", log_q_samples, "energy_samples", energy_samples)
+    _check_log_z(log_z, log_q_samples.shape[1])
+    K = log_q_samples.shape[0]
+    l = -energy_samples - log_q_samples  # noqa: E741
+    log_c = _safe_logsumexp(tau * l, dim=0) - math.log(K)
+    if log_z is not None:
+        log_c = log_c - tau * log_z
+    return -log_c.mean() / (tau * (1.0 - tau))
+
+
+def contrastive_ratio_loss(g_joint: Tensor, g_marginal: Tensor) -> Tensor:
+    r"""Contrastive (NRE-A) loss for a log-ratio :math:`g_\psi(\theta, x)`.
+
+    Binary cross-entropy of a classifier with logit :math:`g` between joint pairs
+    :math:`(\theta, x) \sim p(\theta, x)` (label 1) and marginal pairs
+    :math:`\theta \sim p(\theta), x \sim p(x)` (label 0, e.g. ``x`` shuffled in the batch):
+
+    .. math:: \ell = -\frac{1}{B} \sum \log \sigma(g_\text{joint})
+        - \frac{1}{B'} \sum \log \sigma(-g_\text{marginal}) .
+
+    Its minimiser is :math:`g^* = \log p(x \mid \theta) - \log p(x)`, the log
+    likelihood-to-evidence ratio: a warm start for the ``g`` of
+    :class:`jsbi.inference.ebm.PriorTimesRatioEnergy`, whose proxy then equals the
+    posterior :math:`\pi(\theta) e^{g^*}`. At :math:`g = 0` the loss is :math:`2 \log 2`.
+
+    Arguments:
+        g_joint: :math:`g` on joint pairs, any shape.
+        g_marginal: :math:`g` on marginal pairs, any shape.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> contrastive_ratio_loss(torch.zeros(3), torch.zeros(3))
+        tensor(1.3863)
+
+    References:
+        | Likelihood-free MCMC with Amortized Approximate Ratio Estimators
+        | (Hermans, Begy & Louppe, 2020) https://arxiv.org/abs/1903.04057
+    """
+    return F_.softplus(-g_joint).mean() + F_.softplus(g_marginal).mean()
+
+
+# ---------------------------------------------------------------------------
+# Closed forms for Gaussians
+# ---------------------------------------------------------------------------
+
+
+def _gaussian_args(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> None:
+    d = m1.shape[-1]
+    for name, m in (("m1", m1), ("m2", m2)):
+        if m.shape[-1] != d:
+            raise ValueError(f"{name} must have last dimension d = {d}, got {tuple(m.shape)}")
+    for name, S in (("S1", S1), ("S2", S2)):
+        if S.shape[-2:] != (d, d):
+            raise ValueError(f"{name} must have shape (..., {d}, {d}), got {tuple(S.shape)}")
+
+
+def _logdet(S: Tensor) -> Tensor:
+    return 2 * torch.linalg.cholesky(S).diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+
+def _quad(S: Tensor, v: Tensor) -> Tensor:
+    r""":math:`v^\top S^{-1} v` by Cholesky."""
+    L = torch.linalg.cholesky(S)
+    z = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False)
+    return z.squeeze(-1).square().sum(-1)
+
+
+def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
+    r"""Exact :math:`\mathrm{KL}(\mathcal{N}(m_1, S_1) \,\|\, \mathcal{N}(m_2, S_2))`.
+
+    .. math:: \frac{1}{2} \Big[\operatorname{tr}(S_2^{-1} S_1)
+        + (m_2 - m_1)^\top S_2^{-1} (m_2 - m_1) - d
+        + \log \det S_2 - \log \det S_1\Big]
+
+    Arguments:
+        m1, m2: Means, shape ``(..., d)``.
+        S1, S2: Covariances (symmetric positive definite), shape ``(..., d, d)``.
+
+    Returns:
+        The divergence, shape ``(...)`` (batch dimensions broadcast).
+
+    Example:
+        >>> I = torch.eye(2)
+        >>> gaussian_kl(torch.zeros(2), I, torch.ones(2), I)
+        tensor(1.)
+    """
+    _gaussian_args(m1, S1, m2, S2)
+    d = m1.shape[-1]
+    L2 = torch.linalg.cholesky(S2)
+    trace = torch.cholesky_solve(S1, L2).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return 0.5 * (trace + _quad(S2, m2 - m1) - d + _logdet(S2) - _logdet(S1))
+
+
+def gaussian_log_chernoff(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, tau: float) -> Tensor:
+    r"""Exact log Chernoff coefficient of two Gaussians.
+
+    For :math:`p = \mathcal{N}(m_1, S_1)` (raised to :math:`\tau`) and
+    :math:`q = \mathcal{N}(m_2, S_2)`, with :math:`M = (1 - \tau) S_1 + \tau S_2`,
+
+    .. math:: \log c_\tau = \log \int p^\tau q^{1-\tau} \, d\theta
+        = -\frac{\tau (1 - \tau)}{2} (m_1 - m_2)^\top M^{-1} (m_1 - m_2)
+        - \frac{1}{2} \Big[\log \det M - (1 - \tau) \log \det S_1
+        - \tau \log \det S_2\Big] .
+
+    (The product :math:`p^\tau q^{1-\tau}` is a Gaussian kernel of precision
+    :math:`\tau S_1^{-1} + (1 - \tau) S_2^{-1} = S_1^{-1} M S_2^{-1}`.)
+
+    Arguments:
+        m1, m2: Means, shape ``(..., d)``.
+        S1, S2: Covariances, shape ``(..., d, d)``.
+        tau: The exponent of ``p``, in :math:`[0, 1]`.
+
+    Returns:
+        :math:`\log c_\tau \le 0`, shape ``(...)``.
+
+    Example:
+        >>> I = torch.eye(1)
+        >>> gaussian_log_chernoff(torch.zeros(1), I, torch.ones(1), I, 0.5)
+        tensor(-0.1250)
+    """
+    _gaussian_args(m1, S1, m2, S2)
+    tau = float(tau)
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must lie in [0, 1], got {tau}")
+    M = (1 - tau) * S1 + tau * S2
+    quad = _quad(M, m1 - m2)
+    logdets = _logdet(M) - (1 - tau) * _logdet(S1) - tau * _logdet(S2)
+    return -0.5 * tau * (1 - tau) * quad - 0.5 * logdets
+
+
+def gaussian_srfe(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, tau: float) -> Tensor:
+    r"""Exact SRFE of two Gaussians, :math:`\mathrm{SRFE}_\tau(p \| q)`.
+
+    .. math:: \mathrm{SRFE}_\tau(p \| q) = -\frac{\log c_\tau}{\tau (1 - \tau)},
+        \qquad c_\tau = \int p^\tau q^{1-\tau}
+
+    for :math:`p = \mathcal{N}(m_1, S_1)`, :math:`q = \mathcal{N}(m_2, S_2)`. Since
+    :math:`\frac{d}{d\tau} \log c_\tau = \mathbb{E}_{p_\tau}[\log p/q]` (escort
+    :math:`p_\tau \propto p^\tau q^{1-\tau}`), it tends to :math:`\mathrm{KL}(p \| q)`
+    as :math:`\tau \to 1` and to :math:`\mathrm{KL}(q \| p)` as :math:`\tau \to 0`;
+    by the Gibbs variational form
+    :math:`\min_s [\mathrm{KL}(s \| p) / (1 - \tau) + \mathrm{KL}(s \| q) / \tau]`
+    it is at most :math:`\min(\mathrm{KL}(p \| q) / \tau, \mathrm{KL}(q \| p) / (1 - \tau))`.
+    In jsbi :math:`p` is the proxy ``r``, and :func:`srfe` estimates this quantity.
+
+    Arguments:
+        m1, m2: Means, shape ``(..., d)``.
+        S1, S2: Covariances, shape ``(..., d, d)``.
+        tau: :math:`\tau \in (0, 1)`.
+
+    Returns:
+        :math:`\mathrm{SRFE}_\tau(p \| q) \ge 0`, shape ``(...)``.
+
+    Example:
+        >>> I = torch.eye(1)
+        >>> gaussian_srfe(torch.zeros(1), I, torch.ones(1), I, 0.5)
+        tensor(0.5000)
+
+    References:
+        | Surprisal-Rényi Free Energy (Matsumoto et al., 2026)
+        | https://arxiv.org/abs/2603.03405
+    """
+    tau = _check_tau(tau)
+    return -gaussian_log_chernoff(m1, S1, m2, S2, tau) / (tau * (1 - tau))
+
+
+# ---------------------------------------------------------------------------
+# tau schedules (SRFE paper, experiment 3)
+# ---------------------------------------------------------------------------
+
+
+class TauSchedule:
+    r"""A schedule :math:`\tau(t)` of the training progress :math:`t \in [0, 1]`.
+
+    Call it with the progress ``t`` (e.g. ``epoch / max_epochs``) or use
+    :meth:`at` with a step and a total. Every value lies in :math:`(0, 1)`.
+    """
+
+    def __call__(self, t: float) -> float:
+        t = float(t)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"progress t must lie in [0, 1], got {t}")
+        return self._value(t)
+
+    def at(self, step: int, total: int) -> float:
+        r"""The value at ``step`` out of ``total`` (progress ``min(step / total, 1)``)."""
+        if total <= 0:
+            raise ValueError(f"total must be positive, got {total}")
+        if step < 0:
+            raise ValueError(f"step must be non-negative, got {step}")
+        return self(min(step / total, 1.0))
+
+    def _value(self, t: float) -> float:
+        raise NotImplementedError
+
+
+class ConstantTau(TauSchedule):
+    r"""A constant :math:`\tau`.
+
+    Arguments:
+        tau: The value, in :math:`(0, 1)`.
+
+    Example:
+        >>> ConstantTau(0.5)(0.7)
+        0.5
+    """
+
+    def __init__(self, tau: float = 0.5) -> None:
+        self.tau = _check_tau(tau)
+
+    def _value(self, t: float) -> float:
+        return self.tau
+
+    def __repr__(self) -> str:
+        return f"ConstantTau({self.tau})"
+
+
+class LinearTau(TauSchedule):
+    r"""A linear schedule :math:`\tau(t) = \tau_0 + t (\tau_1 - \tau_0)`.
+
+    From near 1 to small (``start=0.9, end=0.1``) it anneals: cover the support
+    first, then sharpen. From small to large it is the reverse anneal.
+
+    Arguments:
+        start: :math:`\tau_0 = \tau(0) \in (0, 1)`.
+        end: :math:`\tau_1 = \tau(1) \in (0, 1)`.
+
+    Example:
+        >>> LinearTau(0.9, 0.1)(0.5)
+        0.5
+    """
+
+    def __init__(self, start: float = 0.9, end: float = 0.1) -> None:
+        self.start = _check_tau(start)
+        self.end = _check_tau(end)
+
+    def _value(self, t: float) -> float:
+        return self.start + t * (self.end - self.start)
+
+    def __repr__(self) -> str:
+        return f"LinearTau(start={self.start}, end={self.end})"
+
+
+class StepTau(TauSchedule):
+    r"""A piecewise-constant schedule.
+
+    :math:`\tau(t)` is the value of the last step whose fraction is :math:`\le t`
+    (the first step's value before it).
+
+    Arguments:
+        steps: ``(fraction, tau)`` pairs, fractions in :math:`[0, 1]` and
+            non-decreasing, values in :math:`(0, 1)`.
+
+    Example:
+        >>> s = StepTau([(0.0, 0.9), (0.5, 0.1)])
+        >>> s(0.25), s(0.5)
+        (0.9, 0.1)
+    """
+
+    def __init__(self, steps: Sequence[tuple[float, float]]) -> None:
+        steps = [(float(f), float(v)) for f, v in steps]
+        if not steps:
+            raise ValueError("steps must hold at least one (fraction, tau) pair")
+        for f, v in steps:
+            if not 0.0 <= f <= 1.0:
+                raise ValueError(f"step fractions must lie in [0, 1], got {f}")
+            _check_tau(v)
+        fractions = [f for f, _ in steps]
+        if fractions != sorted(fractions):
+            raise ValueError(f"step fractions must be non-decreasing, got {fractions}")
+        self.steps = steps
+
+    def _value(self, t: float) -> float:
+        value = self.steps[0][1]
+        for f, v in self.steps:
+            if f <= t:
+                value = v
+        return value
+
+    def __repr__(self) -> str:
+        return f"StepTau({self.steps})"
+
+
+def make_tau_schedule(
+    spec: str | float | TauSchedule,
+    *,
+    tau: float = 0.5,
+    tau_start: float | None = None,
+    tau_end: float | None = None,
+    steps: Sequence[tuple[float, float]] | None = None,
+) -> TauSchedule:
+    r"""Builds a :class:`TauSchedule` from a name, a number or a schedule.
+
+    ======================  ==========================================================
+    ``spec``                schedule
+    ======================  ==========================================================
+    a float in (0, 1)       :class:`ConstantTau` at that value
+    ``"constant"``          :class:`ConstantTau` at ``tau``
+    ``"anneal"``            :class:`LinearTau` from ``tau_start`` (0.9) to ``tau_end`` (0.1)
+    ``"reverse"``           :class:`LinearTau` from ``tau_start`` (0.1) to ``tau_end`` (0.9)
+    ``"step"``              :class:`StepTau` on ``steps`` (default 0.9, 0.5, 0.1 in thirds)
+    a :class:`TauSchedule`  itself
+    ======================  ==========================================================
+
+    Arguments:
+        spec: The schedule's name, a constant, or a schedule.
+        tau: The constant for ``"constant"``.
+        tau_start: :math:`\tau(0)` of the linear schedules.
+        tau_end: :math:`\tau(1)` of the linear schedules.
+        steps: The ``(fraction, tau)`` pairs of ``"step"``.
+
+    Example:
+        >>> make_tau_schedule("anneal", tau_end=0.2)
+        LinearTau(start=0.9, end=0.2)
+    """
+    if isinstance(spec, TauSchedule):
+        return spec
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return ConstantTau(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a name, a float or a TauSchedule, got {spec!r}")
+    name = spec.lower()
+    if name == "constant":
+        return ConstantTau(tau)
+    if name == "anneal":
+        return LinearTau(
+            0.9 if tau_start is None else tau_start, 0.1 if tau_end is None else tau_end
+        )
+    if name == "reverse":
+        return LinearTau(
+            0.1 if tau_start is None else tau_start, 0.9 if tau_end is None else tau_end
+        )
+    if name == "step":
+        return StepTau(steps if steps is not None else [(0.0, 0.9), (1 / 3, 0.5), (2 / 3, 0.1)])
+    try:
+        return ConstantTau(float(name))
+    except ValueError:
+        pass
+    raise ValueError(
+        f"unknown tau schedule {spec!r}: expected 'constant', 'anneal', 'reverse', 'step' "
+        "or a number in (0, 1)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Primal-dual pieces (METHOD.md, section 4)
+# ---------------------------------------------------------------------------
+#
+#   minimise_{phi, psi, u >= 0}  F(phi) + R(phi, psi) + (alpha / 2) u^2
+#   subject to                   C(psi) - F_bar <= eps + u
+#
+#   L = F + R + (alpha / 2) u^2 + lambda (C - F_bar - eps - u)
+
+
+def constraint_violation(
+    C: Tensor | float, F_bar: Tensor | float, eps: float = 0.0, u: Tensor | float = 0.0
+) -> Tensor | float:
+    r"""The constraint's violation :math:`C(\psi) - \bar F - \epsilon - u`.
+
+    Positive: the proxy fits the data worse than the flow by more than
+    :math:`\epsilon + u`. ``C - F_bar`` equals :math:`\mathrm{KL}(p \| r) -
+    \mathrm{KL}(p \| q)` (the data entropy cancels). Tensors are detached: the
+    violation only drives the dual step.
+
+    Arguments:
+        C: The proxy fit :math:`C` (:func:`proxy_fit`).
+        F_bar: The flow's forward NLL :math:`\bar F` (:func:`forward_kl`).
+        eps: The tolerance :math:`\epsilon`.
+        u: The resilient slack :math:`u \ge 0` (:func:`resilient_slack`).
+
+    Returns:
+        :math:`C - \bar F - \epsilon - u`.
+
+    Example:
+        >>> constraint_violation(3.0, 2.0, eps=0.5, u=0.25)
+        0.25
+    """
+    value = C - F_bar - eps - u
+    return value.detach() if isinstance(value, Tensor) else value
+
+
+def dual_update(lam: Tensor | float, violation: Tensor | float, lr: float) -> Tensor | float:
+    r"""Projected dual ascent :math:`\lambda \leftarrow \max(0, \lambda + \eta_\lambda v)`.
+
+    :math:`\lambda` rises while the constraint is violated (:math:`v > 0`) and decays
+    to 0 once it is slack: the adaptive weight of the proxy's data fit.
+
+    Arguments:
+        lam: The multiplier :math:`\lambda \ge 0`.
+        violation: :math:`v` from :func:`constraint_violation`.
+        lr: The dual step :math:`\eta_\lambda > 0`.
+
+    Returns:
+        The new :math:`\lambda` (a float for float inputs, else a detached tensor).
+
+    Example:
+        >>> dual_update(0.5, -2.0, lr=0.1), dual_update(0.5, -10.0, lr=0.1)
+        (0.3, 0.0)
+    """
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    value = lam + lr * violation
+    if isinstance(value, Tensor):
+        return value.detach().clamp(min=0.0)
+    return max(0.0, float(value))
+
+
+def resilient_slack(lam: Tensor | float, alpha: float) -> Tensor | float:
+    r"""The resilient slack :math:`u = \lambda / \alpha`.
+
+    The minimiser in :math:`u` of :math:`\frac{\alpha}{2} u^2 - \lambda u`. With
+    ``alpha = inf`` there is no relaxation (:math:`u = 0`).
+
+    Arguments:
+        lam: The multiplier :math:`\lambda \ge 0`.
+        alpha: The slack's cost :math:`\alpha > 0`.
+
+    Returns:
+        :math:`u \ge 0`.
+
+    Example:
+        >>> resilient_slack(2.0, alpha=4.0)
+        0.5
+
+    References:
+        | Resilient Constrained Learning (Hounie et al., 2023)
+        | https://arxiv.org/abs/2306.02426
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    return lam / alpha
+
+
+def flow_loss(F: Tensor, R: Tensor) -> Tensor:
+    r"""The flow's primal loss :math:`F(\phi) + R(\phi, \psi)`.
+
+    ``R`` is :func:`reverse_kl` (objective ``jeffreys``) or :func:`srfe` (``srfe``).
+    The flow's optimiser steps on this; only :math:`\phi` should receive its gradient.
+
+    Example:
+        >>> flow_loss(torch.tensor(1.0), torch.tensor(2.0))
+        tensor(3.)
+    """
+    return F + R
+
+
+def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float) -> Tensor:
+    r"""The proxy's primal loss :math:`R(\phi, \psi) + \lambda \, C(\psi)`.
+
+    Through :math:`R` the proxy is pulled towards the flow, through :math:`C`
+    towards the data, with the adaptive weight :math:`\lambda` (a constant in the
+    fixed-penalty ablation). The proxy's optimiser steps on this; only :math:`\psi`
+    should receive its gradient. ``lam`` is detached.
+
+    Example:
+        >>> proxy_loss(torch.tensor(1.0), torch.tensor(2.0), 0.5)
+        tensor(2.)
+    """
+    if isinstance(lam, Tensor):
+        lam = lam.detach()
+    return R + lam * C
+
+
+def lagrangian(
+    F: Tensor | float,
+    R: Tensor | float,
+    C: Tensor | float,
+    F_bar: Tensor | float,
+    lam: Tensor | float,
+    u: Tensor | float = 0.0,
+    alpha: float = math.inf,
+    eps: float = 0.0,
+) -> Tensor | float:
+    r"""The Lagrangian, for logging.
+
+    .. math:: L = F + R + \frac{\alpha}{2} u^2 + \lambda (C - \bar F - \epsilon - u)
+
+    With ``alpha = inf`` (no slack), ``u`` must be 0 and its cost is 0.
+
+    Example:
+        >>> lagrangian(1.0, 2.0, 3.0, 1.0, lam=0.5, u=0.5, alpha=2.0)
+        4.0
+    """
+    cost = 0.0 if math.isinf(alpha) else 0.5 * alpha * u**2
+    return F + R + cost + lam * (C - F_bar - eps - u)

@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Independent, Normal, Uniform
+
+from jsbi.simulators.base import wrap
+from jsbi.simulators.simulate import simulate
+
+PRIOR = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+
+
+def noisy(theta):
+    # Uses both torch's and numpy's global generators, so both must be seeded.
+    eps = torch.from_numpy(np.random.standard_normal(theta.shape)).float()
+    return torch.cat([theta + 0.1 * torch.randn_like(theta), eps], dim=1)
+
+
+def simulator(name="noisy", prior=PRIOR):
+    return wrap(noisy, prior, name=name)
+
+
+class Counting:
+    r"""A simulator counting its calls, failing (when asked) on call ``fail_at``."""
+
+    def __init__(self, fail_at=None, error=RuntimeError):
+        self.prior, self.name = PRIOR, "noisy"
+        self.calls, self.fail_at, self.error = 0, fail_at, error
+
+    def simulate(self, theta):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error("simulator crashed")
+        return noisy(theta)
+
+
+def test_same_seed_same_pairs():
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    theta, x = simulate(simulator(), 25, seed=3, batch_size=10)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+
+    again = simulate(simulator(), 25, seed=3, batch_size=10)
+    other = simulate(simulator(), 25, seed=4, batch_size=10)
+    assert torch.equal(theta, again[0]) and torch.equal(x, again[1])
+    assert not torch.equal(theta, other[0]) and not torch.equal(x, other[1])
+    # Batches are seeded independently: a shorter campaign is a prefix of a longer one.
+    prefix = simulate(simulator(), 10, seed=3, batch_size=10)
+    assert torch.equal(prefix[1], x[:10])
+    # Rows within and across batches differ (no repeated seeds).
+    assert len(torch.unique(theta[:, 0])) == 25
+
+
+@pytest.mark.parametrize("kwargs", [{"n_jobs": 2}, {"n_jobs": 2, "backend": "threading"}])
+def test_parallel_same_pairs(kwargs):
+    theta, x = simulate(simulator(), 25, seed=3, batch_size=10)
+    theta_p, x_p = simulate(simulator(), 25, seed=3, batch_size=10, **kwargs)
+    assert torch.equal(theta, theta_p) and torch.equal(x, x_p)
+
+
+def test_shapes_dtypes():
+    prior = Independent(Uniform(torch.zeros(3), torch.ones(3)), 1)
+    sim = wrap(lambda t: np.repeat(t.sum(1, keepdims=True), 4, axis=1), prior, numpy=True)
+    theta, x = simulate(sim, 23, batch_size=5)
+    assert theta.shape == (23, 3) and x.shape == (23, 4)
+    assert theta.dtype == x.dtype == torch.float32
+    assert torch.allclose(x[:, 0], theta.sum(1))
+
+    # A (simulator, prior) pair is wrapped.
+    theta, x = simulate((lambda t: 2 * t, prior), 7, batch_size=3)
+    assert torch.equal(x, 2 * theta)
+
+
+def nan_right(theta):
+    x = theta.clone()
+    x[theta[:, 0] > 0.5, 1] = float("nan")
+    x[theta[:, 0] < -1.0, 0] = float("inf")
+    return x
+
+
+def test_nonfinite():
+    sim = wrap(nan_right, PRIOR)
+    with pytest.warns(UserWarning, match="marked False in the mask"):
+        theta, x, mask = simulate(sim, 40, batch_size=16, return_mask=True)
+    expected = (theta[:, 0] <= 0.5) & (theta[:, 0] >= -1.0)
+    num_bad = int((~expected).sum())
+    assert 0 < num_bad < 40
+    assert theta.shape == (40, 2) and mask.dtype == torch.bool
+    assert torch.equal(mask, expected)
+    assert torch.isfinite(x[mask]).all() and not torch.isfinite(x[~mask]).all(dim=1).any()
+
+    with pytest.warns(UserWarning, match=f"dropped {num_bad} of 40 simulations"):
+        theta_d, x_d = simulate(sim, 40, batch_size=16)
+    assert torch.equal(theta_d, theta[mask]) and torch.equal(x_d, x[mask])
+
+    with pytest.warns(UserWarning, match=f"{num_bad} of 40 .* kept"):
+        _, x_k = simulate(sim, 40, batch_size=16, on_nonfinite="keep")
+    assert x_k.shape == (40, 2)
+
+    with pytest.raises(ValueError, match=f"{num_bad} of 40 .*non-finite"):
+        simulate(sim, 40, batch_size=16, on_nonfinite="raise")
+
+    with pytest.raises(ValueError, match="all 5 of 5"):
+        simulate(wrap(lambda t: t * float("nan"), PRIOR), 5)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_store_resume(tmp_path, error):
+    store = tmp_path / "campaign"
+    with pytest.raises(error):
+        simulate(Counting(fail_at=3, error=error), 45, seed=2, batch_size=10, store=store)
+    assert sorted(p.name for p in store.iterdir()) == [
+        "batch_00000.pt",
+        "batch_00001.pt",
+        "meta.json",
+    ]
+    meta = json.loads((store / "meta.json").read_text())
+    assert meta["seed"] == 2 and meta["batch_size"] == 10 and meta["simulator"] == "noisy"
+    assert meta["num_simulations"] == 45 and meta["dim_theta"] == 2 and meta["dim_x"] == 4
+
+    resumed = Counting()
+    theta, x = simulate(resumed, 45, seed=2, batch_size=10, store=store)
+    assert resumed.calls == 3  # batches 2, 3 and 4 only
+
+    reference = simulate(simulator(), 45, seed=2, batch_size=10)
+    assert torch.equal(theta, reference[0]) and torch.equal(x, reference[1])
+
+    # Everything is stored now: no simulation at all, same pairs.
+    again = Counting()
+    theta_s, x_s = simulate(again, 45, seed=2, batch_size=10, store=store)
+    assert again.calls == 0 and torch.equal(x_s, x)
+
+    # Extending the campaign re-simulates the short last batch and adds one.
+    more = Counting()
+    _, x_more = simulate(more, 55, seed=2, batch_size=10, store=store)
+    assert more.calls == 2 and torch.equal(x_more[:40], x[:40])
+
+
+def test_store_mismatch(tmp_path):
+    simulate(simulator(), 20, seed=0, batch_size=10, store=tmp_path)
+    with pytest.raises(ValueError, match="its seed is 0 but this call has 1"):
+        simulate(simulator(), 20, seed=1, batch_size=10, store=tmp_path)
+    with pytest.raises(ValueError, match="its batch_size is 10"):
+        simulate(simulator(), 20, seed=0, batch_size=5, store=tmp_path)
+    with pytest.raises(ValueError, match="its simulator is 'noisy'"):
+        simulate(simulator("other"), 20, seed=0, batch_size=10, store=tmp_path)
+    shifted = Independent(Normal(torch.ones(2), torch.ones(2)), 1)
+    with pytest.raises(ValueError, match="prior changed"):
+        simulate(simulator(prior=shifted), 20, seed=0, batch_size=10, store=tmp_path)
+    wider = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+    with pytest.raises(ValueError, match="its dim_theta is 2"):
+        simulate(simulator(prior=wider), 20, seed=0, batch_size=10, store=tmp_path)
+
+
+def on_dask_worker(theta):
+    import distributed
+
+    distributed.get_worker()  # raises ValueError outside a Dask worker
+    return noisy(theta)
+
+
+def test_dask():
+    distributed = pytest.importorskip("distributed")
+
+    with pytest.raises(RuntimeError, match="running dask.distributed.Client"):
+        simulate(simulator(), 10, backend="dask")
+
+    expected = simulate(simulator(), 25, seed=5, batch_size=10)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        sim = wrap(on_dask_worker, PRIOR, name="noisy")
+        theta, x = simulate(sim, 25, seed=5, batch_size=10, backend="dask")
+    assert torch.equal(theta, expected[0]) and torch.equal(x, expected[1])
+
+
+def test_progress_bar(capsys):
+    simulate(simulator(), 30, batch_size=10, show_progress_bar=True)
+    assert "Simulating noisy" in capsys.readouterr().err
+    simulate(simulator(), 30, batch_size=10, show_progress_bar=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_simulations": 0}, "num_simulations must be a positive int"),
+        ({"num_simulations": 2.5}, "num_simulations must be a positive int"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"seed": -1}, "seed must be a non-negative int"),
+        ({"n_jobs": 0}, "n_jobs must be a non-zero int"),
+        ({"backend": "spark"}, "backend must be None or one of"),
+        ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    kwargs = {"num_simulations": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        simulate(simulator(), **kwargs)
+
+
+def test_bad_simulators(tmp_path):
+    with pytest.raises(TypeError, match="task_or_simulator must be a jsbi Simulator"):
+        simulate(noisy, 10)
+
+    calls = []
+
+    def fail_second(theta):
+        calls.append(1)
+        return theta if len(calls) == 1 else theta[1:]
+
+    with pytest.raises(ValueError, match=r"batch 1 \(simulations 5..9.*\(n, m\) = \(5, m\)"):
+        simulate(wrap(fail_second, PRIOR, name="short"), 12, batch_size=5)
+
+    strings = wrap(lambda t: np.full((len(t), 2), "a"), PRIOR, numpy=True)
+    with pytest.raises(TypeError, match="batch 0 .*must return numbers"):
+        simulate(strings, 4)
+
+    class Flat:
+        prior, name = PRIOR, "flat"
+
+        def simulate(self, theta):
+            return theta.reshape(-1)
+
+    with pytest.raises(ValueError, match=r"batch 0: .*\(4, m\), got \(8,\)"):
+        simulate(Flat(), 4)
+
+    class Ragged(Flat):
+        def __init__(self):
+            self.calls = 0
+
+        def simulate(self, theta):
+            self.calls += 1
+            return theta if self.calls == 1 else theta[:, :1]
+
+    with pytest.raises(ValueError, match="different numbers of columns"):
+        simulate(Ragged(), 4, batch_size=2)
+    with pytest.raises(ValueError, match="returned m=1 columns but the store"):
+        simulate(Ragged(), 4, batch_size=2, store=tmp_path)

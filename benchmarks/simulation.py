@@ -137,7 +137,7 @@ def main() -> None:
         help="simulations for the n_jobs speed-up (default: min(2000, --num-simulations))",
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="workers for the speed-up")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
 
     if args.num_simulations <= 0:
         parser.error("--num-simulations must be positive")
@@ -150,8 +150,10 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")  # sbibm/pyro deprecation noise
     n = args.num_simulations
-    print(f"Simulators: {n:,} prior draws per task, one call each, torch threads = "
-          f"{torch.get_num_threads()}\n")  # fmt: skip
+    print(
+        f"Simulators: {n:,} prior draws per task, one call each, torch threads = "
+        f"{torch.get_num_threads()}\n"
+    )
     header = (
         f"{'task':<26}{'d':>4}{'m':>6}{'jsbi sims/s':>16}{'sbibm sims/s':>16}{'jsbi/sbibm':>12}"
     )

@@ -54,7 +54,9 @@ def test_same_seed_same_pairs():
     assert len(torch.unique(theta[:, 0])) == 25
 
 
-@pytest.mark.parametrize("kwargs", [{"n_jobs": 2}, {"n_jobs": 2, "backend": "threading"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"n_jobs": 2}, {"n_jobs": 2, "backend": "threading"}], ids=["loky", "threading"]
+)
 def test_parallel_same_pairs(kwargs):
     theta, x = simulate(simulator(), 25, seed=3, batch_size=10)
     theta_p, x_p = simulate(simulator(), 25, seed=3, batch_size=10, **kwargs)

@@ -2,10 +2,11 @@ r"""The built-in tasks against sbibm: priors, simulators, observations, fixed da
 
 Simulator equality is checked in distribution: at fixed parameters (observation 1's true
 parameters, and a prior draw), 2,000 draws from jsbi and 2,000 from sbibm (1,000 each for
-the tasks whose sbibm simulator is slow) must pass (a) two-sample KS tests on every data dimension and on 20
-random projections, Bonferroni-corrected at a family level of 1e-3, and (b) a kNN
-classifier two-sample test with 5-fold accuracy below 0.56 (chance is 0.5; its standard
-error is about 0.008 at 4,000 points, 0.011 at 2,000). A perturbed simulator must fail the same check.
+the tasks whose sbibm simulator is slow) must pass (a) two-sample KS tests on every data
+dimension and on 20 random projections, Bonferroni-corrected at a family level of 1e-3,
+and (b) a kNN classifier two-sample test with 5-fold accuracy below 0.56 (chance is 0.5;
+its standard error is about 0.008 at 4,000 points, 0.011 at 2,000). A perturbed simulator
+must fail the same check.
 """
 
 from __future__ import annotations

@@ -112,13 +112,20 @@ def test_log_normalizer_gradient_is_self_normalised_weights():
 def test_log_normalizer_detaches_log_q_and_handles_empty_support():
     log_q = torch.zeros(4, 2, requires_grad=True)
     psi = torch.zeros(4, 2, requires_grad=True)
-    neg_energy = torch.where(torch.tensor([[True, False]] * 4), -math.inf, -psi)
+    # -inf reached arithmetically (not by a `where`), so a NaN would reach psi.
+    neg_energy = torch.tensor([[-math.inf, 0.0]] * 4) - psi
     log_z, ess = log_normalizer(neg_energy, log_q)
     assert torch.isneginf(log_z[0]) and log_z[1].item() == pytest.approx(0.0, abs=1e-7)
     assert ess.tolist() == [0.0, 1.0]
-    log_z[1].backward()
+    log_z.sum().backward()
     assert log_q.grad is None  # log Z_hat is constant in the flow
     assert torch.isfinite(psi.grad).all()
+    # S_tau of an x whose samples all have zero proxy density: +inf, finite gradient.
+    log_q = torch.zeros(4, 2, requires_grad=True)
+    value = srfe(log_q, -neg_energy.detach(), 0.5)
+    assert torch.isposinf(value)
+    value.backward()
+    assert torch.isfinite(log_q.grad).all()
 
 
 def test_log_normalizer_shape_errors():

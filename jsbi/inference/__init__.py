@@ -1,0 +1,32 @@
+r"""What turns ``(theta, x)`` pairs into a posterior: flows, training, the posterior."""
+
+from __future__ import annotations
+
+from jsbi.inference.estimator import OBJECTIVES, PosteriorEstimator
+from jsbi.inference.flows import (
+    FLOWS,
+    ConditionalFlow,
+    MLPEmbedding,
+    SetEmbedding,
+    build_conditional_flow,
+    build_flow,
+)
+from jsbi.inference.posterior import Posterior, PosteriorLoadError, load_posterior
+from jsbi.inference.trainer import NPEStep, TrainingStep, train
+
+__all__ = [
+    "FLOWS",
+    "OBJECTIVES",
+    "ConditionalFlow",
+    "MLPEmbedding",
+    "NPEStep",
+    "Posterior",
+    "PosteriorEstimator",
+    "PosteriorLoadError",
+    "SetEmbedding",
+    "TrainingStep",
+    "build_conditional_flow",
+    "build_flow",
+    "load_posterior",
+    "train",
+]

@@ -1,0 +1,239 @@
+r"""The user-facing estimator: prior + flow + objective -> a trained :class:`Posterior`.
+
+Example:
+    >>> import torch, jsbi
+    >>> from torch.distributions import Independent, Normal
+    >>> prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    >>> theta = prior.sample((500,)); x = theta + 0.5 * torch.randn(500, 2)
+    >>> est = jsbi.PosteriorEstimator(prior, flow="nsf", num_transforms=2)
+    >>> posterior = est.fit(theta, x, max_epochs=5, show_progress_bar=False)
+    >>> posterior.sample((10,), x=x[0]).shape
+    torch.Size([10, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.distributions import Distribution
+
+from jsbi.inference.flows import ConditionalFlow, build_conditional_flow
+from jsbi.inference.posterior import Posterior
+from jsbi.inference.trainer import NPEStep, TrainingStep, check_training_data, train
+
+__all__ = ["OBJECTIVES", "PosteriorEstimator"]
+
+
+def _npe(flow: ConditionalFlow, *, learning_rate: float, clip_max_norm: float | None, **_):
+    return NPEStep(flow, learning_rate=learning_rate, clip_max_norm=clip_max_norm)
+
+
+#: Objective name -> factory ``(flow, prior=..., learning_rate=..., clip_max_norm=...,
+#: **objective_kwargs) -> TrainingStep``. New objectives register here.
+OBJECTIVES: dict[str, Callable[..., TrainingStep]] = {"npe": _npe}
+_PLANNED = ("jeffreys", "srfe", "reverse")
+
+
+class PosteriorEstimator:
+    r"""Trains an amortised posterior :math:`q(\theta | x)` from simulations.
+
+    Arguments:
+        prior: The prior, a torch distribution with event shape ``(d,)``.
+        flow: A flow name (``"nsf"``, ``"maf"``, ``"ncsf"``, ``"realnvp"``, ``"naf"``)
+            or a zuko flow class.
+        objective: The training objective; ``"npe"`` (forward KL) for now. ``"jeffreys"``,
+            ``"srfe"`` and ``"reverse"`` (see ``METHOD.md``) are planned.
+        embedding_net: A module mapping ``x`` (z-scored) to features, trained jointly, e.g.
+            :class:`~jsbi.inference.flows.MLPEmbedding` or
+            :class:`~jsbi.inference.flows.SetEmbedding`.
+        bounded: Whether the flow lives in the prior's unconstrained space (no posterior
+            mass outside the support).
+        device: The training device.
+        seed: Seeds the initialisation, the validation split and the shuffling.
+        objective_kwargs: Extra arguments of the objective (e.g. ``tau``), if any.
+        flow_kwargs: ``hidden_features``, ``num_transforms``, ``num_bins``, ``z_score_x``,
+            ``z_score_theta`` and other zuko arguments (see
+            :func:`~jsbi.inference.flows.build_conditional_flow`).
+    """
+
+    def __init__(
+        self,
+        prior: Distribution,
+        flow: str | type = "nsf",
+        objective: str = "npe",
+        embedding_net: nn.Module | None = None,
+        bounded: bool = True,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        objective_kwargs: dict[str, Any] | None = None,
+        **flow_kwargs: Any,
+    ) -> None:
+        if not isinstance(prior, Distribution):
+            raise TypeError(
+                f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
+            )
+        if len(prior.event_shape) != 1:
+            raise ValueError(f"prior must have event shape (d,), got {tuple(prior.event_shape)}")
+        key = str(objective).lower()
+        if key not in OBJECTIVES:
+            if key in _PLANNED:
+                raise NotImplementedError(
+                    f"objective {objective!r} is not implemented yet; use objective='npe'"
+                )
+            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+        self.prior = prior
+        self.flow_name = flow
+        self.objective = key
+        self.objective_kwargs = dict(objective_kwargs or {})
+        self.embedding_net = embedding_net
+        self.bounded = bool(bounded)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.flow_kwargs = flow_kwargs
+        self.flow: ConditionalFlow | None = None
+        self.history: dict[str, Any] | None = None
+        self.step: TrainingStep | None = None
+        self._theta: Tensor | None = None
+        self._x: Tensor | None = None
+
+    @property
+    def dim_theta(self) -> int:
+        return int(self.prior.event_shape[0])
+
+    def append_simulations(self, theta: Tensor, x: Tensor) -> PosteriorEstimator:
+        r"""Adds training pairs (sbi style); :meth:`train` fits on all of them."""
+        theta = torch.as_tensor(theta)
+        x = torch.as_tensor(x)
+        if self._theta is None:
+            self._theta, self._x = theta, x
+        else:
+            self._theta = torch.cat([self._theta, theta.to(self._theta)])
+            self._x = torch.cat([self._x, x.to(self._x)])
+        return self
+
+    def train(self, **training_kwargs: Any) -> Posterior:
+        r"""Fits on the appended simulations; see :meth:`fit`."""
+        if self._theta is None:
+            raise ValueError("no simulations: call append_simulations(theta, x) first")
+        return self.fit(self._theta, self._x, **training_kwargs)
+
+    def fit(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        *,
+        learning_rate: float = 5e-4,
+        batch_size: int = 200,
+        validation_fraction: float = 0.1,
+        stop_after_epochs: int = 20,
+        max_epochs: int = 2**31 - 1,
+        clip_max_norm: float | None = 5.0,
+        show_progress_bar: bool | None = None,
+        show_train_summary: bool = False,
+        callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+    ) -> Posterior:
+        r"""Builds a fresh flow and trains it on ``(theta, x)``.
+
+        Arguments:
+            theta: Parameters, shape ``(n, d)``; rows must lie in the prior's support.
+            x: Simulations, shape ``(n, m)``; non-finite rows are dropped with a warning.
+            learning_rate: Adam's learning rate.
+            batch_size: Training batch size.
+            validation_fraction: Held-out fraction for early stopping.
+            stop_after_epochs: Early-stopping patience in epochs.
+            max_epochs: Upper bound on epochs.
+            clip_max_norm: Gradient norm clip (``None``: off).
+            show_progress_bar: tqdm bar (``None``: only on a TTY).
+            show_train_summary: Print epochs and best validation loss at the end.
+            callback: ``callback(epoch, logs)``; returning ``True`` stops.
+
+        Returns:
+            The trained :class:`Posterior` (its ``history`` holds the run).
+        """
+        theta, x, dropped = check_training_data(theta, x, self.dim_theta)
+        if self.bounded:
+            inside = self.prior.support.check(theta.to(_prior_device(self.prior)))
+            if inside.ndim > 1:
+                inside = inside.all(-1)
+            outside = int((~inside.cpu()).sum())
+            if outside:
+                raise ValueError(
+                    f"{outside} of {len(theta)} rows of theta lie outside the prior's support; "
+                    "a bounded flow gives them zero density (drop them or pass bounded=False)"
+                )
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            self.flow = build_conditional_flow(
+                theta.to(self.device),
+                x.to(self.device),
+                self.prior,
+                flow=self.flow_name,
+                embedding_net=self.embedding_net,
+                bounded=self.bounded,
+                **self.flow_kwargs,
+            )
+        self.step = OBJECTIVES[self.objective](
+            self.flow,
+            prior=self.prior,
+            learning_rate=learning_rate,
+            clip_max_norm=clip_max_norm,
+            **self.objective_kwargs,
+        )
+        self.history = train(
+            self.step,
+            theta,
+            x,
+            batch_size=batch_size,
+            validation_fraction=validation_fraction,
+            stop_after_epochs=stop_after_epochs,
+            max_epochs=max_epochs,
+            seed=self.seed,
+            device=self.device,
+            show_progress_bar=show_progress_bar,
+            callback=callback,
+            num_dropped=dropped,
+        )
+        self.history["objective"] = self.objective
+        if show_train_summary:
+            print(self.train_summary())
+        return self.build_posterior()
+
+    def build_posterior(self) -> Posterior:
+        r"""Returns the :class:`Posterior` of the last fit."""
+        if self.flow is None:
+            raise RuntimeError("the estimator has not been fitted: call fit(theta, x) first")
+        return Posterior(self.flow, self.prior, history=self.history)
+
+    def train_summary(self) -> str:
+        r"""A short text summary of the last fit (as sbi's ``show_train_summary``)."""
+        h = self.history or {}
+        if not h:
+            return "not trained"
+        status = (
+            "interrupted"
+            if h["interrupted"]
+            else "converged"
+            if h["converged"]
+            else "stopped (max_epochs or callback)"
+        )
+        best = h["best_validation_loss"]
+        return (
+            f"Training {status} after {h['epochs_trained']} epochs "
+            f"({h['num_train']} train / {h['num_validation']} validation pairs, "
+            f"{h['num_dropped']} dropped).\n"
+            f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
+            f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
+        )
+
+
+def _prior_device(prior: Distribution) -> torch.device:
+    for v in vars(prior).values():
+        if isinstance(v, Tensor):
+            return v.device
+        if isinstance(v, Distribution):
+            return _prior_device(v)
+    return torch.device("cpu")

@@ -76,9 +76,10 @@ def train_sbi_npe(
         show_progress_bar: Whether sbi prints its training progress.
 
     Returns:
-        sbi's ``DirectPosterior`` and a history dict: ``train_loss`` and ``val_loss``
-        (per epoch, sbi's mean negative log likelihoods), ``epoch_time`` (seconds per
-        epoch), ``epochs``, ``best_val_loss``, ``wall_time`` (seconds) and
+        sbi's ``DirectPosterior`` and a history dict named as jsbi's trainer names it:
+        ``epoch``, ``train_loss`` and ``validation_loss`` (per epoch, mean negative log
+        likelihoods), ``epoch_time`` (seconds since the start, per epoch),
+        ``epochs_trained``, ``best_validation_loss``, ``wall_time`` (seconds) and
         ``num_simulations``.
 
     Example:
@@ -123,12 +124,15 @@ def train_sbi_npe(
         wall = time.perf_counter() - start
         posterior = inference.build_posterior(estimator)
     summary = inference.summary
+    durations = [float(v) for v in summary["epoch_durations_sec"]]
+    # Names as jsbi's trainer logs them, so reports treat both histories alike.
     history = {
+        "epoch": list(range(1, len(durations) + 1)),
         "train_loss": [float(v) for v in summary["training_loss"]],
-        "val_loss": [float(v) for v in summary["validation_loss"]],
-        "epoch_time": [float(v) for v in summary["epoch_durations_sec"]],
-        "epochs": int(summary["epochs_trained"][-1]),
-        "best_val_loss": float(summary["best_validation_loss"][-1]),
+        "validation_loss": [float(v) for v in summary["validation_loss"]],
+        "epoch_time": [float(t) for t in torch.tensor(durations).cumsum(0)],
+        "epochs_trained": int(summary["epochs_trained"][-1]),
+        "best_validation_loss": float(summary["best_validation_loss"][-1]),
         "wall_time": wall,
         "num_simulations": int(theta.shape[0]),
     }

@@ -1,0 +1,606 @@
+r"""The comparison report: every diagnostic for every posterior, as tables and figures.
+
+:func:`compare` runs C2ST (per observation, against reference samples when the task has
+them), leakage, SBC, expected coverage, TARP and NLTP for each posterior on the same
+held-out prior-predictive pairs; one batched draw of ``num_posterior_samples`` per pair
+serves SBC, coverage and TARP. :meth:`Report.save` writes a self-contained directory:
+
+* ``index.html``: the tables and the figures (PNG files beside it, relative links; it
+  renders offline),
+* ``results.csv``: long format, one row per method x observation x metric,
+* ``coverage.png``, ``tarp.png``, ``sbc_ecdf.png``, ``pairplot_obs<i>.png``,
+  ``training.png`` (when histories are given),
+* ``samples.nc``: posterior samples, reference samples and SBC/HPD ranks as an arviz
+  ``InferenceData`` (``arviz.from_netcdf`` opens it).
+
+:func:`run_report` simulates, trains each objective (jsbi's or ``"sbi-npe"``) and saves
+the report.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MethodResult", "Report", "compare", "run_report"]
+
+import html
+import math
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jsbi.diagnostics.c2st import NLTPResult, c2st, leakage, nltp
+from jsbi.diagnostics.coverage import (
+    CoverageResult,
+    coverage_from_log_probs,
+    plot_coverage,
+)
+from jsbi.diagnostics.sbc import (
+    SBCResult,
+    _seeded,
+    check_sbc,
+    draw_samples,
+    log_prob_batched,
+    plot_sbc_ecdf,
+    sbc_ranks,
+)
+from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
+
+# History keys drawn in the loss panel or not at all; every other per-epoch series
+# (lambda, tau, ess, F, C, ...) gets its own panel.
+_LOSS_KEYS = ("train_loss", "validation_loss")
+_SKIP_KEYS = ("epoch", "epoch_time")
+
+
+@dataclass
+class MethodResult:
+    r"""Every diagnostic of one posterior.
+
+    Attributes:
+        sbc, coverage, tarp, nltp: Results on the held-out pairs.
+        c2st: Observation number -> C2ST accuracy (absent without references).
+        leakage: Observation number -> fraction of mass outside the prior's support.
+        samples: Observation number -> posterior samples, shape ``(n, d)``.
+        seconds: Wall time of this method's diagnostics.
+    """
+
+    sbc: SBCResult
+    coverage: CoverageResult
+    tarp: TARPResult
+    nltp: NLTPResult
+    c2st: dict[int, float] = field(default_factory=dict)
+    leakage: dict[int, float] = field(default_factory=dict)
+    samples: dict[int, Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def rows(self, method: str) -> list[dict[str, Any]]:
+        out = []
+        for i, v in self.c2st.items():
+            out.append({"method": method, "observation": str(i), "metric": "c2st", "value": v})
+        for i, v in self.leakage.items():
+            out.append({"method": method, "observation": str(i), "metric": "leakage", "value": v})
+        for res in (self.nltp, self.sbc, self.coverage, self.tarp):
+            out.extend(res.rows(method))
+        return out
+
+
+@dataclass
+class Report:
+    r"""The results of :func:`compare`; :meth:`save` writes them out.
+
+    Attributes:
+        task_name: The task's name.
+        theta_names: Parameter names.
+        methods: Method name -> :class:`MethodResult`.
+        references: Observation number -> reference samples (when available).
+        observations: Observation number -> observation, shape ``(1, m)``.
+        histories: Method name -> training history.
+        settings: The numbers the diagnostics ran with.
+    """
+
+    task_name: str
+    theta_names: list[str]
+    methods: dict[str, MethodResult]
+    references: dict[int, Tensor]
+    observations: dict[int, Tensor]
+    histories: dict[str, dict] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        r"""Long-format rows: ``method, observation, metric, value`` (``observation`` is
+        ``"all"`` for metrics over the held-out pairs)."""
+        out = []
+        for name, res in self.methods.items():
+            out.extend(res.rows(name))
+        for name, h in self.histories.items():
+            for key in ("wall_time", "epochs_trained", "best_validation_loss"):
+                v = h.get(key)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out.append({"method": name, "observation": "all", "metric": key, "value": v})
+        return out
+
+    def save(self, out_dir: str | Path) -> Path:
+        r"""Writes ``index.html``, ``results.csv``, the PNG figures and ``samples.nc``.
+
+        Arguments:
+            out_dir: The directory (created if needed).
+
+        Returns:
+            The path of ``index.html``.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_csv(self.rows(), out / "results.csv")
+        figures = self._figures(out)
+        self._save_netcdf(out / "samples.nc")
+        index = out / "index.html"
+        index.write_text(self._html(figures), encoding="utf-8")
+        return index
+
+    def _figures(self, out: Path) -> list[tuple[str, str]]:
+        import matplotlib.pyplot as plt
+
+        figs: list[tuple[str, str]] = []
+
+        def save(fig: Any, name: str, caption: str) -> None:
+            fig.savefig(out / name, dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            figs.append((name, caption))
+
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        plot_coverage({k: v.coverage for k, v in self.methods.items()}, ax=ax)
+        save(fig, "coverage.png", "Expected coverage of highest-density regions")
+
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        plot_tarp({k: v.tarp for k, v in self.methods.items()}, ax=ax)
+        save(fig, "tarp.png", "TARP expected coverage")
+
+        d = len(self.theta_names)
+        n = len(self.methods)
+        fig, axes = plt.subplots(n, d, figsize=(3 * d, 2.6 * n), squeeze=False)
+        for row, (name, res) in zip(axes, self.methods.items(), strict=True):
+            plot_sbc_ecdf(res.sbc, row, label=name)
+        fig.tight_layout()
+        save(fig, "sbc_ecdf.png", "SBC rank ECDF differences with simultaneous bands")
+
+        for i in self.observations:
+            fig = _pairplot(self, i)
+            if fig is not None:
+                save(fig, f"pairplot_obs{i}.png", f"Posterior samples, observation {i}")
+
+        if self.histories:
+            save(_training_figure(self.histories), "training.png", "Training curves")
+        return figs
+
+    def _save_netcdf(self, path: Path) -> None:
+        import xarray as xr
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import arviz as az
+
+        obs = sorted(self.observations)
+        names = list(self.methods)
+        post, ranks, ref = {}, {}, {}
+        for name, res in self.methods.items():
+            var = _var(name)
+            if res.samples:
+                s = torch.stack([res.samples[i] for i in obs], dim=1).numpy()  # (n, O, d)
+                post[var] = xr.DataArray(
+                    s[None], dims=("chain", "draw", "observation", "theta_dim")
+                )
+            ranks[var] = xr.DataArray(res.sbc.ranks.numpy(), dims=("pair", "theta_dim"))
+            ranks[f"{var}__hpd"] = xr.DataArray(res.coverage.hpd_ranks.numpy(), dims=("pair",))
+        if self.references:
+            m = min(len(r) for r in self.references.values())
+            ro = sorted(self.references)
+            s = torch.stack([self.references[i][:m] for i in ro], dim=1).numpy()
+            ref["reference"] = xr.DataArray(
+                s[None], dims=("chain", "draw", "observation", "theta_dim")
+            )
+        coords = {"observation": obs, "theta_dim": self.theta_names}
+        attrs = {"task": self.task_name, "methods": ",".join(names)}
+        groups = {
+            "posterior": xr.Dataset(post, coords=coords, attrs=attrs),
+            "sbc_ranks": xr.Dataset(
+                ranks,
+                coords={"theta_dim": self.theta_names},
+                attrs={**attrs, "num_posterior_samples": self.settings["num_posterior_samples"]},
+            ),
+        }
+        if ref:
+            ref_coords = {"observation": sorted(self.references), "theta_dim": self.theta_names}
+            groups["reference_posterior"] = xr.Dataset(ref, coords=ref_coords)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-standard group names are intended
+            idata = az.InferenceData(**groups)
+            idata.to_netcdf(str(path))
+
+    def _html(self, figures: list[tuple[str, str]]) -> str:
+        e = html.escape
+        names = list(self.methods)
+        rows = self.rows()
+        keys: list[tuple[str, str]] = []
+        table: dict[tuple[str, str], dict[str, float]] = {}
+        for r in rows:
+            k = (r["metric"], r["observation"])
+            if k not in table:
+                keys.append(k)
+                table[k] = {}
+            table[k][r["method"]] = r["value"]
+        head = "".join(f"<th>{e(n)}</th>" for n in names)
+        body = []
+        for metric, ob in keys:
+            cells = "".join(f"<td>{_fmt(table[(metric, ob)].get(n))}</td>" for n in names)
+            body.append(f"<tr><td>{e(metric)}</td><td>{e(ob)}</td>{cells}</tr>")
+        verdicts = "".join(
+            f"<tr><td>{e(n)}</td><td>{e(r.coverage.verdict)}</td>"
+            f"<td>{'yes' if r.sbc.calibrated else 'no'}</td>"
+            f"<td>{r.tarp.atc:+.3f}</td><td>{r.nltp.mean:.3f} &plusmn; {r.nltp.stderr:.3f}</td>"
+            f"<td>{r.seconds:.1f}</td></tr>"
+            for n, r in self.methods.items()
+        )
+        imgs = "\n".join(
+            f'<figure><img src="{e(f)}" alt="{e(c)}"><figcaption>{e(c)}</figcaption></figure>'
+            for f, c in figures
+        )
+        settings = ", ".join(f"{e(str(k))} = {e(str(v))}" for k, v in self.settings.items())
+        return _PAGE.format(
+            title=e(f"jsbi report: {self.task_name}"),
+            settings=settings,
+            verdicts=verdicts,
+            head=head,
+            body="\n".join(body),
+            figures=imgs,
+        )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 75em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }}
+td:first-child, td:nth-child(2) {{ text-align: left; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+img {{ max-width: 100%; }}
+figcaption {{ font-size: 0.9em; color: #444; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{settings}</p>
+<h2>Summary</h2>
+<table id="summary">
+<tr><th>method</th><th>coverage</th><th>SBC in band</th><th>TARP ATC</th>
+<th>NLTP</th><th>diagnostics (s)</th></tr>
+{verdicts}
+</table>
+<p>Coverage below the diagonal means over-confident (regions too small); TARP ATC below 0
+also. C2ST 0.5 is perfect, 1 fully separable.</p>
+<h2>Metrics</h2>
+<table id="results">
+<tr><th>metric</th><th>observation</th>{head}</tr>
+{body}
+</table>
+<h2>Figures</h2>
+{figures}
+<script>
+(function () {{
+  var imgs = Array.prototype.slice.call(document.images);
+  function check() {{
+    if (imgs.every(function (i) {{ return i.complete; }})) {{
+      var ok = imgs.every(function (i) {{ return i.naturalWidth > 0; }});
+      document.body.setAttribute("data-images-loaded", ok ? "true" : "false");
+    }}
+  }}
+  imgs.forEach(function (i) {{
+    i.addEventListener("load", check);
+    i.addEventListener("error", check);
+  }});
+  check();
+}})();
+</script>
+</body>
+</html>
+"""
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.4g}"
+
+
+def _var(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["method", "observation", "metric", "value"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _pairplot(report: Report, i: int) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sbi.analysis import pairplot
+
+    sets, labels = [], []
+    if i in report.references:
+        sets.append(report.references[i][:1000])
+        labels.append("reference")
+    for name, res in report.methods.items():
+        if i in res.samples:
+            sets.append(res.samples[i][:1000])
+            labels.append(name)
+    if not sets:
+        return None
+    d = len(report.theta_names)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = [colors[k % len(colors)] for k in range(len(sets))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig, _ = pairplot(
+            [s.numpy() for s in sets],
+            upper=["scatter"] * len(sets),
+            diag=["hist"] * len(sets),
+            labels=report.theta_names,
+            figsize=(2.2 * d + 1, 2.2 * d + 1),
+            upper_kwargs=[{"mpl_kwargs": {"color": c, "s": 3, "alpha": 0.5}} for c in colors],
+            diag_kwargs=[
+                {"mpl_kwargs": {"color": c, "histtype": "step", "bins": 40, "density": True}}
+                for c in colors
+            ],
+        )
+    handles = [Line2D([], [], color=c, lw=2) for c in colors]
+    fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle(f"observation {i}", fontsize=10)
+    return fig
+
+
+def _series(h: Mapping[str, Any]) -> dict[str, list[float]]:
+    out = {}
+    for k, v in h.items():
+        if k in _SKIP_KEYS or not isinstance(v, (list, tuple)) or len(v) < 1:
+            continue
+        if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v):
+            out[k] = [float(t) for t in v]
+    return out
+
+
+def _training_figure(histories: Mapping[str, Mapping[str, Any]]) -> Any:
+    import matplotlib.pyplot as plt
+
+    series = {name: _series(h) for name, h in histories.items()}
+    extra = sorted({k for s in series.values() for k in s if k not in _LOSS_KEYS})
+    n = 1 + len(extra)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    axes = axes.ravel()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (name, s) in enumerate(series.items()):
+        c = colors[j % len(colors)]
+        for key, ls in zip(_LOSS_KEYS, ("-", "--"), strict=True):
+            if key in s:
+                epochs = np.arange(1, len(s[key]) + 1)
+                axes[0].plot(epochs, s[key], ls, color=c, label=f"{name} {key.split('_')[0]}")
+        for ax, key in zip(axes[1:], extra, strict=False):
+            if key in s:
+                ax.plot(np.arange(1, len(s[key]) + 1), s[key], color=c, label=name)
+    axes[0].set_title("loss (-log q), train solid, validation dashed", fontsize=9)
+    axes[0].set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    for ax, key in zip(axes[1:], extra, strict=False):
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def _references(task: Any, observations: Sequence[int]) -> dict[int, Tensor]:
+    refs = {}
+    for i in observations:
+        try:
+            r = task.reference_samples(i)
+        except (NotImplementedError, AttributeError, FileNotFoundError):
+            continue
+        if r is not None:
+            refs[i] = torch.as_tensor(r, dtype=torch.float32)
+    return refs
+
+
+def compare(
+    posteriors: Mapping[str, Any],
+    task: Any,
+    *,
+    observations: Sequence[int] = (1, 2, 3),
+    num_sbc: int = 1000,
+    num_posterior_samples: int = 1000,
+    num_c2st_samples: int = 10_000,
+    test_pairs: tuple[Tensor, Tensor] | None = None,
+    histories: Mapping[str, dict] | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> Report:
+    r"""Runs every diagnostic on every posterior.
+
+    Arguments:
+        posteriors: Method name -> posterior (jsbi's or sbi's; anything with
+            ``sample_batched`` and ``log_prob_batched``).
+        task: A task: ``prior``, ``simulate``, ``observation(i)``, optionally
+            ``reference_samples(i)``, ``name``, ``theta_names``.
+        observations: Observation numbers for C2ST, leakage and pairplots.
+        num_sbc: Held-out prior-predictive pairs for SBC, coverage, TARP and NLTP
+            (drawn with ``seed`` unless ``test_pairs`` is given).
+        num_posterior_samples: Samples per held-out pair.
+        num_c2st_samples: Samples per observation for C2ST (at most as many as the
+            reference has; sbibm uses 10,000) and for leakage.
+        test_pairs: Held-out ``(theta, x)`` to use instead of drawing them.
+        histories: Method name -> training history (per-epoch ``train_loss``,
+            ``validation_loss``, and any other series such as ``train_lambda``).
+        batch_size: Pairs per batched sampling call.
+        seed: Seeds the pairs, the posterior sampling and the classifiers.
+
+    Returns:
+        A :class:`Report`.
+
+    Example:
+        >>> report = compare({"jsbi-npe": posterior, "sbi-npe": baseline}, task)
+        >>> report.save("report/")
+    """
+    if not posteriors:
+        raise ValueError("posteriors must hold at least one method")
+    if test_pairs is None:
+        with _seeded(seed + 1):
+            theta = task.prior.sample((num_sbc,))
+            x = torch.as_tensor(task.simulate(theta))
+    else:
+        theta, x = (torch.as_tensor(t) for t in test_pairs)
+    ok = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    theta, x = theta[ok].float(), x[ok].float()
+    d = theta.shape[1]
+    theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
+    refs = _references(task, observations)
+    obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
+    methods = {}
+    for k, (name, posterior) in enumerate(posteriors.items()):
+        start = time.perf_counter()
+        s = seed + 100 * (k + 1)
+        samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=s)
+        sbc = check_sbc(sbc_ranks(samples, theta), num_posterior_samples, theta_names=theta_names)
+        lq = log_prob_batched(
+            posterior, torch.cat([theta[None], samples]), x, batch_size=batch_size, normalize=False
+        )
+        cov = coverage_from_log_probs(lq[1:], lq[0])
+        tarp = tarp_from_samples(samples, theta, seed=s)
+        del samples, lq
+        res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
+        for i, x_o in obs.items():
+            n = min(num_c2st_samples, len(refs[i])) if i in refs else num_c2st_samples
+            draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
+            res.samples[i] = draws
+            if i in refs:
+                res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
+            if hasattr(task, "prior"):
+                res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
+        res.seconds = time.perf_counter() - start
+        methods[name] = res
+    settings = {
+        "task": getattr(task, "name", "task"),
+        "num_sbc": int(theta.shape[0]),
+        "num_posterior_samples": num_posterior_samples,
+        "num_c2st_samples": num_c2st_samples,
+        "observations": list(observations),
+        "seed": seed,
+    }
+    return Report(
+        task_name=str(getattr(task, "name", "task")),
+        theta_names=theta_names,
+        methods=methods,
+        references=refs,
+        observations=obs,
+        histories={k: dict(v) for k, v in (histories or {}).items()},
+        settings=settings,
+    )
+
+
+def run_report(
+    task_name: str,
+    num_simulations: int,
+    objectives: Sequence[str] = ("npe", "sbi-npe"),
+    out: str | Path = "report",
+    seed: int = 0,
+    *,
+    observations: Sequence[int] = (1, 2, 3),
+    num_sbc: int = 1000,
+    num_posterior_samples: int = 1000,
+    num_c2st_samples: int = 10_000,
+    max_epochs: int = 2**31 - 1,
+    estimator_kwargs: Mapping[str, Any] | None = None,
+    n_jobs: int | None = 1,
+) -> Report:
+    r"""Simulates a built-in task, trains each objective on the same pairs and saves the
+    comparison report.
+
+    Arguments:
+        task_name: A built-in task (see ``jsbi.simulators.TASKS``).
+        num_simulations: Training simulations, shared by every method.
+        objectives: jsbi objectives (``"npe"``, ``"jeffreys"``, ...) and/or
+            ``"sbi-npe"`` (sbi's NPE, :func:`~jsbi.diagnostics.baselines.train_sbi_npe`).
+        out: The report's directory.
+        seed: Seeds simulation, training and diagnostics.
+        observations, num_sbc, num_posterior_samples, num_c2st_samples: See
+            :func:`compare`.
+        max_epochs: Training epoch cap for every method.
+        estimator_kwargs: Extra arguments of ``jsbi.PosteriorEstimator``.
+        n_jobs: Simulation workers.
+
+    Returns:
+        The :class:`Report` (already saved to ``out``).
+
+    Example:
+        >>> run_report("two_moons", 10_000, ("npe", "jeffreys", "sbi-npe"), "report/")
+    """
+    import jsbi
+    from jsbi.diagnostics.baselines import train_sbi_npe
+
+    task = jsbi.get_task(task_name)
+    theta, x = jsbi.simulate(task, num_simulations, seed=seed, n_jobs=n_jobs)
+    posteriors, histories = {}, {}
+    for objective in objectives:
+        if objective == "sbi-npe":
+            posterior, history = train_sbi_npe(
+                theta, x, task.prior, seed=seed, max_num_epochs=max_epochs
+            )
+            name = "sbi-npe"
+        else:
+            est = jsbi.PosteriorEstimator(
+                task.prior, objective=objective, seed=seed, **dict(estimator_kwargs or {})
+            )
+            start = time.perf_counter()
+            posterior = est.fit(theta, x, max_epochs=max_epochs, show_progress_bar=False)
+            history = dict(getattr(posterior, "history", None) or est.history or {})
+            history.setdefault("wall_time", time.perf_counter() - start)
+            name = f"jsbi-{objective}"
+        posteriors[name], histories[name] = posterior, history
+    report = compare(
+        posteriors,
+        task,
+        observations=observations,
+        num_sbc=num_sbc,
+        num_posterior_samples=num_posterior_samples,
+        num_c2st_samples=num_c2st_samples,
+        histories=histories,
+        seed=seed,
+    )
+    report.settings["num_simulations"] = int(theta.shape[0])
+    report.save(out)
+    return report

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import pytest
@@ -55,7 +54,7 @@ def test_determinism_same_seed_same_weights():
     prior, theta, x = _gaussian_linear()
     a, b = _fit(prior, theta, x, seed=3), _fit(prior, theta, x, seed=3)
     assert a.history["train_loss"] == b.history["train_loss"]
-    for (k, p), q in zip(a.flow.state_dict().items(), b.flow.state_dict().values()):
+    for (k, p), q in zip(a.flow.state_dict().items(), b.flow.state_dict().values(), strict=True):
         assert torch.equal(p, q), k
     c = _fit(prior, theta, x, seed=4)
     assert c.history["train_loss"] != a.history["train_loss"]

@@ -1,0 +1,66 @@
+r"""What tells you whether to trust a posterior: SBC, expected coverage, TARP, C2ST, NLTP,
+leakage, sbi's NPE as a baseline, and the comparison report.
+
+Every diagnostic takes any posterior with ``sample_batched(shape, x)`` and
+``log_prob_batched(theta, x)``: jsbi's :class:`~jsbi.inference.Posterior` and sbi's
+``DirectPosterior`` alike.
+
+Example:
+    >>> from jsbi.diagnostics import check_sbc, compare, run_sbc
+    >>> ranks = run_sbc(posterior, theta, x, num_posterior_samples=1000)
+    >>> check_sbc(ranks, 1000).calibrated
+    True
+    >>> compare({"jsbi-npe": posterior, "sbi-npe": baseline}, task).save("report/")
+"""
+
+from __future__ import annotations
+
+from jsbi.diagnostics.baselines import NullTracker, train_sbi_npe
+from jsbi.diagnostics.c2st import NLTPResult, c2st, leakage, nltp
+from jsbi.diagnostics.coverage import (
+    CoverageResult,
+    coverage_from_log_probs,
+    expected_coverage,
+    plot_coverage,
+)
+from jsbi.diagnostics.report import MethodResult, Report, compare, run_report
+from jsbi.diagnostics.sbc import (
+    SBCResult,
+    check_sbc,
+    draw_samples,
+    ecdf_band,
+    log_prob_batched,
+    plot_sbc_ecdf,
+    run_sbc,
+    sbc_ranks,
+)
+from jsbi.diagnostics.tarp import TARPResult, plot_tarp, run_tarp, tarp_from_samples
+
+__all__ = [
+    "CoverageResult",
+    "MethodResult",
+    "NLTPResult",
+    "NullTracker",
+    "Report",
+    "SBCResult",
+    "TARPResult",
+    "c2st",
+    "check_sbc",
+    "compare",
+    "coverage_from_log_probs",
+    "draw_samples",
+    "ecdf_band",
+    "expected_coverage",
+    "leakage",
+    "log_prob_batched",
+    "nltp",
+    "plot_coverage",
+    "plot_sbc_ecdf",
+    "plot_tarp",
+    "run_report",
+    "run_sbc",
+    "run_tarp",
+    "sbc_ranks",
+    "tarp_from_samples",
+    "train_sbi_npe",
+]

@@ -1,0 +1,117 @@
+r"""The comparison report on analytic posteriors and a fake task (no training)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from jsbi.diagnostics import compare
+from tests.diagnostics.analytic import GaussianPosterior, GaussianTask
+
+HISTORIES = {
+    "exact": {"train_loss": [3.0, 2.0, 1.5], "validation_loss": [3.1, 2.2, 1.7]},
+    "shrunk": {
+        "train_loss": [3.0, 2.0],
+        "validation_loss": [3.0, 2.5],
+        "train_lambda": [0.0, 0.4],
+        "wall_time": 1.5,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    posteriors = {"exact": GaussianPosterior(), "shrunk": GaussianPosterior(scale=0.5)}
+    report = compare(
+        posteriors,
+        GaussianTask(),
+        observations=(1, 2),
+        num_sbc=100,
+        num_posterior_samples=100,
+        num_c2st_samples=200,
+        histories=HISTORIES,
+    )
+    out = tmp_path_factory.mktemp("report")
+    return report, report.save(out), out
+
+
+def test_verdicts(saved):
+    report, _, _ = saved
+    assert report.methods["exact"].coverage.verdict == "calibrated"
+    assert report.methods["shrunk"].coverage.verdict == "over-confident"
+    assert report.methods["exact"].c2st[1] < report.methods["shrunk"].c2st[1]
+
+
+def test_results_csv(saved):
+    _, _, out = saved
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert set(rows[0]) == {"method", "observation", "metric", "value"}
+    keys = {(r["method"], r["observation"], r["metric"]) for r in rows}
+    for m in ("exact", "shrunk"):
+        for i in ("1", "2"):
+            assert (m, i, "c2st") in keys and (m, i, "leakage") in keys
+        for metric in ("nltp", "sbc_calibrated", "coverage_max_deviation", "tarp_atc"):
+            assert (m, "all", metric) in keys
+    assert ("shrunk", "all", "wall_time") in keys
+    assert len(keys) == len(rows)  # one row per method x observation x metric
+    assert all(float(r["value"]) == float(r["value"]) for r in rows)
+
+
+def test_figures_and_html(saved):
+    _, index, out = saved
+    names = {"coverage.png", "tarp.png", "sbc_ecdf.png", "training.png"}
+    names |= {"pairplot_obs1.png", "pairplot_obs2.png"}
+    for name in names:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = index.read_text()
+    assert set(re.findall(r'<img src="([^"]+)"', page)) == names
+    assert '<table id="results">' in page and "over-confident" in page
+
+
+def test_netcdf_reopens(saved):
+    import arviz as az
+
+    report, _, out = saved
+    idata = az.from_netcdf(out / "samples.nc")
+    post = idata.posterior
+    assert post["exact"].shape == (1, 200, 2, 2)
+    assert list(post["observation"].values) == [1, 2]
+    ranks = idata["sbc_ranks"]
+    assert (ranks["shrunk"].values == report.methods["shrunk"].sbc.ranks.numpy()).all()
+    assert idata["reference_posterior"]["reference"].shape[-2:] == (2, 2)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_html_renders_in_chromium(saved):
+    _, index, _ = saved
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                index.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    assert re.search(r'<body[^>]*data-images-loaded="true"', dom), dom[:500]
+    assert '<table id="results">' in dom

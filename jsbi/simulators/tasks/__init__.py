@@ -18,6 +18,8 @@ TASKS: dict[str, str] = {
     "slcp_distractors": "slcp",
     "bernoulli_glm": "bernoulli_glm",
     "bernoulli_glm_raw": "bernoulli_glm",
+    "sir": "sir",
+    "lotka_volterra": "lotka_volterra",
 }
 
 

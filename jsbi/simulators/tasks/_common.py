@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 
 from jsbi.simulators.base import Task
 
-__all__ = ["SbibmTask", "box_prior", "task_data"]
+__all__ = ["SbibmTask", "box_prior", "rk4", "task_data"]
 
 DATA_FILE = "sbibm_tasks.json"
 
@@ -43,6 +43,32 @@ def task_data(name: str) -> dict:
 def box_prior(low: float, high: float, dim: int) -> BoxUniform:
     r"""Returns the uniform prior on the box ``[low, high]^dim`` (sbi's ``BoxUniform``)."""
     return BoxUniform(low * torch.ones(dim), high * torch.ones(dim))
+
+
+def rk4(f: Callable[[Tensor], Tensor], u0: Tensor, t_end: float, dt: float, every: int) -> Tensor:
+    r"""Integrates the batched ODE ``du/dt = f(u)`` with classical Runge-Kutta 4.
+
+    Arguments:
+        f: The autonomous vector field, ``(n, k) -> (n, k)``.
+        u0: The initial states, shape ``(n, k)``.
+        t_end: The end time; the number of steps is ``round(t_end / dt)``.
+        dt: The step.
+        every: Save one state every ``every`` steps (``t = 0`` included).
+
+    Returns:
+        The saved states, shape ``(n, k, num_saved)``.
+    """
+    steps = round(t_end / dt)
+    u, saved = u0, [u0]
+    for i in range(1, steps + 1):
+        k1 = f(u)
+        k2 = f(u + 0.5 * dt * k1)
+        k3 = f(u + 0.5 * dt * k2)
+        k4 = f(u + dt * k3)
+        u = u + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if i % every == 0:
+            saved.append(u)
+    return torch.stack(saved, dim=-1)
 
 
 class SbibmTask(Task):

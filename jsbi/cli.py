@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
         )
-    except NotImplementedError as e:
+    except (NotImplementedError, ValueError) as e:
         raise SystemExit(f"jsbi run: {e}") from e
     say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
     start = time.perf_counter()

@@ -43,6 +43,8 @@ def test_run_two_moons_tiny(tmp_path):
 def test_run_errors(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not implemented"):
         main(["run", "--task", "two_moons", "--objective", "jeffreys", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="flow must be one of"):
+        main(["run", "--task", "two_moons", "--flow", "nope", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["run", "--task", "no_such_task", "--out", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err

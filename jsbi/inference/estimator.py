@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.inference.flows import ConditionalFlow, build_conditional_flow
+from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.trainer import NPEStep, TrainingStep, check_training_data, train
 
@@ -85,6 +85,10 @@ class PosteriorEstimator:
                     f"objective {objective!r} is not implemented yet; use objective='npe'"
                 )
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+        if isinstance(flow, str) and flow.lower() not in FLOWS:
+            raise ValueError(
+                f"flow must be one of {sorted(FLOWS)} or a zuko flow class, got {flow!r}"
+            )
         self.prior = prior
         self.flow_name = flow
         self.objective = key

@@ -115,3 +115,24 @@ def test_html_renders_in_chromium(saved):
         ).stdout
     assert re.search(r'<body[^>]*data-images-loaded="true"', dom), dom[:500]
     assert '<table id="results">' in dom
+
+
+@pytest.mark.slow
+def test_run_report_end_to_end(tmp_path):
+    from jsbi.diagnostics import run_report
+
+    report = run_report(
+        "two_moons",
+        500,
+        ("npe", "sbi-npe"),
+        tmp_path,
+        max_epochs=2,
+        observations=(1,),
+        num_sbc=50,
+        num_posterior_samples=50,
+        num_c2st_samples=300,
+    )
+    assert set(report.methods) == {"jsbi-npe", "sbi-npe"}
+    assert (tmp_path / "training.png").exists() and (tmp_path / "index.html").exists()
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert {r["method"] for r in rows} == {"jsbi-npe", "sbi-npe"}

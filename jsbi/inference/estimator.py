@@ -21,21 +21,101 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
+from jsbi.inference.ebm import MLPEnergy, PriorTimesRatioEnergy
 from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
+from jsbi.inference.objectives import TauSchedule, make_tau_schedule
 from jsbi.inference.posterior import Posterior
-from jsbi.inference.trainer import NPEStep, TrainingStep, check_training_data, train
+from jsbi.inference.trainer import AdaptiveStep, NPEStep, TrainingStep, check_training_data, train
 
-__all__ = ["OBJECTIVES", "PosteriorEstimator"]
+__all__ = ["OBJECTIVES", "PosteriorEstimator", "build_proxy"]
 
 
 def _npe(flow: ConditionalFlow, *, learning_rate: float, clip_max_norm: float | None, **_):
     return NPEStep(flow, learning_rate=learning_rate, clip_max_norm=clip_max_norm)
 
 
-#: Objective name -> factory ``(flow, prior=..., learning_rate=..., clip_max_norm=...,
-#: **objective_kwargs) -> TrainingStep``. New objectives register here.
-OBJECTIVES: dict[str, Callable[..., TrainingStep]] = {"npe": _npe}
-_PLANNED = ("jeffreys", "srfe", "reverse")
+def build_proxy(
+    flow: ConditionalFlow,
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    proxy: str = "ratio",
+    share_embedding: bool = False,
+    hidden_features: tuple[int, ...] = (64, 64),
+) -> nn.Module:
+    r"""Builds the conditional energy :math:`E_\psi(\theta, x)`, standardised on the data.
+
+    Arguments:
+        flow: The flow, whose x-embedding the proxy may share.
+        prior: The prior (the ``"ratio"`` proxy's support and base density).
+        theta: Training parameters, shape ``(n, d)``.
+        x: Training data, shape ``(n, m)``.
+        proxy: ``"ratio"``: :math:`-\log \pi(\theta) - g_\psi(\theta, x)` (default,
+            prior support built in); ``"mlp"``: a free MLP energy.
+        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net
+            (trained by the flow's loss only) instead of its own z-scored ``x``.
+        hidden_features: The energy MLP's hidden sizes.
+
+    Returns:
+        The energy module.
+    """
+    kwargs: dict[str, Any] = {"hidden_features": tuple(hidden_features)}
+    if share_embedding:
+        kwargs["embedding"] = flow.embedding_net
+    d, m = theta.shape[1], x.shape[1]
+    if proxy == "ratio":
+        energy = PriorTimesRatioEnergy(prior, m, **kwargs)
+    elif proxy == "mlp":
+        energy = MLPEnergy(d, m, confinement=1e-2, **kwargs)
+    else:
+        raise ValueError(f"proxy must be 'ratio' or 'mlp', got {proxy!r}")
+    return energy.fit_standardization(theta, x).to(theta.device)
+
+
+def _adaptive(objective: str) -> Callable[..., TrainingStep]:
+    def factory(
+        flow: ConditionalFlow,
+        *,
+        prior: Distribution,
+        theta: Tensor,
+        x: Tensor,
+        learning_rate: float,
+        clip_max_norm: float | None,
+        proxy: str = "ratio",
+        share_embedding: bool = False,
+        proxy_hidden_features: tuple[int, ...] = (64, 64),
+        **kwargs: Any,
+    ) -> TrainingStep:
+        energy = build_proxy(
+            flow,
+            prior,
+            theta,
+            x,
+            proxy=proxy,
+            share_embedding=share_embedding,
+            hidden_features=proxy_hidden_features,
+        )
+        return AdaptiveStep(
+            flow,
+            energy,
+            objective=objective,
+            learning_rate=learning_rate,
+            clip_max_norm=clip_max_norm,
+            **kwargs,
+        )
+
+    return factory
+
+
+#: Objective name -> factory ``(flow, prior=..., theta=..., x=..., learning_rate=...,
+#: clip_max_norm=..., **objective_kwargs) -> TrainingStep``. New objectives register here.
+OBJECTIVES: dict[str, Callable[..., TrainingStep]] = {
+    "npe": _npe,
+    "jeffreys": _adaptive("jeffreys"),
+    "srfe": _adaptive("srfe"),
+    "reverse": _adaptive("reverse"),
+}
 
 
 class PosteriorEstimator:
@@ -45,8 +125,9 @@ class PosteriorEstimator:
         prior: The prior, a torch distribution with event shape ``(d,)``.
         flow: A flow name (``"nsf"``, ``"maf"``, ``"ncsf"``, ``"realnvp"``, ``"naf"``)
             or a zuko flow class.
-        objective: The training objective; ``"npe"`` (forward KL) for now. ``"jeffreys"``,
-            ``"srfe"`` and ``"reverse"`` (see ``METHOD.md``) are planned.
+        objective: ``"npe"`` (forward KL), ``"jeffreys"`` (forward plus reverse KL through
+            an energy-based proxy, adaptive primal-dual), ``"srfe"`` (forward KL plus the
+            Surprisal-Renyi free energy) or ``"reverse"`` (reverse KL only, an ablation).
         embedding_net: A module mapping ``x`` (z-scored) to features, trained jointly, e.g.
             :class:`~jsbi.inference.flows.MLPEmbedding` or
             :class:`~jsbi.inference.flows.SetEmbedding`.
@@ -54,7 +135,23 @@ class PosteriorEstimator:
             mass outside the support).
         device: The training device.
         seed: Seeds the initialisation, the validation split and the shuffling.
-        objective_kwargs: Extra arguments of the objective (e.g. ``tau``), if any.
+        tau: SRFE's :math:`\tau \in (0, 1)` (default 0.5); with
+            ``tau_schedule="anneal"`` the value it anneals to from 0.9.
+        tau_schedule: ``"constant"`` (default), ``"anneal"`` (0.9 down to ``tau``),
+            ``"reverse"`` (0.1 up to 0.9), ``"step"``, or a
+            :class:`~jsbi.inference.objectives.TauSchedule`.
+        eps: The constraint's tolerance :math:`\epsilon` (``C - F <= eps + u``).
+        alpha: The resilience cost :math:`\alpha` of the slack (``u = lambda / alpha``).
+        dual_lr: The dual ascent step on :math:`\lambda`.
+        num_proxy_samples: :math:`K`, flow samples per observation for the reverse term.
+        adaptive: ``False`` for the fixed-weight penalty ablation (:math:`\lambda` fixed,
+            ``u = 0``).
+        warmup_epochs: Epochs of forward-KL flow and contrastive proxy training before
+            the reverse term switches on.
+        proxy: ``"ratio"`` (prior times a learned ratio, default) or ``"mlp"``.
+        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
+        objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
+            arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
         flow_kwargs: ``hidden_features``, ``num_transforms``, ``num_bins``, ``z_score_x``,
             ``z_score_theta`` and other zuko arguments (see
             :func:`~jsbi.inference.flows.build_conditional_flow`).
@@ -69,6 +166,17 @@ class PosteriorEstimator:
         bounded: bool = True,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        *,
+        tau: float | None = None,
+        tau_schedule: str | TauSchedule | None = None,
+        eps: float | None = None,
+        alpha: float | None = None,
+        dual_lr: float | None = None,
+        num_proxy_samples: int | None = None,
+        adaptive: bool | None = None,
+        warmup_epochs: int | None = None,
+        proxy: str | None = None,
+        share_embedding: bool | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         **flow_kwargs: Any,
     ) -> None:
@@ -80,10 +188,6 @@ class PosteriorEstimator:
             raise ValueError(f"prior must have event shape (d,), got {tuple(prior.event_shape)}")
         key = str(objective).lower()
         if key not in OBJECTIVES:
-            if key in _PLANNED:
-                raise NotImplementedError(
-                    f"objective {objective!r} is not implemented yet; use objective='npe'"
-                )
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
         if isinstance(flow, str) and flow.lower() not in FLOWS:
             raise ValueError(
@@ -92,7 +196,31 @@ class PosteriorEstimator:
         self.prior = prior
         self.flow_name = flow
         self.objective = key
-        self.objective_kwargs = dict(objective_kwargs or {})
+        named = {
+            "eps": eps,
+            "alpha": alpha,
+            "dual_lr": dual_lr,
+            "num_proxy_samples": num_proxy_samples,
+            "adaptive": adaptive,
+            "warmup_epochs": warmup_epochs,
+            "proxy": proxy,
+            "share_embedding": share_embedding,
+        }
+        if tau is not None or tau_schedule is not None:
+            if key != "srfe":
+                raise ValueError(f"tau and tau_schedule apply to objective='srfe', not {key!r}")
+            named["tau"] = make_tau_schedule(
+                tau_schedule or "constant",
+                tau=0.5 if tau is None else tau,
+                tau_end=tau,
+            )
+        named = {k: v for k, v in named.items() if v is not None}
+        if key == "npe" and named:
+            raise ValueError(
+                f"{sorted(named)} apply to the adaptive objectives ('jeffreys', 'srfe', "
+                "'reverse'), not to objective='npe'"
+            )
+        self.objective_kwargs = {**named, **dict(objective_kwargs or {})}
         self.embedding_net = embedding_net
         self.bounded = bool(bounded)
         self.device = torch.device(device)
@@ -183,6 +311,8 @@ class PosteriorEstimator:
         self.step = OBJECTIVES[self.objective](
             self.flow,
             prior=self.prior,
+            theta=theta.to(self.device),
+            x=x.to(self.device),
             learning_rate=learning_rate,
             clip_max_norm=clip_max_norm,
             **self.objective_kwargs,

@@ -22,11 +22,13 @@ point. The loop calls, in order::
     step.load_state_dict(best)
 
 :class:`NPEStep` is the forward KL step (``F = mean(-log q)``, one Adam optimiser, gradient
-clipping). A primal-dual Jeffreys/SRFE step subclasses :class:`TrainingStep`, owns two
-optimisers (flow and proxy) and its dual variables, returns ``{"loss": ..., "F": ...,
-"C": ..., "lambda": ...}`` from :meth:`TrainingStep.step` (each key is averaged over the
-epoch and logged as ``history["train_<key>"]``), and puts everything that must come back
-with the best epoch (proxy weights, optimisers, duals) in ``state_dict``. Steps may draw
+clipping). :class:`AdaptiveStep` is the primal-dual Jeffreys/SRFE/reverse step of
+``METHOD.md`` section 4: it owns two optimisers (flow and proxy) and the dual variable,
+returns ``{"loss", "F", "C", "R", "lambda", "u", "ess", "tau", ...}`` from
+:meth:`TrainingStep.step` (each key is averaged over the epoch and logged as
+``history["train_<key>"]``), keeps warm-up epochs out of the best-state selection
+(:meth:`TrainingStep.selectable`), and puts everything that must come back with the best
+epoch (proxy weights, optimisers, dual) in ``state_dict``. Steps may draw
 random numbers: the loop runs under ``torch.manual_seed(seed)`` in a forked RNG, so the
 same seed gives the same run without touching the caller's random state.
 
@@ -55,7 +57,30 @@ import torch.nn as nn
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["NPEStep", "TrainingStep", "check_training_data", "train", "validation_nll"]
+from jsbi.inference.objectives import (
+    TauSchedule,
+    constraint_violation,
+    contrastive_ratio_loss,
+    dual_update,
+    flow_loss,
+    forward_kl,
+    log_normalizer,
+    make_tau_schedule,
+    proxy_fit,
+    proxy_loss,
+    resilient_slack,
+    reverse_kl,
+    srfe,
+)
+
+__all__ = [
+    "AdaptiveStep",
+    "NPEStep",
+    "TrainingStep",
+    "check_training_data",
+    "train",
+    "validation_nll",
+]
 
 
 class TrainingStep:
@@ -102,6 +127,10 @@ class TrainingStep:
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         r"""Called after validation with the epoch's averaged logs."""
 
+    def selectable(self, epoch: int) -> bool:
+        r"""Whether ``epoch`` may be kept as the best state (``False`` during warm-up)."""
+        return True
+
     def state_dict(self) -> dict[str, Any]:
         r"""Everything restored with the best epoch (default: the modules' weights)."""
         return {name: m.state_dict() for name, m in self.modules().items()}
@@ -141,7 +170,7 @@ class NPEStep(TrainingStep):
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.learning_rate)
 
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        loss = -self.flow.log_prob(theta, x).mean()
+        loss = forward_kl(self.flow.log_prob(theta, x))
         self.optimizer.zero_grad()
         loss.backward()
         if self.clip_max_norm is not None:
@@ -159,6 +188,291 @@ class NPEStep(TrainingStep):
         super().load_state_dict(state)
         if self.optimizer is not None and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+class AdaptiveStep(TrainingStep):
+    r"""The primal-dual step for ``reverse``, ``jeffreys`` and ``srfe`` (METHOD.md section 4).
+
+    The flow :math:`q_\phi` and the energy-based proxy :math:`r_\psi` solve
+
+    .. math:: \min_{\phi, \psi, u \ge 0} F(\phi) + R(\phi, \psi) + \tfrac{\alpha}{2} u^2
+        \quad \text{s.t.} \quad C(\psi) - \bar F \le \epsilon + u
+
+    with :math:`R` the reverse KL (``jeffreys``, ``reverse``) or :math:`S_\tau` (``srfe``).
+    Each batch: the flow descends :math:`F + R` (``R`` alone for ``reverse``), the proxy
+    descends :math:`R + \lambda C`, then :math:`\lambda \leftarrow [\lambda + \eta_\lambda
+    (C - \bar F - \epsilon - u)]_+` and :math:`u = \lambda / \alpha`. With
+    ``adaptive=False`` the dual stays at ``lambda_init`` and ``u = 0``: the fixed-weight
+    penalty ablation. The reverse term is estimated from ``num_proxy_samples``
+    reparameterised flow samples for each of (up to) ``reverse_batch_size`` observations of
+    the batch; ``log Z`` by importance sampling with the flow as proposal.
+
+    For the first ``warmup_epochs`` the flow trains on :math:`F` alone and the proxy's
+    ratio :math:`g_\psi` on the contrastive (NRE) loss, which makes
+    :math:`r_\psi = \pi e^{g_\psi}` a posterior estimate with :math:`Z_\psi \approx 1`
+    before the reverse term uses it. Early stopping only selects epochs after warm-up.
+
+    Faults (METHOD.md section 6) are detected, not hidden: a batch whose importance
+    sampling collapsed (mean ESS fraction below ``min_ess``) updates the flow on
+    :math:`F` only and is counted in ``history["train_collapsed"]``; a non-finite loss
+    or a dual above ``max_lambda`` restores the state of the last finished epoch, halves
+    both learning rates and the dual step, and warns; after ``max_restores`` restores
+    training stops (the loop then returns the best state, never a NaN posterior).
+
+    Arguments:
+        flow: The conditional flow :math:`q_\phi`.
+        proxy: The conditional energy :math:`E_\psi` (see :mod:`jsbi.inference.ebm`).
+        objective: ``"jeffreys"``, ``"srfe"`` or ``"reverse"``.
+        tau: For ``srfe``: a float in (0, 1), a schedule name (``"anneal"``,
+            ``"reverse"``, ``"step"``, ``"constant"``) or a
+            :class:`~jsbi.inference.objectives.TauSchedule`.
+        tau_epochs: Epochs after warm-up over which a tau schedule runs.
+        eps: The constraint's tolerance :math:`\epsilon`.
+        alpha: The resilience cost :math:`\alpha` (``math.inf``: hard constraint).
+        dual_lr: The dual step :math:`\eta_\lambda`.
+        lambda_init: The dual's initial value (the fixed weight when not adaptive).
+        adaptive: ``False`` for the fixed-weight penalty ablation.
+        num_proxy_samples: :math:`K`, flow samples per observation.
+        reverse_batch_size: How many observations of each batch enter the reverse term
+            (``None``: all).
+        warmup_epochs: Epochs of flow-on-F and contrastive proxy training first.
+        learning_rate: The flow's Adam learning rate.
+        proxy_learning_rate: The proxy's (default: ``learning_rate``).
+        clip_max_norm: Gradient norm clip for both models.
+        min_ess: ESS fraction below which a batch counts as collapsed
+            (default ``1.5 / num_proxy_samples``).
+        max_lambda: A dual above this counts as a blow-up.
+        max_restores: Restores allowed before training stops.
+
+    References:
+        | Adaptive Symmetrization of the KL Divergence (Ben-Dov & Chamon, 2025),
+          arXiv:2511.11159
+        | Resilient Constrained Learning (Hounie, Ribeiro & Chamon, 2023),
+          arXiv:2306.02426
+    """
+
+    def __init__(
+        self,
+        flow: nn.Module,
+        proxy: nn.Module,
+        *,
+        objective: str = "jeffreys",
+        tau: float | str | TauSchedule = 0.5,
+        tau_epochs: int = 50,
+        eps: float = 0.0,
+        alpha: float = 1.0,
+        dual_lr: float = 0.05,
+        lambda_init: float = 1.0,
+        adaptive: bool = True,
+        num_proxy_samples: int = 8,
+        reverse_batch_size: int | None = None,
+        warmup_epochs: int = 10,
+        learning_rate: float = 5e-4,
+        proxy_learning_rate: float | None = None,
+        clip_max_norm: float | None = 5.0,
+        min_ess: float | None = None,
+        max_lambda: float = 1e4,
+        max_restores: int = 5,
+    ) -> None:
+        if objective not in ("jeffreys", "srfe", "reverse"):
+            raise ValueError(
+                f"objective must be 'jeffreys', 'srfe' or 'reverse', got {objective!r}"
+            )
+        for name, value in (("learning_rate", learning_rate), ("dual_lr", dual_lr)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0 (math.inf for a hard constraint), got {alpha}")
+        if not lambda_init >= 0:
+            raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
+        if int(num_proxy_samples) < 2:
+            raise ValueError(f"num_proxy_samples must be >= 2, got {num_proxy_samples}")
+        if int(warmup_epochs) < 0 or int(tau_epochs) < 1:
+            raise ValueError(
+                f"warmup_epochs must be >= 0 and tau_epochs >= 1, got {warmup_epochs}, "
+                f"{tau_epochs}"
+            )
+        self.flow = flow
+        self.proxy = proxy
+        self.objective = objective
+        self.tau_schedule = make_tau_schedule(tau) if objective == "srfe" else None
+        self.tau_epochs = int(tau_epochs)
+        self.eps = float(eps)
+        self.alpha = float(alpha)
+        self.dual_lr = float(dual_lr)
+        self.lambda_init = float(lambda_init)
+        self.adaptive = bool(adaptive)
+        self.num_proxy_samples = int(num_proxy_samples)
+        self.reverse_batch_size = reverse_batch_size
+        self.warmup_epochs = int(warmup_epochs)
+        self.learning_rate = float(learning_rate)
+        self.proxy_learning_rate = float(proxy_learning_rate or learning_rate)
+        self.clip_max_norm = clip_max_norm
+        self.min_ess = 1.5 / self.num_proxy_samples if min_ess is None else float(min_ess)
+        self.max_lambda = float(max_lambda)
+        self.max_restores = int(max_restores)
+        self.lam = self.lambda_init
+        self.tau: float | None = None
+        self.epoch = 0
+        self.restores = 0
+        self.flow_optimizer: torch.optim.Optimizer | None = None
+        self.proxy_optimizer: torch.optim.Optimizer | None = None
+        self._good_state: dict[str, Any] | None = None
+        self._last_logs: dict[str, float] = {}
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"flow": self.flow, "proxy": self.proxy}
+
+    @property
+    def u(self) -> float:
+        return resilient_slack(self.lam, self.alpha) if self.adaptive else 0.0
+
+    def _proxy_parameters(self) -> list[nn.Parameter]:
+        # A shared embedding belongs to the flow: the proxy's step never moves it.
+        shared = {id(p) for p in self.flow.parameters()}
+        return [p for p in self.proxy.parameters() if id(p) not in shared]
+
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        self.flow_optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.learning_rate)
+        self.proxy_optimizer = torch.optim.Adam(
+            self._proxy_parameters(), lr=self.proxy_learning_rate
+        )
+        self.lam = self.lambda_init
+        self.restores = 0
+        self._good_state = copy.deepcopy(self.state_dict())
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.tau_schedule is not None:
+            progress = min(1.0, max(0, epoch - self.warmup_epochs - 1) / self.tau_epochs)
+            self.tau = float(self.tau_schedule(progress))
+
+    def selectable(self, epoch: int) -> bool:
+        return epoch > self.warmup_epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if all(math.isfinite(v) for v in logs.values()):
+            self._good_state = copy.deepcopy(self.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for name in ("flow_optimizer", "proxy_optimizer"):
+            opt = getattr(self, name)
+            if opt is not None:
+                state[name] = opt.state_dict()
+        state["lambda"] = self.lam
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for name in ("flow_optimizer", "proxy_optimizer"):
+            opt = getattr(self, name)
+            if opt is not None and name in state:
+                lrs = [g["lr"] for g in opt.param_groups]
+                opt.load_state_dict(state[name])
+                for g, lr in zip(opt.param_groups, lrs, strict=True):  # shrunk steps survive
+                    g["lr"] = lr
+        self.lam = float(state.get("lambda", self.lam))
+
+    # -- the update ----------------------------------------------------------------------
+    def _apply(self, optimizer, params, grads) -> None:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = None if g is None else g
+        if self.clip_max_norm is not None:
+            nn.utils.clip_grad_norm_(params, self.clip_max_norm)
+        optimizer.step()
+
+    def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        F = forward_kl(self.flow.log_prob(theta, x))
+        perm = torch.randperm(len(theta), device=theta.device)
+        ratio = self.proxy.log_ratio
+        loss_g = contrastive_ratio_loss(ratio(theta, x), ratio(theta[perm], x))
+        flow_params = list(self.flow.parameters())
+        proxy_params = self._proxy_parameters()
+        self._apply(self.flow_optimizer, flow_params, torch.autograd.grad(F, flow_params))
+        grads = torch.autograd.grad(loss_g, proxy_params, allow_unused=True)
+        self._apply(self.proxy_optimizer, proxy_params, grads)
+        return {"loss": F.item(), "F": F.item(), "contrastive": loss_g.item()}
+
+    def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        if self.epoch <= self.warmup_epochs:
+            return self._warmup(theta, x)
+        log_q_data = self.flow.log_prob(theta, x)
+        F = forward_kl(log_q_data)
+        xr = x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
+        theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
+        energy_k = self.proxy(theta_k, xr)
+        # log Z's samples are detached inside log_normalizer; its gradient reaches only psi.
+        log_z, ess = log_normalizer(-energy_k, log_q_k)
+        C = proxy_fit(self.proxy(theta, x), log_z)
+        if self.objective == "srfe":
+            R_flow = srfe(log_q_k, energy_k, self.tau, log_z.detach())
+            R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z)
+        else:
+            R_flow = reverse_kl(log_q_k, energy_k, log_z.detach())
+            R_proxy = reverse_kl(log_q_k.detach(), energy_k, log_z)
+        ess_mean = float(ess.mean())
+        collapsed = ess_mean < self.min_ess
+        if self.objective == "reverse":
+            loss_flow = R_flow
+        else:
+            # A collapsed importance sampler makes R unreliable: F alone moves the flow.
+            loss_flow = F if collapsed else flow_loss(F, R_flow)
+        loss_proxy = proxy_loss(R_proxy, C, self.lam)
+
+        if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
+            return self._restore("non-finite loss")
+        flow_params = list(self.flow.parameters())
+        proxy_params = self._proxy_parameters()
+        g_flow = torch.autograd.grad(loss_flow, flow_params, retain_graph=True, allow_unused=True)
+        g_proxy = torch.autograd.grad(loss_proxy, proxy_params, allow_unused=True)
+        self._apply(self.flow_optimizer, flow_params, g_flow)
+        self._apply(self.proxy_optimizer, proxy_params, g_proxy)
+
+        u = self.u
+        violation = constraint_violation(C, F, self.eps, u)
+        if self.adaptive:
+            self.lam = float(dual_update(self.lam, float(violation), self.dual_lr))
+            if not self.lam <= self.max_lambda:
+                return self._restore(f"dual variable lambda={self.lam:.3g} > {self.max_lambda}")
+        logs = {
+            "loss": (F + R_flow).item(),
+            "F": F.item(),
+            "C": C.item(),
+            "R": R_flow.item(),
+            "lambda": self.lam,
+            "u": self.u,
+            "violation": float(violation),
+            "ess": ess_mean,
+            "collapsed": float(collapsed),
+            "faults": 0.0,
+        }
+        if self.tau is not None:
+            logs["tau"] = self.tau
+        self._last_logs = logs
+        return logs
+
+    def _restore(self, why: str) -> dict[str, float]:
+        self.restores += 1
+        if self.restores > self.max_restores:
+            raise FloatingPointError(
+                f"{why}: {self.max_restores} restores already; stopping ({self.objective})"
+            )
+        self.load_state_dict(self._good_state)
+        for opt in (self.flow_optimizer, self.proxy_optimizer):
+            for g in opt.param_groups:
+                g["lr"] *= 0.5
+        self.dual_lr *= 0.5
+        warnings.warn(
+            f"{why} at epoch {self.epoch}: restored the state of the last finished epoch and "
+            f"halved the step (flow lr {self.flow_optimizer.param_groups[0]['lr']:.2g}, "
+            f"dual lr {self.dual_lr:.2g})",
+            stacklevel=2,
+        )
+        logs = dict(self._last_logs) or {"loss": math.nan}
+        logs["faults"] = 1.0
+        return logs
 
 
 def check_training_data(
@@ -313,6 +627,7 @@ def train(
     bar = tqdm(desc="Training", unit="epoch", disable=not show_progress_bar, leave=False)
 
     best_loss, best_epoch, best_state = math.inf, 0, None
+    patience_from = 0
     interrupted = converged = False
     epoch = 0
     rng_devices = [device] if device.type == "cuda" else []
@@ -352,7 +667,10 @@ def train(
                     if len(v) < epoch:
                         v.append(math.nan)
 
-                if math.isfinite(val_loss) and val_loss < best_loss:
+                selectable = step.selectable(epoch)
+                if not selectable:
+                    patience_from = epoch
+                elif math.isfinite(val_loss) and val_loss < best_loss:
                     best_loss, best_epoch = val_loss, epoch
                     best_state = copy.deepcopy(step.state_dict())
                 bar.update(1)
@@ -368,11 +686,22 @@ def train(
                         stacklevel=2,
                     )
                     break
-                if epoch - best_epoch >= stop_after_epochs:
+                if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
                     converged = True
                     break
                 if callback is not None and callback(epoch, epoch_logs):
                     break
+        except FloatingPointError as err:
+            # A step that cannot recover (repeated blow-ups) ends training; the best
+            # finite state is restored below, never a NaN model.
+            done = len(history["epoch"])
+            for v in history.values():
+                del v[done:]
+            warnings.warn(
+                f"training stopped at epoch {epoch}: {err}; returning the best state "
+                f"(epoch {best_epoch})",
+                stacklevel=2,
+            )
         except KeyboardInterrupt:
             interrupted = True
             # A half-finished epoch leaves the lists ragged: trim to the finished epochs.

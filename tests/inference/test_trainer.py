@@ -94,8 +94,10 @@ def test_bad_inputs():
     with pytest.warns(UserWarning, match="dropped 8 of 100"):
         post = fit(theta, x_bad)
     assert post.history["num_dropped"] == 8 and post.history["num_train"] == 83
-    with pytest.raises(NotImplementedError, match="jeffreys"):
-        PosteriorEstimator(prior, objective="jeffreys")
+    with pytest.raises(ValueError, match="apply to objective='srfe'"):
+        PosteriorEstimator(prior, objective="jeffreys", tau=0.3)
+    with pytest.raises(ValueError, match="not to objective='npe'"):
+        PosteriorEstimator(prior, objective="npe", eps=0.1)
     with pytest.raises(ValueError, match="objective must be"):
         PosteriorEstimator(prior, objective="nope")
 

@@ -1,0 +1,174 @@
+r"""jsbi's objectives against sbi's NPE on the development tasks.
+
+For each task, simulation budget and seed the script simulates once, then trains on
+exactly those pairs: jsbi ``npe``, ``jeffreys``, ``srfe`` (tau = 0.5 constant and an
+annealed schedule), the fixed-weight penalty ablation of ``jeffreys``, and sbi's NPE
+(zuko NSF of the same size). It prints, per cell, the C2ST against the reference
+posterior (sbibm's definition; mean and spread over observations and seeds), the training
+wall time, and the per-epoch cost of each method relative to jsbi ``npe``.
+
+Development set only (tune here): ``two_moons``, ``gaussian_mixture``, ``slcp``,
+``gaussian_linear_uniform`` with observations 1-5.
+
+Example:
+    $ python benchmarks/objectives.py                                     # the full grid
+    $ python benchmarks/objectives.py --tasks two_moons --num-simulations 1000 \
+        --seeds 0 --observations 1 2 --num-samples 2000                  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+import jsbi
+from jsbi.diagnostics.baselines import train_sbi_npe
+from jsbi.diagnostics.c2st import c2st
+
+DEV_TASKS = ["two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform"]
+
+#: method name -> PosteriorEstimator keyword arguments (``None``: sbi's NPE).
+METHODS: dict[str, dict | None] = {
+    "npe": {"objective": "npe"},
+    "jeffreys": {"objective": "jeffreys"},
+    "srfe-0.5": {"objective": "srfe", "tau": 0.5},
+    "srfe-anneal": {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1},
+    "jeffreys-fixed": {"objective": "jeffreys", "adaptive": False},
+    "sbi-npe": None,
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=DEV_TASKS)
+    p.add_argument("--num-simulations", nargs="+", type=int, default=[1000, 10_000])
+    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--num-samples", type=int, default=10_000, help="samples for C2ST")
+    p.add_argument("--max-epochs", type=int, default=2**31 - 1)
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra estimator options for the jsbi adaptive methods (e.g. warmup_epochs=20)",
+    )
+    p.add_argument("--csv", type=Path, default=None, help="write one row per observation")
+    return p.parse_args(argv)
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def train(method: str, task, theta, x, seed: int, args) -> tuple[object, float, int]:
+    start = time.perf_counter()
+    if METHODS[method] is None:
+        posterior, history = train_sbi_npe(
+            theta, x, task.prior, seed=seed, max_num_epochs=args.max_epochs
+        )
+        epochs = history["epochs_trained"]
+    else:
+        kwargs = dict(METHODS[method])
+        if kwargs["objective"] != "npe":
+            kwargs.update(dict(kv.split("=", 1) for kv in args.set))
+            kwargs = {
+                k: _value(v) if isinstance(v, str) and k != "objective" else v
+                for k, v in kwargs.items()
+            }
+        est = jsbi.PosteriorEstimator(task.prior, seed=seed, **kwargs)
+        posterior = est.fit(theta, x, max_epochs=args.max_epochs, show_progress_bar=False)
+        epochs = posterior.history["epochs_trained"]
+    return posterior, time.perf_counter() - start, epochs
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for task_name in args.tasks:
+        task = jsbi.get_task(task_name)
+        for n_sim in args.num_simulations:
+            for seed in args.seeds:
+                theta, x = jsbi.simulate(task, n_sim, seed=seed)
+                for method in args.methods:
+                    posterior, seconds, epochs = train(method, task, theta, x, seed, args)
+                    for obs in args.observations:
+                        torch.manual_seed(seed)
+                        samples = posterior.sample((args.num_samples,), x=task.observation(obs))
+                        ref = task.reference_samples(obs, args.num_samples)
+                        rows.append(
+                            dict(
+                                task=task_name,
+                                num_simulations=n_sim,
+                                seed=seed,
+                                method=method,
+                                observation=obs,
+                                c2st=c2st(samples, ref, seed=seed),
+                                train_seconds=seconds,
+                                epochs=epochs,
+                                seconds_per_epoch=seconds / max(epochs, 1),
+                            )
+                        )
+                    mean = statistics.mean(r["c2st"] for r in rows[-len(args.observations) :])
+                    print(
+                        f"  {task_name} n={n_sim} seed={seed} {method:>15}: C2ST {mean:.3f} "
+                        f"({seconds:.0f} s, {epochs} epochs)",
+                        flush=True,
+                    )
+    return rows
+
+
+def summarise(rows: list[dict], methods: Sequence[str]) -> str:
+    def spread(values: list[float]) -> str:
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{mean:.3f} ± {sd:.3f}"
+
+    lines = [
+        "| task | sims | method | C2ST (mean ± sd over obs x seeds) | train s | s/epoch vs npe |",
+        "|---|---|---|---|---|---|",
+    ]
+    cells = sorted({(r["task"], r["num_simulations"]) for r in rows}, key=str)
+    for task, n in cells:
+        cell = [r for r in rows if r["task"] == task and r["num_simulations"] == n]
+        npe_epoch = [r["seconds_per_epoch"] for r in cell if r["method"] == "npe"]
+        for method in methods:
+            mine = [r for r in cell if r["method"] == method]
+            if not mine:
+                continue
+            per_epoch = statistics.mean(r["seconds_per_epoch"] for r in mine)
+            ratio = f"{per_epoch / statistics.mean(npe_epoch):.2f}" if npe_epoch else "-"
+            seconds = statistics.mean(r["train_seconds"] for r in mine)
+            lines.append(
+                f"| {task} | {n} | {method} | {spread([r['c2st'] for r in mine])} | "
+                f"{seconds:.0f} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    rows = run(args)
+    print(summarise(rows, args.methods))
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

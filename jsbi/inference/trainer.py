@@ -455,11 +455,13 @@ class AdaptiveStep(TrainingStep):
 
     def _restore(self, why: str) -> dict[str, float]:
         self.restores += 1
+        # Restored before stopping too: the loop falls back to these weights when no
+        # post-warm-up epoch was selected yet.
+        self.load_state_dict(self._good_state)
         if self.restores > self.max_restores:
             raise FloatingPointError(
                 f"{why}: {self.max_restores} restores already; stopping ({self.objective})"
             )
-        self.load_state_dict(self._good_state)
         for opt in (self.flow_optimizer, self.proxy_optimizer):
             for g in opt.param_groups:
                 g["lr"] *= 0.5
@@ -470,7 +472,9 @@ class AdaptiveStep(TrainingStep):
             f"dual lr {self.dual_lr:.2g})",
             stacklevel=2,
         )
-        logs = dict(self._last_logs) or {"loss": math.nan}
+        # No NaN "loss" when no adaptive batch has finished yet: the loop stops on a
+        # non-finite epoch loss, and this fault has been handled.
+        logs = dict(self._last_logs)
         logs["faults"] = 1.0
         return logs
 

@@ -1,10 +1,14 @@
 r"""The ``jsbi`` command line.
 
-Subcommands register in :data:`COMMANDS` (name -> ``(add_arguments, run)``), so ``report``,
-``benchmark`` and ``demo`` plug in next to ``run`` without touching :func:`main`.
+Subcommands register in :data:`COMMANDS` (name -> ``(help, add_arguments, run)``), so
+further commands plug in next to ``run``, ``report`` and ``demo`` without touching
+:func:`main`.
 
 Example:
-    $ jsbi run --task two_moons --num-simulations 1000 --objective npe --out runs/tm
+    $ jsbi run --task two_moons --num-simulations 1000 --objective jeffreys --out runs/tm
+    $ jsbi report --task two_moons --num-simulations 1000 --objectives jeffreys,npe,sbi-npe \
+        --out report/
+    $ jsbi demo --out demo-out
     $ jsbi run --help
 """
 
@@ -17,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["COMMANDS", "main"]
 
@@ -39,8 +44,11 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         default="npe",
-        help="training objective: npe (forward KL; jeffreys, srfe, reverse are planned) "
-        "(default: %(default)s)",
+        choices=["npe", "jeffreys", "srfe", "reverse"],
+        help="training objective: npe (forward KL, maximum likelihood), jeffreys (forward "
+        "plus reverse KL through an energy-based proxy, adaptive primal-dual), srfe "
+        "(forward KL plus the Surprisal-Renyi free energy) or reverse (reverse KL only, an "
+        "ablation) (default: %(default)s)",
     )
     p.add_argument(
         "--out",
@@ -98,6 +106,85 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "--device", default="cpu", help="training device, e.g. cuda (default: %(default)s)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _add_adaptive(p)
+
+
+# CLI flag -> PosteriorEstimator keyword. Only flags the user gave are passed: the
+# estimator picks its own defaults and rejects these for objective="npe".
+_ADAPTIVE = {
+    "tau": "tau",
+    "tau_schedule": "tau_schedule",
+    "eps": "eps",
+    "alpha": "alpha",
+    "dual_lr": "dual_lr",
+    "num_proxy_samples": "num_proxy_samples",
+    "warmup_epochs": "warmup_epochs",
+    "fixed_weight": "adaptive",
+}
+
+
+def _add_adaptive(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "adaptive objectives (jeffreys, srfe, reverse; rejected with npe)",
+        "Left out, each takes the estimator's default (see jsbi.PosteriorEstimator).",
+    )
+    g.add_argument(
+        "--tau",
+        type=float,
+        help="srfe only: Renyi order tau in (0, 1); with --tau-schedule anneal, the value "
+        "it anneals to from 0.9 (default: 0.5)",
+    )
+    g.add_argument(
+        "--tau-schedule",
+        choices=["constant", "anneal", "reverse", "step"],
+        help="srfe only: how tau moves over training: constant, anneal (0.9 down to "
+        "--tau), reverse (0.1 up to 0.9) or step (default: constant)",
+    )
+    g.add_argument(
+        "--eps",
+        type=float,
+        help="constraint tolerance epsilon: the reverse term C may exceed the forward "
+        "term F by eps plus the slack",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        help="resilience cost alpha of the slack (slack = lambda / alpha); larger "
+        "means a stiffer constraint",
+    )
+    g.add_argument("--dual-lr", type=float, help="dual ascent step size on the multiplier lambda")
+    g.add_argument(
+        "--num-proxy-samples",
+        type=int,
+        help="K: flow samples per observation that estimate the reverse term",
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=int,
+        help="epochs of forward-KL flow and contrastive proxy training before the reverse "
+        "term switches on",
+    )
+    g.add_argument(
+        "--fixed-weight",
+        action="store_true",
+        default=None,
+        help="ablation: a fixed-weight penalty instead of the adaptive primal-dual scheme "
+        "(lambda fixed, no slack)",
+    )
+
+
+def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = {}
+    for flag, key in _ADAPTIVE.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            kwargs[key] = (not v) if flag == "fixed_weight" else v
+    return kwargs
+
+
+def _option(key: str) -> str:
+    flag = {v: k for k, v in _ADAPTIVE.items()}.get(key, key)
+    return "--" + flag.replace("_", "-")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -114,7 +201,15 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"jsbi run: --observation must be in 1..{task.num_observations} for {args.task}"
         )
-    # Bad objective or flow names fail before the (possibly long) simulation.
+    adaptive = _adaptive_kwargs(args)
+    if args.objective == "npe" and adaptive:
+        args._parser.error(
+            f"{', '.join(_option(k) for k in adaptive)} apply to the adaptive objectives "
+            "(--objective jeffreys, srfe or reverse), not to npe"
+        )
+    if ("tau" in adaptive or "tau_schedule" in adaptive) and args.objective != "srfe":
+        args._parser.error(f"--tau and --tau-schedule apply to srfe, not to {args.objective}")
+    # Bad objective options or flow names fail before the (possibly long) simulation.
     try:
         est = PosteriorEstimator(
             task.prior,
@@ -122,9 +217,10 @@ def _run(args: argparse.Namespace) -> int:
             objective=args.objective,
             device=args.device,
             seed=args.seed,
+            **adaptive,
         )
-    except (NotImplementedError, ValueError) as e:
-        raise SystemExit(f"jsbi run: {e}") from e
+    except (NotImplementedError, ValueError, TypeError) as e:
+        args._parser.error(str(e))
     say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
     start = time.perf_counter()
     theta, x = jsbi.simulate(
@@ -168,9 +264,249 @@ def _run(args: argparse.Namespace) -> int:
         "best_validation_loss": posterior.history["best_validation_loss"],
     }
     run.pop("func", None)
+    run.pop("_parser", None)
     (out / "run.json").write_text(json.dumps(run, indent=1))
     say(f"wrote {out}/posterior.pt, samples.pt, samples.csv, history.json, run.json")
     return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    from jsbi.simulators.tasks import TASKS
+
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=sorted(TASKS),
+        help="built-in task to simulate (sbibm definitions)",
+    )
+    p.add_argument(
+        "--num-simulations",
+        type=int,
+        default=1000,
+        help="training pairs, shared by every method (default: %(default)s)",
+    )
+    p.add_argument(
+        "--objectives",
+        default="jeffreys,npe,sbi-npe",
+        help="comma-separated methods to train and compare: jsbi objectives (npe, "
+        "jeffreys, srfe, reverse, each with its default options) and sbi-npe (sbi's NPE) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="report folder: index.html, results.csv, PNG figures, samples.nc",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds simulation, training and diagnostics (default: %(default)s)",
+    )
+    _add_report_budget(p, observations="1,2,3", num_sbc=1000, num_posterior=1000, num_c2st=10_000)
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=2**31 - 1,
+        help="training epoch cap for every method; early stopping usually ends sooner "
+        "(default: no limit)",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="parallel simulation workers (-1: all cores) (default: %(default)s)",
+    )
+
+
+def _add_report_budget(
+    p: argparse.ArgumentParser,
+    *,
+    observations: str,
+    num_sbc: int,
+    num_posterior: int,
+    num_c2st: int,
+) -> None:
+    p.add_argument(
+        "--observations",
+        type=_int_list,
+        default=_int_list(observations),
+        help="task observation numbers for C2ST, leakage and pair plots, comma-separated "
+        f"(default: {observations})",
+    )
+    p.add_argument(
+        "--num-sbc",
+        type=int,
+        default=num_sbc,
+        help="held-out prior-predictive pairs for SBC, expected coverage, TARP and NLTP "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-posterior-samples",
+        type=int,
+        default=num_posterior,
+        help="posterior samples per held-out pair (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-c2st-samples",
+        type=int,
+        default=num_c2st,
+        help="posterior samples per observation for C2ST against the reference posterior "
+        "and for leakage (default: %(default)s)",
+    )
+
+
+def _check_report_args(
+    args: argparse.Namespace, objectives: Sequence[str], num_simulations: int
+) -> None:
+    from jsbi.inference.estimator import OBJECTIVES
+
+    known = [*OBJECTIVES, "sbi-npe"]
+    bad = [o for o in objectives if o not in known]
+    if bad or not objectives:
+        args._parser.error(
+            f"--objectives must be a comma-separated list of {', '.join(known)}; "
+            f"got {','.join(objectives)!r}"
+        )
+    if num_simulations < 1:
+        args._parser.error("--num-simulations must be >= 1")
+    for name in ("num_sbc", "num_posterior_samples", "num_c2st_samples"):
+        if getattr(args, name) < 1:
+            args._parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not args.observations:
+        args._parser.error("--observations must name at least one observation")
+
+
+def _report(
+    args: argparse.Namespace,
+    objectives: Sequence[str],
+    num_simulations: int,
+    max_epochs: int,
+) -> int:
+    import jsbi
+    from jsbi.diagnostics.report import run_report
+
+    _check_report_args(args, objectives, num_simulations)
+    task = jsbi.get_task(args.task)
+    bad = [i for i in args.observations if not 1 <= i <= task.num_observations]
+    if bad:
+        args._parser.error(
+            f"--observations must lie in 1..{task.num_observations} for {args.task}, got {bad}"
+        )
+    print(
+        f"simulating {num_simulations} pairs of {args.task}, training "
+        f"{', '.join(objectives)}, running the diagnostics ...",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    report = run_report(
+        args.task,
+        num_simulations,
+        tuple(objectives),
+        args.out,
+        args.seed,
+        observations=tuple(args.observations),
+        num_sbc=args.num_sbc,
+        num_posterior_samples=args.num_posterior_samples,
+        num_c2st_samples=args.num_c2st_samples,
+        max_epochs=max_epochs,
+        n_jobs=args.n_jobs,
+    )
+    print(summary_table(report))
+    print(f"\nreport: {Path(args.out) / 'index.html'}  ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def summary_table(report: Any) -> str:
+    r"""One line per method: mean C2ST over the observations, calibration verdicts, NLTP
+    and training time, from a :class:`~jsbi.diagnostics.report.Report`."""
+    head = ["method", "C2ST", "coverage", "SBC", "TARP ATC", "NLTP", "epochs", "train (s)"]
+    lines = [head]
+    for name, res in report.methods.items():
+        c2st = list(res.c2st.values())
+        h = report.histories.get(name, {})
+        epochs, wall = h.get("epochs_trained"), h.get("wall_time")
+        lines.append(
+            [
+                name,
+                f"{sum(c2st) / len(c2st):.3f}" if c2st else "-",
+                res.coverage.verdict,
+                "in band" if res.sbc.calibrated else "out of band",
+                f"{res.tarp.atc:+.3f}",
+                f"{res.nltp.mean:.3f}",
+                str(epochs) if isinstance(epochs, int) else "-",
+                f"{wall:.1f}" if isinstance(wall, (int, float)) else "-",
+            ]
+        )
+    widths = [max(len(row[j]) for row in lines) for j in range(len(head))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    note = "C2ST: mean over observations, 0.5 is perfect"
+    return "\n".join(text) + "\n" + note
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    return _report(args, objectives, args.num_simulations, args.max_epochs)
+
+
+# The demo's budget: two_moons on a 2-core CPU in a few minutes, yet enough pairs and
+# samples that C2ST and the calibration checks separate the methods.
+DEMO = {
+    "task": "two_moons",
+    "num_simulations": 2000,
+    "objectives": ("jeffreys", "npe", "sbi-npe"),
+    "observations": "1,2,3",
+    "num_sbc": 300,
+    "num_posterior_samples": 500,
+    "num_c2st_samples": 2000,
+    "max_epochs": 100,
+}
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="report folder (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds everything (default: %(default)s)")
+    _add_report_budget(
+        p,
+        observations=DEMO["observations"],
+        num_sbc=DEMO["num_sbc"],
+        num_posterior=DEMO["num_posterior_samples"],
+        num_c2st=DEMO["num_c2st_samples"],
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; the demo's networks are small, so one thread is usually "
+        "fastest on a shared machine (default: %(default)s)",
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads < 1:
+        args._parser.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    args.task = DEMO["task"]
+    args.n_jobs = 1
+    return _report(args, DEMO["objectives"], DEMO["num_simulations"], DEMO["max_epochs"])
 
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
@@ -179,6 +515,18 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "simulate a built-in task, train a posterior, sample it for an observation",
         _add_run,
         _run,
+    ),
+    "report": (
+        "simulate a built-in task, train several objectives on the same pairs, and write "
+        "the comparison report (C2ST, SBC, coverage, TARP, NLTP, figures)",
+        _add_report,
+        _run_report,
+    ),
+    "demo": (
+        "the main job, small: two_moons with 2,000 simulations, jsbi's jeffreys and npe "
+        "against sbi's NPE, report written to --out (a few minutes on a laptop CPU)",
+        _add_demo,
+        _demo,
     ),
 }
 
@@ -194,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add(p)
-        p.set_defaults(func=run)
+        p.set_defaults(func=run, _parser=p)
     return parser
 
 

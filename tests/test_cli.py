@@ -2,20 +2,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
 
 from jsbi.cli import main
 from jsbi.inference import load_posterior
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_run_two_moons_tiny(tmp_path):
@@ -40,14 +33,88 @@ def test_run_two_moons_tiny(tmp_path):
     assert torch.isfinite(posterior.log_prob(samples)).all()  # default_x was saved
 
 
+def test_run_adaptive_options_reach_the_trainer(tmp_path):
+    out = tmp_path / "srfe"
+    argv = ["run", "--task", "two_moons", "--num-simulations", "200", "--max-epochs", "3"]
+    argv += ["--num-samples", "20", "--out", str(out), "--quiet", "--objective", "srfe"]
+    argv += ["--tau", "0.3", "--warmup-epochs", "1", "--fixed-weight", "--num-proxy-samples", "4"]
+    assert main(argv) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs_trained"] == 3
+    # After the warm-up epoch the reverse term is on, at the given tau, with a fixed lambda.
+    taus = [t for t in history["train_tau"] if not math.isnan(t)]
+    assert taus and all(t == pytest.approx(0.3) for t in taus)
+    lams = [v for v in history["train_lambda"] if not math.isnan(v)]
+    assert lams and max(lams) == min(lams)
+    run = json.loads((out / "run.json").read_text())
+    assert run["objective"] == "srfe" and run["tau"] == 0.3 and run["fixed_weight"] is True
+    assert torch.load(out / "samples.pt").abs().max() <= 1
+
+
+def _fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_run_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="not implemented"):
-        main(["run", "--task", "two_moons", "--objective", "jeffreys", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="flow must be one of"):
-        main(["run", "--task", "two_moons", "--flow", "nope", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        main(["run", "--task", "no_such_task", "--out", str(tmp_path)])
-    assert "invalid choice" in capsys.readouterr().err
+    run = ["run", "--task", "two_moons", "--out", str(tmp_path)]
+    err = _fails([*run, "--eps", "0.1", "--warmup-epochs", "2"], capsys)
+    assert "--eps, --warmup-epochs apply to the adaptive objectives" in err
+    assert "Traceback" not in err
+    assert "--tau and --tau-schedule apply to srfe" in _fails(
+        [*run, "--objective", "jeffreys", "--tau", "0.5"], capsys
+    )
+    assert "invalid choice: 'kl'" in _fails([*run, "--objective", "kl"], capsys)
+    assert "flow must be one of" in _fails([*run, "--flow", "nope"], capsys)
+    assert "invalid choice" in _fails(["run", "--task", "no_such_task", "--out", "x"], capsys)
+    assert "anneal" in _fails([*run, "--objective", "srfe", "--tau-schedule", "x"], capsys)
+    assert not any(tmp_path.iterdir())  # nothing simulated or written
+
+
+def test_report_tiny(tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = ["report", "--task", "two_moons", "--num-simulations", "200", "--max-epochs", "2"]
+    argv += ["--objectives", "npe,sbi-npe", "--out", str(out), "--observations", "1"]
+    argv += ["--num-sbc", "20", "--num-posterior-samples", "30", "--num-c2st-samples", "100"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "index.html") in printed
+    assert "jsbi-npe" in printed and "sbi-npe" in printed and "C2ST" in printed
+    assert (out / "index.html").stat().st_size > 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    c2st = {r["method"]: float(r["value"]) for r in rows if r["metric"] == "c2st"}
+    assert set(c2st) == {"jsbi-npe", "sbi-npe"}
+    assert all(0 <= v <= 1 for v in c2st.values())
+    epochs = {r["method"]: r["value"] for r in rows if r["metric"] == "epochs_trained"}
+    assert epochs["jsbi-npe"] == "2"
+    for name in ("coverage.png", "tarp.png", "sbc_ecdf.png", "pairplot_obs1.png", "samples.nc"):
+        assert (out / name).exists(), name
+
+
+def test_report_errors(tmp_path, capsys):
+    rep = ["report", "--task", "two_moons", "--out", str(tmp_path)]
+    assert "--objectives must be" in _fails([*rep, "--objectives", "npe,bogus"], capsys)
+    assert "--observations must lie in 1..10" in _fails([*rep, "--observations", "0,11"], capsys)
+    assert "comma-separated integers" in _fails([*rep, "--observations", "a"], capsys)
+    assert "--num-sbc must be >= 1" in _fails([*rep, "--num-sbc", "0"], capsys)
+
+
+def test_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
-    assert info.value.code == 0 and "run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and all(c in out for c in ("run", "report", "demo"))
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "--out" in out and "demo-out" in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--tau", "--tau-schedule", "--eps", "--alpha", "--dual-lr", "--fixed-weight"):
+        assert flag in out
+    for flag in ("--num-proxy-samples", "--warmup-epochs"):
+        assert flag in out

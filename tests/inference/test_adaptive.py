@@ -275,21 +275,39 @@ def test_too_many_faults_stop_training_with_a_finite_flow():
     assert torch.isfinite(step.flow.log_prob(theta, x)).all()
 
 
-def test_huge_learning_rate_never_returns_nan():
+def test_dual_blow_up_stops_with_the_warm_up_state():
+    # eps = -1000 drives lambda past max_lambda on the first adaptive batch, twice: one
+    # restore, then a stop before any post-warm-up epoch finished. The flow returned must
+    # be the last good (end of warm-up) state, not the one the blown-up step moved.
     prior, theta, x = _gaussian()
-    est = PosteriorEstimator(
-        prior,
-        objective="jeffreys",
-        warmup_epochs=1,
-        num_proxy_samples=4,
-        objective_kwargs={"max_restores": 1, "max_lambda": 5.0},
-        eps=-100.0,
-        seed=0,
-        **SMALL,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        post = est.fit(theta, x, max_epochs=4, learning_rate=1.0, show_progress_bar=False)
+
+    def fit(max_epochs):
+        est = PosteriorEstimator(
+            prior,
+            objective="jeffreys",
+            warmup_epochs=1,
+            num_proxy_samples=4,
+            eps=-1000.0,
+            objective_kwargs={"max_restores": 1, "max_lambda": 5.0},
+            seed=0,
+            **SMALL,
+        )
+        return est.fit(
+            theta, x, max_epochs=max_epochs, learning_rate=1e-3, show_progress_bar=False
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = fit(4)
+    messages = [str(w.message) for w in caught]
+    assert any("dual variable lambda" in m and "restored the state" in m for m in messages)
+    assert any("training stopped" in m for m in messages), messages
+    assert post.history["epochs_trained"] == 1 and post.history["best_epoch"] == 0
+    warm = fit(1)
+    for (k, p), q in zip(
+        post.flow.state_dict().items(), warm.flow.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), k
     assert torch.isfinite(post.log_prob(theta[:10], x=x[0])).all()
     assert torch.isfinite(post.sample((20,), x=x[0])).all()
 

@@ -308,15 +308,15 @@ class PosteriorEstimator:
                 bounded=self.bounded,
                 **self.flow_kwargs,
             )
-        self.step = OBJECTIVES[self.objective](
-            self.flow,
-            prior=self.prior,
-            theta=theta.to(self.device),
-            x=x.to(self.device),
-            learning_rate=learning_rate,
-            clip_max_norm=clip_max_norm,
-            **self.objective_kwargs,
-        )
+            self.step = OBJECTIVES[self.objective](
+                self.flow,
+                prior=self.prior,
+                theta=theta.to(self.device),
+                x=x.to(self.device),
+                learning_rate=learning_rate,
+                clip_max_norm=clip_max_norm,
+                **self.objective_kwargs,
+            )
         self.history = train(
             self.step,
             theta,

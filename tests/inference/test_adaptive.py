@@ -428,11 +428,6 @@ def test_same_seed_same_history():
     assert not _nan_equal(a["train_R"], c["train_R"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="estimator.fit builds the proxy (build_proxy) outside its seeded fork_rng, so the "
-    "proxy's initial weights follow the caller's global torch RNG, not `seed`",
-)
 def test_seed_alone_fixes_the_history():
     a = _jeffreys_history(1, global_seed=None)
     b = _jeffreys_history(1, global_seed=None)  # the global RNG has moved on

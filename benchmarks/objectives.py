@@ -44,6 +44,21 @@ METHODS: dict[str, dict | None] = {
 }
 
 
+#: Options that PosteriorEstimator takes by name; other ``--set`` keys go to AdaptiveStep.
+NAMED_OPTIONS = {
+    "tau",
+    "tau_schedule",
+    "eps",
+    "alpha",
+    "dual_lr",
+    "num_proxy_samples",
+    "adaptive",
+    "warmup_epochs",
+    "proxy",
+    "share_embedding",
+}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=DEV_TASKS)
@@ -83,11 +98,9 @@ def train(method: str, task, theta, x, seed: int, args) -> tuple[object, float, 
     else:
         kwargs = dict(METHODS[method])
         if kwargs["objective"] != "npe":
-            kwargs.update(dict(kv.split("=", 1) for kv in args.set))
-            kwargs = {
-                k: _value(v) if isinstance(v, str) and k != "objective" else v
-                for k, v in kwargs.items()
-            }
+            extra = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+            named = {k: extra.pop(k) for k in list(extra) if k in NAMED_OPTIONS}
+            kwargs.update(named, objective_kwargs=extra)
         est = jsbi.PosteriorEstimator(task.prior, seed=seed, **kwargs)
         posterior = est.fit(theta, x, max_epochs=args.max_epochs, show_progress_bar=False)
         epochs = posterior.history["epochs_trained"]

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -267,6 +268,7 @@ class PosteriorEstimator:
         show_progress_bar: bool | None = None,
         show_train_summary: bool = False,
         callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ) -> Posterior:
         r"""Builds a fresh flow and trains it on ``(theta, x)``.
 
@@ -282,6 +284,8 @@ class PosteriorEstimator:
             show_progress_bar: tqdm bar (``None``: only on a TTY).
             show_train_summary: Print epochs and best validation loss at the end.
             callback: ``callback(epoch, logs)``; returning ``True`` stops.
+            checkpoint: A file saving the run after every epoch; rerunning ``fit`` with
+                the same data, seed and file resumes where it stopped.
 
         Returns:
             The trained :class:`Posterior` (its ``history`` holds the run).
@@ -330,6 +334,7 @@ class PosteriorEstimator:
             show_progress_bar=show_progress_bar,
             callback=callback,
             num_dropped=dropped,
+            checkpoint=checkpoint,
         )
         self.history["objective"] = self.objective
         if show_train_summary:

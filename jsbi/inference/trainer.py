@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 import warnings
@@ -570,6 +571,7 @@ def train(
     show_progress_bar: bool | None = None,
     callback: Callable[[int, dict[str, float]], bool | None] | None = None,
     num_dropped: int = 0,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     r"""Trains ``step`` on ``(theta, x)`` with early stopping on the flow's validation NLL.
 
@@ -587,6 +589,10 @@ def train(
         callback: Called as ``callback(epoch, logs)`` after each epoch; returning ``True``
             stops training.
         num_dropped: Rows already dropped upstream, recorded in the history.
+        checkpoint: A file where the run is saved after every epoch (the step's state,
+            the best state, the history and the random states). If it exists when
+            training starts, training resumes from it, so a crash loses at most one
+            epoch and the resumed run equals an uninterrupted one.
 
     Returns:
         The history: per-epoch lists ``epoch``, ``train_loss``, ``validation_loss``,
@@ -641,6 +647,16 @@ def train(
         step.on_train_start(
             {"num_train": n_tr, "num_validation": n_val, "device": device, "seed": int(seed)}
         )
+        if checkpoint is not None and os.path.exists(checkpoint):
+            saved = _load_checkpoint(checkpoint, seed=int(seed), n=n)
+            step.load_state_dict(saved["state"])
+            history = saved["history"]
+            best_loss, best_epoch = saved["best_loss"], saved["best_epoch"]
+            best_state, patience_from = saved["best_state"], saved["patience_from"]
+            epoch = saved["epoch"]
+            torch.set_rng_state(saved["rng"])
+            generator.set_state(saved["generator"])
+            bar.update(epoch)
         try:
             while epoch < max_epochs:
                 epoch += 1
@@ -683,6 +699,24 @@ def train(
                     val=f"{val_loss:.4g}",
                     best=f"{best_loss:.4g}",
                 )
+                if checkpoint is not None:
+                    _save_checkpoint(
+                        checkpoint,
+                        {
+                            "format": _CHECKPOINT_FORMAT,
+                            "seed": int(seed),
+                            "n": n,
+                            "epoch": epoch,
+                            "state": step.state_dict(),
+                            "best_state": best_state,
+                            "best_loss": best_loss,
+                            "best_epoch": best_epoch,
+                            "patience_from": patience_from,
+                            "history": history,
+                            "rng": torch.get_rng_state(),
+                            "generator": generator.get_state(),
+                        },
+                    )
                 if not math.isfinite(epoch_logs.get("train_loss", 0.0)):
                     warnings.warn(
                         f"non-finite training loss at epoch {epoch}; stopping and restoring "
@@ -737,3 +771,29 @@ def train(
         num_dropped=num_dropped,
     )
     return history
+
+
+_CHECKPOINT_FORMAT = "jsbi-training-checkpoint-1"
+
+
+def _save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    # Write then rename: a crash mid-write leaves the previous checkpoint intact.
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: str | os.PathLike, *, seed: int, n: int) -> dict[str, Any]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} cannot be read: {err}") from err
+    if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)!r} is not a jsbi training checkpoint")
+    if saved["seed"] != seed or saved["n"] != n:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} belongs to another run (seed {saved['seed']}, "
+            f"{saved['n']} pairs; this run: seed {seed}, {n} pairs): remove it or pick "
+            "another path"
+        )
+    return saved

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.utils import BoxUniform
+
+from jsbi.inference import PosteriorEstimator
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data(n=300):
+    g = torch.Generator().manual_seed(3)
+    theta = 4 * torch.rand(n, 2, generator=g) - 2
+    return theta, theta + 0.3 * torch.randn(n, 2, generator=g)
+
+
+def _fit(objective, path, max_epochs, callback=None):
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    kwargs = {"warmup_epochs": 2, "num_proxy_samples": 4} if objective != "npe" else {}
+    est = PosteriorEstimator(
+        prior, objective=objective, seed=5, hidden_features=(16,), num_transforms=1, **kwargs
+    )
+    return est.fit(
+        *_data(),
+        max_epochs=max_epochs,
+        show_progress_bar=False,
+        callback=callback,
+        checkpoint=path,
+    )
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(
+        (math.isnan(u) and math.isnan(v)) or u == v for u, v in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize("objective", ["npe", "jeffreys"])
+def test_crash_then_resume_equals_uninterrupted_run(tmp_path, objective):
+    full = _fit(objective, None, max_epochs=6)
+
+    def crash(epoch, logs):
+        if epoch == 3:
+            raise RuntimeError("simulated crash")
+
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(objective, path, max_epochs=6, callback=crash)
+    assert path.exists()
+    resumed = _fit(objective, path, max_epochs=6)
+
+    for key in ("train_loss", "validation_loss"):
+        assert _same(full.history[key], resumed.history[key]), key
+    theta, x = _data(20)
+    assert torch.equal(full.log_prob(theta, x=x), resumed.log_prob(theta, x=x))
+
+
+def test_foreign_or_mismatched_checkpoint_raises(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(ValueError, match="not a jsbi training checkpoint"):
+        _fit("npe", bad, max_epochs=2)
+    path = tmp_path / "run.ckpt"
+    _fit("npe", path, max_epochs=2)
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    est = PosteriorEstimator(prior, seed=6, hidden_features=(16,), num_transforms=1)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        est.fit(*_data(), max_epochs=2, show_progress_bar=False, checkpoint=path)

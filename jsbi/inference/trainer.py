@@ -665,7 +665,10 @@ def train(
                 step.train()
                 sums: dict[str, float] = {}
                 order = torch.randperm(n_tr, generator=generator).to(device)
-                for i in range(0, n_tr, batch_size):
+                # A short last batch would give one noisy step per epoch; like sbi, drop it
+                # (its pairs are in other batches in other epochs).
+                n_seen = n_tr - n_tr % batch_size if n_tr >= batch_size else n_tr
+                for i in range(0, n_seen, batch_size):
                     idx = order[i : i + batch_size]
                     logs = step.step(theta_tr[idx], x_tr[idx])
                     for k, v in logs.items():
@@ -674,7 +677,7 @@ def train(
                 val_loss = validation_nll(step.flow, theta_val, x_val)
                 with torch.no_grad():
                     extra = step.validate(theta_val, x_val)
-                epoch_logs = {f"train_{k}": v / n_tr for k, v in sums.items()}
+                epoch_logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
                 epoch_logs["validation_loss"] = val_loss
                 epoch_logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
                 step.on_epoch_end(epoch, epoch_logs)

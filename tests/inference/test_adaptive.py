@@ -292,8 +292,14 @@ def test_dual_blow_up_stops_with_the_warm_up_state():
             seed=0,
             **SMALL,
         )
+        # Two batches per epoch, so both blow-ups fall in the first adaptive epoch.
         return est.fit(
-            theta, x, max_epochs=max_epochs, learning_rate=1e-3, show_progress_bar=False
+            theta,
+            x,
+            max_epochs=max_epochs,
+            batch_size=100,
+            learning_rate=1e-3,
+            show_progress_bar=False,
         )
 
     with warnings.catch_warnings(record=True) as caught:

@@ -117,14 +117,14 @@ def test_keyboard_interrupt_returns_best_posterior(monkeypatch):
 
     def step(self, t, xx):
         calls["n"] += 1
-        if calls["n"] == 4:  # second batch of epoch 2 (270 pairs: 2 batches per epoch)
+        if calls["n"] == 4:  # second batch of epoch 2 (270 pairs, batch 100: 2 per epoch)
             raise KeyboardInterrupt
         return original(self, t, xx)
 
     monkeypatch.setattr(NPEStep, "step", step)
     est = PosteriorEstimator(prior, **SMALL)
     with pytest.warns(UserWarning, match="interrupted at epoch 2"):
-        post = est.fit(theta, x, batch_size=200, max_epochs=10, show_progress_bar=False)
+        post = est.fit(theta, x, batch_size=100, max_epochs=10, show_progress_bar=False)
     h = post.history
     assert h["interrupted"] and h["epoch"] == [1] and len(h["validation_loss"]) == 1
     assert post.sample((3,), x=x[0]).shape == (3, 2)

@@ -24,14 +24,6 @@ SMALL = {"hidden_features": (16, 16), "num_transforms": 1, "num_bins": 4}
 ADAPTIVE_KEYS = ("train_F", "train_C", "train_R", "train_lambda", "train_u", "train_ess")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gaussian(n=300, sigma=0.5, seed=0):
     prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
     g = torch.Generator().manual_seed(seed)

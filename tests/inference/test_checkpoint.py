@@ -9,14 +9,6 @@ from sbi.utils import BoxUniform
 from jsbi.inference import PosteriorEstimator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n=300):
     g = torch.Generator().manual_seed(3)
     theta = 4 * torch.rand(n, 2, generator=g) - 2

@@ -19,15 +19,6 @@ from jsbi.inference.flows import (
 SMALL = {"hidden_features": (16,), "num_transforms": 2, "num_bins": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The shared 2-core machine: intra-op threads only add contention for tiny nets.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n=64, d=2, m=3, box=True):
     prior = (
         BoxUniform(-torch.ones(d), torch.ones(d))

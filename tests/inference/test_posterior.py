@@ -27,14 +27,6 @@ from jsbi.inference import (
 SMALL = {"hidden_features": (16,), "num_transforms": 2, "num_bins": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _posterior(prior=None, flow="nsf", bounded=True, embedding_net=None, n=64, m=3):
     prior = prior if prior is not None else BoxUniform(-torch.ones(2), torch.ones(2))
     theta = prior.sample((n,))

@@ -17,14 +17,6 @@ from jsbi.simulators.base import wrap
 SMALL = {"hidden_features": (16,), "num_transforms": 1, "num_bins": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gaussian_linear(n=300, sigma=0.5, seed=0):
     """theta ~ N(0, I_2), x = theta + sigma * eps; posterior N(x / (1 + sigma^2), ...)."""
     prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)

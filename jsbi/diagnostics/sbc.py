@@ -121,7 +121,7 @@ def draw_samples(
             kwargs = _accepted_kwargs(
                 posterior.sample_batched,
                 show_progress_bars=False,
-                max_sampling_batch_size=max(1, 100_000 // len(xb)),
+                max_sampling_batch_size=100_000,
             )
             s = posterior.sample_batched((num_samples,), x=xb, **kwargs)
             if s.ndim != 3 or s.shape[:2] != (num_samples, len(xb)):

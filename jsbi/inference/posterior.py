@@ -128,7 +128,7 @@ class Posterior:
         *,
         history: dict[str, Any] | None = None,
         default_x: Tensor | None = None,
-        max_sampling_batch_size: int = 10_000,
+        max_sampling_batch_size: int = 100_000,
     ) -> None:
         self.flow = flow.eval()
         self._prior = prior

@@ -211,7 +211,9 @@ class AdaptiveStep(TrainingStep):
     For the first ``warmup_epochs`` the flow trains on :math:`F` alone and the proxy's
     ratio :math:`g_\psi` on the contrastive (NRE) loss, which makes
     :math:`r_\psi = \pi e^{g_\psi}` a posterior estimate with :math:`Z_\psi \approx 1`
-    before the reverse term uses it. Early stopping only selects epochs after warm-up.
+    before the reverse term uses it; a proxy without a ratio (a free
+    :class:`~jsbi.inference.ebm.MLPEnergy`) warms up on :math:`C` instead. Early stopping
+    only selects epochs after warm-up.
 
     Faults (METHOD.md section 6) are detected, not hidden: a batch whose importance
     sampling collapsed (mean ESS fraction below ``min_ess``) updates the flow on
@@ -386,15 +388,27 @@ class AdaptiveStep(TrainingStep):
 
     def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         F = forward_kl(self.flow.log_prob(theta, x))
-        perm = torch.randperm(len(theta), device=theta.device)
-        ratio = self.proxy.log_ratio
-        loss_g = contrastive_ratio_loss(ratio(theta, x), ratio(theta[perm], x))
+        ratio = getattr(self.proxy, "log_ratio", None)
+        if ratio is not None:
+            perm = torch.randperm(len(theta), device=theta.device)
+            loss_g = contrastive_ratio_loss(ratio(theta, x), ratio(theta[perm], x))
+            name = "contrastive"
+        else:
+            # A free energy has no ratio to warm-start (and with a constant x, as in
+            # density estimation, a contrastive loss sees no signal): fit it to the data,
+            # C, with log Z importance-sampled from the flow.
+            xr = x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
+            with torch.no_grad():
+                theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
+            log_z, _ = log_normalizer(-self.proxy(theta_k, xr), log_q_k)
+            loss_g = proxy_fit(self.proxy(theta, x), log_z)
+            name = "C"
         flow_params = list(self.flow.parameters())
         proxy_params = self._proxy_parameters()
         self._apply(self.flow_optimizer, flow_params, torch.autograd.grad(F, flow_params))
         grads = torch.autograd.grad(loss_g, proxy_params, allow_unused=True)
         self._apply(self.proxy_optimizer, proxy_params, grads)
-        return {"loss": F.item(), "F": F.item(), "contrastive": loss_g.item()}
+        return {"loss": F.item(), "F": F.item(), name: loss_g.item()}
 
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         if self.epoch <= self.warmup_epochs:

@@ -17,6 +17,7 @@ _EXPORTS = {
     "Simulator": "jsbi.simulators",
     "Task": "jsbi.simulators",
     "PosteriorEstimator": "jsbi.inference",
+    "DensityEstimator": "jsbi.inference",
     "Posterior": "jsbi.inference",
     "load_posterior": "jsbi.inference",
 }

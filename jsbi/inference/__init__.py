@@ -2,6 +2,7 @@ r"""What turns ``(theta, x)`` pairs into a posterior: flows, training, the poste
 
 from __future__ import annotations
 
+from jsbi.inference.density import Density, DensityEstimator
 from jsbi.inference.estimator import OBJECTIVES, PosteriorEstimator
 from jsbi.inference.flows import (
     FLOWS,
@@ -18,6 +19,8 @@ __all__ = [
     "FLOWS",
     "OBJECTIVES",
     "ConditionalFlow",
+    "Density",
+    "DensityEstimator",
     "MLPEmbedding",
     "NPEStep",
     "Posterior",

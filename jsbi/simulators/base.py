@@ -61,7 +61,8 @@ class Simulator:
             )
         if len(prior.event_shape) != 1:
             raise ValueError(
-                f"prior must have a 1-D event shape (d,), got event_shape={tuple(prior.event_shape)}"
+                "prior must have a 1-D event shape (d,), got "
+                f"event_shape={tuple(prior.event_shape)}"
             )
         if not callable(simulator):
             raise TypeError("simulator must be callable: theta[n, d] -> x[n, m]")
@@ -196,8 +197,8 @@ def wrap(
     Example:
         >>> import numpy as np, torch
         >>> from sbi.utils import BoxUniform
-        >>> sim = wrap(lambda t: t + np.random.randn(*t.shape), BoxUniform(-torch.ones(2), torch.ones(2)),
-        ...            numpy=True)
+        >>> prior = BoxUniform(-torch.ones(2), torch.ones(2))
+        >>> sim = wrap(lambda t: t + np.random.randn(*t.shape), prior, numpy=True)
         >>> sim(torch.zeros(3, 2)).shape
         torch.Size([3, 2])
     """

@@ -39,7 +39,7 @@ from torch.distributions import Distribution
 
 from jsbi.simulators.base import Simulator, wrap
 
-__all__ = ["simulate"]
+__all__ = ["BACKENDS", "parallel_backend", "simulate"]
 
 BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
 NONFINITE_POLICIES = ("drop", "raise", "keep")
@@ -159,7 +159,7 @@ def simulate(
             unit="batch",
             disable=not show_progress_bar,
         )
-        with bar, _backend_config(backend):
+        with bar, parallel_backend(backend):
             for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs):
                 if meta is not None:
                     meta = _store_batch(store, meta, b, theta, x)
@@ -316,7 +316,12 @@ def _check_x(x, n: int, b: int, name: str) -> Tensor:
 
 
 @contextlib.contextmanager
-def _backend_config(backend: str | None) -> Iterator[None]:
+def parallel_backend(backend: str | None) -> Iterator[None]:
+    r"""Runs the block under a joblib backend (``None``: joblib's default or the one set by
+    an enclosing ``joblib.parallel_config``); ``"dask"`` needs a running
+    ``dask.distributed`` client, ``"ray"`` registers ray's backend."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
     if backend is None:
         yield
         return
@@ -333,7 +338,7 @@ def _backend_config(backend: str | None) -> Iterator[None]:
             raise RuntimeError(
                 'backend="dask" needs a running dask.distributed.Client: start one with '
                 "`from dask.distributed import Client; client = Client()` (or connect to "
-                "your cluster) before calling jsbi.simulate"
+                "your cluster) before running jsbi in parallel"
             ) from e
     elif backend == "ray":
         try:

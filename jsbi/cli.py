@@ -511,6 +511,114 @@ def _demo(args: argparse.Namespace) -> int:
     return _report(args, DEMO["objectives"], DEMO["num_simulations"], DEMO["max_epochs"])
 
 
+def _add_benchmark(p: argparse.ArgumentParser) -> None:
+    from jsbi.benchmark import METHODS
+    from jsbi.simulators.simulate import BACKENDS
+    from jsbi.simulators.tasks import TASKS
+
+    p.add_argument(
+        "--tasks",
+        default=",".join(sorted(TASKS)),
+        help="comma-separated built-in tasks (default: all of them)",
+    )
+    p.add_argument(
+        "--num-simulations",
+        type=_int_list,
+        default=[1000, 10_000],
+        help="comma-separated simulation budgets (default: 1000,10000)",
+    )
+    p.add_argument(
+        "--objectives",
+        default="npe,jeffreys,srfe,sbi-npe",
+        help=f"comma-separated methods among {', '.join(METHODS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--observations",
+        type=_int_list,
+        default=list(range(1, 11)),
+        help="comma-separated observation numbers (default: 1..10; 1-5 of the development "
+        "tasks are the development set, the rest held out)",
+    )
+    p.add_argument(
+        "--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)"
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=10_000,
+        help="posterior and reference samples per C2ST (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=2**31 - 1,
+        help="training epoch cap (default: none; early stopping ends training)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="results folder: rows/ (one CSV per finished unit, kept for resuming), "
+        "checkpoints/ (unfinished units), benchmark.csv, summary.md and c2st_<task>.png "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="(task, budget, seed, method) units trained at once (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="joblib backend for the units, as for simulation (dask needs a running "
+        "dask.distributed client; default: joblib's)",
+    )
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="train nothing: rewrite the summary from the finished units in --out",
+    )
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from jsbi.benchmark import METHODS, load_rows, run_benchmark, summary_table, write_results
+    from jsbi.simulators.tasks import TASKS
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    methods = [m.strip() for m in args.objectives.split(",") if m.strip()]
+    for name, given, known in (("--tasks", tasks, TASKS), ("--objectives", methods, METHODS)):
+        bad = [v for v in given if v not in known]
+        if bad or not given:
+            args._parser.error(
+                f"{name}: unknown {bad or 'none given'}; choose from {sorted(known)}"
+            )
+    if any(n < 1 for n in args.num_simulations) or args.num_samples < 2:
+        args._parser.error("--num-simulations must be positive and --num-samples >= 2")
+    if args.summarise:
+        rows = [r for r in load_rows(args.out) if r["task"] in tasks and r["method"] in methods]
+        if not rows:
+            args._parser.error(f"--summarise: no finished units in {args.out}/rows")
+    else:
+        rows = run_benchmark(
+            tasks,
+            args.num_simulations,
+            methods,
+            observations=args.observations,
+            seeds=args.seeds,
+            num_samples=args.num_samples,
+            max_epochs=args.max_epochs,
+            out=args.out,
+            n_jobs=args.n_jobs,
+            backend=args.backend,
+        )
+    summary = write_results(rows, args.out)
+    print(summary_table(rows, methods))
+    print(f"\nwrote {summary}, {args.out / 'benchmark.csv'} and the C2ST-vs-budget figures")
+    return 0
+
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "run": (
@@ -523,6 +631,13 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "the comparison report (C2ST, SBC, coverage, TARP, NLTP, figures)",
         _add_report,
         _run_report,
+    ),
+    "benchmark": (
+        "the benchmark table: tasks x budgets x methods x observations x seeds, C2ST "
+        "against the reference posterior, resumable and parallel; writes CSVs, a Markdown "
+        "summary and C2ST-vs-budget figures",
+        _add_benchmark,
+        _benchmark,
     ),
     "demo": (
         "the main job, small: two_moons with 2,000 simulations, jsbi's jeffreys and npe "

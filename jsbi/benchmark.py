@@ -1,0 +1,335 @@
+r"""The benchmark table: tasks x budgets x methods x seeds, against sbi's NPE, resumable.
+
+One *unit* is a (task, budget, seed, method): it simulates (seeded by the seed and the
+budget only, so every method of a cell trains on the same pairs), trains, then scores each
+observation with C2ST against the task's reference posterior (sbibm's definition). Units
+run in parallel through joblib, under the same backends as :func:`jsbi.simulate` (local
+processes, Dask, Ray). With ``out=`` every finished unit writes ``out/rows/<unit>.csv`` and
+every unfinished jsbi unit keeps a training checkpoint in ``out/checkpoints/``: rerunning
+the same call skips what is done and resumes the rest.
+
+Development set (tune here): :data:`DEV_TASKS` with observations 1-5. Everything else
+(other tasks, observations 6-10) is held out: :func:`summary_table` marks each row's set.
+
+Example:
+    >>> rows = run_benchmark(["two_moons"], [1000], ["npe", "sbi-npe"], observations=[1],
+    ...                      out="bench/")
+    >>> print(summary_table(rows))
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEV_TASKS",
+    "METHODS",
+    "load_rows",
+    "plot_budgets",
+    "run_benchmark",
+    "run_unit",
+    "summary_table",
+    "write_results",
+    "write_rows",
+]
+
+import csv
+import inspect
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import torch
+
+DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
+DEV_OBSERVATIONS = range(1, 6)
+
+#: method name -> PosteriorEstimator keyword arguments (``None``: sbi's NPE).
+METHODS: dict[str, dict[str, Any] | None] = {
+    "npe": {"objective": "npe"},
+    "jeffreys": {"objective": "jeffreys"},
+    "srfe": {"objective": "srfe"},  # tau = 0.5, constant (the estimator's default)
+    "srfe-anneal": {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1},
+    "jeffreys-fixed": {"objective": "jeffreys", "adaptive": False},
+    "sbi-npe": None,
+}
+
+_INT = ("num_simulations", "seed", "observation", "epochs")
+_FLOAT = ("c2st", "train_seconds", "seconds_per_epoch")
+
+
+def _unit_name(task: str, n: int, seed: int, method: str) -> str:
+    return f"{task}_{n}_{seed}_{method}"
+
+
+def _train(method: str, task: Any, theta, x, seed: int, max_epochs: int, options, checkpoint):
+    from jsbi.diagnostics.baselines import train_sbi_npe
+    from jsbi.inference import PosteriorEstimator
+
+    if METHODS[method] is None:
+        start = time.perf_counter()
+        posterior, history = train_sbi_npe(
+            theta, x, task.prior, seed=seed, max_num_epochs=max_epochs
+        )
+        return posterior, time.perf_counter() - start, history["epochs_trained"]
+    kwargs = dict(METHODS[method])
+    if kwargs["objective"] != "npe" and options:
+        # The estimator's named options by name; the rest (tau_epochs, lambda_init, ...)
+        # are AdaptiveStep's, passed through objective_kwargs.
+        named = inspect.signature(PosteriorEstimator).parameters
+        kwargs.update({k: v for k, v in options.items() if k in named})
+        kwargs["objective_kwargs"] = {k: v for k, v in options.items() if k not in named}
+    est = PosteriorEstimator(task.prior, seed=seed, **kwargs)
+    posterior = est.fit(
+        theta, x, max_epochs=max_epochs, show_progress_bar=False, checkpoint=checkpoint
+    )
+    # The sum of the epochs' times: a run resumed from its checkpoint reports the whole run.
+    history = posterior.history
+    return posterior, float(sum(history["epoch_time"])), history["epochs_trained"]
+
+
+def run_unit(
+    task_name: str,
+    num_simulations: int,
+    seed: int,
+    method: str,
+    *,
+    observations: Sequence[int] = DEV_OBSERVATIONS,
+    num_samples: int = 10_000,
+    max_epochs: int = 2**31 - 1,
+    options: dict[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    r"""Simulates, trains one method and scores it on each observation (or reads the rows
+    a previous run of the same unit wrote to ``out``).
+
+    Arguments:
+        task_name: A built-in task.
+        num_simulations: The simulation budget.
+        seed: Seeds the simulations, the training and the sampling.
+        method: A key of :data:`METHODS`.
+        observations: Observation numbers to score.
+        num_samples: Posterior and reference samples per C2ST.
+        max_epochs: Training epochs at most.
+        options: Extra estimator options for the adaptive jsbi methods.
+        out: The resumable run's folder (``None``: nothing is written).
+        threads: Torch threads of this unit (units run side by side).
+
+    Returns:
+        One row per observation: task, num_simulations, seed, method, observation, c2st,
+        train_seconds, epochs, seconds_per_epoch.
+    """
+    import jsbi
+    from jsbi.diagnostics.c2st import c2st
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    torch.set_num_threads(threads)
+    name = _unit_name(task_name, num_simulations, seed, method)
+    done = checkpoint = None
+    if out is not None:
+        out = Path(out)
+        done = out / "rows" / f"{name}.csv"
+        if done.exists():
+            return _read_csv(done)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        checkpoint = out / "checkpoints" / f"{name}.ckpt"
+    task = jsbi.get_task(task_name)
+    theta, x = jsbi.simulate(task, num_simulations, seed=seed, show_progress_bar=False)
+    posterior, seconds, epochs = _train(
+        method, task, theta, x, seed, max_epochs, options, checkpoint
+    )
+    rows = []
+    for obs in observations:
+        torch.manual_seed(seed)
+        samples = posterior.sample((num_samples,), x=task.observation(obs))
+        reference = task.reference_samples(obs, num_samples)
+        rows.append(
+            {
+                "task": task_name,
+                "num_simulations": num_simulations,
+                "seed": seed,
+                "method": method,
+                "observation": obs,
+                "c2st": c2st(samples, reference, seed=seed),
+                "train_seconds": seconds,
+                "epochs": epochs,
+                "seconds_per_epoch": seconds / max(epochs, 1),
+            }
+        )
+    mean = statistics.fmean(r["c2st"] for r in rows)
+    print(
+        f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs)",
+        flush=True,
+    )
+    if done is not None:
+        done.parent.mkdir(parents=True, exist_ok=True)
+        write_rows(done.with_suffix(".tmp"), rows)
+        done.with_suffix(".tmp").replace(done)
+        checkpoint.unlink(missing_ok=True)
+    return rows
+
+
+def run_benchmark(
+    tasks: Sequence[str],
+    budgets: Sequence[int],
+    methods: Sequence[str],
+    *,
+    observations: Sequence[int] = DEV_OBSERVATIONS,
+    seeds: Sequence[int] = (0,),
+    num_samples: int = 10_000,
+    max_epochs: int = 2**31 - 1,
+    options: dict[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    n_jobs: int = 1,
+    backend: str | None = None,
+) -> list[dict[str, Any]]:
+    r"""Runs every (task, budget, seed, method) unit; see :func:`run_unit`.
+
+    Arguments:
+        tasks, budgets, methods, seeds: The grid.
+        observations, num_samples, max_epochs, options: As for :func:`run_unit`.
+        out: The resumable run's folder.
+        n_jobs: Units run at once (joblib's ``n_jobs``).
+        backend: A joblib backend, as for :func:`jsbi.simulate` (``"dask"``, ``"ray"``,
+            ``"loky"``, ...).
+
+    Returns:
+        The rows of every unit.
+    """
+    from jsbi.simulators import get_task
+    from jsbi.simulators.simulate import parallel_backend
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"methods must be among {sorted(METHODS)}, got {unknown}")
+    for name in tasks:
+        get_task(name)  # an unknown task fails here, before any work
+    if any(int(b) < 1 for b in budgets):
+        raise ValueError(f"budgets must be positive, got {list(budgets)}")
+    units = [
+        (t, int(n), int(s), m) for t in tasks for n in budgets for s in seeds for m in methods
+    ]
+    # Longest first keeps the workers busy to the end: big budgets, adaptive methods.
+    units.sort(key=lambda u: (-u[1], u[3] in ("npe", "sbi-npe")))
+    kwargs = dict(
+        observations=list(observations),
+        num_samples=num_samples,
+        max_epochs=max_epochs,
+        options=options,
+        out=out,
+    )
+    with parallel_backend(backend):
+        results = joblib.Parallel(n_jobs=n_jobs)(
+            joblib.delayed(run_unit)(*unit, **kwargs) for unit in units
+        )
+    return [row for rows in results for row in rows]
+
+
+def load_rows(out: str | os.PathLike) -> list[dict[str, Any]]:
+    r"""The rows of every finished unit in a run's folder."""
+    rows = []
+    for path in sorted(Path(out, "rows").glob("*.csv")):
+        rows.extend(_read_csv(path))
+    return rows
+
+
+def _is_dev(row: dict[str, Any]) -> bool:
+    return row["task"] in DEV_TASKS and row["observation"] in DEV_OBSERVATIONS
+
+
+def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None = None) -> str:
+    r"""A Markdown table: per task, budget, set (development / held-out) and method, the
+    C2ST mean and standard deviation over observations and seeds, the training time and
+    the per-epoch cost relative to jsbi ``npe`` in the same cells."""
+    methods = list(methods or [m for m in METHODS if any(r["method"] == m for r in rows)])
+    lines = [
+        "| task | sims | set | method | C2ST mean ± sd | n | train s | s/epoch vs npe |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["task"], r["num_simulations"], "dev" if _is_dev(r) else "held-out")
+        groups.setdefault(key, []).append(r)
+    for (task, n, split), cell in sorted(groups.items()):
+        npe = [r["seconds_per_epoch"] for r in cell if r["method"] == "npe"]
+        for method in methods:
+            mine = [r for r in cell if r["method"] == method]
+            if not mine:
+                continue
+            c = [r["c2st"] for r in mine]
+            sd = statistics.stdev(c) if len(c) > 1 else 0.0
+            per_epoch = statistics.fmean(r["seconds_per_epoch"] for r in mine)
+            ratio = f"{per_epoch / statistics.fmean(npe):.2f}" if npe else "-"
+            seconds = statistics.fmean(r["train_seconds"] for r in mine)
+            lines.append(
+                f"| {task} | {n} | {split} | {method} | {statistics.fmean(c):.3f} ± {sd:.3f} | "
+                f"{len(c)} | {seconds:.0f} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_budgets(rows: Sequence[dict[str, Any]], task: str, path: str | os.PathLike) -> None:
+    r"""C2ST against the simulation budget for each method on one task (mean ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method in METHODS:
+        mine = [r for r in rows if r["task"] == task and r["method"] == method]
+        budgets = sorted({r["num_simulations"] for r in mine})
+        if not budgets:
+            continue
+        values = [[r["c2st"] for r in mine if r["num_simulations"] == b] for b in budgets]
+        means = [statistics.fmean(v) for v in values]
+        sds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        ax.errorbar(budgets, means, yerr=sds, marker="o", capsize=3, label=method)
+    ax.set(xscale="log", xlabel="simulations", ylabel="C2ST (0.5 is best)", title=task)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(rows: Sequence[dict[str, Any]], results: str | os.PathLike) -> Path:
+    r"""Writes ``benchmark.csv`` (every row), ``summary.md`` (the table) and one
+    ``c2st_<task>.png`` per task to ``results``; returns the summary's path."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: tuple(str(r[k]) for k in list(r)[:5]))
+    write_rows(results / "benchmark.csv", rows)
+    tasks = sorted({r["task"] for r in rows})
+    for task in tasks:
+        plot_budgets(rows, task, results / f"c2st_{task}.png")
+    figures = "\n".join(f"![{t}](c2st_{t}.png)" for t in tasks)
+    summary = results / "summary.md"
+    summary.write_text(
+        "# jsbi benchmark\n\nC2ST against the reference posterior (sbibm's definition; 0.5 is "
+        "perfect), mean ± sd over observations x seeds; `dev` rows are the development set "
+        "(tuned on), `held-out` rows were never tuned on.\n\n"
+        f"{summary_table(rows)}\n\n{figures}\n"
+    )
+    return summary
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update({k: int(r[k]) for k in _INT})
+        r.update({k: float(r[k]) for k in _FLOAT})
+    return rows
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    r"""Writes rows (dicts with the same keys) as a CSV file."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

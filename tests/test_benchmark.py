@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+from jsbi.benchmark import load_rows, run_benchmark, summary_table, write_results
+from jsbi.cli import main
+
+TINY = dict(observations=[1, 6], num_samples=200, max_epochs=2)
+
+
+def test_units_rows_resume_and_summary(tmp_path):
+    rows = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
+    assert len(rows) == 4  # 2 methods x 2 observations
+    assert {r["method"] for r in rows} == {"npe", "sbi-npe"}
+    assert all(0.0 <= r["c2st"] <= 1.0 and r["epochs"] >= 1 for r in rows)
+    files = sorted((tmp_path / "rows").glob("*.csv"))
+    assert [f.name for f in files] == ["two_moons_200_0_npe.csv", "two_moons_200_0_sbi-npe.csv"]
+    assert not list((tmp_path / "checkpoints").glob("*"))  # finished units leave none
+
+    # A rerun reads the finished units instead of training again.
+    stamps = {f: os.stat(f).st_mtime_ns for f in files}
+    again = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
+    assert again == rows and stamps == {f: os.stat(f).st_mtime_ns for f in files}
+    assert load_rows(tmp_path) == sorted(rows, key=lambda r: r["method"])
+
+    table = summary_table(rows)
+    # two_moons is a development task: observation 1 is development, 6 held out.
+    assert "| two_moons | 200 | dev | npe |" in table
+    assert "| two_moons | 200 | held-out | sbi-npe |" in table
+    summary = write_results(rows, tmp_path / "results")
+    assert summary.read_text().count("| two_moons |") == 4
+    assert (tmp_path / "results" / "c2st_two_moons.png").stat().st_size > 0
+    with open(tmp_path / "results" / "benchmark.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = run_benchmark(["gaussian_mixture"], [150], ["npe"], **TINY)
+    b = run_benchmark(["gaussian_mixture"], [150], ["npe"], **TINY)
+    assert [r["c2st"] for r in a] == [r["c2st"] for r in b]
+
+
+def test_bad_grid_raises_before_work():
+    with pytest.raises(ValueError, match="methods must be among"):
+        run_benchmark(["two_moons"], [100], ["nope"])
+    with pytest.raises(ValueError, match="unknown task"):
+        run_benchmark(["no_such_task"], [100], ["npe"])
+    with pytest.raises(ValueError, match="budgets must be positive"):
+        run_benchmark(["two_moons"], [0], ["npe"])
+
+
+def test_cli_benchmark_and_summarise(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--tasks", "two_moons", "--num-simulations", "200"]
+    argv += ["--objectives", "npe", "--observations", "2", "--num-samples", "200"]
+    argv += ["--max-epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert "| two_moons | 200 | dev | npe |" in capsys.readouterr().out
+    assert (out / "summary.md").exists() and (out / "rows" / "two_moons_200_0_npe.csv").exists()
+    (out / "summary.md").unlink()
+    assert main([*argv, "--summarise"]) == 0
+    assert (out / "summary.md").exists()
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--objectives", "npe,bogus", "--out", str(out)])
+    assert "unknown ['bogus']" in capsys.readouterr().err

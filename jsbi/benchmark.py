@@ -64,7 +64,16 @@ def _unit_name(task: str, n: int, seed: int, method: str) -> str:
     return f"{task}_{n}_{seed}_{method}"
 
 
-def _train(method: str, task: Any, theta, x, seed: int, max_epochs: int, options, checkpoint):
+def _train(
+    method: str,
+    task: Any,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    seed: int,
+    max_epochs: int,
+    options: dict[str, Any] | None,
+    checkpoint: Path | None,
+) -> tuple[Any, float, int]:
     from jsbi.diagnostics.baselines import train_sbi_npe
     from jsbi.inference import PosteriorEstimator
 

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 )
                 t_ours = time.perf_counter() - start
                 start = time.perf_counter()
-                theirs, _ = train_sbi_npe(
+                theirs, their_history = train_sbi_npe(
                     theta,
                     x,
                     task.prior,
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     common["observation"] = obs
                     for method, s, t, tp, epochs in (
                         ("jsbi-npe", s_ours, t_ours, tp_ours, ours.history["epochs_trained"]),
-                        ("sbi-npe", s_sbi, t_sbi, tp_sbi, None),
+                        ("sbi-npe", s_sbi, t_sbi, tp_sbi, their_history["epochs_trained"]),
                     ):
                         rows.append(
                             {

@@ -601,18 +601,21 @@ def _benchmark(args: argparse.Namespace) -> int:
         if not rows:
             args._parser.error(f"--summarise: no finished units in {args.out}/rows")
     else:
-        rows = run_benchmark(
-            tasks,
-            args.num_simulations,
-            methods,
-            observations=args.observations,
-            seeds=args.seeds,
-            num_samples=args.num_samples,
-            max_epochs=args.max_epochs,
-            out=args.out,
-            n_jobs=args.n_jobs,
-            backend=args.backend,
-        )
+        try:
+            rows = run_benchmark(
+                tasks,
+                args.num_simulations,
+                methods,
+                observations=args.observations,
+                seeds=args.seeds,
+                num_samples=args.num_samples,
+                max_epochs=args.max_epochs,
+                out=args.out,
+                n_jobs=args.n_jobs,
+                backend=args.backend,
+            )
+        except (ImportError, RuntimeError) as e:  # a backend that is missing or not started
+            args._parser.error(str(e))
     summary = write_results(rows, args.out)
     print(summary_table(rows, methods))
     print(f"\nwrote {summary}, {args.out / 'benchmark.csv'} and the C2ST-vs-budget figures")

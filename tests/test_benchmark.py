@@ -66,3 +66,6 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--objectives", "npe,bogus", "--out", str(out)])
     assert "unknown ['bogus']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--backend", "dask"])  # no dask.distributed client is running
+    assert "needs a running dask.distributed.Client" in capsys.readouterr().err

@@ -12,7 +12,7 @@ Development set only (tune here): ``two_moons``, ``gaussian_mixture``, ``slcp``,
 ``gaussian_linear_uniform`` with observations 1-5.
 
 Example:
-    $ python benchmarks/objectives.py --out benchmarks/cache/objectives     # the full grid
+    $ python benchmarks/objectives.py --out benchmarks/results/objectives     # the full grid
     $ python benchmarks/objectives.py --tasks two_moons --num-simulations 1000 \
         --seeds 0 --observations 1 2 --num-samples 2000                  # a quick look
 """

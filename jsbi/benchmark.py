@@ -311,7 +311,8 @@ def write_results(rows: Sequence[dict[str, Any]], results: str | os.PathLike) ->
     ``c2st_<task>.png`` per task to ``results``; returns the summary's path."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: tuple(str(r[k]) for k in list(r)[:5]))
+    order = ("task", "num_simulations", "seed", "method", "observation")
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in order))
     write_rows(results / "benchmark.csv", rows)
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:

@@ -131,12 +131,14 @@ class DensityEstimator:
         self.estimator = est
         curve: list[float] = []
 
+        if held_out is not None:
+            held_out = held_out.to(est.device)  # once, not every epoch
+        context_1 = torch.zeros(1, device=est.device)
+
         def track(epoch: int, logs: dict[str, float]) -> bool | None:
             if held_out is not None:
                 with torch.no_grad():
-                    context = torch.zeros(1, device=est.device)
-                    nll = -est.flow.log_prob(held_out.to(est.device), context).mean()
-                curve.append(float(nll))
+                    curve.append(float(-est.flow.log_prob(held_out, context_1).mean()))
             return callback(epoch, logs) if callback is not None else None
 
         context = torch.zeros(len(samples), 1)

@@ -359,13 +359,38 @@ class ConditionalFlow(nn.Module):
 
     @torch.no_grad()
     def set_standardization(
-        self, theta: Tensor | None = None, x: Tensor | None = None, min_std: float = 1e-14
+        self,
+        theta: Tensor | None = None,
+        x: Tensor | None = None,
+        min_std: float = 1e-14,
+        mode: str = "independent",
     ) -> None:
-        r"""Sets the z-scoring buffers from training data (``None`` keeps them)."""
+        r"""Sets the z-scoring buffers from training data (``None`` keeps them).
+
+        ``mode="independent"`` z-scores the flow's (unconstrained) parameters by their own
+        mean and standard deviation. ``mode="local"`` applies to box supports: the
+        unconstrained parameters are centred at :math:`T^{-1}(\bar\theta)` and scaled by
+        :math:`\mathrm{sd}(\theta) \, |dT^{-1}/d\theta|(\bar\theta)`, so near the
+        prior's centre the flow sees ``theta`` exactly as plain z-scoring (sbi's) would;
+        only the tails are stretched to the real line. Other supports fall back to
+        ``"independent"``.
+        """
+        if mode not in ("independent", "local"):
+            raise ValueError(f"mode must be 'independent' or 'local', got {mode!r}")
         if theta is not None:
-            z = self.to_unconstrained(theta.to(self.theta_loc))
-            self.theta_loc.copy_(z.mean(0))
-            self.theta_scale.copy_(z.std(0).clamp_min(min_std) if len(z) > 1 else 1.0)
+            theta = theta.to(self.theta_loc)
+            if mode == "local" and self.unconstrained and self.support.kind == "interval":
+                lo, hi = self.support.lower, self.support.upper
+                m = theta.mean(0)
+                u = ((m - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
+                slope = 1 / ((hi - lo) * u * (1 - u))  # d logit((t - lo) / (hi - lo)) / dt
+                sd = theta.std(0) if len(theta) > 1 else (hi - lo) / math.sqrt(12)
+                self.theta_loc.copy_(self.to_unconstrained(m[None])[0])
+                self.theta_scale.copy_((sd * slope).clamp_min(min_std))
+            else:
+                z = self.to_unconstrained(theta)
+                self.theta_loc.copy_(z.mean(0))
+                self.theta_scale.copy_(z.std(0).clamp_min(min_std) if len(z) > 1 else 1.0)
         if x is not None:
             x = x.to(self.x_loc)
             self.x_loc.copy_(x.mean(0))
@@ -460,7 +485,7 @@ def build_conditional_flow(
     flow: str | type[LazyDistribution] = "nsf",
     embedding_net: nn.Module | None = None,
     bounded: bool = True,
-    z_score_theta: bool = True,
+    z_score_theta: bool | str = True,
     z_score_x: bool = True,
     hidden_features: Sequence[int] = DEFAULT_HIDDEN_FEATURES,
     num_transforms: int = 5,
@@ -478,7 +503,10 @@ def build_conditional_flow(
         bounded: Whether the flow lives in ``T^{-1}(theta)``, ``T = biject_to(prior.support)``
             (no mass outside the support). With ``False`` the flow is on ``theta`` and may
             leak; :class:`~jsbi.inference.Posterior` then rejects and reports leakage.
-        z_score_theta: Whether to z-score the (unconstrained) parameters.
+        z_score_theta: Whether to z-score the (unconstrained) parameters: ``True`` or
+            ``"independent"`` (by their own statistics), ``"local"`` (box priors: the slope
+            of plain z-scoring at the prior's centre, see
+            :meth:`ConditionalFlow.set_standardization`), ``False`` (not at all).
         z_score_x: Whether to z-score ``x`` before the embedding.
         hidden_features, num_transforms, num_bins, kwargs: See :func:`build_flow`.
 
@@ -513,7 +541,7 @@ def build_conditional_flow(
         "num_bins": int(num_bins),
         "flow_kwargs": dict(kwargs),
         "embedding": _embedding_spec(embedding_net),
-        "z_score_theta": bool(z_score_theta),
+        "z_score_theta": z_score_theta if isinstance(z_score_theta, str) else bool(z_score_theta),
         "z_score_x": bool(z_score_x),
     }
     module = conditional_flow_from_config(
@@ -526,7 +554,10 @@ def build_conditional_flow(
             module.theta_scale.copy_((support.upper - support.lower) / (2 * math.pi))
         module.set_standardization(None, x if z_score_x else None)
     else:
-        module.set_standardization(theta if z_score_theta else None, x if z_score_x else None)
+        mode = z_score_theta if isinstance(z_score_theta, str) else "independent"
+        module.set_standardization(
+            theta if z_score_theta else None, x if z_score_x else None, mode=mode
+        )
     return module
 
 

@@ -730,26 +730,33 @@ def resilient_slack(lam: Tensor | float, alpha: float) -> Tensor | float:
     return lam / alpha
 
 
-def flow_loss(F: Tensor, R: Tensor) -> Tensor:
-    r"""The flow's primal loss :math:`F(\phi) + R(\phi, \psi)`.
+def flow_loss(F: Tensor, R: Tensor, weight: float = 1.0) -> Tensor:
+    r"""The flow's primal loss :math:`F(\phi) + \beta R(\phi, \psi)`.
 
     ``R`` is :func:`reverse_kl` (objective ``jeffreys``) or :func:`srfe` (``srfe``).
     The flow's optimiser steps on this; only :math:`\phi` should receive its gradient.
+    ``weight`` is :math:`\beta`: 1 is METHOD.md's symmetric objective, a smaller value
+    a skewed one (the forward side dominates).
 
     Example:
         >>> flow_loss(torch.tensor(1.0), torch.tensor(2.0))
         tensor(3.)
+        >>> flow_loss(torch.tensor(1.0), torch.tensor(2.0), weight=0.25)
+        tensor(1.5000)
     """
-    return F + R
+    if not weight >= 0:
+        raise ValueError(f"weight must be >= 0, got {weight}")
+    return F + weight * R
 
 
-def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float) -> Tensor:
-    r"""The proxy's primal loss :math:`R(\phi, \psi) + \lambda \, C(\psi)`.
+def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float, weight: float = 1.0) -> Tensor:
+    r"""The proxy's primal loss :math:`\beta R(\phi, \psi) + \lambda \, C(\psi)`.
 
     Through :math:`R` the proxy is pulled towards the flow, through :math:`C`
     towards the data, with the adaptive weight :math:`\lambda` (a constant in the
     fixed-penalty ablation). The proxy's optimiser steps on this; only :math:`\psi`
-    should receive its gradient. ``lam`` is detached.
+    should receive its gradient. ``lam`` is detached. ``weight`` is :math:`\beta`, the
+    same as in :func:`flow_loss` (both are the gradients of one Lagrangian).
 
     Example:
         >>> proxy_loss(torch.tensor(1.0), torch.tensor(2.0), 0.5)
@@ -757,7 +764,7 @@ def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float) -> Tensor:
     """
     if isinstance(lam, Tensor):
         lam = lam.detach()
-    return R + lam * C
+    return weight * R + lam * C
 
 
 def lagrangian(

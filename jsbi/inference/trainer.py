@@ -235,6 +235,8 @@ class AdaptiveStep(TrainingStep):
         dual_lr: The dual step :math:`\eta_\lambda`.
         lambda_init: The dual's initial value (the fixed weight when not adaptive).
         adaptive: ``False`` for the fixed-weight penalty ablation.
+        reverse_weight: :math:`\beta`, the weight of :math:`R` in both primal losses
+            (1: the symmetric objective of METHOD.md; below 1 a skewed variant).
         num_proxy_samples: :math:`K`, flow samples per observation.
         reverse_batch_size: How many observations of each batch enter the reverse term
             (``None``: all).
@@ -267,6 +269,7 @@ class AdaptiveStep(TrainingStep):
         dual_lr: float = 0.05,
         lambda_init: float = 1.0,
         adaptive: bool = True,
+        reverse_weight: float = 1.0,
         num_proxy_samples: int = 8,
         reverse_batch_size: int | None = None,
         warmup_epochs: int = 10,
@@ -286,6 +289,8 @@ class AdaptiveStep(TrainingStep):
                 raise ValueError(f"{name} must be > 0, got {value}")
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0 (math.inf for a hard constraint), got {alpha}")
+        if not reverse_weight > 0:
+            raise ValueError(f"reverse_weight must be > 0, got {reverse_weight}")
         if not lambda_init >= 0:
             raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
         if int(num_proxy_samples) < 2:
@@ -305,6 +310,7 @@ class AdaptiveStep(TrainingStep):
         self.dual_lr = float(dual_lr)
         self.lambda_init = float(lambda_init)
         self.adaptive = bool(adaptive)
+        self.reverse_weight = float(reverse_weight)
         self.num_proxy_samples = int(num_proxy_samples)
         self.reverse_batch_size = reverse_batch_size
         self.warmup_epochs = int(warmup_epochs)
@@ -433,8 +439,8 @@ class AdaptiveStep(TrainingStep):
             loss_flow = R_flow
         else:
             # A collapsed importance sampler makes R unreliable: F alone moves the flow.
-            loss_flow = F if collapsed else flow_loss(F, R_flow)
-        loss_proxy = proxy_loss(R_proxy, C, self.lam)
+            loss_flow = F if collapsed else flow_loss(F, R_flow, self.reverse_weight)
+        loss_proxy = proxy_loss(R_proxy, C, self.lam, self.reverse_weight)
 
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
             return self._restore("non-finite loss")
@@ -452,7 +458,7 @@ class AdaptiveStep(TrainingStep):
             if not self.lam <= self.max_lambda:
                 return self._restore(f"dual variable lambda={self.lam:.3g} > {self.max_lambda}")
         logs = {
-            "loss": (F + R_flow).item(),
+            "loss": (F + self.reverse_weight * R_flow).item(),
             "F": F.item(),
             "C": C.item(),
             "R": R_flow.item(),

@@ -151,6 +151,17 @@ def test_fixed_weight_ablation_keeps_lambda():
     assert _run_steps(step, theta, x, 4) == [0.7] * 4 and step.u == 0.0
 
 
+def test_reverse_weight_scales_the_reverse_term():
+    prior, theta, x = _gaussian()
+    with pytest.raises(ValueError, match="reverse_weight must be > 0"):
+        _step(prior, theta, x, reverse_weight=0.0)
+    step = _step(prior, theta, x, reverse_weight=0.25)
+    step.on_train_start({})
+    step.on_epoch_start(1)
+    logs = step.step(theta[:64], x[:64])
+    assert logs["loss"] == pytest.approx(logs["F"] + 0.25 * logs["R"], rel=1e-5)
+
+
 # -- 3. tau schedule -----------------------------------------------------------------------
 
 

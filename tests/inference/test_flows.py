@@ -105,6 +105,26 @@ def test_standardisation_stored_as_buffers():
     assert set(flow.state_dict()) >= {"theta_loc", "theta_scale", "x_loc", "x_scale"}
 
 
+def test_local_standardisation_matches_plain_z_scoring_at_the_centre():
+    # Box prior on [0, 2]^2: with z_score_theta="local" the map theta -> standardised
+    # unconstrained value has slope 1 / sd(theta) at the mean of theta (plain z-scoring's),
+    # while the default (independent) one is flatter (logit's spread is heavy-tailed).
+    prior = BoxUniform(torch.zeros(2), 2 * torch.ones(2))
+    theta = prior.sample((2000,))
+    x = theta + 0.1 * torch.randn(2000, 2)
+    m, sd, h = theta.mean(0), theta.std(0), 1e-3
+    slopes = {}
+    for mode in (True, "local"):
+        flow = build_conditional_flow(theta, x, prior, z_score_theta=mode, **SMALL)
+        z = flow.to_unconstrained(torch.stack([m - h, m + h])) - flow.theta_loc
+        slopes[mode] = (z[1] - z[0]) / flow.theta_scale / (2 * h)
+        assert flow.config["z_score_theta"] == mode
+    torch.testing.assert_close(slopes["local"], 1 / sd, rtol=1e-2, atol=0)
+    assert (slopes[True] < 0.8 / sd).all()
+    with pytest.raises(ValueError, match="mode must be 'independent' or 'local'"):
+        flow.set_standardization(theta, mode="robust")
+
+
 def test_set_embedding_permutation_invariant_and_mlp():
     emb = SetEmbedding(item_dim=2, out_features=5, hidden_features=(8,))
     x = torch.randn(4, 10 * 2)

@@ -463,6 +463,11 @@ def test_primal_dual_errors_and_losses():
     loss.backward()
     assert loss.item() == 2.0 and C.grad.item() == 0.5 and lam.grad is None
     assert flow_loss(torch.tensor(1.0), torch.tensor(2.0)).item() == 3.0
+    # The skewed variant weights R by beta in both primal losses.
+    assert flow_loss(torch.tensor(1.0), torch.tensor(2.0), 0.25).item() == 1.5
+    assert proxy_loss(torch.tensor(2.0), torch.tensor(2.0), 0.5, 0.25).item() == 1.5
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        flow_loss(torch.tensor(1.0), torch.tensor(2.0), -1.0)
     # L = F + R + alpha/2 u^2 + lambda (C - F_bar - eps - u)
     assert lagrangian(1.0, 2.0, 3.0, 1.5, 2.0, u=0.5, alpha=4.0, eps=0.25) == pytest.approx(
         1.0 + 2.0 + 0.5 + 2.0 * 0.75

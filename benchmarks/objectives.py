@@ -58,7 +58,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="extra estimator options for the jsbi adaptive methods (e.g. warmup_epochs=20, "
+        help="extra jsbi options: flow options (e.g. z_score_theta=local, num_transforms=3) "
+        "for every jsbi method, the others for the adaptive methods (e.g. warmup_epochs=20, "
         "or objective_kwargs such as tau_epochs=...: give those through the API)",
     )
     p.add_argument(

@@ -76,6 +76,7 @@ def _train(
 ) -> tuple[Any, float, int]:
     from jsbi.diagnostics.baselines import train_sbi_npe
     from jsbi.inference import PosteriorEstimator
+    from jsbi.inference.flows import build_conditional_flow
 
     if METHODS[method] is None:
         start = time.perf_counter()
@@ -84,6 +85,17 @@ def _train(
         )
         return posterior, time.perf_counter() - start, history["epochs_trained"]
     kwargs = dict(METHODS[method])
+    options = dict(options or {})
+    # Flow options (z_score_theta, num_transforms, ...) apply to every jsbi method.
+    flow_named = set(inspect.signature(build_conditional_flow).parameters) - {
+        "theta",
+        "x",
+        "prior",
+        "flow",
+        "embedding_net",
+        "kwargs",
+    }
+    kwargs.update({k: options.pop(k) for k in list(options) if k in flow_named})
     if kwargs["objective"] != "npe" and options:
         # The estimator's named options by name; the rest (tau_epochs, lambda_init, ...)
         # are AdaptiveStep's, passed through objective_kwargs.
@@ -123,7 +135,9 @@ def run_unit(
         observations: Observation numbers to score.
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
-        options: Extra estimator options for the adaptive jsbi methods.
+        options: Extra jsbi options: flow options (those of
+            :func:`~jsbi.inference.flows.build_conditional_flow`, e.g. ``z_score_theta``)
+            for every jsbi method, the others for the adaptive methods only.
         out: The resumable run's folder (``None``: nothing is written).
         threads: Torch threads of this unit (units run side by side).
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import pytest
@@ -69,3 +70,20 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--backend", "dask"])  # no dask.distributed client is running
     assert "needs a running dask.distributed.Client" in capsys.readouterr().err
+
+
+def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_ones():
+    import jsbi
+    from jsbi.benchmark import _train
+
+    task = jsbi.get_task("two_moons")
+    theta, x = jsbi.simulate(task, 200, seed=0, show_progress_bar=False)
+    options = {"num_transforms": 1, "z_score_theta": "local", "warmup_epochs": 0}
+    npe, _, _ = _train("npe", task, theta, x, 0, 1, options, None)
+    assert npe.flow.config["num_transforms"] == 1
+    assert npe.flow.config["z_score_theta"] == "local"
+    jeff, _, _ = _train("jeffreys", task, theta, x, 0, 1, options, None)
+    assert jeff.flow.config["num_transforms"] == 1
+    # warmup_epochs=0 reached the step: epoch 1 already trains the reverse term (during
+    # a warm-up epoch train_R is NaN).
+    assert math.isfinite(jeff.history["train_R"][0])

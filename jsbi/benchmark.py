@@ -320,9 +320,12 @@ def plot_budgets(rows: Sequence[dict[str, Any]], task: str, path: str | os.PathL
     plt.close(fig)
 
 
-def write_results(rows: Sequence[dict[str, Any]], results: str | os.PathLike) -> Path:
-    r"""Writes ``benchmark.csv`` (every row), ``summary.md`` (the table) and one
-    ``c2st_<task>.png`` per task to ``results``; returns the summary's path."""
+def write_results(
+    rows: Sequence[dict[str, Any]], results: str | os.PathLike, command: str | None = None
+) -> Path:
+    r"""Writes ``benchmark.csv`` (every row), ``summary.md`` (the table, and ``command``,
+    the one that regenerates it, when given) and one ``c2st_<task>.png`` per task to
+    ``results``; returns the summary's path."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     order = ("task", "num_simulations", "seed", "method", "observation")
@@ -337,7 +340,12 @@ def write_results(rows: Sequence[dict[str, Any]], results: str | os.PathLike) ->
         "# jsbi benchmark\n\nC2ST against the reference posterior (sbibm's definition; 0.5 is "
         "perfect), mean ± sd over observations x seeds; `dev` rows are the development set "
         "(tuned on), `held-out` rows were never tuned on.\n\n"
-        f"{summary_table(rows)}\n\n{figures}\n"
+        + (
+            f"Regenerate (finished units are read back from `rows/`):\n\n    {command}\n\n"
+            if command
+            else ""
+        )
+        + f"{summary_table(rows)}\n\n{figures}\n"
     )
     return summary
 

@@ -616,7 +616,15 @@ def _benchmark(args: argparse.Namespace) -> int:
             )
         except (ImportError, RuntimeError) as e:  # a backend that is missing or not started
             args._parser.error(str(e))
-    summary = write_results(rows, args.out)
+    command = (
+        f"jsbi benchmark --tasks {','.join(tasks)} --num-simulations "
+        f"{','.join(map(str, args.num_simulations))} --objectives {','.join(methods)} "
+        f"--observations {','.join(map(str, args.observations))} "
+        f"--seeds {','.join(map(str, args.seeds))} --num-samples {args.num_samples} "
+        + (f"--max-epochs {args.max_epochs} " if args.max_epochs != 2**31 - 1 else "")
+        + f"--out {args.out}"
+    )
+    summary = write_results(rows, args.out, command)
     print(summary_table(rows, methods))
     print(f"\nwrote {summary}, {args.out / 'benchmark.csv'} and the C2ST-vs-budget figures")
     return 0

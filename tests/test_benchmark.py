@@ -61,6 +61,11 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     assert main(argv) == 0
     assert "| two_moons | 200 | dev | npe |" in capsys.readouterr().out
     assert (out / "summary.md").exists() and (out / "rows" / "two_moons_200_0_npe.csv").exists()
+    # The summary names the command that regenerates it.
+    assert (
+        "    jsbi benchmark --tasks two_moons --num-simulations 200 --objectives npe "
+        f"--observations 2 --seeds 0 --num-samples 200 --max-epochs 2 --out {out}\n"
+    ) in (out / "summary.md").read_text()
     (out / "summary.md").unlink()
     assert main([*argv, "--summarise"]) == 0
     assert (out / "summary.md").exists()

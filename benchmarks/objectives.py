@@ -36,6 +36,8 @@ from jsbi.benchmark import (
 
 
 def _value(text: str):
+    if "," in text:  # a tuple, e.g. proxy_hidden_features=128,128,128
+        return tuple(_value(t) for t in text.split(",") if t)
     for cast in (int, float):
         try:
             return cast(text)
@@ -60,7 +62,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra jsbi options: flow options (e.g. z_score_theta=local, num_transforms=3) "
         "for every jsbi method, the others for the adaptive methods (e.g. warmup_epochs=20, "
-        "or objective_kwargs such as tau_epochs=...: give those through the API)",
+        "or AdaptiveStep's reverse_batch_size=25); a comma makes a tuple "
+        "(proxy_hidden_features=128,128,128)",
     )
     p.add_argument(
         "--out",

@@ -101,6 +101,7 @@ def _adaptive(objective: str) -> Callable[..., TrainingStep]:
             flow,
             energy,
             objective=objective,
+            prior=prior,
             learning_rate=learning_rate,
             clip_max_norm=clip_max_norm,
             **kwargs,

@@ -30,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "forward_kl",
     "log_normalizer",
+    "defensive_log_proposal",
     "proxy_fit",
     "reverse_kl",
     "srfe",
@@ -174,6 +175,43 @@ def log_normalizer(neg_energy: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
         ess = torch.exp(log_ess) / K
         ess = torch.where(torch.isneginf(log_w).all(0), torch.zeros_like(ess), ess)
     return log_z, ess
+
+
+def defensive_log_proposal(log_q: Tensor, log_prior: Tensor, prior_fraction: float) -> Tensor:
+    r"""Log-density of the defensive proposal :math:`m = (1 - a) q_\phi + a \pi`.
+
+    With flow samples alone, :func:`log_normalizer` never sees the proxy's mass where
+    the flow puts none, so :math:`\log \hat Z` misses it (it is biased low) and the
+    proxy's fit :math:`C` cannot push it down: the proxy may grow mass around the flow
+    and, through the reverse term, widen it. Drawing a fraction :math:`a` of the
+    importance samples from the prior, and weighting every sample by the mixture,
+    :math:`w = e^{-E_\psi} / m`, keeps the estimator unbiased for :math:`Z_\psi` while
+    bounding the weights of the proxy's mass anywhere in the prior's support. Pass the
+    result as ``log_q`` of :func:`log_normalizer`, with the samples of both components.
+
+    Arguments:
+        log_q: :math:`\log q_\phi(\theta_k \mid x)` at the samples, any shape.
+        log_prior: :math:`\log \pi(\theta_k)` at the same samples.
+        prior_fraction: :math:`a \in [0, 1)`, the share of samples drawn from the prior
+            (with :math:`K` flow and :math:`M` prior samples, :math:`a = M / (K + M)`).
+
+    Returns:
+        :math:`\log m(\theta_k)`, the shape of the inputs.
+
+    References:
+        | Safe and effective importance sampling (Owen & Zhou, 2000), JASA 95(449)
+
+    Example:
+        >>> defensive_log_proposal(torch.tensor([0.0]), torch.tensor([0.0]), 0.5)
+        tensor([0.])
+    """
+    if not 0 <= prior_fraction < 1:
+        raise ValueError(f"prior_fraction must be in [0, 1), got {prior_fraction}")
+    if prior_fraction == 0:
+        return log_q
+    return torch.logaddexp(
+        log_q + math.log1p(-prior_fraction), log_prior + math.log(prior_fraction)
+    )
 
 
 def proxy_fit(energy_data: Tensor, log_z: Tensor) -> Tensor:

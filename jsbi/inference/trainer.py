@@ -56,12 +56,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from jsbi.inference.objectives import (
     TauSchedule,
     constraint_violation,
     contrastive_ratio_loss,
+    defensive_log_proposal,
     dual_update,
     flow_loss,
     forward_kl,
@@ -206,7 +208,10 @@ class AdaptiveStep(TrainingStep):
     ``adaptive=False`` the dual stays at ``lambda_init`` and ``u = 0``: the fixed-weight
     penalty ablation. The reverse term is estimated from ``num_proxy_samples``
     reparameterised flow samples for each of (up to) ``reverse_batch_size`` observations of
-    the batch; ``log Z`` by importance sampling with the flow as proposal.
+    the batch; ``log Z`` by importance sampling with the flow as proposal, or with
+    ``num_prior_samples > 0`` with the defensive mixture of flow and prior
+    (:func:`~jsbi.inference.objectives.defensive_log_proposal`), which also weighs the
+    proxy's mass where the flow puts none.
 
     For the first ``warmup_epochs`` the flow trains on :math:`F` alone and the proxy's
     ratio :math:`g_\psi` on the contrastive (NRE) loss, which makes
@@ -238,6 +243,10 @@ class AdaptiveStep(TrainingStep):
         reverse_weight: :math:`\beta`, the weight of :math:`R` in both primal losses
             (1: the symmetric objective of METHOD.md; below 1 a skewed variant).
         num_proxy_samples: :math:`K`, flow samples per observation.
+        num_prior_samples: :math:`M`, prior samples per observation added to the
+            importance sampler of :math:`\log Z` (0: the flow alone, METHOD.md's
+            estimator). Needs ``prior``.
+        prior: The prior :math:`\pi` (only for ``num_prior_samples > 0``).
         reverse_batch_size: How many observations of each batch enter the reverse term
             (``None``: all).
         warmup_epochs: Epochs of flow-on-F and contrastive proxy training first.
@@ -245,7 +254,7 @@ class AdaptiveStep(TrainingStep):
         proxy_learning_rate: The proxy's (default: ``learning_rate``).
         clip_max_norm: Gradient norm clip for both models.
         min_ess: ESS fraction below which a batch counts as collapsed
-            (default ``1.5 / num_proxy_samples``).
+            (default ``1.5 / (num_proxy_samples + num_prior_samples)``).
         max_lambda: A dual above this counts as a blow-up.
         max_restores: Restores allowed before training stops.
 
@@ -271,6 +280,8 @@ class AdaptiveStep(TrainingStep):
         adaptive: bool = True,
         reverse_weight: float = 1.0,
         num_proxy_samples: int = 8,
+        num_prior_samples: int = 0,
+        prior: Distribution | None = None,
         reverse_batch_size: int | None = None,
         warmup_epochs: int = 10,
         learning_rate: float = 5e-4,
@@ -295,6 +306,10 @@ class AdaptiveStep(TrainingStep):
             raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
         if int(num_proxy_samples) < 2:
             raise ValueError(f"num_proxy_samples must be >= 2, got {num_proxy_samples}")
+        if int(num_prior_samples) < 0:
+            raise ValueError(f"num_prior_samples must be >= 0, got {num_prior_samples}")
+        if int(num_prior_samples) > 0 and prior is None:
+            raise ValueError("num_prior_samples > 0 needs the prior: pass prior=")
         if int(warmup_epochs) < 0 or int(tau_epochs) < 1:
             raise ValueError(
                 f"warmup_epochs must be >= 0 and tau_epochs >= 1, got {warmup_epochs}, "
@@ -312,12 +327,15 @@ class AdaptiveStep(TrainingStep):
         self.adaptive = bool(adaptive)
         self.reverse_weight = float(reverse_weight)
         self.num_proxy_samples = int(num_proxy_samples)
+        self.num_prior_samples = int(num_prior_samples)
+        self.prior = prior
         self.reverse_batch_size = reverse_batch_size
         self.warmup_epochs = int(warmup_epochs)
         self.learning_rate = float(learning_rate)
         self.proxy_learning_rate = float(proxy_learning_rate or learning_rate)
         self.clip_max_norm = clip_max_norm
-        self.min_ess = 1.5 / self.num_proxy_samples if min_ess is None else float(min_ess)
+        num_is = self.num_proxy_samples + self.num_prior_samples
+        self.min_ess = 1.5 / num_is if min_ess is None else float(min_ess)
         self.max_lambda = float(max_lambda)
         self.max_restores = int(max_restores)
         self.lam = self.lambda_init
@@ -392,6 +410,28 @@ class AdaptiveStep(TrainingStep):
             nn.utils.clip_grad_norm_(params, self.clip_max_norm)
         optimizer.step()
 
+    def _log_normalizer(
+        self, x: Tensor, theta_k: Tensor, log_q_k: Tensor, energy_k: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        # log Z_hat and its ESS from the flow's samples, plus M prior samples per x under
+        # the defensive mixture when asked for.
+        M = self.num_prior_samples
+        if M == 0:
+            return log_normalizer(-energy_k, log_q_k)
+        K = self.num_proxy_samples
+        with torch.no_grad():
+            theta_p = self.prior.sample((M, len(x)))
+            log_q_p = self.flow.log_prob(theta_p, x)
+            theta_all = torch.cat([theta_k.detach(), theta_p])
+            # The ratio proxy's log prior is safe at support boundaries (-inf, no error).
+            log_prior = getattr(self.proxy, "log_prior", self.prior.log_prob)
+            log_pi = log_prior(theta_all)
+            log_m = defensive_log_proposal(
+                torch.cat([log_q_k.detach(), log_q_p]), log_pi, M / (K + M)
+            )
+        energy = torch.cat([energy_k, self.proxy(theta_p, x)])
+        return log_normalizer(-energy, log_m)
+
     def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         F = forward_kl(self.flow.log_prob(theta, x))
         ratio = getattr(self.proxy, "log_ratio", None)
@@ -406,7 +446,7 @@ class AdaptiveStep(TrainingStep):
             xr = x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
             with torch.no_grad():
                 theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
-            log_z, _ = log_normalizer(-self.proxy(theta_k, xr), log_q_k)
+            log_z, _ = self._log_normalizer(xr, theta_k, log_q_k, self.proxy(theta_k, xr))
             loss_g = proxy_fit(self.proxy(theta, x), log_z)
             name = "C"
         flow_params = list(self.flow.parameters())
@@ -425,7 +465,7 @@ class AdaptiveStep(TrainingStep):
         theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
         energy_k = self.proxy(theta_k, xr)
         # log Z's samples are detached inside log_normalizer; its gradient reaches only psi.
-        log_z, ess = log_normalizer(-energy_k, log_q_k)
+        log_z, ess = self._log_normalizer(xr, theta_k, log_q_k, energy_k)
         C = proxy_fit(self.proxy(theta, x), log_z)
         if self.objective == "srfe":
             R_flow = srfe(log_q_k, energy_k, self.tau, log_z.detach())

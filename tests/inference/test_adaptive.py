@@ -64,6 +64,7 @@ CASES = [
     ("srfe", {"tau": 0.2, "tau_schedule": "anneal"}),
     ("reverse", {}),
     ("jeffreys", {"adaptive": False}),
+    ("jeffreys", {"objective_kwargs": {"num_prior_samples": 4}}),
 ]
 
 
@@ -477,3 +478,24 @@ def test_jeffreys_covers_both_modes():
     positive, near = _mode_balance("jeffreys", 1000, 25, warmup_epochs=5)
     assert 0.2 < positive < 0.8
     assert near > 0.6
+
+
+def test_prior_samples_need_the_prior():
+    prior, theta, x = _box()
+    with pytest.raises(ValueError, match="num_prior_samples > 0 needs the prior"):
+        _step(prior, theta, x, num_prior_samples=2)
+    step = _step(prior, theta, x)
+    with pytest.raises(ValueError, match="num_prior_samples must be >= 0"):
+        AdaptiveStep(step.flow, step.proxy, num_prior_samples=-1, prior=prior)
+    # With M prior samples the ESS fraction is over K + M samples, and so is its floor.
+    step = AdaptiveStep(
+        step.flow,
+        step.proxy,
+        num_proxy_samples=4,
+        num_prior_samples=4,
+        prior=prior,
+        warmup_epochs=0,
+    )
+    assert step.min_ess == pytest.approx(1.5 / 8)
+    _run_steps(step, theta, x, 2)
+    assert 1 / 8 <= step._last_logs["ess"] <= 1

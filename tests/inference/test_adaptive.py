@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from unittest import mock
 
 import pytest
 import torch
@@ -497,5 +498,8 @@ def test_prior_samples_need_the_prior():
         warmup_epochs=0,
     )
     assert step.min_ess == pytest.approx(1.5 / 8)
-    _run_steps(step, theta, x, 2)
+    # The M prior draws per observation really enter every step's importance sampler.
+    with mock.patch.object(prior, "sample", wraps=prior.sample) as draw:
+        _run_steps(step, theta, x, 2)
+    assert [c.args for c in draw.call_args_list] == [((4, 50),)] * 2
     assert 1 / 8 <= step._last_logs["ess"] <= 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "DEV_TASKS",
     "METHODS",
+    "comparison_table",
     "load_rows",
     "plot_budgets",
     "run_benchmark",
@@ -252,11 +253,12 @@ def run_benchmark(
     return [row for rows in results for row in rows]
 
 
-def load_rows(out: str | os.PathLike) -> list[dict[str, Any]]:
-    r"""The rows of every finished unit in a run's folder."""
+def load_rows(*outs: str | os.PathLike) -> list[dict[str, Any]]:
+    r"""The rows of every finished unit in one or more runs' folders."""
     rows = []
-    for path in sorted(Path(out, "rows").glob("*.csv")):
-        rows.extend(_read_csv(path))
+    for out in outs:
+        for path in sorted(Path(out, "rows").glob("*.csv")):
+            rows.extend(_read_csv(path))
     return rows
 
 
@@ -292,6 +294,41 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
                 f"| {task} | {n} | {split} | {method} | {statistics.fmean(c):.3f} ± {sd:.3f} | "
                 f"{len(c)} | {seconds:.0f} | {ratio} |"
             )
+    return "\n".join(lines)
+
+
+def comparison_table(
+    rows: Sequence[dict[str, Any]],
+    methods: Sequence[str] = ("npe", "jeffreys", "srfe", "sbi-npe"),
+) -> str:
+    r"""One Markdown line per (task, budget, set) with each method's C2ST mean ± sd side by
+    side, ``n`` (observations x seeds per method, the smallest when they differ) and the
+    method with the lowest mean (``-`` where a method's cell is missing)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["task"], "dev" if _is_dev(r) else "held-out", r["num_simulations"])
+        groups.setdefault(key, []).append(r)
+    lines = [
+        "| task | set | sims | " + " | ".join(methods) + " | n | lowest |",
+        "|---|---|---|" + "---|" * len(methods) + "---|---|",
+    ]
+    for (task, split, n), cell in sorted(groups.items()):
+        means, cols, counts = {}, [], []
+        for method in methods:
+            c = [r["c2st"] for r in cell if r["method"] == method]
+            if not c:
+                cols.append("-")
+                continue
+            means[method] = statistics.fmean(c)
+            sd = statistics.stdev(c) if len(c) > 1 else 0.0
+            cols.append(f"{means[method]:.3f} ± {sd:.3f}")
+            counts.append(len(c))
+        if not means:
+            continue
+        lowest = min(means, key=means.get) if len(means) == len(methods) else "-"
+        lines.append(
+            f"| {task} | {split} | {n} | " + " | ".join(cols) + f" | {min(counts)} | {lowest} |"
+        )
     return "\n".join(lines)
 
 
@@ -345,6 +382,7 @@ def write_results(
             if command
             else ""
         )
+        + f"{comparison_table(rows)}\n\nPer method, with training cost:\n\n"
         + f"{summary_table(rows)}\n\n{figures}\n"
     )
     return summary

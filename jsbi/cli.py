@@ -580,6 +580,20 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train nothing: rewrite the summary from the finished units in --out",
     )
+    p.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another results folder whose finished units (DIR/rows) join the summary, "
+        "e.g. benchmarks/results/objectives, the development runs; repeatable; a unit "
+        "found in --out wins over the same unit here",
+    )
+
+
+def _unit_key(row: dict) -> tuple:
+    return tuple(row[k] for k in ("task", "num_simulations", "seed", "method", "observation"))
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -616,6 +630,15 @@ def _benchmark(args: argparse.Namespace) -> int:
             )
         except (ImportError, RuntimeError) as e:  # a backend that is missing or not started
             args._parser.error(str(e))
+    for folder in args.also:
+        if not Path(folder, "rows").is_dir():
+            args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
+    seen = {_unit_key(r) for r in rows}
+    rows += [
+        r
+        for r in load_rows(*args.also)
+        if r["task"] in tasks and r["method"] in methods and _unit_key(r) not in seen
+    ]
     command = (
         f"jsbi benchmark --tasks {','.join(tasks)} --num-simulations "
         f"{','.join(map(str, args.num_simulations))} --objectives {','.join(methods)} "
@@ -623,6 +646,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         f"--seeds {','.join(map(str, args.seeds))} --num-samples {args.num_samples} "
         + (f"--max-epochs {args.max_epochs} " if args.max_epochs != 2**31 - 1 else "")
         + f"--out {args.out}"
+        + "".join(f" --also {folder}" for folder in args.also)
+        + (" --summarise" if args.summarise else "")
     )
     summary = write_results(rows, args.out, command)
     print(summary_table(rows, methods))

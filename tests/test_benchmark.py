@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from jsbi.benchmark import load_rows, run_benchmark, summary_table, write_results
+from jsbi.benchmark import (
+    comparison_table,
+    load_rows,
+    run_benchmark,
+    summary_table,
+    write_results,
+)
 from jsbi.cli import main
 
 TINY = dict(observations=[1, 6], num_samples=200, max_epochs=2)
@@ -32,7 +38,8 @@ def test_units_rows_resume_and_summary(tmp_path):
     assert "| two_moons | 200 | dev | npe |" in table
     assert "| two_moons | 200 | held-out | sbi-npe |" in table
     summary = write_results(rows, tmp_path / "results")
-    assert summary.read_text().count("| two_moons |") == 4
+    # 2 comparison lines (dev, held-out) + 4 per-method lines
+    assert summary.read_text().count("| two_moons |") == 6
     assert (tmp_path / "results" / "c2st_two_moons.png").stat().st_size > 0
     with open(tmp_path / "results" / "benchmark.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
@@ -69,6 +76,21 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     (out / "summary.md").unlink()
     assert main([*argv, "--summarise"]) == 0
     assert (out / "summary.md").exists()
+
+    # --also joins another folder's finished units; a unit in --out wins over its copy.
+    other = tmp_path / "other"
+    (other / "rows").mkdir(parents=True)
+    text = (out / "rows" / "two_moons_200_0_npe.csv").read_text()
+    (other / "rows" / "two_moons_200_0_npe.csv").write_text(text)  # the same unit
+    (other / "rows" / "two_moons_200_1_npe.csv").write_text(text.replace(",200,0,", ",200,1,"))
+    assert main([*argv, "--summarise", "--also", str(other)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert f"--out {out} --also {other} --summarise\n" in summary
+    assert "| two_moons | dev | 200 | " in summary
+    assert "| two_moons | 200 | dev | npe | " in summary and " | 2 | " in summary  # 2 seeds
+    with pytest.raises(SystemExit):
+        main([*argv, "--summarise", "--also", str(tmp_path / "missing")])
+    assert "is not a folder of finished units" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["benchmark", "--objectives", "npe,bogus", "--out", str(out)])
     assert "unknown ['bogus']" in capsys.readouterr().err
@@ -92,3 +114,29 @@ def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_on
     # warmup_epochs=0 reached the step: epoch 1 already trains the reverse term (during
     # a warm-up epoch train_R is NaN).
     assert math.isfinite(jeff.history["train_R"][0])
+
+
+def test_comparison_table_puts_methods_side_by_side_and_names_the_lowest():
+    def row(method, obs, c2st, task="two_moons", n=1000, seed=0):
+        return dict(
+            task=task,
+            num_simulations=n,
+            seed=seed,
+            method=method,
+            observation=obs,
+            c2st=c2st,
+            train_seconds=1.0,
+            epochs=1,
+            seconds_per_epoch=1.0,
+        )
+
+    rows = [row("npe", 1, 0.7), row("npe", 2, 0.9), row("sbi-npe", 1, 0.6), row("sbi-npe", 2, 0.6)]
+    rows += [row("npe", 7, 0.55)]  # a held-out observation of a development task
+    rows += [row("npe", 1, 0.8, task="sir")]
+    table = comparison_table(rows, methods=("npe", "sbi-npe"))
+    lines = table.splitlines()
+    assert lines[0] == "| task | set | sims | npe | sbi-npe | n | lowest |"
+    assert "| two_moons | dev | 1000 | 0.800 ± 0.141 | 0.600 ± 0.000 | 2 | sbi-npe |" in lines
+    assert "| two_moons | held-out | 1000 | 0.550 ± 0.000 | - | 1 | - |" in lines
+    assert "| sir | held-out | 1000 | 0.800 ± 0.000 | - | 1 | - |" in lines
+    assert len(lines) == 5

@@ -300,36 +300,44 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
 def comparison_table(
     rows: Sequence[dict[str, Any]],
     methods: Sequence[str] = ("npe", "jeffreys", "srfe", "sbi-npe"),
+    difference: tuple[str, str] = ("jeffreys", "sbi-npe"),
 ) -> str:
-    r"""One Markdown line per (task, budget, set) with each method's C2ST mean ± sd side by
+    r"""One Markdown line per (task, set, budget) with each method's C2ST mean ± sd side by
     side, ``n`` (observations x seeds per method, the smallest when they differ) and the
-    method with the lowest mean (``-`` where a method's cell is missing)."""
+    paired difference ``difference[0] - difference[1]`` (mean ± sd over the (seed,
+    observation) pairs both methods scored; negative favours ``difference[0]``). A missing
+    cell is ``-``."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         key = (r["task"], "dev" if _is_dev(r) else "held-out", r["num_simulations"])
         groups.setdefault(key, []).append(r)
+    a, b = difference
     lines = [
-        "| task | set | sims | " + " | ".join(methods) + " | n | lowest |",
+        "| task | set | sims | " + " | ".join(methods) + f" | n | {a} − {b} (paired) |",
         "|---|---|---|" + "---|" * len(methods) + "---|---|",
     ]
     for (task, split, n), cell in sorted(groups.items()):
-        means, cols, counts = {}, [], []
+        cols, counts = [], []
         for method in methods:
             c = [r["c2st"] for r in cell if r["method"] == method]
-            if not c:
-                cols.append("-")
-                continue
-            means[method] = statistics.fmean(c)
-            sd = statistics.stdev(c) if len(c) > 1 else 0.0
-            cols.append(f"{means[method]:.3f} ± {sd:.3f}")
-            counts.append(len(c))
-        if not means:
+            counts += [len(c)] if c else []
+            cols.append(_mean_sd(c) if c else "-")
+        if not counts:
             continue
-        lowest = min(means, key=means.get) if len(means) == len(methods) else "-"
-        lines.append(
-            f"| {task} | {split} | {n} | " + " | ".join(cols) + f" | {min(counts)} | {lowest} |"
-        )
+        by_pair = {
+            m: {(r["seed"], r["observation"]): r["c2st"] for r in cell if r["method"] == m}
+            for m in (a, b)
+        }
+        diffs = [by_pair[a][k] - by_pair[b][k] for k in by_pair[a] if k in by_pair[b]]
+        cols.append(str(min(counts)))
+        cols.append(_mean_sd(diffs, signed=True) if diffs else "-")
+        lines.append(f"| {task} | {split} | {n} | " + " | ".join(cols) + " |")
     return "\n".join(lines)
+
+
+def _mean_sd(values: Sequence[float], signed: bool = False) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{'+' if signed else ''}.3f} ± {sd:.3f}"
 
 
 def plot_budgets(rows: Sequence[dict[str, Any]], task: str, path: str | os.PathLike) -> None:

@@ -116,11 +116,11 @@ def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_on
     assert math.isfinite(jeff.history["train_R"][0])
 
 
-def test_comparison_table_puts_methods_side_by_side_and_names_the_lowest():
-    def row(method, obs, c2st, task="two_moons", n=1000, seed=0):
+def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference():
+    def row(method, obs, c2st, task="two_moons", seed=0):
         return dict(
             task=task,
-            num_simulations=n,
+            num_simulations=1000,
             seed=seed,
             method=method,
             observation=obs,
@@ -130,13 +130,17 @@ def test_comparison_table_puts_methods_side_by_side_and_names_the_lowest():
             seconds_per_epoch=1.0,
         )
 
-    rows = [row("npe", 1, 0.7), row("npe", 2, 0.9), row("sbi-npe", 1, 0.6), row("sbi-npe", 2, 0.6)]
+    rows = [row("npe", 1, 0.7), row("npe", 2, 0.9), row("npe", 3, 0.8)]
+    rows += [row("sbi-npe", 1, 0.6), row("sbi-npe", 2, 0.6)]  # observation 3 unscored
     rows += [row("npe", 7, 0.55)]  # a held-out observation of a development task
     rows += [row("npe", 1, 0.8, task="sir")]
-    table = comparison_table(rows, methods=("npe", "sbi-npe"))
+    table = comparison_table(rows, methods=("npe", "sbi-npe"), difference=("npe", "sbi-npe"))
     lines = table.splitlines()
-    assert lines[0] == "| task | set | sims | npe | sbi-npe | n | lowest |"
-    assert "| two_moons | dev | 1000 | 0.800 ± 0.141 | 0.600 ± 0.000 | 2 | sbi-npe |" in lines
+    assert lines[0] == "| task | set | sims | npe | sbi-npe | n | npe − sbi-npe (paired) |"
+    # npe 0.8 ± 0.1 over 3; the paired differences are 0.1 and 0.3 (observations 1, 2)
+    assert (
+        "| two_moons | dev | 1000 | 0.800 ± 0.100 | 0.600 ± 0.000 | 2 | +0.200 ± 0.141 |" in lines
+    )
     assert "| two_moons | held-out | 1000 | 0.550 ± 0.000 | - | 1 | - |" in lines
     assert "| sir | held-out | 1000 | 0.800 ± 0.000 | - | 1 | - |" in lines
     assert len(lines) == 5

@@ -610,6 +610,9 @@ def _benchmark(args: argparse.Namespace) -> int:
             )
     if any(n < 1 for n in args.num_simulations) or args.num_samples < 2:
         args._parser.error("--num-simulations must be positive and --num-samples >= 2")
+    for folder in args.also:  # checked before any training, so a typo cannot waste a run
+        if not Path(folder, "rows").is_dir():
+            args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
     if args.summarise:
         rows = [r for r in load_rows(args.out) if r["task"] in tasks and r["method"] in methods]
         if not rows:
@@ -630,9 +633,6 @@ def _benchmark(args: argparse.Namespace) -> int:
             )
         except (ImportError, RuntimeError) as e:  # a backend that is missing or not started
             args._parser.error(str(e))
-    for folder in args.also:
-        if not Path(folder, "rows").is_dir():
-            args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
     seen = {_unit_key(r) for r in rows}
     rows += [
         r

@@ -91,6 +91,10 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--summarise", "--also", str(tmp_path / "missing")])
     assert "is not a folder of finished units" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"  # without --summarise the check comes before any training
+    with pytest.raises(SystemExit):
+        main([*argv[:-1], str(fresh), "--also", str(tmp_path / "missing")])
+    assert not fresh.exists()
     with pytest.raises(SystemExit):
         main(["benchmark", "--objectives", "npe,bogus", "--out", str(out)])
     assert "unknown ['bogus']" in capsys.readouterr().err

@@ -286,12 +286,11 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
             if not mine:
                 continue
             c = [r["c2st"] for r in mine]
-            sd = statistics.stdev(c) if len(c) > 1 else 0.0
             per_epoch = statistics.fmean(r["seconds_per_epoch"] for r in mine)
             ratio = f"{per_epoch / statistics.fmean(npe):.2f}" if npe else "-"
             seconds = statistics.fmean(r["train_seconds"] for r in mine)
             lines.append(
-                f"| {task} | {n} | {split} | {method} | {statistics.fmean(c):.3f} ± {sd:.3f} | "
+                f"| {task} | {n} | {split} | {method} | {_mean_sd(c)} | "
                 f"{len(c)} | {seconds:.0f} | {ratio} |"
             )
     return "\n".join(lines)

@@ -126,7 +126,8 @@ def run_unit(
     threads: int = 1,
 ) -> list[dict[str, Any]]:
     r"""Simulates, trains one method and scores it on each observation (or reads the rows
-    a previous run of the same unit wrote to ``out``).
+    a previous run of the same unit wrote to ``out``; asking that finished unit for an
+    observation it was not scored on is a ``ValueError``).
 
     Arguments:
         task_name: A built-in task.
@@ -158,7 +159,15 @@ def run_unit(
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
         if done.exists():
-            return _read_csv(done)
+            rows = _read_csv(done)
+            scored = {r["observation"] for r in rows}
+            if missing := sorted(set(observations) - scored):
+                raise ValueError(
+                    f"observations {missing} were asked for, but the finished unit {done} "
+                    f"was scored on {sorted(scored)} and is read back, not scored again: "
+                    "give those observations a fresh out folder"
+                )
+            return [r for r in rows if r["observation"] in observations]
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
     task = jsbi.get_task(task_name)

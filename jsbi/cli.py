@@ -631,7 +631,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                 n_jobs=args.n_jobs,
                 backend=args.backend,
             )
-        except (ImportError, RuntimeError) as e:  # a backend that is missing or not started
+        except (ImportError, RuntimeError, ValueError) as e:  # a backend missing or not
+            # started, or a finished unit asked for observations it was not scored on
             args._parser.error(str(e))
     seen = {_unit_key(r) for r in rows}
     rows += [

@@ -32,6 +32,15 @@ def test_units_rows_resume_and_summary(tmp_path):
     again = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
     assert again == rows and stamps == {f: os.stat(f).st_mtime_ns for f in files}
     assert load_rows(tmp_path) == sorted(rows, key=lambda r: r["method"])
+    # A finished unit answers for the observations it was scored on, and refuses new ones.
+    (only_6,) = run_benchmark(
+        ["two_moons"], [200], ["npe"], out=tmp_path, **{**TINY, "observations": [6]}
+    )
+    assert only_6 == next(r for r in rows if r["method"] == "npe" and r["observation"] == 6)
+    with pytest.raises(ValueError, match=r"observations \[3\] were asked for"):
+        run_benchmark(
+            ["two_moons"], [200], ["npe"], out=tmp_path, **{**TINY, "observations": [1, 3]}
+        )
 
     table = summary_table(rows)
     # two_moons is a development task: observation 1 is development, 6 held out.
@@ -76,6 +85,9 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     (out / "summary.md").unlink()
     assert main([*argv, "--summarise"]) == 0
     assert (out / "summary.md").exists()
+    with pytest.raises(SystemExit):  # the finished unit was scored on observation 2 only
+        main([*argv, "--observations", "3"])
+    assert "observations [3] were asked for" in capsys.readouterr().err
 
     # --also joins another folder's finished units; a unit in --out wins over its copy.
     other = tmp_path / "other"

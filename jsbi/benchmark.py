@@ -65,6 +65,26 @@ def _unit_name(task: str, n: int, seed: int, method: str) -> str:
     return f"{task}_{n}_{seed}_{method}"
 
 
+class FinishedUnitError(ValueError):
+    r"""A finished unit was asked for observations it was not scored on."""
+
+
+def _finished_rows(done: Path, observations: Sequence[int]) -> list[dict[str, Any]] | None:
+    r"""The rows of the finished unit whose row file is ``done``, for ``observations``
+    (``None`` if it has not finished). A finished unit is read back, never scored again."""
+    if not done.exists():
+        return None
+    rows = _read_csv(done)
+    scored = {r["observation"] for r in rows}
+    if missing := sorted(set(observations) - scored):
+        raise FinishedUnitError(
+            f"observations {missing} were asked for, but the finished unit {done} was "
+            f"scored on {sorted(scored)} and is read back, not scored again: give those "
+            "observations a fresh out folder"
+        )
+    return [r for r in rows if r["observation"] in observations]
+
+
 def _train(
     method: str,
     task: Any,
@@ -127,7 +147,7 @@ def run_unit(
 ) -> list[dict[str, Any]]:
     r"""Simulates, trains one method and scores it on each observation (or reads the rows
     a previous run of the same unit wrote to ``out``; asking that finished unit for an
-    observation it was not scored on is a ``ValueError``).
+    observation it was not scored on is a :class:`FinishedUnitError`).
 
     Arguments:
         task_name: A built-in task.
@@ -158,16 +178,8 @@ def run_unit(
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        if done.exists():
-            rows = _read_csv(done)
-            scored = {r["observation"] for r in rows}
-            if missing := sorted(set(observations) - scored):
-                raise ValueError(
-                    f"observations {missing} were asked for, but the finished unit {done} "
-                    f"was scored on {sorted(scored)} and is read back, not scored again: "
-                    "give those observations a fresh out folder"
-                )
-            return [r for r in rows if r["observation"] in observations]
+        if (finished := _finished_rows(done, observations)) is not None:
+            return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
     task = jsbi.get_task(task_name)
@@ -248,6 +260,9 @@ def run_benchmark(
     ]
     # Longest first keeps the workers busy to the end: big budgets, adaptive methods.
     units.sort(key=lambda u: (-u[1], u[3] in ("npe", "sbi-npe")))
+    if out is not None:  # a finished unit that cannot answer fails here, before any work
+        for unit in units:
+            _finished_rows(Path(out, "rows", f"{_unit_name(*unit)}.csv"), observations)
     kwargs = dict(
         observations=list(observations),
         num_samples=num_samples,

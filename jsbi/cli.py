@@ -597,7 +597,14 @@ def _unit_key(row: dict) -> tuple:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from jsbi.benchmark import METHODS, load_rows, run_benchmark, summary_table, write_results
+    from jsbi.benchmark import (
+        METHODS,
+        FinishedUnitError,
+        load_rows,
+        run_benchmark,
+        summary_table,
+        write_results,
+    )
     from jsbi.simulators.tasks import TASKS
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -631,8 +638,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                 n_jobs=args.n_jobs,
                 backend=args.backend,
             )
-        except (ImportError, RuntimeError, ValueError) as e:  # a backend missing or not
-            # started, or a finished unit asked for observations it was not scored on
+        except (ImportError, RuntimeError, FinishedUnitError) as e:  # a backend missing
+            # or not started, or a finished unit asked for observations it was not scored on
             args._parser.error(str(e))
     seen = {_unit_key(r) for r in rows}
     rows += [

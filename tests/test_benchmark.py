@@ -38,9 +38,10 @@ def test_units_rows_resume_and_summary(tmp_path):
     )
     assert only_6 == next(r for r in rows if r["method"] == "npe" and r["observation"] == 6)
     with pytest.raises(ValueError, match=r"observations \[3\] were asked for"):
-        run_benchmark(
-            ["two_moons"], [200], ["npe"], out=tmp_path, **{**TINY, "observations": [1, 3]}
+        run_benchmark(  # refused before the unfinished srfe unit starts
+            ["two_moons"], [200], ["npe", "srfe"], out=tmp_path, **{**TINY, "observations": [1, 3]}
         )
+    assert not list(tmp_path.glob("*/two_moons_200_0_srfe.*"))
 
     table = summary_table(rows)
     # two_moons is a development task: observation 1 is development, 6 held out.

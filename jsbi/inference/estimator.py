@@ -22,13 +22,21 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.inference.ebm import MLPEnergy, PriorTimesRatioEnergy
+from jsbi.inference.ebm import (
+    LikelihoodEnergy,
+    MLPEnergy,
+    PriorTimesRatioEnergy,
+    ResidualEnergy,
+)
 from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
 from jsbi.inference.objectives import TauSchedule, make_tau_schedule
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.trainer import AdaptiveStep, NPEStep, TrainingStep, check_training_data, train
 
-__all__ = ["OBJECTIVES", "PosteriorEstimator", "build_proxy"]
+__all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy"]
+
+#: The proxy families of METHOD.md section 4b (and the free ``mlp`` energy).
+PROXIES = ("ratio", "likelihood", "residual", "mlp")
 
 
 def _npe(flow: ConditionalFlow, *, learning_rate: float, clip_max_norm: float | None, **_):
@@ -44,6 +52,7 @@ def build_proxy(
     proxy: str = "ratio",
     share_embedding: bool = False,
     hidden_features: tuple[int, ...] = (64, 64),
+    proxy_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
     r"""Builds the conditional energy :math:`E_\psi(\theta, x)`, standardised on the data.
 
@@ -52,25 +61,41 @@ def build_proxy(
         prior: The prior (the ``"ratio"`` proxy's support and base density).
         theta: Training parameters, shape ``(n, d)``.
         x: Training data, shape ``(n, m)``.
-        proxy: ``"ratio"``: :math:`-\log \pi(\theta) - g_\psi(\theta, x)` (default,
-            prior support built in); ``"mlp"``: a free MLP energy.
+        proxy: ``"ratio"``: :math:`-\log \pi(\theta) - g_\psi(\theta, x)` (prior
+            support built in); ``"likelihood"``: :math:`-\log \pi(\theta) - \log
+            l_\psi(x \mid \theta)` with a conditional flow on ``x``;
+            ``"residual"``: :math:`-\log q_{\bar\phi} - g_\psi`, a correction of a
+            frozen copy of the flow; ``"mlp"``: a free MLP energy (see
+            :mod:`jsbi.inference.ebm`).
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net
             (trained by the flow's loss only) instead of its own z-scored ``x``.
-        hidden_features: The energy MLP's hidden sizes.
+        hidden_features: The energy MLP's hidden sizes (not the likelihood flow's).
+        proxy_kwargs: Further arguments of the proxy's class (e.g. ``contrastive="nrec"``
+            for the ratio proxy, ``num_transforms`` for the likelihood proxy).
 
     Returns:
         The energy module.
     """
-    kwargs: dict[str, Any] = {"hidden_features": tuple(hidden_features)}
+    if proxy not in PROXIES:
+        raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
+    d, m = theta.shape[1], x.shape[1]
+    if proxy == "likelihood":
+        if share_embedding:
+            raise ValueError(
+                "share_embedding applies to the 'ratio' and 'mlp' proxies: the likelihood "
+                "proxy models x itself"
+            )
+        energy = LikelihoodEnergy(prior, m, **dict(proxy_kwargs or {}))
+        return energy.fit_standardization(theta, x).to(theta.device)
+    kwargs: dict[str, Any] = {"hidden_features": tuple(hidden_features), **(proxy_kwargs or {})}
     if share_embedding:
         kwargs["embedding"] = flow.embedding_net
-    d, m = theta.shape[1], x.shape[1]
     if proxy == "ratio":
         energy = PriorTimesRatioEnergy(prior, m, **kwargs)
-    elif proxy == "mlp":
-        energy = MLPEnergy(d, m, confinement=1e-2, **kwargs)
+    elif proxy == "residual":
+        energy = ResidualEnergy(flow, **kwargs)
     else:
-        raise ValueError(f"proxy must be 'ratio' or 'mlp', got {proxy!r}")
+        energy = MLPEnergy(d, m, confinement=1e-2, **kwargs)
     return energy.fit_standardization(theta, x).to(theta.device)
 
 
@@ -86,6 +111,7 @@ def _adaptive(objective: str) -> Callable[..., TrainingStep]:
         proxy: str = "ratio",
         share_embedding: bool = False,
         proxy_hidden_features: tuple[int, ...] = (64, 64),
+        proxy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TrainingStep:
         energy = build_proxy(
@@ -96,6 +122,7 @@ def _adaptive(objective: str) -> Callable[..., TrainingStep]:
             proxy=proxy,
             share_embedding=share_embedding,
             hidden_features=proxy_hidden_features,
+            proxy_kwargs=proxy_kwargs,
         )
         return AdaptiveStep(
             flow,
@@ -117,6 +144,7 @@ OBJECTIVES: dict[str, Callable[..., TrainingStep]] = {
     "jeffreys": _adaptive("jeffreys"),
     "srfe": _adaptive("srfe"),
     "reverse": _adaptive("reverse"),
+    "distill": _adaptive("distill"),
 }
 
 
@@ -150,7 +178,15 @@ class PosteriorEstimator:
             ``u = 0``).
         warmup_epochs: Epochs of forward-KL flow and contrastive proxy training before
             the reverse term switches on.
-        proxy: ``"ratio"`` (prior times a learned ratio, default) or ``"mlp"``.
+        proxy: ``"ratio"`` (prior times a learned ratio, default), ``"likelihood"``
+            (prior times a learned likelihood flow), ``"residual"`` (the flow times a
+            learned correction) or ``"mlp"``; see :func:`build_proxy`.
+        schedule: ``"joint"`` (warm-up, then the primal-dual objective) or
+            ``"npe-first"`` (``npe`` to its early stop, then the symmetric objective from
+            its best state; the best of both phases is returned). See
+            :class:`~jsbi.inference.trainer.AdaptiveStep`.
+        gate: Whether the reverse term is on only while the proxy's validation NLL beats
+            the flow's (default: on for ``npe-first``).
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
@@ -178,6 +214,8 @@ class PosteriorEstimator:
         adaptive: bool | None = None,
         warmup_epochs: int | None = None,
         proxy: str | None = None,
+        schedule: str | None = None,
+        gate: bool | None = None,
         share_embedding: bool | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         **flow_kwargs: Any,
@@ -206,8 +244,14 @@ class PosteriorEstimator:
             "adaptive": adaptive,
             "warmup_epochs": warmup_epochs,
             "proxy": proxy,
+            "schedule": schedule,
+            "gate": gate,
             "share_embedding": share_embedding,
         }
+        if proxy is not None and proxy not in PROXIES:
+            raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
+        if schedule is not None and schedule not in ("joint", "npe-first"):
+            raise ValueError(f"schedule must be 'joint' or 'npe-first', got {schedule!r}")
         if tau is not None or tau_schedule is not None:
             if key != "srfe":
                 raise ValueError(f"tau and tau_schedule apply to objective='srfe', not {key!r}")

@@ -33,8 +33,10 @@ __all__ = [
     "defensive_log_proposal",
     "proxy_fit",
     "reverse_kl",
+    "forward_kl_from_proxy",
     "srfe",
     "contrastive_ratio_loss",
+    "nrec_loss",
     "gaussian_kl",
     "gaussian_log_chernoff",
     "gaussian_srfe",
@@ -48,6 +50,7 @@ __all__ = [
     "resilient_slack",
     "flow_loss",
     "proxy_loss",
+    "primal_losses",
     "lagrangian",
 ]
 
@@ -248,6 +251,7 @@ def reverse_kl(
     log_q_samples: Tensor,
     energy_samples: Tensor,
     log_z: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     r"""Reverse KL from the flow to the proxy, :math:`R_{KL}(\phi, \psi)`.
 
@@ -267,6 +271,9 @@ def reverse_kl(
         log_q_samples: :math:`\log q_\phi(\theta_k \mid x)`, shape ``(K, B)``.
         energy_samples: :math:`E_\psi(\theta_k, x)`, shape ``(K, B)``.
         log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B,)``, or ``None``.
+        mask: Which samples enter the mean, shape ``(K, B)`` (``None``: all). Samples
+            outside the proxy's support (infinite energy) are left out this way, so the
+            term stays finite and NaN-free; the flow's forward term keeps it inside.
 
     Returns:
         The scalar :math:`R_{KL}`.
@@ -279,10 +286,58 @@ def reverse_kl(
     _check_samples("energy_samples", energy_samples)
     _check_same("log_q_samples", log_q_samples, "energy_samples", energy_samples)
     _check_log_z(log_z, log_q_samples.shape[1])
-    value = (log_q_samples + energy_samples).mean()
+    if mask is None:
+        value = (log_q_samples + energy_samples).mean()
+    else:
+        _check_same("log_q_samples", log_q_samples, "mask", mask)
+        terms = torch.where(mask, log_q_samples + energy_samples, torch.zeros_like(log_q_samples))
+        value = terms.sum() / mask.sum().clamp_min(1)
     if log_z is not None:
         value = value + log_z.mean()
     return value
+
+
+def forward_kl_from_proxy(log_q: Tensor, neg_energy: Tensor, log_proposal: Tensor) -> Tensor:
+    r"""The forward KL from the proxy to the flow, :math:`\mathrm{KL}(r_\psi \| q_\phi)`, by
+    self-normalised importance sampling (SRFE's :math:`\tau \to 1` end).
+
+    With :math:`\theta_k` drawn from a proposal :math:`m` (detached: the defensive mixture of
+    the flow and the prior, :func:`defensive_log_proposal`) and self-normalised weights
+    :math:`w = \operatorname{softmax}_k(-E_\psi(\theta_k, x) - \log m(\theta_k))`,
+
+    .. math:: \mathbb{E}_x \mathbb{E}_{r_\psi}[-\log q_\phi(\theta \mid x)] \approx
+        -\frac{1}{B} \sum_x \sum_k w_k \log q_\phi(\theta_k \mid x),
+
+    which is :math:`\mathrm{KL}(r \| q)` up to the proxy's entropy (constant in
+    :math:`\phi`). It distils the proxy into the flow as if each ``x`` came with many more
+    posterior draws. The weights carry no gradient; an ``x`` whose samples all have zero
+    proxy density is left out.
+
+    Arguments:
+        log_q: :math:`\log q_\phi(\theta_k \mid x)` with gradient in :math:`\phi`,
+            shape ``(K, B)``.
+        neg_energy: :math:`-E_\psi(\theta_k, x)`, shape ``(K, B)`` (``-inf`` allowed).
+        log_proposal: :math:`\log m(\theta_k \mid x)`, shape ``(K, B)``.
+
+    Returns:
+        The scalar cross-entropy.
+
+    Example:
+        >>> forward_kl_from_proxy(torch.full((4, 2), -1.0), torch.zeros(4, 2), torch.zeros(4, 2))
+        tensor(1.)
+    """
+    _check_samples("log_q", log_q)
+    _check_same("log_q", log_q, "neg_energy", neg_energy)
+    _check_same("log_q", log_q, "log_proposal", log_proposal)
+    with torch.no_grad():
+        log_w = (neg_energy - log_proposal).detach()
+        seen = ~torch.isneginf(log_w).all(0)
+        w = torch.softmax(torch.where(seen, log_w, torch.zeros_like(log_w)), dim=0)
+        w = torch.where(torch.isneginf(log_w), torch.zeros_like(w), w)
+    if not bool(seen.any()):
+        return log_q.sum() * 0.0
+    safe = torch.where(w > 0, log_q, torch.zeros_like(log_q))  # no -inf * 0
+    return -(w * safe).sum(0)[seen].mean()
 
 
 def srfe(
@@ -375,6 +430,59 @@ def contrastive_ratio_loss(g_joint: Tensor, g_marginal: Tensor) -> Tensor:
         | (Hermans, Begy & Louppe, 2020) https://arxiv.org/abs/1903.04057
     """
     return F_.softplus(-g_joint).mean() + F_.softplus(g_marginal).mean()
+
+
+def nrec_loss(g_joint: Tensor, g_marginal: Tensor, gamma: float = 1.0) -> Tensor:
+    r"""Contrastive NRE-C loss for a log-ratio :math:`g_\psi(\theta, x)`, with many atoms.
+
+    For each ``x``, a classifier sees :math:`K` parameter atoms and decides whether one of
+    them (and which) was drawn jointly with ``x`` (class :math:`k \ge 1`) or none was
+    (class 0, prior odds :math:`1 : \gamma`). With :math:`r = e^{g}` its probabilities are
+
+    .. math:: q(k \mid x, \theta_{1:K}) = \frac{(\gamma / K) r_k}
+        {1 + (\gamma / K) \sum_j r_j}, \qquad
+        q(0 \mid x, \theta_{1:K}) = \frac{1}{1 + (\gamma / K) \sum_j r_j}
+
+    and the loss is the cross-entropy
+    :math:`\frac{\gamma}{1 + \gamma} \mathbb{E}[-\log q(1 \mid \text{joint set})] +
+    \frac{1}{1 + \gamma} \mathbb{E}[-\log q(0 \mid \text{marginal set})]`. Unlike NRE-B,
+    the class 0 pins the normalisation: the minimiser is the log likelihood-to-evidence
+    ratio itself (so :math:`Z = 1` for :math:`\pi e^{g}`). With :math:`K = 1`,
+    :math:`\gamma = 1` it is NRE-A's loss (:func:`contrastive_ratio_loss`) halved.
+
+    Arguments:
+        g_joint: :math:`g` on a joint set, shape ``(K, B)``: row 0 at the pair's own
+            :math:`\theta`, rows 1.. at other parameters (e.g. of other pairs in the batch)
+            with the same ``x``.
+        g_marginal: :math:`g` on a marginal set, shape ``(K, B)``: ``K`` parameters drawn
+            independently of ``x``.
+        gamma: :math:`\gamma > 0`, the odds of a joint set.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> nrec_loss(torch.zeros(1, 3), torch.zeros(1, 3))
+        tensor(0.6931)
+
+    References:
+        | Contrastive Neural Ratio Estimation (Miller, Weniger & Forre, 2022),
+          arXiv:2210.06170
+    """
+    _check_samples("g_joint", g_joint)
+    _check_same("g_joint", g_joint, "g_marginal", g_marginal)
+    if not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be finite and > 0, got {gamma}")
+    K = g_joint.shape[0]
+    log_odds = math.log(gamma / K)
+
+    def log_denominator(g: Tensor) -> Tensor:
+        zero = torch.zeros_like(g[:1])
+        return torch.logsumexp(torch.cat([zero, log_odds + g]), dim=0)
+
+    nll_joint = log_denominator(g_joint) - (log_odds + g_joint[0])
+    nll_marginal = log_denominator(g_marginal)
+    return (gamma * nll_joint.mean() + nll_marginal.mean()) / (1 + gamma)
 
 
 # ---------------------------------------------------------------------------
@@ -804,6 +912,51 @@ def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float, weight: float = 1.0) -
     if isinstance(lam, Tensor):
         lam = lam.detach()
     return weight * R + lam * C
+
+
+def primal_losses(
+    F: Tensor,
+    R_flow: Tensor,
+    fit: Tensor,
+    R_proxy: Tensor | None = None,
+    *,
+    lam: float = 1.0,
+    flow_weight: float = 1.0,
+    proxy_weight: float = 0.0,
+    forward: bool = True,
+) -> tuple[Tensor, Tensor]:
+    r"""The whole method in one place: what each model descends, each step.
+
+    .. math:: \mathcal{L}_\phi = F(\phi) + w_\phi R(\phi, \psi), \qquad
+        \mathcal{L}_\psi = \lambda \, \mathrm{fit}(\psi) + w_\psi R(\phi, \psi)
+
+    - :math:`R` is the reverse-side term (:func:`reverse_kl`, :func:`srfe`, or
+      :func:`forward_kl_from_proxy`); ``R_flow`` carries the flow's gradient (samples
+      reparameterised, :math:`\log Z` detached), ``R_proxy`` the proxy's (samples
+      detached, :math:`\log Z` with its gradient).
+    - ``fit`` is the proxy's data fit: :math:`C` (:func:`proxy_fit`), a contrastive loss,
+      or the likelihood proxy's exact maximum likelihood.
+    - Schedule ``joint`` (METHOD.md section 4): :math:`w_\phi = w_\psi = \beta`,
+      :math:`\lambda` the dual variable. Schedule ``npe-first`` (section 4b, phase 2):
+      :math:`w_\phi = \beta \cdot \text{gate}` (0 while the proxy's validation NLL is worse
+      than the flow's), :math:`\lambda = 1`, :math:`w_\psi` = the proxy's share (0 by
+      default: a proxy that is the better model is not pulled towards the worse one).
+    - ``forward=False`` drops :math:`F` from the flow's loss (objective ``reverse``).
+
+    Each optimiser must take the gradient of its own loss in its own parameters only.
+
+    Example:
+        >>> one = torch.tensor(1.0)
+        >>> primal_losses(one, 2 * one, 3 * one, 4 * one, lam=0.5, proxy_weight=1.0)
+        (tensor(3.), tensor(5.5000))
+    """
+    loss_flow = flow_loss(F, R_flow, flow_weight) if forward else R_flow
+    loss_proxy = (
+        lam * fit
+        if R_proxy is None or proxy_weight == 0
+        else proxy_loss(R_proxy, fit, lam, proxy_weight)
+    )
+    return loss_flow, loss_proxy
 
 
 def lagrangian(

@@ -59,18 +59,18 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
+from jsbi.inference.importance import defensive_samples, proxy_nll
 from jsbi.inference.objectives import (
     TauSchedule,
     constraint_violation,
-    contrastive_ratio_loss,
     defensive_log_proposal,
     dual_update,
-    flow_loss,
     forward_kl,
+    forward_kl_from_proxy,
     log_normalizer,
     make_tau_schedule,
+    primal_losses,
     proxy_fit,
-    proxy_loss,
     resilient_slack,
     reverse_kl,
     srfe,
@@ -78,9 +78,12 @@ from jsbi.inference.objectives import (
 
 __all__ = [
     "AdaptiveStep",
+    "DualVariable",
+    "FaultRecovery",
     "NPEStep",
     "TrainingStep",
     "check_training_data",
+    "split_indices",
     "train",
     "validation_nll",
 ]
@@ -133,6 +136,18 @@ class TrainingStep:
     def selectable(self, epoch: int) -> bool:
         r"""Whether ``epoch`` may be kept as the best state (``False`` during warm-up)."""
         return True
+
+    def on_converged(self, best_state: dict[str, Any] | None) -> bool:
+        r"""Called when early stopping ends a phase, with the best state so far.
+
+        Return ``True`` to go on with a new phase (the patience restarts; the best state
+        is still kept over all phases), ``False`` to stop (default).
+        """
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        r"""Scalars about the whole run, added to the history at the end (default: none)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         r"""Everything restored with the best epoch (default: the modules' weights)."""
@@ -194,62 +209,86 @@ class NPEStep(TrainingStep):
 
 
 class AdaptiveStep(TrainingStep):
-    r"""The primal-dual step for ``reverse``, ``jeffreys`` and ``srfe`` (METHOD.md section 4).
+    r"""The symmetric step for ``jeffreys``, ``srfe``, ``reverse`` and ``distill``
+    (METHOD.md sections 4 and 4b).
 
     The flow :math:`q_\phi` and the energy-based proxy :math:`r_\psi` solve
 
     .. math:: \min_{\phi, \psi, u \ge 0} F(\phi) + R(\phi, \psi) + \tfrac{\alpha}{2} u^2
         \quad \text{s.t.} \quad C(\psi) - \bar F \le \epsilon + u
 
-    with :math:`R` the reverse KL (``jeffreys``, ``reverse``) or :math:`S_\tau` (``srfe``).
-    Each batch: the flow descends :math:`F + R` (``R`` alone for ``reverse``), the proxy
-    descends :math:`R + \lambda C`, then :math:`\lambda \leftarrow [\lambda + \eta_\lambda
-    (C - \bar F - \epsilon - u)]_+` and :math:`u = \lambda / \alpha`. With
-    ``adaptive=False`` the dual stays at ``lambda_init`` and ``u = 0``: the fixed-weight
-    penalty ablation. The reverse term is estimated from ``num_proxy_samples``
-    reparameterised flow samples for each of (up to) ``reverse_batch_size`` observations of
-    the batch; ``log Z`` by importance sampling with the flow as proposal, or with
-    ``num_prior_samples > 0`` with the defensive mixture of flow and prior
-    (:func:`~jsbi.inference.objectives.defensive_log_proposal`), which also weighs the
-    proxy's mass where the flow puts none.
+    with :math:`R` the reverse KL (``jeffreys``, ``reverse``), :math:`S_\tau` (``srfe``) or
+    the forward KL from the proxy by self-normalised importance sampling (``distill``,
+    :func:`~jsbi.inference.objectives.forward_kl_from_proxy`). What each model descends is
+    :func:`~jsbi.inference.objectives.primal_losses`. Two schedules:
 
-    For the first ``warmup_epochs`` the flow trains on :math:`F` alone and the proxy's
-    ratio :math:`g_\psi` on the contrastive (NRE) loss, which makes
-    :math:`r_\psi = \pi e^{g_\psi}` a posterior estimate with :math:`Z_\psi \approx 1`
-    before the reverse term uses it; a proxy without a ratio (a free
-    :class:`~jsbi.inference.ebm.MLPEnergy`) warms up on :math:`C` instead. Early stopping
-    only selects epochs after warm-up.
+    - ``schedule="joint"`` (section 4): for ``warmup_epochs`` the flow trains on :math:`F`
+      and the proxy on its own fit; then each batch the flow descends :math:`F + \beta R`
+      (``R`` alone for ``reverse``), the proxy :math:`\beta R + \lambda C`, and the dual
+      steps :math:`\lambda \leftarrow [\lambda + \eta_\lambda (C - \bar F - \epsilon -
+      u)]_+`, :math:`u = \lambda / \alpha` (:class:`DualVariable`). With
+      ``adaptive=False`` the dual stays at ``lambda_init`` and ``u = 0``: the fixed-weight
+      penalty ablation. Early stopping only selects epochs after warm-up.
+    - ``schedule="npe-first"`` (section 4b): phase 1 is exactly ``npe`` for the flow up to
+      its early stop, while the proxy fits its own data (its ``fit_loss``: maximum
+      likelihood for :class:`~jsbi.inference.ebm.LikelihoodEnergy`, contrastive for the
+      ratio proxy, :math:`C` otherwise) and keeps its best validation state. Phase 2 starts
+      from phase 1's best flow and the proxy's best state: the flow descends :math:`F +
+      \beta \cdot \text{gate} \cdot R`, the proxy its fit (plus ``proxy_reverse_weight``
+      :math:`\cdot R`). The loop keeps the best validation NLL over both phases, so the
+      result is never worse than phase 1 on it; ``history["best_phase"]`` says which won.
+      The gate (``gate=True``) is the measured evidence that the proxy is the better
+      model: each epoch the proxy's validation NLL (its :math:`\log Z` by defensive
+      importance sampling, :func:`~jsbi.inference.importance.proxy_nll`) is compared with
+      the flow's, and the reverse term is off while the proxy is worse.
+
+    The reverse term is estimated from ``num_proxy_samples`` reparameterised flow samples
+    for each of (up to) ``reverse_batch_size`` observations of the batch; ``log Z`` (for
+    the proxy's gradient, never the flow's) by importance sampling with the flow as
+    proposal, or with ``num_prior_samples > 0`` with the defensive mixture of flow and
+    prior. A reverse-term sample outside the prior's support has infinite energy: it is
+    left out of the term (never a NaN), and counted in ``history["train_outside"]``.
 
     Faults (METHOD.md section 6) are detected, not hidden: a batch whose importance
-    sampling collapsed (mean ESS fraction below ``min_ess``) updates the flow on
-    :math:`F` only and is counted in ``history["train_collapsed"]``; a non-finite loss
-    or a dual above ``max_lambda`` restores the state of the last finished epoch, halves
-    both learning rates and the dual step, and warns; after ``max_restores`` restores
-    training stops (the loop then returns the best state, never a NaN posterior).
+    sampling collapsed (mean ESS fraction below ``min_ess``, joint schedule) updates the
+    flow on :math:`F` only and is counted in ``history["train_collapsed"]``; a non-finite
+    loss or a dual above ``max_lambda`` restores the state of the last finished epoch,
+    halves both learning rates and the dual step, and warns; after ``max_restores``
+    restores training stops (the loop then returns the best state, never a NaN posterior).
 
     Arguments:
         flow: The conditional flow :math:`q_\phi`.
         proxy: The conditional energy :math:`E_\psi` (see :mod:`jsbi.inference.ebm`).
-        objective: ``"jeffreys"``, ``"srfe"`` or ``"reverse"``.
+        objective: ``"jeffreys"``, ``"srfe"``, ``"reverse"`` or ``"distill"``.
+        schedule: ``"joint"`` or ``"npe-first"``.
+        gate: Whether the reverse weight follows the proxy's measured fit (default: on for
+            ``npe-first``; the joint schedule ignores it).
+        gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
+        proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
+        path_gradient: Whether the flow's reverse gradient uses the path
+            (sticking-the-landing) estimator: :math:`\log q` of the samples with the
+            flow's parameters detached (``jeffreys`` and ``reverse``).
         tau: For ``srfe``: a float in (0, 1), a schedule name (``"anneal"``,
             ``"reverse"``, ``"step"``, ``"constant"``) or a
             :class:`~jsbi.inference.objectives.TauSchedule`.
-        tau_epochs: Epochs after warm-up over which a tau schedule runs.
+        tau_epochs: Epochs of the symmetric phase over which a tau schedule runs.
         eps: The constraint's tolerance :math:`\epsilon`.
         alpha: The resilience cost :math:`\alpha` (``math.inf``: hard constraint).
         dual_lr: The dual step :math:`\eta_\lambda`.
         lambda_init: The dual's initial value (the fixed weight when not adaptive).
         adaptive: ``False`` for the fixed-weight penalty ablation.
-        reverse_weight: :math:`\beta`, the weight of :math:`R` in both primal losses
-            (1: the symmetric objective of METHOD.md; below 1 a skewed variant).
-        num_proxy_samples: :math:`K`, flow samples per observation.
+        reverse_weight: :math:`\beta`, the weight of :math:`R` in the flow's loss (and, in
+            the joint schedule, the proxy's).
+        num_proxy_samples: :math:`K`, flow samples per observation (``srfe`` and the
+            joint schedule need at least 2).
         num_prior_samples: :math:`M`, prior samples per observation added to the
-            importance sampler of :math:`\log Z` (0: the flow alone, METHOD.md's
-            estimator). Needs ``prior``.
-        prior: The prior :math:`\pi` (only for ``num_prior_samples > 0``).
+            importance sampler of :math:`\log Z` (and of ``distill``'s proposal, which
+            defaults to as many prior as flow samples). Needs ``prior``.
+        prior: The prior :math:`\pi` (for ``num_prior_samples > 0``, ``distill`` and
+            the gate).
         reverse_batch_size: How many observations of each batch enter the reverse term
             (``None``: all).
-        warmup_epochs: Epochs of flow-on-F and contrastive proxy training first.
+        warmup_epochs: ``joint``: epochs of flow-on-F and proxy-fit training first.
         learning_rate: The flow's Adam learning rate.
         proxy_learning_rate: The proxy's (default: ``learning_rate``).
         clip_max_norm: Gradient norm clip for both models.
@@ -263,6 +302,7 @@ class AdaptiveStep(TrainingStep):
           arXiv:2511.11159
         | Resilient Constrained Learning (Hounie, Ribeiro & Chamon, 2023),
           arXiv:2306.02426
+        | Sticking the Landing (Roeder, Wu & Duvenaud, 2017), arXiv:1703.09194
     """
 
     def __init__(
@@ -271,6 +311,11 @@ class AdaptiveStep(TrainingStep):
         proxy: nn.Module,
         *,
         objective: str = "jeffreys",
+        schedule: str = "joint",
+        gate: bool | None = None,
+        gate_samples: int = 256,
+        proxy_reverse_weight: float = 0.0,
+        path_gradient: bool = False,
         tau: float | str | TauSchedule = 0.5,
         tau_epochs: int = 50,
         eps: float = 0.0,
@@ -291,40 +336,71 @@ class AdaptiveStep(TrainingStep):
         max_lambda: float = 1e4,
         max_restores: int = 5,
     ) -> None:
-        if objective not in ("jeffreys", "srfe", "reverse"):
+        if objective not in ("jeffreys", "srfe", "reverse", "distill"):
             raise ValueError(
-                f"objective must be 'jeffreys', 'srfe' or 'reverse', got {objective!r}"
+                f"objective must be 'jeffreys', 'srfe', 'reverse' or 'distill', got {objective!r}"
             )
-        for name, value in (("learning_rate", learning_rate), ("dual_lr", dual_lr)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0 (math.inf for a hard constraint), got {alpha}")
-        if not reverse_weight > 0:
-            raise ValueError(f"reverse_weight must be > 0, got {reverse_weight}")
-        if not lambda_init >= 0:
-            raise ValueError(f"lambda_init must be >= 0, got {lambda_init}")
-        if int(num_proxy_samples) < 2:
-            raise ValueError(f"num_proxy_samples must be >= 2, got {num_proxy_samples}")
+        if schedule not in ("joint", "npe-first"):
+            raise ValueError(f"schedule must be 'joint' or 'npe-first', got {schedule!r}")
+        for name, value in (
+            ("learning_rate", learning_rate),
+            ("dual_lr", dual_lr),
+            ("alpha", alpha),
+            ("reverse_weight", reverse_weight),
+        ):
+            if math.isnan(value) or not value > 0:
+                raise ValueError(
+                    f"{name} must be > 0"
+                    + (" (math.inf for a hard constraint)" if name == "alpha" else "")
+                    + f", got {value}"
+                )
+        for name, value in (
+            ("eps", eps),
+            ("lambda_init", lambda_init),
+            ("proxy_reverse_weight", proxy_reverse_weight),
+        ):
+            if not (math.isfinite(value) and (name == "eps" or value >= 0)):
+                raise ValueError(
+                    f"{name} must be finite"
+                    + ("" if name == "eps" else " and >= 0")
+                    + f", got {value}"
+                )
+        min_k = 2 if (schedule == "joint" or objective == "srfe") else 1
+        if int(num_proxy_samples) < min_k:
+            raise ValueError(
+                f"num_proxy_samples must be >= {min_k} for objective={objective!r} with "
+                f"schedule={schedule!r}, got {num_proxy_samples}"
+            )
         if int(num_prior_samples) < 0:
             raise ValueError(f"num_prior_samples must be >= 0, got {num_prior_samples}")
-        if int(num_prior_samples) > 0 and prior is None:
-            raise ValueError("num_prior_samples > 0 needs the prior: pass prior=")
+        gate = schedule == "npe-first" if gate is None else bool(gate)
+        if prior is None:
+            for needs, what in (
+                (int(num_prior_samples) > 0, "num_prior_samples > 0"),
+                (objective == "distill", "objective='distill'"),
+                (gate, "the gate (gate=True)"),
+            ):
+                if needs:
+                    raise ValueError(f"{what} needs the prior: pass prior=")
         if int(warmup_epochs) < 0 or int(tau_epochs) < 1:
             raise ValueError(
                 f"warmup_epochs must be >= 0 and tau_epochs >= 1, got {warmup_epochs}, "
                 f"{tau_epochs}"
             )
+        if int(gate_samples) < 2:
+            raise ValueError(f"gate_samples must be >= 2, got {gate_samples}")
         self.flow = flow
         self.proxy = proxy
         self.objective = objective
+        self.schedule = schedule
+        self.gate = gate
+        self.gate_samples = int(gate_samples)
+        self.proxy_reverse_weight = float(proxy_reverse_weight)
+        self.path_gradient = bool(path_gradient) and objective in ("jeffreys", "reverse")
         self.tau_schedule = make_tau_schedule(tau) if objective == "srfe" else None
         self.tau_epochs = int(tau_epochs)
         self.eps = float(eps)
-        self.alpha = float(alpha)
-        self.dual_lr = float(dual_lr)
-        self.lambda_init = float(lambda_init)
-        self.adaptive = bool(adaptive)
+        self.dual = DualVariable(lambda_init, alpha, dual_lr, adaptive, max_lambda)
         self.reverse_weight = float(reverse_weight)
         self.num_proxy_samples = int(num_proxy_samples)
         self.num_prior_samples = int(num_prior_samples)
@@ -336,24 +412,30 @@ class AdaptiveStep(TrainingStep):
         self.clip_max_norm = clip_max_norm
         num_is = self.num_proxy_samples + self.num_prior_samples
         self.min_ess = 1.5 / num_is if min_ess is None else float(min_ess)
-        self.max_lambda = float(max_lambda)
         self.max_restores = int(max_restores)
-        self.lam = self.lambda_init
         self.tau: float | None = None
         self.epoch = 0
-        self.restores = 0
+        self.phase = 0
+        self.symmetric_from = self.warmup_epochs + 1
+        self.gate_value = 1.0
+        self.faults = FaultRecovery(self, max_restores)
         self.flow_optimizer: torch.optim.Optimizer | None = None
         self.proxy_optimizer: torch.optim.Optimizer | None = None
-        self._good_state: dict[str, Any] | None = None
-        self._last_logs: dict[str, float] = {}
+        self._proxy_best: tuple[float, dict[str, Any]] | None = None
+        self._validation: tuple[Tensor, Tensor] | None = None
+        self._summary: dict[str, Any] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         return {"flow": self.flow, "proxy": self.proxy}
 
     @property
+    def lam(self) -> float:
+        return self.dual.value
+
+    @property
     def u(self) -> float:
-        return resilient_slack(self.lam, self.alpha) if self.adaptive else 0.0
+        return self.dual.slack
 
     def _proxy_parameters(self) -> list[nn.Parameter]:
         # A shared embedding belongs to the flow: the proxy's step never moves it.
@@ -365,22 +447,100 @@ class AdaptiveStep(TrainingStep):
         self.proxy_optimizer = torch.optim.Adam(
             self._proxy_parameters(), lr=self.proxy_learning_rate
         )
-        self.lam = self.lambda_init
-        self.restores = 0
-        self._good_state = copy.deepcopy(self.state_dict())
+        self.dual.reset()
+        self.phase = 1 if self.schedule == "npe-first" else 0
+        self.symmetric_from = self.warmup_epochs + 1 if self.phase == 0 else math.inf
+        self._proxy_best = None
+        self._summary = {}
+        self.faults.start()
+
+    @property
+    def symmetric(self) -> bool:
+        r"""Whether the current epoch runs the symmetric objective (not warm-up/phase 1)."""
+        return self.epoch >= self.symmetric_from
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
         if self.tau_schedule is not None:
-            progress = min(1.0, max(0, epoch - self.warmup_epochs - 1) / self.tau_epochs)
-            self.tau = float(self.tau_schedule(progress))
+            done = epoch - self.symmetric_from if self.symmetric else 0
+            self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.tau_epochs)))
 
     def selectable(self, epoch: int) -> bool:
-        return epoch > self.warmup_epochs
+        # npe-first's phase 1 is npe itself: its epochs are candidates like npe's.
+        return self.schedule == "npe-first" or epoch > self.warmup_epochs
+
+    def validate(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        if self.schedule != "npe-first":
+            return {}
+        self._validation = (theta, x)
+        logs: dict[str, float] = {}
+        fit = getattr(self.proxy, "fit_loss", None)
+        devices = [theta.device] if theta.device.type == "cuda" else []
+        # The same random numbers every epoch (comparable values), drawn off the
+        # training stream.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            if fit is not None and self.phase == 1:
+                # The proxy's own early stopping in phase 1, on the flow's validation pairs.
+                value = float(fit(theta, x))
+                logs["proxy_fit"] = value
+                best = self._proxy_best
+                if math.isfinite(value) and (best is None or value < best[0]):
+                    self._proxy_best = (value, copy.deepcopy(self.proxy.state_dict()))
+        if self.gate and self.phase == 2:
+            logs.update(self._measure_gate(theta, x))
+        return logs
+
+    @torch.no_grad()
+    def _measure_gate(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        # The proxy's validation NLL against the flow's; the reverse term is trusted
+        # only while the proxy is the better model.
+        devices = [theta.device] if theta.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            nll_r, ess = proxy_nll(
+                self.proxy, self.flow, self.prior, theta, x, num_samples=self.gate_samples
+            )
+        gap = float((nll_r + self.flow.log_prob(theta, x)).mean())
+        # NaN compares False: an unmeasurable proxy is not trusted.
+        self.gate_value = 1.0 if gap < 0 else 0.0
+        return {
+            "proxy_nll": float(nll_r.mean()),
+            "proxy_minus_flow": gap,
+            "proxy_ess": float(ess.mean()),
+            "gate": self.gate_value,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self._summary)
+
+    def on_converged(self, best_state: dict[str, Any] | None) -> bool:
+        if self.phase != 1:
+            return False
+        # Phase 2 starts from phase 1's best flow (and its optimiser) and the proxy's
+        # own best fit.
+        if best_state is not None:
+            self.flow.load_state_dict(best_state["flow"])
+            self._load_optimizer(self.flow_optimizer, best_state.get("flow_optimizer"))
+        if self._proxy_best is not None:
+            self.proxy.load_state_dict(self._proxy_best[1])
+        if self.gate and self._validation is not None:
+            # A proxy that is not the better model at the switch would be gated off
+            # throughout: phase 2 is skipped, and the result is npe's.
+            self.flow.eval()
+            self.proxy.eval()
+            measured = self._measure_gate(*self._validation)
+            self._summary["phase2_start"] = measured
+            if not self.gate_value:
+                self._summary["phase2_skipped"] = True
+                return False
+        self.phase = 2
+        self.symmetric_from = self.epoch + 1
+        self.faults.start()
+        return True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if all(math.isfinite(v) for v in logs.values()):
-            self._good_state = copy.deepcopy(self.state_dict())
+        self.faults.epoch_finished(logs)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -388,19 +548,36 @@ class AdaptiveStep(TrainingStep):
             opt = getattr(self, name)
             if opt is not None:
                 state[name] = opt.state_dict()
-        state["lambda"] = self.lam
+        state["lambda"] = self.dual.value
+        # The schedule's position, so a checkpointed run resumes in its phase.
+        state["schedule"] = {
+            "phase": self.phase,
+            "symmetric_from": self.symmetric_from,
+            "gate": self.gate_value,
+            "proxy_best": self._proxy_best,
+            "summary": self._summary,
+        }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        for name in ("flow_optimizer", "proxy_optimizer"):
-            opt = getattr(self, name)
-            if opt is not None and name in state:
-                lrs = [g["lr"] for g in opt.param_groups]
-                opt.load_state_dict(state[name])
-                for g, lr in zip(opt.param_groups, lrs, strict=True):  # shrunk steps survive
-                    g["lr"] = lr
-        self.lam = float(state.get("lambda", self.lam))
+        self._load_optimizer(self.flow_optimizer, state.get("flow_optimizer"))
+        self._load_optimizer(self.proxy_optimizer, state.get("proxy_optimizer"))
+        self.dual.value = float(state.get("lambda", self.dual.value))
+        if "schedule" in state:
+            sched = state["schedule"]
+            self.phase, self.symmetric_from = sched["phase"], sched["symmetric_from"]
+            self.gate_value, self._proxy_best = sched["gate"], sched["proxy_best"]
+            self._summary = dict(sched.get("summary", {}))
+
+    @staticmethod
+    def _load_optimizer(opt: torch.optim.Optimizer | None, state: dict | None) -> None:
+        if opt is None or state is None:
+            return
+        lrs = [g["lr"] for g in opt.param_groups]
+        opt.load_state_dict(state)
+        for g, lr in zip(opt.param_groups, lrs, strict=True):  # shrunk steps survive
+            g["lr"] = lr
 
     # -- the update ----------------------------------------------------------------------
     def _apply(self, optimizer, params, grads) -> None:
@@ -410,6 +587,14 @@ class AdaptiveStep(TrainingStep):
             nn.utils.clip_grad_norm_(params, self.clip_max_norm)
         optimizer.step()
 
+    def _step_both(self, loss_flow: Tensor, loss_proxy: Tensor) -> None:
+        flow_params = list(self.flow.parameters())
+        proxy_params = self._proxy_parameters()
+        g_flow = torch.autograd.grad(loss_flow, flow_params, retain_graph=True, allow_unused=True)
+        g_proxy = torch.autograd.grad(loss_proxy, proxy_params, allow_unused=True)
+        self._apply(self.flow_optimizer, flow_params, g_flow)
+        self._apply(self.proxy_optimizer, proxy_params, g_proxy)
+
     def _log_normalizer(
         self, x: Tensor, theta_k: Tensor, log_q_k: Tensor, energy_k: Tensor
     ) -> tuple[Tensor, Tensor]:
@@ -418,12 +603,12 @@ class AdaptiveStep(TrainingStep):
         M = self.num_prior_samples
         if M == 0:
             return log_normalizer(-energy_k, log_q_k)
-        K = self.num_proxy_samples
+        K = theta_k.shape[0]
         with torch.no_grad():
-            theta_p = self.prior.sample((M, len(x)))
+            theta_p = self.prior.sample((M, len(x))).to(theta_k)
             log_q_p = self.flow.log_prob(theta_p, x)
             theta_all = torch.cat([theta_k.detach(), theta_p])
-            # The ratio proxy's log prior is safe at support boundaries (-inf, no error).
+            # The proxy's log prior is safe at support boundaries (-inf, no error).
             log_prior = getattr(self.proxy, "log_prior", self.prior.log_prob)
             log_pi = log_prior(theta_all)
             log_m = defensive_log_proposal(
@@ -432,110 +617,239 @@ class AdaptiveStep(TrainingStep):
         energy = torch.cat([energy_k, self.proxy(theta_p, x)])
         return log_normalizer(-energy, log_m)
 
-    def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        F = forward_kl(self.flow.log_prob(theta, x))
-        ratio = getattr(self.proxy, "log_ratio", None)
-        if ratio is not None:
-            perm = torch.randperm(len(theta), device=theta.device)
-            loss_g = contrastive_ratio_loss(ratio(theta, x), ratio(theta[perm], x))
-            name = "contrastive"
-        else:
-            # A free energy has no ratio to warm-start (and with a constant x, as in
-            # density estimation, a contrastive loss sees no signal): fit it to the data,
-            # C, with log Z importance-sampled from the flow.
-            xr = x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
+    def _fit(self, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None) -> Tensor:
+        # The proxy's own data fit: its fit_loss where it has one, else C (needs log Z).
+        fit = getattr(self.proxy, "fit_loss", None)
+        if fit is not None:
+            return fit(theta, x)
+        if log_z is None:
             with torch.no_grad():
                 theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
             log_z, _ = self._log_normalizer(xr, theta_k, log_q_k, self.proxy(theta_k, xr))
-            loss_g = proxy_fit(self.proxy(theta, x), log_z)
-            name = "C"
+        return proxy_fit(self.proxy(theta, x), log_z)
+
+    def _fit_name(self) -> str:
+        if hasattr(self.proxy, "log_ratio"):
+            return "contrastive"
+        return "fit" if hasattr(self.proxy, "fit_loss") else "C"
+
+    def _reverse_batch(self, x: Tensor) -> Tensor:
+        return x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
+
+    def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        F = forward_kl(self.flow.log_prob(theta, x))
+        fit = self._fit(theta, x, self._reverse_batch(x), None)
         flow_params = list(self.flow.parameters())
         proxy_params = self._proxy_parameters()
         self._apply(self.flow_optimizer, flow_params, torch.autograd.grad(F, flow_params))
-        grads = torch.autograd.grad(loss_g, proxy_params, allow_unused=True)
+        grads = torch.autograd.grad(fit, proxy_params, allow_unused=True)
         self._apply(self.proxy_optimizer, proxy_params, grads)
-        return {"loss": F.item(), "F": F.item(), name: loss_g.item()}
+        logs = {"loss": F.item(), "F": F.item(), self._fit_name(): fit.item()}
+        if self.phase:
+            logs["phase"] = float(self.phase)
+        return logs
+
+    def _flow_samples(self, xr: Tensor) -> tuple[Tensor, Tensor]:
+        theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
+        if self.path_gradient:
+            # Sticking the landing: the score term has zero mean, so drop it by
+            # evaluating log q with the flow's parameters detached.
+            params = {k: v.detach() for k, v in self.flow.named_parameters()}
+            log_q_k = torch.func.functional_call(self.flow, params, (theta_k, xr))
+        return theta_k, log_q_k
 
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        if self.epoch <= self.warmup_epochs:
+        if not self.symmetric:
             return self._warmup(theta, x)
         log_q_data = self.flow.log_prob(theta, x)
         F = forward_kl(log_q_data)
-        xr = x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
-        theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
-        energy_k = self.proxy(theta_k, xr)
-        # log Z's samples are detached inside log_normalizer; its gradient reaches only psi.
-        log_z, ess = self._log_normalizer(xr, theta_k, log_q_k, energy_k)
-        C = proxy_fit(self.proxy(theta, x), log_z)
-        if self.objective == "srfe":
-            R_flow = srfe(log_q_k, energy_k, self.tau, log_z.detach())
-            R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z)
+        xr = self._reverse_batch(x)
+        joint = self.phase == 0
+        needs_log_z = joint or self.proxy_reverse_weight > 0
+        log_z = ess = R_proxy = None
+        n_outside = 0
+        if self.objective == "distill":
+            K, M = self.num_proxy_samples, self.num_prior_samples or self.num_proxy_samples
+            theta_s, log_m = defensive_samples(self.flow, self.prior, xr, K + M, M / (K + M))
+            neg_energy = -self.proxy(theta_s, xr)
+            R_flow = forward_kl_from_proxy(self.flow.log_prob(theta_s, xr), neg_energy, log_m)
+            log_z, ess = log_normalizer(neg_energy, log_m)
         else:
-            R_flow = reverse_kl(log_q_k, energy_k, log_z.detach())
-            R_proxy = reverse_kl(log_q_k.detach(), energy_k, log_z)
-        ess_mean = float(ess.mean())
-        collapsed = ess_mean < self.min_ess
-        if self.objective == "reverse":
-            loss_flow = R_flow
-        else:
+            theta_k, log_q_k = self._flow_samples(xr)
+            energy_k = self.proxy(theta_k, xr)
+            outside = torch.isinf(energy_k) & (energy_k > 0)
+            n_outside = int(outside.sum())
+            if needs_log_z:
+                # log Z's samples are detached inside log_normalizer; only psi gets its
+                # gradient.
+                log_z, ess = self._log_normalizer(xr, theta_k.detach(), log_q_k, energy_k)
+            detached_z = None if log_z is None else log_z.detach()
+            if self.objective == "srfe":
+                R_flow = srfe(log_q_k, energy_k, self.tau, detached_z)
+                if needs_log_z:
+                    R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z)
+            else:
+                keep = ~outside if n_outside else None
+                R_flow = reverse_kl(log_q_k, energy_k, detached_z, mask=keep)
+                if needs_log_z:
+                    R_proxy = reverse_kl(log_q_k.detach(), energy_k, log_z, mask=keep)
+        # The joint schedule's proxy fits C after warm-up (its constraint); npe-first's
+        # keeps its own fit (exact likelihood, contrastive, ...).
+        fit = proxy_fit(self.proxy(theta, x), log_z) if joint else self._fit(theta, x, xr, None)
+        ess_mean = math.nan if ess is None else float(ess.mean())
+        collapsed = joint and ess_mean < self.min_ess
+        if joint:
             # A collapsed importance sampler makes R unreliable: F alone moves the flow.
-            loss_flow = F if collapsed else flow_loss(F, R_flow, self.reverse_weight)
-        loss_proxy = proxy_loss(R_proxy, C, self.lam, self.reverse_weight)
-
+            flow_weight = 0.0 if collapsed else self.reverse_weight
+            proxy_weight, lam = self.reverse_weight, self.dual.value
+        else:
+            flow_weight = self.reverse_weight * self.gate_value
+            proxy_weight, lam = self.proxy_reverse_weight, 1.0
+        loss_flow, loss_proxy = primal_losses(
+            F,
+            R_flow,
+            fit,
+            R_proxy,
+            lam=lam,
+            flow_weight=flow_weight,
+            proxy_weight=proxy_weight,
+            forward=self.objective != "reverse",
+        )
+        if self.objective == "reverse" and collapsed:
+            loss_flow = R_flow
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
-            return self._restore("non-finite loss")
-        flow_params = list(self.flow.parameters())
-        proxy_params = self._proxy_parameters()
-        g_flow = torch.autograd.grad(loss_flow, flow_params, retain_graph=True, allow_unused=True)
-        g_proxy = torch.autograd.grad(loss_proxy, proxy_params, allow_unused=True)
-        self._apply(self.flow_optimizer, flow_params, g_flow)
-        self._apply(self.proxy_optimizer, proxy_params, g_proxy)
+            return self.faults.restore("non-finite loss")
+        self._step_both(loss_flow, loss_proxy)
 
-        u = self.u
-        violation = constraint_violation(C, F, self.eps, u)
-        if self.adaptive:
-            self.lam = float(dual_update(self.lam, float(violation), self.dual_lr))
-            if not self.lam <= self.max_lambda:
-                return self._restore(f"dual variable lambda={self.lam:.3g} > {self.max_lambda}")
         logs = {
-            "loss": (F + self.reverse_weight * R_flow).item(),
+            "loss": loss_flow.item(),
             "F": F.item(),
-            "C": C.item(),
             "R": R_flow.item(),
-            "lambda": self.lam,
-            "u": self.u,
-            "violation": float(violation),
-            "ess": ess_mean,
+            self._fit_name() if not joint else "C": fit.item(),
+            "lambda": self.dual.value,
+            "u": self.dual.slack,
             "collapsed": float(collapsed),
+            "outside": float(n_outside),
             "faults": 0.0,
         }
+        if ess is not None:
+            logs["ess"] = ess_mean
+        if joint:
+            violation = constraint_violation(fit, F, self.eps, self.dual.slack)
+            logs["violation"] = float(violation)
+            if not self.dual.step(float(violation)):
+                return self.faults.restore(
+                    f"dual variable lambda={self.dual.value:.3g} > {self.dual.max_value}"
+                )
+            logs["lambda"], logs["u"] = self.dual.value, self.dual.slack
+        else:
+            logs["phase"] = 2.0
+            logs["gate"] = self.gate_value
         if self.tau is not None:
             logs["tau"] = self.tau
-        self._last_logs = logs
+        self.faults.last_logs = logs
         return logs
 
-    def _restore(self, why: str) -> dict[str, float]:
+
+class DualVariable:
+    r"""The multiplier :math:`\lambda` of the proxy's constraint and its resilient slack.
+
+    ``step(violation)`` makes the projected ascent :math:`\lambda \leftarrow [\lambda +
+    \eta (C - \bar F - \epsilon - u)]_+` (:func:`~jsbi.inference.objectives.dual_update`)
+    and :math:`u = \lambda / \alpha`; a non-adaptive dual (the fixed-weight ablation) keeps
+    its initial value and ``u = 0``.
+
+    Arguments:
+        init: :math:`\lambda_0 \ge 0`.
+        alpha: The slack's cost :math:`\alpha > 0`.
+        lr: The ascent step :math:`\eta > 0`.
+        adaptive: Whether :math:`\lambda` moves at all.
+        max_value: A value above this is a blow-up (``step`` returns ``False``).
+
+    Example:
+        >>> dual = DualVariable(1.0, alpha=2.0, lr=0.5)
+        >>> dual.step(1.0), dual.value, dual.slack
+        (True, 1.5, 0.75)
+    """
+
+    def __init__(
+        self,
+        init: float = 1.0,
+        alpha: float = 1.0,
+        lr: float = 0.05,
+        adaptive: bool = True,
+        max_value: float = 1e4,
+    ) -> None:
+        self.init = float(init)
+        self.alpha = float(alpha)
+        self.lr = float(lr)
+        self.adaptive = bool(adaptive)
+        self.max_value = float(max_value)
+        self.value = self.init
+
+    def reset(self) -> None:
+        self.value = self.init
+
+    @property
+    def slack(self) -> float:
+        return resilient_slack(self.value, self.alpha) if self.adaptive else 0.0
+
+    def step(self, violation: float) -> bool:
+        r"""One dual ascent step; ``False`` if :math:`\lambda` blew up (above ``max_value``)."""
+        if self.adaptive:
+            self.value = float(dual_update(self.value, violation, self.lr))
+        return self.value <= self.max_value
+
+
+class FaultRecovery:
+    r"""Restores a step's last good state after a fault (METHOD.md section 6).
+
+    ``epoch_finished(logs)`` records the state after every finite epoch; ``restore(why)``
+    reloads it, halves both learning rates and the dual step, warns, and returns the last
+    finite logs marked ``faults = 1``. After ``max_restores`` restores it raises
+    ``FloatingPointError``, which ends training (the loop then returns its best state).
+    """
+
+    def __init__(self, step: AdaptiveStep, max_restores: int = 5) -> None:
+        self.step = step
+        self.max_restores = int(max_restores)
+        self.restores = 0
+        self.last_logs: dict[str, float] = {}
+        self._good_state: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        self._good_state = copy.deepcopy(self.step.state_dict())
+
+    def epoch_finished(self, logs: dict[str, float]) -> None:
+        # The training side decides (validation diagnostics such as the gate's proxy NLL
+        # may be infinite without anything to restore).
+        trained = [v for k, v in logs.items() if k.startswith("train_") or k == "validation_loss"]
+        if all(math.isfinite(v) for v in trained):
+            self._good_state = copy.deepcopy(self.step.state_dict())
+
+    def restore(self, why: str) -> dict[str, float]:
+        step = self.step
         self.restores += 1
         # Restored before stopping too: the loop falls back to these weights when no
-        # post-warm-up epoch was selected yet.
-        self.load_state_dict(self._good_state)
+        # selectable epoch was kept yet.
+        step.load_state_dict(self._good_state)
         if self.restores > self.max_restores:
             raise FloatingPointError(
-                f"{why}: {self.max_restores} restores already; stopping ({self.objective})"
+                f"{why}: {self.max_restores} restores already; stopping ({step.objective})"
             )
-        for opt in (self.flow_optimizer, self.proxy_optimizer):
+        for opt in (step.flow_optimizer, step.proxy_optimizer):
             for g in opt.param_groups:
                 g["lr"] *= 0.5
-        self.dual_lr *= 0.5
+        step.dual.lr *= 0.5
         warnings.warn(
-            f"{why} at epoch {self.epoch}: restored the state of the last finished epoch and "
-            f"halved the step (flow lr {self.flow_optimizer.param_groups[0]['lr']:.2g}, "
-            f"dual lr {self.dual_lr:.2g})",
-            stacklevel=2,
+            f"{why} at epoch {step.epoch}: restored the state of the last finished epoch and "
+            f"halved the step (flow lr {step.flow_optimizer.param_groups[0]['lr']:.2g}, "
+            f"dual lr {step.dual.lr:.2g})",
+            stacklevel=3,
         )
-        # No NaN "loss" when no adaptive batch has finished yet: the loop stops on a
+        # No NaN "loss" when no symmetric batch has finished yet: the loop stops on a
         # non-finite epoch loss, and this fault has been handled.
-        logs = dict(self._last_logs)
+        logs = dict(self.last_logs)
         logs["faults"] = 1.0
         return logs
 
@@ -608,6 +922,35 @@ def _as_tensor(value: Any, name: str) -> Tensor:
     return t.to(torch.float32)
 
 
+def split_indices(
+    n: int, validation_fraction: float, generator: torch.Generator | int
+) -> tuple[Tensor, Tensor]:
+    r"""The seeded train/validation split of :func:`train`: ``(validation, training)`` indices.
+
+    Arguments:
+        n: The number of pairs.
+        validation_fraction: The held-out fraction, in ``(0, 1)``.
+        generator: A seed or a generator (advanced by the split).
+
+    Example:
+        >>> val, tr = split_indices(10, 0.2, 0)
+        >>> len(val), len(tr)
+        (2, 8)
+    """
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if not isinstance(generator, torch.Generator):
+        generator = torch.Generator().manual_seed(int(generator))
+    n_val = int(validation_fraction * n)
+    if n_val < 1 or n - n_val < 1:
+        raise ValueError(
+            f"too few training pairs ({n}) for validation_fraction={validation_fraction}: "
+            "need at least one validation and one training pair"
+        )
+    perm = torch.randperm(n, generator=generator)
+    return perm[:n_val], perm[n_val:]
+
+
 @torch.no_grad()
 def validation_nll(flow: nn.Module, theta: Tensor, x: Tensor, batch_size: int = 4096) -> float:
     r"""Returns the mean ``-log q(theta | x)`` over pairs, in batches."""
@@ -663,8 +1006,6 @@ def train(
     """
     theta, x, dropped = check_training_data(theta, x, getattr(step.flow, "dim_theta", None))
     num_dropped += dropped
-    if not 0 < validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(stop_after_epochs) < 1 or int(max_epochs) < 1:
@@ -672,18 +1013,13 @@ def train(
             f"stop_after_epochs and max_epochs must be >= 1, got {stop_after_epochs}, {max_epochs}"
         )
     n = len(theta)
-    n_val = int(validation_fraction * n)
-    if n_val < 1 or n - n_val < 1:
-        raise ValueError(
-            f"too few training pairs ({n}) for validation_fraction={validation_fraction}: "
-            "need at least one validation and one training pair"
-        )
     device = torch.device(device)
     generator = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(n, generator=generator)
+    val_idx, tr_idx = split_indices(n, validation_fraction, generator)
+    n_val = len(val_idx)
     theta, x = theta.to(device), x.to(device)
-    theta_val, x_val = theta[perm[:n_val]], x[perm[:n_val]]
-    theta_tr, x_tr = theta[perm[n_val:]], x[perm[n_val:]]
+    theta_val, x_val = theta[val_idx], x[val_idx]
+    theta_tr, x_tr = theta[tr_idx], x[tr_idx]
     n_tr = len(theta_tr)
 
     history: dict[str, Any] = {
@@ -788,6 +1124,9 @@ def train(
                     )
                     break
                 if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
+                    if step.on_converged(best_state):
+                        patience_from = epoch
+                        continue
                     converged = True
                     break
                 if callback is not None and callback(epoch, epoch_logs):
@@ -823,6 +1162,9 @@ def train(
             step.load_state_dict(best_state)
         step.eval()
 
+    history.update(step.summary())
+    if "train_phase" in history and best_epoch > 0:
+        history["best_phase"] = int(history["train_phase"][best_epoch - 1])
     history.update(
         best_epoch=best_epoch,
         best_validation_loss=best_loss if math.isfinite(best_loss) else None,

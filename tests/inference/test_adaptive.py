@@ -259,10 +259,10 @@ def test_nonfinite_loss_restores_and_halves_the_step(call):
         h = train(step, theta, x, max_epochs=4, batch_size=50, show_progress_bar=False)
     assert h["epochs_trained"] == 4  # one fault does not end training
     assert h["train_faults"][1] > 0 and h["train_faults"][2:] == [0.0, 0.0]
-    assert step.restores == 1
+    assert step.faults.restores == 1
     assert step.flow_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert step.proxy_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
-    assert step.dual_lr == pytest.approx(0.025)
+    assert step.dual.lr == pytest.approx(0.025)
     assert all(math.isfinite(v) for v in h["validation_loss"])
     assert torch.isfinite(step.flow.log_prob(theta, x)).all()
 
@@ -502,4 +502,4 @@ def test_prior_samples_need_the_prior():
     with mock.patch.object(prior, "sample", wraps=prior.sample) as draw:
         _run_steps(step, theta, x, 2)
     assert [c.args for c in draw.call_args_list] == [((4, 50),)] * 2
-    assert 1 / 8 <= step._last_logs["ess"] <= 1
+    assert 1 / 8 <= step.faults.last_logs["ess"] <= 1

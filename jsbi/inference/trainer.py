@@ -137,11 +137,12 @@ class TrainingStep:
         r"""Whether ``epoch`` may be kept as the best state (``False`` during warm-up)."""
         return True
 
-    def on_converged(self, best_state: dict[str, Any] | None) -> bool:
+    def on_converged(self, best_state: dict[str, Any] | None) -> bool | int:
         r"""Called when early stopping ends a phase, with the best state so far.
 
         Return ``True`` to go on with a new phase (the patience restarts; the best state
-        is still kept over all phases), ``False`` to stop (default).
+        is still kept over all phases), an integer to go on with that patience, ``False``
+        to stop (default).
         """
         return False
 
@@ -268,6 +269,8 @@ class AdaptiveStep(TrainingStep):
         path_gradient: Whether the flow's reverse gradient uses the path
             (sticking-the-landing) estimator: :math:`\log q` of the samples with the
             flow's parameters detached (``jeffreys`` and ``reverse``).
+        phase2_patience: ``npe-first``: the early-stopping patience of phase 2 (default:
+            the loop's ``stop_after_epochs``).
         tau: For ``srfe``: a float in (0, 1), a schedule name (``"anneal"``,
             ``"reverse"``, ``"step"``, ``"constant"``) or a
             :class:`~jsbi.inference.objectives.TauSchedule`.
@@ -316,6 +319,7 @@ class AdaptiveStep(TrainingStep):
         gate_samples: int = 256,
         proxy_reverse_weight: float = 0.0,
         path_gradient: bool = False,
+        phase2_patience: int | None = None,
         tau: float | str | TauSchedule = 0.5,
         tau_epochs: int = 50,
         eps: float = 0.0,
@@ -397,6 +401,9 @@ class AdaptiveStep(TrainingStep):
         self.gate_samples = int(gate_samples)
         self.proxy_reverse_weight = float(proxy_reverse_weight)
         self.path_gradient = bool(path_gradient) and objective in ("jeffreys", "reverse")
+        if phase2_patience is not None and int(phase2_patience) < 1:
+            raise ValueError(f"phase2_patience must be >= 1, got {phase2_patience}")
+        self.phase2_patience = None if phase2_patience is None else int(phase2_patience)
         self.tau_schedule = make_tau_schedule(tau) if objective == "srfe" else None
         self.tau_epochs = int(tau_epochs)
         self.eps = float(eps)
@@ -514,7 +521,7 @@ class AdaptiveStep(TrainingStep):
     def summary(self) -> dict[str, Any]:
         return dict(self._summary)
 
-    def on_converged(self, best_state: dict[str, Any] | None) -> bool:
+    def on_converged(self, best_state: dict[str, Any] | None) -> bool | int:
         if self.phase != 1:
             return False
         # Phase 2 starts from phase 1's best flow (and its optimiser) and the proxy's
@@ -537,7 +544,7 @@ class AdaptiveStep(TrainingStep):
         self.phase = 2
         self.symmetric_from = self.epoch + 1
         self.faults.start()
-        return True
+        return True if self.phase2_patience is None else self.phase2_patience
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.faults.epoch_finished(logs)
@@ -568,7 +575,8 @@ class AdaptiveStep(TrainingStep):
             sched = state["schedule"]
             self.phase, self.symmetric_from = sched["phase"], sched["symmetric_from"]
             self.gate_value, self._proxy_best = sched["gate"], sched["proxy_best"]
-            self._summary = dict(sched.get("summary", {}))
+            # What the run found so far outlives a restore of an earlier epoch's state.
+            self._summary = {**sched.get("summary", {}), **self._summary}
 
     @staticmethod
     def _load_optimizer(opt: torch.optim.Optimizer | None, state: dict | None) -> None:
@@ -1049,6 +1057,8 @@ def train(
             history = saved["history"]
             best_loss, best_epoch = saved["best_loss"], saved["best_epoch"]
             best_state, patience_from = saved["best_state"], saved["patience_from"]
+            # A phase may have changed the patience (npe-first's phase2_patience).
+            stop_after_epochs = saved.get("stop_after_epochs", stop_after_epochs)
             epoch = saved["epoch"]
             torch.set_rng_state(saved["rng"])
             generator.set_state(saved["generator"])
@@ -1111,6 +1121,7 @@ def train(
                             "best_loss": best_loss,
                             "best_epoch": best_epoch,
                             "patience_from": patience_from,
+                            "stop_after_epochs": stop_after_epochs,
                             "history": history,
                             "rng": torch.get_rng_state(),
                             "generator": generator.get_state(),
@@ -1124,8 +1135,11 @@ def train(
                     )
                     break
                 if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
-                    if step.on_converged(best_state):
+                    next_phase = step.on_converged(best_state)
+                    if next_phase:
                         patience_from = epoch
+                        if not isinstance(next_phase, bool):
+                            stop_after_epochs = int(next_phase)
                         continue
                     converged = True
                     break

@@ -56,6 +56,53 @@ def test_crash_then_resume_equals_uninterrupted_run(tmp_path, objective):
     assert torch.equal(full.log_prob(theta, x=x), resumed.log_prob(theta, x=x))
 
 
+def test_npe_first_resumes_in_its_phase(tmp_path):
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+
+    def fit(path, callback=None):
+        est = PosteriorEstimator(
+            prior,
+            objective="jeffreys",
+            proxy="likelihood",
+            schedule="npe-first",
+            gate=False,  # phase 2 whatever the proxy's fit
+            seed=5,
+            hidden_features=(16,),
+            num_transforms=1,
+            objective_kwargs={
+                "num_proxy_samples": 2,
+                "phase2_patience": 4,
+                "proxy_kwargs": {"hidden_features": (16,), "num_transforms": 1},
+            },
+        )
+        return est.fit(
+            *_data(),
+            max_epochs=60,
+            stop_after_epochs=2,
+            learning_rate=3e-3,
+            show_progress_bar=False,
+            callback=callback,
+            checkpoint=path,
+        )
+
+    full = fit(None)
+    phases = full.history["train_phase"]
+    assert 2.0 in phases, "phase 2 must run for this test"
+    crash_at = phases.index(2.0) + 2  # one epoch into phase 2
+
+    def crash(epoch, logs):
+        if epoch == crash_at:
+            raise RuntimeError("simulated crash")
+
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(path, callback=crash)
+    resumed = fit(path)
+    for key in ("train_loss", "validation_loss", "train_phase"):
+        assert _same(full.history[key], resumed.history[key]), key
+    assert full.history["best_phase"] == resumed.history["best_phase"]
+
+
 def test_foreign_or_mismatched_checkpoint_raises(tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save({"hello": 1}, bad)

@@ -1,0 +1,85 @@
+r"""Phase 2 of ``npe-first``, variant by variant, on one development cell.
+
+Trains jsbi ``npe`` and then each variant of the symmetric objective (``--variant
+NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
+likelihood proxy and ``schedule="npe-first"``) on the same simulations, and prints per
+variant: the NLL of fresh held-out pairs, C2ST (sbibm's definition) on the given
+observations, which phase won, and the wall time relative to ``npe``. Development tasks
+only: it is how the default was chosen.
+
+Example:
+    $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phase2.py --task two_moons \
+        --variant k4 num_proxy_samples=4 --variant stl num_proxy_samples=1 path_gradient=True
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from objectives import _value
+
+import jsbi
+from jsbi.benchmark import DEV_TASKS
+from jsbi.diagnostics.c2st import c2st
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="two_moons", choices=list(DEV_TASKS))
+    p.add_argument("--num-simulations", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objective", default="jeffreys")
+    p.add_argument("--observations", nargs="*", type=int, default=[1, 2, 3])
+    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--held-out", type=int, default=1000)
+    p.add_argument("--no-npe", action="store_true", help="skip the npe reference run")
+    p.add_argument(
+        "--variant", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]"
+    )
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    task = jsbi.get_task(args.task)
+    theta, x = jsbi.simulate(task, args.num_simulations, seed=args.seed, show_progress_bar=False)
+    theta_h, x_h = jsbi.simulate(
+        task, args.held_out, seed=args.seed + 10_000, show_progress_bar=False
+    )
+    runs = [] if args.no_npe else [("npe", {"objective": "npe"})]
+    for name, *kv in args.variant:
+        options = {k: _value(v) for k, v in (s.split("=", 1) for s in kv)}
+        named = {
+            k: options.pop(k) for k in ("objective", "proxy", "schedule", "gate") if k in options
+        }
+        named.setdefault("objective", args.objective)
+        named.setdefault("proxy", "likelihood")
+        named.setdefault("schedule", "npe-first")
+        runs.append((name, {**named, "objective_kwargs": options}))
+    npe_time = None
+    for name, kwargs in runs:
+        est = jsbi.PosteriorEstimator(task.prior, seed=args.seed, **kwargs)
+        start = time.perf_counter()
+        post = est.fit(theta, x, show_progress_bar=False)
+        seconds = time.perf_counter() - start
+        npe_time = npe_time or seconds
+        with torch.no_grad():
+            nll = float(-est.flow.log_prob(theta_h, x_h).mean())
+        scores = []
+        for obs in args.observations:
+            torch.manual_seed(args.seed)
+            samples = post.sample((args.num_samples,), x=task.observation(obs))
+            scores.append(c2st(samples, task.reference_samples(obs, args.num_samples)))
+        h = post.history
+        print(
+            f"{args.task} {args.num_simulations} {name:<12} held-out NLL {nll:.3f}, C2ST "
+            f"{statistics.fmean(scores):.3f} {[round(s, 3) for s in scores]}, epochs "
+            f"{h['epochs_trained']} (best {h['best_epoch']}, phase {h.get('best_phase')}), "
+            f"{seconds:.0f} s = {seconds / npe_time:.1f}x npe"
+            + (f", at the switch {h['phase2_start']}" if "phase2_start" in h else ""),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The npe-first schedule and the gate (METHOD.md section 4b)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.utils import BoxUniform
+
+from jsbi.inference import PosteriorEstimator
+from jsbi.inference.ebm import LikelihoodEnergy
+from jsbi.inference.flows import build_conditional_flow
+from jsbi.inference.trainer import AdaptiveStep, train
+
+SMALL = {"hidden_features": (16, 16), "num_transforms": 1, "num_bins": 4}
+FIT = {"max_epochs": 200, "stop_after_epochs": 3, "learning_rate": 3e-3}
+
+
+def _box(n=300, seed=0):
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    g = torch.Generator().manual_seed(seed)
+    theta = 2 * torch.rand(n, 2, generator=g) - 1
+    return prior, theta, theta + 0.2 * torch.randn(n, 2, generator=g)
+
+
+def _fit(prior, theta, x, objective="npe", **kwargs):
+    est = PosteriorEstimator(prior, objective=objective, seed=0, **kwargs, **SMALL)
+    return est, est.fit(theta, x, show_progress_bar=False, **FIT)
+
+
+@pytest.mark.parametrize("objective", ["jeffreys", "distill", "srfe"])
+def test_npe_first_phase_one_is_npe_and_the_result_is_never_worse(objective):
+    prior, theta, x = _box()
+    _, npe = _fit(prior, theta, x)
+    _, sym = _fit(
+        prior,
+        theta,
+        x,
+        objective,
+        proxy="likelihood",
+        schedule="npe-first",
+        gate=False,  # phase 2 runs whatever the proxy's fit
+        objective_kwargs={"num_proxy_samples": 2, "proxy_kwargs": SMALL},
+    )
+    h, h_npe = sym.history, npe.history
+    phases = h["train_phase"]
+    n1 = phases.count(1.0)
+    # Phase 1 is npe itself (same weights, same validation losses), up to npe's stop.
+    assert n1 == h_npe["epochs_trained"]
+    assert h["validation_loss"][:n1] == h_npe["validation_loss"]
+    assert phases[n1:] and set(phases[n1:]) == {2.0}
+    assert all(math.isfinite(v) for v in h["train_R"][n1:])
+    # The returned state is the best over both phases: never worse than phase 1's.
+    assert h["best_validation_loss"] <= h_npe["best_validation_loss"]
+    assert h["best_validation_loss"] == min(h["validation_loss"])
+    assert h["best_phase"] == phases[h["best_epoch"] - 1]
+
+
+class _BrokenLikelihood(LikelihoodEnergy):
+    # Never learns: its fit has no gradient, so the proxy stays a random flow.
+    def fit_loss(self, theta, x):
+        return 0.0 * super().fit_loss(theta, x)
+
+
+def test_the_gate_keeps_a_broken_proxy_away_and_the_flow_is_npes():
+    prior, theta, x = _box()
+    npe_est, npe = _fit(prior, theta, x)
+
+    torch.manual_seed(0)  # the estimator's initial flow
+    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    broken = _BrokenLikelihood(prior, 2, **SMALL).fit_standardization(theta, x)
+    step = AdaptiveStep(
+        flow,
+        broken,
+        schedule="npe-first",
+        prior=prior,
+        num_proxy_samples=2,
+        learning_rate=FIT["learning_rate"],
+    )
+    history = train(step, theta, x, seed=0, max_epochs=FIT["max_epochs"], stop_after_epochs=3)
+    start = history["phase2_start"]
+    assert start["gate"] == 0.0 and start["proxy_minus_flow"] > 0
+    assert history["phase2_skipped"] and set(history["train_phase"]) == {1.0}
+    assert history["best_phase"] == 1
+    assert history["validation_loss"] == npe.history["validation_loss"]
+    for name, value in npe_est.flow.state_dict().items():
+        torch.testing.assert_close(flow.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_reverse_samples_outside_the_support_are_counted_never_nan():
+    # An unbounded flow on a box prior leaks; the likelihood proxy's energy is +inf there.
+    prior, theta, x = _box()
+    _, post = _fit(
+        prior,
+        theta,
+        x,
+        "jeffreys",
+        bounded=False,
+        proxy="likelihood",
+        schedule="npe-first",
+        gate=False,
+        objective_kwargs={"num_proxy_samples": 8, "proxy_kwargs": SMALL},
+    )
+    h = post.history
+    phase2 = [i for i, p in enumerate(h["train_phase"]) if p == 2.0]
+    assert phase2 and sum(h["train_outside"][i] for i in phase2) > 0
+    for key in ("train_loss", "train_F", "train_R", "validation_loss"):
+        assert all(math.isfinite(h[key][i]) for i in phase2), key
+    assert h["train_faults"][phase2[0]] == 0.0
+
+
+def test_schedule_options_are_checked_at_construction():
+    prior, theta, x = _box()
+    with pytest.raises(ValueError, match="schedule"):
+        PosteriorEstimator(prior, objective="jeffreys", schedule="npe-last")
+    with pytest.raises(ValueError, match="proxy"):
+        PosteriorEstimator(prior, objective="jeffreys", proxy="likelihod")
+    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL)
+    with pytest.raises(ValueError, match="the gate"):
+        AdaptiveStep(flow, proxy, schedule="npe-first")
+    with pytest.raises(ValueError, match="num_proxy_samples must be >= 2"):
+        AdaptiveStep(
+            flow, proxy, objective="srfe", schedule="npe-first", prior=prior, num_proxy_samples=1
+        )
+    with pytest.raises(ValueError, match="eps must be finite"):
+        AdaptiveStep(flow, proxy, eps=math.nan)
+    with pytest.raises(ValueError, match="phase2_patience"):
+        AdaptiveStep(flow, proxy, prior=prior, schedule="npe-first", phase2_patience=0)

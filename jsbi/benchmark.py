@@ -53,7 +53,17 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "jeffreys": {"objective": "jeffreys"},
     "srfe": {"objective": "srfe"},  # tau = 0.5, constant (the estimator's default)
     "srfe-anneal": {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1},
-    "jeffreys-fixed": {"objective": "jeffreys", "adaptive": False},
+    "jeffreys-fixed": {
+        "objective": "jeffreys",
+        "proxy": "ratio",
+        "schedule": "joint",
+        "adaptive": False,
+    },
+    "distill": {"objective": "distill"},
+    # METHOD.md section 4's reconstruction, the default before revision 2 (section 4b):
+    # the ratio proxy, warm-up then the joint primal-dual objective.
+    "jeffreys-joint": {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"},
+    "srfe-joint": {"objective": "srfe", "proxy": "ratio", "schedule": "joint"},
     "sbi-npe": None,
 }
 

@@ -44,7 +44,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
         default="npe",
-        choices=["npe", "jeffreys", "srfe", "reverse"],
+        choices=["npe", "jeffreys", "srfe", "reverse", "distill"],
         help="training objective: npe (forward KL, maximum likelihood), jeffreys (forward "
         "plus reverse KL through an energy-based proxy, adaptive primal-dual), srfe "
         "(forward KL plus the Surprisal-Renyi free energy) or reverse (reverse KL only, an "
@@ -120,12 +120,15 @@ _ADAPTIVE = {
     "num_proxy_samples": "num_proxy_samples",
     "warmup_epochs": "warmup_epochs",
     "fixed_weight": "adaptive",
+    "proxy": "proxy",
+    "schedule": "schedule",
+    "no_gate": "gate",
 }
 
 
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "adaptive objectives (jeffreys, srfe, reverse; rejected with npe)",
+        "adaptive objectives (jeffreys, srfe, reverse, distill; rejected with npe)",
         "Left out, each takes the estimator's default (see jsbi.PosteriorEstimator).",
     )
     g.add_argument(
@@ -165,6 +168,25 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
         "term switches on",
     )
     g.add_argument(
+        "--proxy",
+        choices=["ratio", "likelihood", "residual", "mlp"],
+        help="the energy-based proxy: likelihood (prior x a learned likelihood flow), ratio "
+        "(prior x a learned ratio), residual (the flow x a learned correction) or mlp",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=["joint", "npe-first"],
+        help="npe-first: npe to its early stop, then the symmetric objective from its best "
+        "state, the better phase kept; joint: warm-up, then the primal-dual objective",
+    )
+    g.add_argument(
+        "--no-gate",
+        action="store_true",
+        default=None,
+        help="npe-first: run the reverse term even while the proxy's validation NLL is worse "
+        "than the flow's",
+    )
+    g.add_argument(
         "--fixed-weight",
         action="store_true",
         default=None,
@@ -178,7 +200,7 @@ def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     for flag, key in _ADAPTIVE.items():
         v = getattr(args, flag, None)
         if v is not None:
-            kwargs[key] = (not v) if flag == "fixed_weight" else v
+            kwargs[key] = (not v) if flag in ("fixed_weight", "no_gate") else v
     return kwargs
 
 
@@ -205,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.objective == "npe" and adaptive:
         args._parser.error(
             f"{', '.join(_option(k) for k in adaptive)} apply to the adaptive objectives "
-            "(--objective jeffreys, srfe or reverse), not to npe"
+            "(--objective jeffreys, srfe, reverse or distill), not to npe"
         )
     if ("tau" in adaptive or "tau_schedule" in adaptive) and args.objective != "srfe":
         args._parser.error(f"--tau and --tau-schedule apply to srfe, not to {args.objective}")

@@ -130,7 +130,7 @@ def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_on
     npe, _, _ = _train("npe", task, theta, x, 0, 1, options, None)
     assert npe.flow.config["num_transforms"] == 1
     assert npe.flow.config["z_score_theta"] == "local"
-    jeff, _, _ = _train("jeffreys", task, theta, x, 0, 1, options, None)
+    jeff, _, _ = _train("jeffreys-joint", task, theta, x, 0, 1, options, None)
     assert jeff.flow.config["num_transforms"] == 1
     # warmup_epochs=0 reached the step: epoch 1 already trains the reverse term (during
     # a warm-up epoch train_R is NaN).

@@ -99,7 +99,9 @@ def build_proxy(
     return energy.fit_standardization(theta, x).to(theta.device)
 
 
-def _adaptive(objective: str) -> Callable[..., TrainingStep]:
+def _adaptive(
+    objective: str, default_proxy: str = "likelihood", default_schedule: str = "npe-first"
+) -> Callable[..., TrainingStep]:
     def factory(
         flow: ConditionalFlow,
         *,
@@ -108,12 +110,15 @@ def _adaptive(objective: str) -> Callable[..., TrainingStep]:
         x: Tensor,
         learning_rate: float,
         clip_max_norm: float | None,
-        proxy: str = "ratio",
+        proxy: str | None = None,
+        schedule: str | None = None,
         share_embedding: bool = False,
         proxy_hidden_features: tuple[int, ...] = (64, 64),
         proxy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TrainingStep:
+        proxy = default_proxy if proxy is None else proxy
+        kwargs["schedule"] = default_schedule if schedule is None else schedule
         energy = build_proxy(
             flow,
             prior,
@@ -143,7 +148,8 @@ OBJECTIVES: dict[str, Callable[..., TrainingStep]] = {
     "npe": _npe,
     "jeffreys": _adaptive("jeffreys"),
     "srfe": _adaptive("srfe"),
-    "reverse": _adaptive("reverse"),
+    # The reverse-only ablation keeps METHOD.md section 4's reconstruction.
+    "reverse": _adaptive("reverse", "ratio", "joint"),
     "distill": _adaptive("distill"),
 }
 
@@ -155,9 +161,10 @@ class PosteriorEstimator:
         prior: The prior, a torch distribution with event shape ``(d,)``.
         flow: A flow name (``"nsf"``, ``"maf"``, ``"ncsf"``, ``"realnvp"``, ``"naf"``)
             or a zuko flow class.
-        objective: ``"npe"`` (forward KL), ``"jeffreys"`` (forward plus reverse KL through
-            an energy-based proxy, adaptive primal-dual), ``"srfe"`` (forward KL plus the
-            Surprisal-Renyi free energy) or ``"reverse"`` (reverse KL only, an ablation).
+        objective: ``"npe"`` (forward KL), ``"jeffreys"`` (forward plus reverse KL to an
+            energy-based proxy), ``"srfe"`` (forward KL plus the Surprisal-Renyi free
+            energy), ``"distill"`` (forward KL plus the forward KL from the proxy, by
+            importance sampling) or ``"reverse"`` (reverse KL only, an ablation).
         embedding_net: A module mapping ``x`` (z-scored) to features, trained jointly, e.g.
             :class:`~jsbi.inference.flows.MLPEmbedding` or
             :class:`~jsbi.inference.flows.SetEmbedding`.
@@ -178,13 +185,14 @@ class PosteriorEstimator:
             ``u = 0``).
         warmup_epochs: Epochs of forward-KL flow and contrastive proxy training before
             the reverse term switches on.
-        proxy: ``"ratio"`` (prior times a learned ratio, default), ``"likelihood"``
-            (prior times a learned likelihood flow), ``"residual"`` (the flow times a
-            learned correction) or ``"mlp"``; see :func:`build_proxy`.
-        schedule: ``"joint"`` (warm-up, then the primal-dual objective) or
-            ``"npe-first"`` (``npe`` to its early stop, then the symmetric objective from
-            its best state; the best of both phases is returned). See
-            :class:`~jsbi.inference.trainer.AdaptiveStep`.
+        proxy: ``"likelihood"`` (prior times a learned likelihood flow; the default),
+            ``"ratio"`` (prior times a learned ratio; ``reverse``'s default),
+            ``"residual"`` (the flow times a learned correction) or ``"mlp"``; see
+            :func:`build_proxy`.
+        schedule: ``"npe-first"`` (``npe`` to its early stop, then the symmetric objective
+            from its best state; the best of both phases is returned; the default) or
+            ``"joint"`` (warm-up, then the primal-dual objective; ``reverse``'s default).
+            See :class:`~jsbi.inference.trainer.AdaptiveStep`.
         gate: Whether the reverse term is on only while the proxy's validation NLL beats
             the flow's (default: on for ``npe-first``).
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.

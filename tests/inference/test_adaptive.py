@@ -22,6 +22,8 @@ from jsbi.inference.flows import MLPEmbedding, build_conditional_flow
 from jsbi.inference.trainer import AdaptiveStep, train
 
 SMALL = {"hidden_features": (16, 16), "num_transforms": 1, "num_bins": 4}
+# These tests are of the joint schedule (METHOD.md section 4); npe-first is test_schedule.py.
+JOINT = {"proxy": "ratio", "schedule": "joint"}
 ADAPTIVE_KEYS = ("train_F", "train_C", "train_R", "train_lambda", "train_u", "train_ess")
 
 
@@ -75,7 +77,7 @@ def test_every_objective_trains_end_to_end(problem, objective, kwargs):
     prior, theta, x = problem()
     warmup = 2
     if objective != "npe":
-        kwargs = {"warmup_epochs": warmup, "num_proxy_samples": 4, "alpha": 2.0, **kwargs}
+        kwargs = {"warmup_epochs": warmup, "num_proxy_samples": 4, "alpha": 2.0, **JOINT, **kwargs}
     est = PosteriorEstimator(prior, objective=objective, seed=0, **kwargs, **SMALL)
     post = est.fit(theta, x, max_epochs=5, learning_rate=1e-3, show_progress_bar=False)
     h = post.history
@@ -169,7 +171,7 @@ def test_reverse_weight_scales_the_reverse_term():
 
 def test_tau_schedules():
     prior, theta, x = _gaussian(n=200)
-    common = {"objective": "srfe", "warmup_epochs": 1, "num_proxy_samples": 4, "seed": 0}
+    common = {"objective": "srfe", "warmup_epochs": 1, "num_proxy_samples": 4, "seed": 0, **JOINT}
     est = PosteriorEstimator(
         prior,
         tau=0.2,
@@ -290,6 +292,7 @@ def test_dual_blow_up_stops_with_the_warm_up_state():
         est = PosteriorEstimator(
             prior,
             objective="jeffreys",
+            **JOINT,
             warmup_epochs=1,
             num_proxy_samples=4,
             eps=-1000.0,
@@ -328,6 +331,7 @@ def test_ess_collapse_is_counted():
     est = PosteriorEstimator(
         prior,
         objective="jeffreys",
+        **JOINT,
         warmup_epochs=1,
         num_proxy_samples=4,
         objective_kwargs={"min_ess": 1.01},
@@ -424,7 +428,13 @@ def _jeffreys_history(seed, global_seed):
     if global_seed is not None:
         torch.manual_seed(global_seed)
     est = PosteriorEstimator(
-        prior, objective="jeffreys", warmup_epochs=1, num_proxy_samples=4, seed=seed, **SMALL
+        prior,
+        objective="jeffreys",
+        warmup_epochs=1,
+        num_proxy_samples=4,
+        seed=seed,
+        **JOINT,
+        **SMALL,
     )
     return est.fit(theta, x, max_epochs=3, show_progress_bar=False).history
 
@@ -461,6 +471,7 @@ def _mode_balance(objective, n, epochs, **kwargs):
     est = PosteriorEstimator(
         prior,
         objective=objective,
+        **(JOINT if objective != "npe" else {}),
         seed=0,
         hidden_features=(32, 32),
         num_transforms=2,

@@ -17,7 +17,11 @@ def _data(n=300):
 
 def _fit(objective, path, max_epochs, callback=None):
     prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
-    kwargs = {"warmup_epochs": 2, "num_proxy_samples": 4} if objective != "npe" else {}
+    kwargs = (
+        {"warmup_epochs": 2, "num_proxy_samples": 4, "proxy": "ratio", "schedule": "joint"}
+        if objective != "npe"
+        else {}
+    )
     est = PosteriorEstimator(
         prior, objective=objective, seed=5, hidden_features=(16,), num_transforms=1, **kwargs
     )

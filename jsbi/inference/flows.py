@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,6 +59,7 @@ __all__ = [
     "build_conditional_flow",
     "build_flow",
     "conditional_flow_from_config",
+    "x_standardization",
 ]
 
 #: Flow names accepted by :func:`build_flow`, mapped to zuko's classes.
@@ -303,6 +305,77 @@ class SupportTransform(nn.Module):
         return f"kind={self.kind!r}"
 
 
+def x_standardization(x: Tensor, robust: bool = False) -> tuple[Tensor, Tensor]:
+    r"""The location and scale that z-score ``x`` (n, m), with checks.
+
+    A column that is constant in the training data keeps scale 1 (a near-zero scale would
+    blow up any other value of it), with a warning. A column whose standard deviation is
+    dominated by a few rows (more than 10 times the deviation without its 0.5 % most
+    extreme rows) gets a warning: those rows would squash the others' information; pass
+    ``robust=True`` (``z_score_x="robust"``) to use the median and the interquartile
+    range instead.
+
+    Arguments:
+        x: Training data, shape ``(n, m)``.
+        robust: Median and interquartile range / 1.349 instead of mean and standard
+            deviation.
+
+    Returns:
+        ``(loc, scale)``, each of shape ``(m,)``.
+
+    Example:
+        >>> loc, scale = x_standardization(torch.tensor([[0.0, 5.0], [2.0, 5.0]]))
+        >>> loc, scale
+        (tensor([1., 5.]), tensor([1.4142, 1.0000]))
+    """
+    if len(x) < 2:
+        return x.mean(0), torch.ones_like(x[0])
+    # In float64: squares of values near the float32 limit would overflow to inf.
+    dtype, x = x.dtype, x.double()
+    loc, scale = _x_location_scale(x, robust)
+    return loc.to(dtype), scale.to(dtype)
+
+
+def _x_location_scale(x: Tensor, robust: bool) -> tuple[Tensor, Tensor]:
+    if robust:
+        q = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75], dtype=x.dtype), dim=0)
+        loc, scale = q[1], (q[2] - q[0]) / 1.349
+        scale = torch.where(scale > 0, scale, x.std(0))
+    else:
+        loc, scale = x.mean(0), x.std(0)
+    constant = ~(scale > 1e-8 + 1e-6 * loc.abs())
+    if bool(constant.any()):
+        cols = torch.nonzero(constant).flatten().tolist()
+        warnings.warn(
+            f"column(s) {cols[:10]} of x are constant in the training data: kept unscaled "
+            "(scale 1) instead of dividing by a near-zero spread",
+            stacklevel=4,
+        )
+        scale = torch.where(constant, torch.ones_like(scale), scale)
+    if not robust and len(x) >= 200:
+        k = max(1, math.ceil(0.005 * len(x)))
+        dev = (x - x.median(0).values).abs()
+        keep = dev < dev.topk(k, dim=0).values[-1]
+        trimmed = torch.stack(
+            [
+                x[keep[:, j], j].std() if keep[:, j].sum() > 1 else scale[j]
+                for j in range(x.shape[1])
+            ]
+        )
+        # A column constant but for a few rows carries its information in them: no warning.
+        dominated = (scale > 10 * trimmed) & (trimmed > 0) & ~constant
+        if bool(dominated.any()):
+            cols = torch.nonzero(dominated).flatten().tolist()
+            warnings.warn(
+                f"the scale of column(s) {cols[:10]} of x is dominated by a few extreme rows "
+                f"(its {k} largest deviations make it over 10 times larger): the other rows' "
+                "information is squashed. Check those simulations, or pass "
+                "z_score_x='robust' (median and interquartile range)",
+                stacklevel=4,
+            )
+    return loc, scale
+
+
 class ConditionalFlow(nn.Module):
     r"""The conditional density :math:`q_\phi(\theta | x)`: standardisation, embedding,
     bounded-support transform and a zuko flow, in one module.
@@ -364,6 +437,7 @@ class ConditionalFlow(nn.Module):
         x: Tensor | None = None,
         min_std: float = 1e-14,
         mode: str = "independent",
+        robust_x: bool = False,
     ) -> None:
         r"""Sets the z-scoring buffers from training data (``None`` keeps them).
 
@@ -373,7 +447,8 @@ class ConditionalFlow(nn.Module):
         :math:`\mathrm{sd}(\theta) \, |dT^{-1}/d\theta|(\bar\theta)`, so near the
         prior's centre the flow sees ``theta`` exactly as plain z-scoring (sbi's) would;
         only the tails are stretched to the real line. Other supports fall back to
-        ``"independent"``.
+        ``"independent"``. ``x`` is standardised by :func:`x_standardization` (with
+        ``robust_x``: median and interquartile range).
         """
         if mode not in ("independent", "local"):
             raise ValueError(f"mode must be 'independent' or 'local', got {mode!r}")
@@ -392,9 +467,9 @@ class ConditionalFlow(nn.Module):
                 self.theta_loc.copy_(z.mean(0))
                 self.theta_scale.copy_(z.std(0).clamp_min(min_std) if len(z) > 1 else 1.0)
         if x is not None:
-            x = x.to(self.x_loc)
-            self.x_loc.copy_(x.mean(0))
-            self.x_scale.copy_(x.std(0).clamp_min(min_std) if len(x) > 1 else 1.0)
+            loc, scale = x_standardization(x.to(self.x_loc), robust=robust_x)
+            self.x_loc.copy_(loc)
+            self.x_scale.copy_(scale)
 
     def embed(self, x: Tensor) -> Tensor:
         r"""Returns the context ``c = embedding_net((x - loc) / scale)``, shape (..., k)."""
@@ -486,7 +561,7 @@ def build_conditional_flow(
     embedding_net: nn.Module | None = None,
     bounded: bool = True,
     z_score_theta: bool | str = True,
-    z_score_x: bool = True,
+    z_score_x: bool | str = True,
     hidden_features: Sequence[int] = DEFAULT_HIDDEN_FEATURES,
     num_transforms: int = 5,
     num_bins: int = 10,
@@ -507,7 +582,9 @@ def build_conditional_flow(
             ``"independent"`` (by their own statistics), ``"local"`` (box priors: the slope
             of plain z-scoring at the prior's centre, see
             :meth:`ConditionalFlow.set_standardization`), ``False`` (not at all).
-        z_score_x: Whether to z-score ``x`` before the embedding.
+        z_score_x: Whether to z-score ``x`` before the embedding: ``True`` (mean and
+            standard deviation), ``"robust"`` (median and interquartile range) or
+            ``False``. See :func:`x_standardization`.
         hidden_features, num_transforms, num_bins, kwargs: See :func:`build_flow`.
 
     Returns:
@@ -542,7 +619,7 @@ def build_conditional_flow(
         "flow_kwargs": dict(kwargs),
         "embedding": _embedding_spec(embedding_net),
         "z_score_theta": z_score_theta if isinstance(z_score_theta, str) else bool(z_score_theta),
-        "z_score_x": bool(z_score_x),
+        "z_score_x": z_score_x if isinstance(z_score_x, str) else bool(z_score_x),
     }
     module = conditional_flow_from_config(
         config, prior, embedding_net=emb, flow=None if isinstance(flow, str) else flow
@@ -552,11 +629,14 @@ def build_conditional_flow(
         if support.kind == "interval":
             module.theta_loc.copy_((support.lower + support.upper) / 2)
             module.theta_scale.copy_((support.upper - support.lower) / (2 * math.pi))
-        module.set_standardization(None, x if z_score_x else None)
+        module.set_standardization(None, x if z_score_x else None, robust_x=z_score_x == "robust")
     else:
         mode = z_score_theta if isinstance(z_score_theta, str) else "independent"
         module.set_standardization(
-            theta if z_score_theta else None, x if z_score_x else None, mode=mode
+            theta if z_score_theta else None,
+            x if z_score_x else None,
+            mode=mode,
+            robust_x=z_score_x == "robust",
         )
     return module
 

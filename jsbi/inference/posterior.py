@@ -192,14 +192,14 @@ class Posterior:
                 f"x must be one observation of shape ({m},) or (1, {m}), got "
                 f"{tuple(x.shape)}; use sample_batched/log_prob_batched for several"
             )
-        return x
+        return _finite_x(x)
 
     def _many_x(self, x: Tensor) -> Tensor:
         x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
         m = self.flow.dim_x
         if x.ndim != 2 or x.shape[1] != m:
             raise ValueError(f"x must have shape (B, {m}), got {tuple(x.shape)}")
-        return x
+        return _finite_x(x)
 
     def _theta(self, theta: Tensor) -> Tensor:
         theta = torch.as_tensor(theta, dtype=torch.float32, device=self.device)
@@ -544,6 +544,18 @@ def load_posterior(
     return Posterior(
         module.to(device), prior, history=state.get("history"), default_x=state.get("default_x")
     )
+
+
+def _finite_x(x: Tensor) -> Tensor:
+    # A NaN or inf observation has no posterior: say so rather than return NaN samples.
+    bad = ~torch.isfinite(x).all(-1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise ValueError(
+            f"x must be finite: row(s) {rows[:10]} of x have NaN or inf "
+            "(non-finite simulations have no posterior)"
+        )
+    return x
 
 
 def _shape(sample_shape: Sequence[int] | int) -> tuple[int, ...]:

@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import sys
@@ -178,8 +179,10 @@ class NPEStep(TrainingStep):
         learning_rate: float = 5e-4,
         clip_max_norm: float | None = 5.0,
     ) -> None:
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        if clip_max_norm is not None and not (math.isfinite(clip_max_norm) and clip_max_norm > 0):
+            raise ValueError(f"clip_max_norm must be finite and > 0 or None, got {clip_max_norm}")
         self.flow = flow
         self.learning_rate = float(learning_rate)
         self.clip_max_norm = clip_max_norm
@@ -352,9 +355,10 @@ class AdaptiveStep(TrainingStep):
             ("alpha", alpha),
             ("reverse_weight", reverse_weight),
         ):
-            if math.isnan(value) or not value > 0:
+            if math.isnan(value) or not value > 0 or (name != "alpha" and math.isinf(value)):
                 raise ValueError(
                     f"{name} must be > 0"
+                    + ("" if name == "alpha" else " and finite")
                     + (" (math.inf for a hard constraint)" if name == "alpha" else "")
                     + f", got {value}"
                 )
@@ -1051,8 +1055,13 @@ def train(
         step.on_train_start(
             {"num_train": n_tr, "num_validation": n_val, "device": device, "seed": int(seed)}
         )
+        fingerprint = (
+            _fingerprint(step, theta, x, seed, batch_size, validation_fraction, max_epochs)
+            if checkpoint is not None
+            else None
+        )
         if checkpoint is not None and os.path.exists(checkpoint):
-            saved = _load_checkpoint(checkpoint, seed=int(seed), n=n)
+            saved = _load_checkpoint(checkpoint, seed=int(seed), n=n, fingerprint=fingerprint)
             step.load_state_dict(saved["state"])
             history = saved["history"]
             best_loss, best_epoch = saved["best_loss"], saved["best_epoch"]
@@ -1115,6 +1124,7 @@ def train(
                             "format": _CHECKPOINT_FORMAT,
                             "seed": int(seed),
                             "n": n,
+                            "fingerprint": fingerprint,
                             "epoch": epoch,
                             "state": step.state_dict(),
                             "best_state": best_state,
@@ -1128,11 +1138,12 @@ def train(
                         },
                     )
                 if not math.isfinite(epoch_logs.get("train_loss", 0.0)):
-                    warnings.warn(
-                        f"non-finite training loss at epoch {epoch}; stopping and restoring "
-                        f"the best state (epoch {best_epoch})",
-                        stacklevel=2,
-                    )
+                    if best_state is not None:
+                        warnings.warn(
+                            f"non-finite training loss at epoch {epoch}; stopping and "
+                            f"restoring the best state (epoch {best_epoch})",
+                            stacklevel=2,
+                        )
                     break
                 if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
                     next_phase = step.on_converged(best_state)
@@ -1175,6 +1186,19 @@ def train(
         if best_state is not None:
             step.load_state_dict(best_state)
         step.eval()
+    finite_weights = all(bool(torch.isfinite(p).all()) for p in step.flow.parameters())
+    finite_epoch = any(math.isfinite(v) for v in history["validation_loss"])
+    if not finite_weights or (best_state is None and history["epoch"] and not finite_epoch):
+        # No epoch had a finite validation loss, or the weights are not finite: the
+        # posterior would give NaN samples. Never hand that back.
+        raise FloatingPointError(
+            f"training diverged: no epoch of {len(history['epoch'])} gave a finite posterior "
+            "(validation loss and weights), so there is none to return. Likely causes: a "
+            "learning rate too "
+            f"large for the data, or x values too large for float32 (largest |x| in the "
+            f"training data: {float(x.abs().max()):.3g}); try a smaller learning_rate or "
+            "rescale x"
+        )
 
     history.update(step.summary())
     if "train_phase" in history and best_epoch > 0:
@@ -1192,7 +1216,40 @@ def train(
     return history
 
 
-_CHECKPOINT_FORMAT = "jsbi-training-checkpoint-1"
+_CHECKPOINT_FORMAT = "jsbi-training-checkpoint-2"
+
+
+def _fingerprint(
+    step: TrainingStep,
+    theta: Tensor,
+    x: Tensor,
+    seed: int,
+    batch_size: int,
+    validation_fraction: float,
+    max_epochs: int,
+) -> str:
+    r"""What makes a run this run: the data, the step's configuration and the seed.
+
+    A checkpoint resumes only a run with the same fingerprint. ``max_epochs`` is left out
+    on purpose: a finished run may be extended.
+    """
+    h = hashlib.sha256()
+    for t in (theta, x):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    config = {
+        k: v
+        for k, v in sorted(vars(step).items())
+        if isinstance(v, (int, float, str, bool, type(None)))
+    }
+    config["step"] = type(step).__name__
+    for name, module in step.modules().items():
+        config[f"{name}:class"] = type(module).__name__
+        config[f"{name}:config"] = getattr(module, "config", None)
+        config[f"{name}:parameters"] = [tuple(p.shape) for p in module.parameters()]
+    config.update(seed=int(seed), batch_size=int(batch_size), fraction=validation_fraction)
+    h.update(repr(config).encode())
+    return h.hexdigest()
 
 
 def _save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -1202,17 +1259,35 @@ def _save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: str | os.PathLike, *, seed: int, n: int) -> dict[str, Any]:
+def _load_checkpoint(
+    path: str | os.PathLike, *, seed: int, n: int, fingerprint: str | None = None
+) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"checkpoint {os.fspath(path)!r} cannot be read: {err}") from err
+    if (
+        isinstance(saved, dict)
+        and str(saved.get("format", "")).startswith("jsbi-training-checkpoint-")
+        and saved["format"] != _CHECKPOINT_FORMAT
+    ):
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} was written by another version of jsbi "
+            f"({saved['format']}): remove it to start afresh, or pick another path"
+        )
     if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not a jsbi training checkpoint")
     if saved["seed"] != seed or saved["n"] != n:
         raise ValueError(
             f"checkpoint {os.fspath(path)!r} belongs to another run (seed {saved['seed']}, "
             f"{saved['n']} pairs; this run: seed {seed}, {n} pairs): remove it or pick "
+            "another path"
+        )
+    if fingerprint is not None and saved.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} belongs to another run: same seed and number of "
+            "pairs, but other training data or another configuration (objective, flow, "
+            "options). Resuming it would return that run's posterior: remove it or pick "
             "another path"
         )
     return saved

@@ -118,3 +118,22 @@ def test_foreign_or_mismatched_checkpoint_raises(tmp_path):
     est = PosteriorEstimator(prior, seed=6, hidden_features=(16,), num_transforms=1)
     with pytest.raises(ValueError, match="belongs to another run"):
         est.fit(*_data(), max_epochs=2, show_progress_bar=False, checkpoint=path)
+
+
+def test_checkpoint_of_other_data_or_options_is_refused(tmp_path):
+    # Same seed, same number of pairs: only the fingerprint tells these runs apart.
+    path = tmp_path / "run.ckpt"
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta, x = _data()
+
+    def fit(theta, x, **kwargs):
+        est = PosteriorEstimator(prior, seed=5, hidden_features=(16,), num_transforms=1, **kwargs)
+        return est.fit(theta, x, max_epochs=2, show_progress_bar=False, checkpoint=path)
+
+    fit(theta, x)
+    with pytest.raises(ValueError, match="other training data or another configuration"):
+        fit(theta, x + 1.0)
+    with pytest.raises(ValueError, match="other training data or another configuration"):
+        fit(theta, x, num_bins=4)
+    resumed = fit(theta, x)  # the same run still resumes (0 more epochs)
+    assert resumed.history["epochs_trained"] == 2

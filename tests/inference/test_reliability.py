@@ -1,0 +1,92 @@
+"""No silent wrong answers: x standardisation, non-finite observations and diverged fits."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from sbi.utils import BoxUniform
+
+from jsbi.inference import PosteriorEstimator
+from jsbi.inference.flows import x_standardization
+
+
+def test_constant_column_keeps_scale_one_and_warns():
+    x = torch.randn(300, 3)
+    x[:, 1] = 4.0
+    with pytest.warns(UserWarning, match=r"column\(s\) \[1\] of x are constant"):
+        loc, scale = x_standardization(x)
+    assert scale[1] == 1.0 and loc[1] == 4.0
+    assert torch.allclose(scale[[0, 2]], x[:, [0, 2]].std(0))
+
+
+def test_a_few_huge_rows_warn_and_robust_scaling_ignores_them():
+    x = torch.randn(1000, 2)
+    x[:3, 0] = 1e6
+    with pytest.warns(UserWarning, match=r"column\(s\) \[0\].*dominated by a few extreme rows"):
+        _, scale = x_standardization(x)
+    assert scale[0] > 1e4
+    _, robust = x_standardization(x, robust=True)
+    torch.testing.assert_close(robust, torch.ones(2), atol=0.15, rtol=0)
+    sparse = torch.zeros(1000, 1)
+    sparse[:3] = 1.0  # information only in a few rows: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x_standardization(sparse)
+
+
+def test_constant_x_column_does_not_collapse_the_posterior():
+    # The column is constant in training; a new observation with another value there
+    # used to be divided by 1e-14 and send every sample onto a prior bound.
+    prior = BoxUniform(-torch.ones(1), torch.ones(1))
+    theta = prior.sample((400,))
+    x = torch.cat([theta + 0.1 * torch.randn(400, 1), torch.zeros(400, 1)], 1)
+    est = PosteriorEstimator(prior, num_transforms=1, hidden_features=(16,))
+    with pytest.warns(UserWarning, match="constant"):
+        post = est.fit(theta, x, max_epochs=40, show_progress_bar=False)
+    samples = post.sample((500,), x=torch.tensor([0.3, 0.01]))
+    assert abs(float(samples.median()) - 0.3) < 0.2
+    robust = PosteriorEstimator(prior, num_transforms=1, z_score_x="robust")
+    assert (
+        robust.fit(theta, x, max_epochs=1, show_progress_bar=False).flow.config["z_score_x"]
+        == "robust"
+    )
+
+
+def test_a_non_finite_observation_is_an_error_not_nan_samples():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((200,))
+    est = PosteriorEstimator(prior, num_transforms=1, hidden_features=(16,))
+    post = est.fit(theta, theta + 0.1 * torch.randn(200, 2), max_epochs=2, show_progress_bar=False)
+    for call in (
+        lambda: post.sample((3,), x=torch.tensor([math.nan, 0.0])),
+        lambda: post.log_prob(theta[:2], x=torch.tensor([0.0, math.inf])),
+        lambda: post.map(x=torch.tensor([math.nan, 0.0])),
+        lambda: post.sample_batched((3,), x=torch.tensor([[0.0, 0.0], [math.nan, 0.0]])),
+        lambda: post.set_default_x(torch.tensor([math.nan, 0.0])),
+    ):
+        with pytest.raises(ValueError, match="x must be finite"):
+            call()
+
+
+def test_a_diverged_fit_raises_instead_of_returning_a_nan_posterior():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((200,))
+    est = PosteriorEstimator(prior, num_transforms=1, hidden_features=(16,))
+    with pytest.raises(FloatingPointError, match="learning rate.*x values"):
+        est.fit(theta, theta, learning_rate=1e30, max_epochs=3, show_progress_bar=False)
+    with pytest.raises(ValueError, match="learning_rate must be finite"):
+        est.fit(theta, theta, learning_rate=math.inf, max_epochs=1, show_progress_bar=False)
+
+
+def test_x_near_the_float32_limit_is_standardised_not_overflowed():
+    prior = BoxUniform(-torch.ones(1), torch.ones(1))
+    theta = prior.sample((400,))
+    x = 3e37 * (theta + 0.05 * torch.randn(400, 1))
+    est = PosteriorEstimator(prior, num_transforms=1, hidden_features=(16,))
+    post = est.fit(theta, x, max_epochs=60, learning_rate=3e-3, show_progress_bar=False)
+    assert torch.isfinite(post.flow.x_scale).all()
+    samples = post.sample((500,), x=torch.tensor([3e37 * 0.5]))
+    assert abs(float(samples.median()) - 0.5) < 0.15

@@ -430,7 +430,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
     Arguments:
         prior: The prior :math:`\pi(\theta)`, event shape ``(d,)``.
         x_dim: The data dimension ``m``.
-        flow: A name in :data:`jsbi.inference.flows.FLOWS` or a zuko flow class.
+        flow: A name in :data:`jsbi.inference.flows.FLOWS`.
         hidden_features: The flow's hidden widths.
         num_transforms: The flow's number of transforms.
         num_bins: Spline bins (``nsf``).
@@ -458,7 +458,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         prior: Distribution,
         x_dim: int,
         *,
-        flow: str | type = "nsf",
+        flow: str = "nsf",
         hidden_features: Sequence[int] = (50, 50),
         num_transforms: int = 5,
         num_bins: int = 10,
@@ -477,6 +477,18 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         self.theta_dim = self.prior_density.dim
         self.x_dim = int(x_dim)
         self.outside_energy = _check_outside_energy(outside_energy)
+        if not isinstance(flow, str):
+            raise TypeError(f"flow must be a name in jsbi.inference.flows.FLOWS, got {flow!r}")
+        #: What :meth:`from_config` needs to rebuild the module (weights apart).
+        self.config = {
+            "x_dim": self.x_dim,
+            "flow": flow,
+            "hidden_features": [int(h) for h in hidden_features],
+            "num_transforms": int(num_transforms),
+            "num_bins": int(num_bins),
+            "outside_energy": self.outside_energy,
+            "flow_kwargs": dict(flow_kwargs),
+        }
         self.likelihood = build_flow(
             flow,
             self.x_dim,
@@ -491,6 +503,12 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         self.register_buffer("theta_std", stat(theta_std, 1.0, self.theta_dim, "theta_std"))
         self.register_buffer("x_mean", stat(x_mean, 0.0, self.x_dim, "x_mean"))
         self.register_buffer("x_std", stat(x_std, 1.0, self.x_dim, "x_std"))
+
+    @classmethod
+    def from_config(cls, config: dict, prior: Distribution) -> LikelihoodEnergy:
+        r"""Rebuilds an (untrained) module from its :attr:`config` and the prior."""
+        config = dict(config)
+        return cls(prior, config.pop("x_dim"), **config.pop("flow_kwargs"), **config)
 
     def log_prior(self, theta: Tensor) -> Tensor:
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""

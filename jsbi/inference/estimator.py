@@ -31,7 +31,15 @@ from jsbi.inference.ebm import (
 from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
 from jsbi.inference.objectives import TauSchedule, make_tau_schedule
 from jsbi.inference.posterior import Posterior
-from jsbi.inference.trainer import AdaptiveStep, NPEStep, TrainingStep, check_training_data, train
+from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.inference.trainer import (
+    AdaptiveStep,
+    NPEStep,
+    TrainingStep,
+    check_training_data,
+    split_indices,
+    train,
+)
 
 __all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy"]
 
@@ -195,6 +203,12 @@ class PosteriorEstimator:
             See :class:`~jsbi.inference.trainer.AdaptiveStep`.
         gate: Whether the reverse term is on only while the proxy's validation NLL beats
             the flow's (default: on for ``npe-first``).
+        posterior: What :meth:`fit` returns: ``"flow"`` (the flow, a
+            :class:`~jsbi.inference.Posterior`), ``"proxy"`` (the proxy, a
+            :class:`~jsbi.inference.proxy_posterior.ProxyPosterior` sampled by importance
+            resampling from the flow) or ``"auto"`` (the proxy where its validation NLL,
+            measured after training, beats the flow's; ``history["posterior"]`` says
+            which).
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
@@ -224,6 +238,7 @@ class PosteriorEstimator:
         proxy: str | None = None,
         schedule: str | None = None,
         gate: bool | None = None,
+        posterior: str = "flow",
         share_embedding: bool | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         **flow_kwargs: Any,
@@ -256,6 +271,11 @@ class PosteriorEstimator:
             "gate": gate,
             "share_embedding": share_embedding,
         }
+        if posterior not in ("flow", "proxy", "auto"):
+            raise ValueError(f"posterior must be 'flow', 'proxy' or 'auto', got {posterior!r}")
+        if posterior != "flow" and key == "npe":
+            raise ValueError(f"posterior={posterior!r} needs a proxy: not with objective='npe'")
+        self.posterior = posterior
         if proxy is not None and proxy not in PROXIES:
             raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
         if schedule is not None and schedule not in ("joint", "npe-first"):
@@ -390,14 +410,26 @@ class PosteriorEstimator:
             checkpoint=checkpoint,
         )
         self.history["objective"] = self.objective
+        if self.posterior == "auto":
+            # The gate's measurement on the run's own validation pairs, after training.
+            val, _ = split_indices(len(theta), validation_fraction, self.seed)
+            val = val.to(theta.device)
+            measured = self.step.measure_proxy(theta[val].to(self.device), x[val].to(self.device))
+            self.history["final_proxy_minus_flow"] = measured["proxy_minus_flow"]
         if show_train_summary:
             print(self.train_summary())
         return self.build_posterior()
 
     def build_posterior(self) -> Posterior:
-        r"""Returns the :class:`Posterior` of the last fit."""
+        r"""Returns the :class:`Posterior` of the last fit (the flow's, or the proxy's)."""
         if self.flow is None:
             raise RuntimeError("the estimator has not been fitted: call fit(theta, x) first")
+        use_proxy = self.posterior == "proxy" or (
+            self.posterior == "auto" and self.history.get("final_proxy_minus_flow", 0.0) < 0
+        )
+        self.history["posterior"] = "proxy" if use_proxy else "flow"
+        if use_proxy:
+            return ProxyPosterior(self.flow, self.step.proxy, self.prior, history=self.history)
         return Posterior(self.flow, self.prior, history=self.history)
 
     def train_summary(self) -> str:

@@ -541,9 +541,28 @@ def load_posterior(
         raise PosteriorLoadError(
             f"{os.fspath(path)!r} does not match the flow it describes: {e}"
         ) from e
-    return Posterior(
-        module.to(device), prior, history=state.get("history"), default_x=state.get("default_x")
-    )
+    common = {"history": state.get("history"), "default_x": state.get("default_x")}
+    if "proxy" in state:
+        from jsbi.inference.ebm import LikelihoodEnergy
+        from jsbi.inference.proxy_posterior import ProxyPosterior
+
+        saved = state["proxy"]
+        try:
+            proxy = LikelihoodEnergy.from_config(saved["config"], prior)
+            proxy.load_state_dict(saved["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise PosteriorLoadError(
+                f"{os.fspath(path)!r} does not match the proxy it describes: {e}"
+            ) from e
+        return ProxyPosterior(
+            module.to(device),
+            proxy.to(device),
+            prior,
+            candidates_per_sample=saved["candidates_per_sample"],
+            num_normalizer_samples=saved["num_normalizer_samples"],
+            **common,
+        )
+    return Posterior(module.to(device), prior, **common)
 
 
 def _finite_x(x: Tensor) -> Tensor:

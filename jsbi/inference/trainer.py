@@ -499,13 +499,17 @@ class AdaptiveStep(TrainingStep):
                 if math.isfinite(value) and (best is None or value < best[0]):
                     self._proxy_best = (value, copy.deepcopy(self.proxy.state_dict()))
         if self.gate and self.phase == 2:
-            logs.update(self._measure_gate(theta, x))
+            logs.update(self.measure_proxy(theta, x))
         return logs
 
     @torch.no_grad()
-    def _measure_gate(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        # The proxy's validation NLL against the flow's; the reverse term is trusted
-        # only while the proxy is the better model.
+    def measure_proxy(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        r"""The gate's measurement: the proxy's NLL on pairs against the flow's.
+
+        Sets the gate (1 while the proxy is the better model) and returns
+        ``proxy_nll``, ``proxy_minus_flow`` (negative: the proxy is better),
+        ``proxy_ess`` (the importance weights' mean ESS fraction) and ``gate``.
+        """
         devices = [theta.device] if theta.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)
@@ -540,7 +544,7 @@ class AdaptiveStep(TrainingStep):
             # throughout: phase 2 is skipped, and the result is npe's.
             self.flow.eval()
             self.proxy.eval()
-            measured = self._measure_gate(*self._validation)
+            measured = self.measure_proxy(*self._validation)
             self._summary["phase2_start"] = measured
             if not self.gate_value:
                 self._summary["phase2_skipped"] = True

@@ -128,3 +128,44 @@ def test_schedule_options_are_checked_at_construction():
         AdaptiveStep(flow, proxy, eps=math.nan)
     with pytest.raises(ValueError, match="phase2_patience"):
         AdaptiveStep(flow, proxy, prior=prior, schedule="npe-first", phase2_patience=0)
+
+
+def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
+    from jsbi.inference import load_posterior
+    from jsbi.inference.proxy_posterior import ProxyPosterior
+
+    prior, theta, x = _box(n=400)
+    est, post = _fit(
+        prior,
+        theta,
+        x,
+        "jeffreys",
+        proxy="likelihood",
+        schedule="npe-first",
+        posterior="auto",
+        objective_kwargs={"num_proxy_samples": 2, "proxy_kwargs": SMALL},
+    )
+    h = post.history
+    assert h["posterior"] == ("proxy" if h["final_proxy_minus_flow"] < 0 else "flow")
+    proxy_post = ProxyPosterior(est.flow, est.step.proxy, prior, history=h)
+    x_o = x[0]
+    samples = proxy_post.sample((300,), x=x_o)
+    assert samples.shape == (300, 2) and (samples.abs() <= 1).all()
+    assert proxy_post.last_ess > 30 and proxy_post.last_leakage == 0.0
+    lp = proxy_post.log_prob(samples[:5], x=x_o)
+    assert torch.isfinite(lp).all()
+    assert torch.isinf(proxy_post.log_prob(torch.tensor([[1.5, 0.0]]), x=x_o)).all()
+    # The density integrates to one over the box (a grid, 2-D).
+    g = torch.linspace(-1 + 1e-3, 1 - 1e-3, 120)
+    grid = torch.cartesian_prod(g, g)
+    mass = proxy_post.log_prob(grid, x=x_o).exp().sum() * (g[1] - g[0]) ** 2
+    assert float(mass) == pytest.approx(1.0, abs=0.05)
+    path = tmp_path / "proxy.pt"
+    proxy_post.save(path)
+    loaded = load_posterior(path)
+    assert isinstance(loaded, ProxyPosterior)
+    torch.testing.assert_close(loaded.log_prob(samples[:5], x=x_o), lp)
+    with pytest.raises(ValueError, match="posterior must be"):
+        PosteriorEstimator(prior, objective="jeffreys", posterior="best")
+    with pytest.raises(ValueError, match="needs a proxy"):
+        PosteriorEstimator(prior, posterior="proxy")

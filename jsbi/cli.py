@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,42 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["COMMANDS", "main"]
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, *, low_ok=True):
+    # An argparse type: a finite number in range, or a usage error naming the range.
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        bad = not math.isfinite(value)
+        if low is not None:
+            bad |= value < low or (value == low and not low_ok)
+        if high is not None:
+            bad |= value >= high
+        if bad:
+            lo = "" if low is None else (f">= {low}" if low_ok else f"> {low}")
+            hi = "" if high is None else f"< {high}"
+            raise argparse.ArgumentTypeError(
+                f"expected a finite {kind.__name__} {' and '.join(t for t in (lo, hi) if t)}, "
+                f"got {text!r}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_POSITIVE_INT = _number(int, 1)
+_POSITIVE_FLOAT = _number(float, 0, low_ok=False)
+
+
+def _out_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return path
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
@@ -37,7 +74,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-simulations",
-        type=int,
+        type=_POSITIVE_INT,
         default=1000,
         help="number of (theta, x) training pairs to simulate (default: %(default)s)",
     )
@@ -53,7 +90,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         required=True,
-        type=Path,
+        type=_out_folder,
         help="output folder: posterior.pt, samples.pt, samples.csv, history.json, run.json",
     )
     p.add_argument(
@@ -70,29 +107,32 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--observation",
-        type=int,
+        type=_POSITIVE_INT,
         default=1,
         help="task observation number to sample the posterior for (default: %(default)s)",
     )
     p.add_argument(
         "--num-samples",
-        type=int,
+        type=_POSITIVE_INT,
         default=10_000,
         help="posterior samples drawn for the observation (default: %(default)s)",
     )
     p.add_argument(
         "--max-epochs",
-        type=int,
+        type=_POSITIVE_INT,
         default=2**31 - 1,
         help="upper bound on training epochs; early stopping usually ends sooner "
         "(default: no limit)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=200, help="training batch size (default: %(default)s)"
+        "--batch-size",
+        type=_POSITIVE_INT,
+        default=200,
+        help="training batch size (default: %(default)s)",
     )
     p.add_argument(
         "--learning-rate",
-        type=float,
+        type=_POSITIVE_FLOAT,
         default=5e-4,
         help="Adam learning rate (default: %(default)s)",
     )
@@ -133,7 +173,7 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tau",
-        type=float,
+        type=_number(float, 0, 1, low_ok=False),
         help="srfe only: Renyi order tau in (0, 1); with --tau-schedule anneal, the value "
         "it anneals to from 0.9 (default: 0.5)",
     )
@@ -145,25 +185,27 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--eps",
-        type=float,
+        type=_number(float),
         help="constraint tolerance epsilon: the reverse term C may exceed the forward "
         "term F by eps plus the slack",
     )
     g.add_argument(
         "--alpha",
-        type=float,
+        type=_POSITIVE_FLOAT,
         help="resilience cost alpha of the slack (slack = lambda / alpha); larger "
         "means a stiffer constraint",
     )
-    g.add_argument("--dual-lr", type=float, help="dual ascent step size on the multiplier lambda")
+    g.add_argument(
+        "--dual-lr", type=_POSITIVE_FLOAT, help="dual ascent step size on the multiplier lambda"
+    )
     g.add_argument(
         "--num-proxy-samples",
-        type=int,
+        type=_POSITIVE_INT,
         help="K: flow samples per observation that estimate the reverse term",
     )
     g.add_argument(
         "--warmup-epochs",
-        type=int,
+        type=_number(int, 0),
         help="epochs of forward-KL flow and contrastive proxy training before the reverse "
         "term switches on",
     )
@@ -216,7 +258,10 @@ def _run(args: argparse.Namespace) -> int:
     from jsbi.inference import PosteriorEstimator
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        args._parser.error(f"--out {out}: cannot create the folder ({e.strerror})")
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     task = jsbi.get_task(args.task)
     if not 1 <= args.observation <= task.num_observations:
@@ -266,17 +311,18 @@ def _run(args: argparse.Namespace) -> int:
     train_time = time.perf_counter() - start
     x_o = task.observation(args.observation)
     posterior.set_default_x(x_o)
+    # Saved as soon as it exists: a failure while sampling loses no training.
+    posterior.save(out / "posterior.pt")
+    (out / "history.json").write_text(json.dumps(posterior.history, indent=1))
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
         samples = posterior.sample((args.num_samples,)).cpu()
 
-    posterior.save(out / "posterior.pt")
     torch.save(samples, out / "samples.pt")
     with open(out / "samples.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(task.theta_names)
         w.writerows(samples.tolist())
-    (out / "history.json").write_text(json.dumps(posterior.history, indent=1))
     run = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "num_pairs_used": int(len(theta)),
@@ -312,7 +358,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-simulations",
-        type=int,
+        type=_POSITIVE_INT,
         default=1000,
         help="training pairs, shared by every method (default: %(default)s)",
     )
@@ -338,7 +384,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     _add_report_budget(p, observations="1,2,3", num_sbc=1000, num_posterior=1000, num_c2st=10_000)
     p.add_argument(
         "--max-epochs",
-        type=int,
+        type=_POSITIVE_INT,
         default=2**31 - 1,
         help="training epoch cap for every method; early stopping usually ends sooner "
         "(default: no limit)",
@@ -572,7 +618,7 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-epochs",
-        type=int,
+        type=_POSITIVE_INT,
         default=2**31 - 1,
         help="training epoch cap (default: none; early stopping ends training)",
     )

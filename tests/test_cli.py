@@ -38,6 +38,7 @@ def test_run_adaptive_options_reach_the_trainer(tmp_path):
     argv = ["run", "--task", "two_moons", "--num-simulations", "200", "--max-epochs", "3"]
     argv += ["--num-samples", "20", "--out", str(out), "--quiet", "--objective", "srfe"]
     argv += ["--tau", "0.3", "--warmup-epochs", "1", "--fixed-weight", "--num-proxy-samples", "4"]
+    argv += ["--schedule", "joint", "--proxy", "ratio"]
     assert main(argv) == 0
     history = json.loads((out / "history.json").read_text())
     assert history["epochs_trained"] == 3
@@ -70,7 +71,26 @@ def test_run_errors(tmp_path, capsys):
     assert "flow must be one of" in _fails([*run, "--flow", "nope"], capsys)
     assert "invalid choice" in _fails(["run", "--task", "no_such_task", "--out", "x"], capsys)
     assert "anneal" in _fails([*run, "--objective", "srfe", "--tau-schedule", "x"], capsys)
+    # Numeric options are checked before anything is simulated, naming the flag.
+    for flag, value, expected in (
+        ("--num-samples", "-1", ">= 1"),
+        ("--num-simulations", "0", ">= 1"),
+        ("--learning-rate", "inf", "> 0"),
+        ("--batch-size", "two", "expected int"),
+        ("--max-epochs", "0", ">= 1"),
+    ):
+        err = _fails([*run, flag, value], capsys)
+        assert f"argument {flag}: expected" in err and expected in err, err
+    err = _fails([*run, "--objective", "srfe", "--tau", "1.5"], capsys)
+    assert "argument --tau: expected a finite float > 0 and < 1" in err
+    assert "CUDA is not available" in _fails([*run, "--device", "cuda"], capsys) or (
+        torch.cuda.is_available()
+    )
     assert not any(tmp_path.iterdir())  # nothing simulated or written
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    err = _fails(["run", "--task", "two_moons", "--out", str(a_file)], capsys)
+    assert "argument --out" in err and "is not a folder" in err
 
 
 def test_report_tiny(tmp_path, capsys):

@@ -206,9 +206,11 @@ class PosteriorEstimator:
         posterior: What :meth:`fit` returns: ``"flow"`` (the flow, a
             :class:`~jsbi.inference.Posterior`), ``"proxy"`` (the proxy, a
             :class:`~jsbi.inference.proxy_posterior.ProxyPosterior` sampled by importance
-            resampling from the flow) or ``"auto"`` (the proxy where its validation NLL,
-            measured after training, beats the flow's; ``history["posterior"]`` says
-            which).
+            resampling from the flow) or ``"auto"`` (the proxy where, measured after
+            training on the validation pairs, its NLL is lower than the flow's by more than
+            two standard errors and its importance weights keep a mean ESS fraction of at
+            least 0.1; ``history["posterior"]`` says which, ``history["final_proxy"]``
+            why).
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
@@ -289,6 +291,16 @@ class PosteriorEstimator:
                 tau_end=tau,
             )
         named = {k: v for k, v in named.items() if v is not None}
+        joint_only = sorted(
+            k for k in ("eps", "alpha", "dual_lr", "adaptive", "warmup_epochs") if k in named
+        )
+        default_schedule = "joint" if key == "reverse" else "npe-first"
+        if key != "npe" and joint_only and named.get("schedule", default_schedule) != "joint":
+            raise ValueError(
+                f"{', '.join(joint_only)} apply to schedule='joint' (the dual variable and the "
+                f"warm-up), not to objective={key!r}'s schedule 'npe-first'; pass "
+                "schedule='joint' to use them"
+            )
         if key == "npe" and named:
             raise ValueError(
                 f"{sorted(named)} apply to the adaptive objectives ('jeffreys', 'srfe', "
@@ -298,6 +310,8 @@ class PosteriorEstimator:
         self.embedding_net = embedding_net
         self.bounded = bool(bounded)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
         self.seed = int(seed)
         self.flow_kwargs = flow_kwargs
         self.flow: ConditionalFlow | None = None
@@ -415,7 +429,7 @@ class PosteriorEstimator:
             val, _ = split_indices(len(theta), validation_fraction, self.seed)
             val = val.to(theta.device)
             measured = self.step.measure_proxy(theta[val].to(self.device), x[val].to(self.device))
-            self.history["final_proxy_minus_flow"] = measured["proxy_minus_flow"]
+            self.history["final_proxy"] = measured
         if show_train_summary:
             print(self.train_summary())
         return self.build_posterior()
@@ -425,7 +439,7 @@ class PosteriorEstimator:
         if self.flow is None:
             raise RuntimeError("the estimator has not been fitted: call fit(theta, x) first")
         use_proxy = self.posterior == "proxy" or (
-            self.posterior == "auto" and self.history.get("final_proxy_minus_flow", 0.0) < 0
+            self.posterior == "auto" and _proxy_wins(self.history.get("final_proxy"))
         )
         self.history["posterior"] = "proxy" if use_proxy else "flow"
         if use_proxy:
@@ -452,6 +466,16 @@ class PosteriorEstimator:
             f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
             f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
         )
+
+
+def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool:
+    # The proxy is returned only where it is clearly the better model (its validation NLL
+    # lower by more than two standard errors) and its importance resampling from the
+    # flow is healthy (mean ESS fraction at least that of 10 candidates per sample).
+    if not measured:
+        return False
+    gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
+    return gap + 2 * se < 0 and measured["proxy_ess"] >= min_ess
 
 
 def _prior_device(prior: Distribution) -> torch.device:

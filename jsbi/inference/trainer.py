@@ -278,11 +278,13 @@ class AdaptiveStep(TrainingStep):
             ``"reverse"``, ``"step"``, ``"constant"``) or a
             :class:`~jsbi.inference.objectives.TauSchedule`.
         tau_epochs: Epochs of the symmetric phase over which a tau schedule runs.
-        eps: The constraint's tolerance :math:`\epsilon`.
-        alpha: The resilience cost :math:`\alpha` (``math.inf``: hard constraint).
-        dual_lr: The dual step :math:`\eta_\lambda`.
-        lambda_init: The dual's initial value (the fixed weight when not adaptive).
-        adaptive: ``False`` for the fixed-weight penalty ablation.
+        eps: ``joint``: the constraint's tolerance :math:`\epsilon` (default 0).
+        alpha: ``joint``: the resilience cost :math:`\alpha` (``math.inf``: hard
+            constraint; default 1).
+        dual_lr: ``joint``: the dual step :math:`\eta_\lambda` (default 0.05).
+        lambda_init: ``joint``: the dual's initial value (the fixed weight when not
+            adaptive; default 1).
+        adaptive: ``joint``: ``False`` for the fixed-weight penalty ablation.
         reverse_weight: :math:`\beta`, the weight of :math:`R` in the flow's loss (and, in
             the joint schedule, the proxy's).
         num_proxy_samples: :math:`K`, flow samples per observation (``srfe`` and the
@@ -294,7 +296,8 @@ class AdaptiveStep(TrainingStep):
             the gate).
         reverse_batch_size: How many observations of each batch enter the reverse term
             (``None``: all).
-        warmup_epochs: ``joint``: epochs of flow-on-F and proxy-fit training first.
+        warmup_epochs: ``joint``: epochs of flow-on-F and proxy-fit training first
+            (default 10). The joint-only options are errors with ``npe-first``.
         learning_rate: The flow's Adam learning rate.
         proxy_learning_rate: The proxy's (default: ``learning_rate``).
         clip_max_norm: Gradient norm clip for both models.
@@ -325,17 +328,17 @@ class AdaptiveStep(TrainingStep):
         phase2_patience: int | None = None,
         tau: float | str | TauSchedule = 0.5,
         tau_epochs: int = 50,
-        eps: float = 0.0,
-        alpha: float = 1.0,
-        dual_lr: float = 0.05,
-        lambda_init: float = 1.0,
-        adaptive: bool = True,
+        eps: float | None = None,
+        alpha: float | None = None,
+        dual_lr: float | None = None,
+        lambda_init: float | None = None,
+        adaptive: bool | None = None,
         reverse_weight: float = 1.0,
         num_proxy_samples: int = 8,
         num_prior_samples: int = 0,
         prior: Distribution | None = None,
         reverse_batch_size: int | None = None,
-        warmup_epochs: int = 10,
+        warmup_epochs: int | None = None,
         learning_rate: float = 5e-4,
         proxy_learning_rate: float | None = None,
         clip_max_norm: float | None = 5.0,
@@ -349,6 +352,26 @@ class AdaptiveStep(TrainingStep):
             )
         if schedule not in ("joint", "npe-first"):
             raise ValueError(f"schedule must be 'joint' or 'npe-first', got {schedule!r}")
+        joint_only = {
+            "eps": eps,
+            "alpha": alpha,
+            "dual_lr": dual_lr,
+            "lambda_init": lambda_init,
+            "adaptive": adaptive,
+            "warmup_epochs": warmup_epochs,
+        }
+        given = sorted(k for k, v in joint_only.items() if v is not None)
+        if schedule == "npe-first" and given:
+            raise ValueError(
+                f"{', '.join(given)} apply to schedule='joint' (the dual variable and the "
+                "warm-up); schedule='npe-first' has neither"
+            )
+        eps = 0.0 if eps is None else eps
+        alpha = 1.0 if alpha is None else alpha
+        dual_lr = 0.05 if dual_lr is None else dual_lr
+        lambda_init = 1.0 if lambda_init is None else lambda_init
+        adaptive = True if adaptive is None else adaptive
+        warmup_epochs = 10 if warmup_epochs is None else warmup_epochs
         for name, value in (
             ("learning_rate", learning_rate),
             ("dual_lr", dual_lr),
@@ -507,8 +530,9 @@ class AdaptiveStep(TrainingStep):
         r"""The gate's measurement: the proxy's NLL on pairs against the flow's.
 
         Sets the gate (1 while the proxy is the better model) and returns
-        ``proxy_nll``, ``proxy_minus_flow`` (negative: the proxy is better),
-        ``proxy_ess`` (the importance weights' mean ESS fraction) and ``gate``.
+        ``proxy_nll``, ``proxy_minus_flow`` (negative: the proxy is better) with its
+        standard error ``proxy_minus_flow_se`` (paired over the pairs), ``proxy_ess`` (the
+        importance weights' mean ESS fraction) and ``gate``.
         """
         devices = [theta.device] if theta.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -516,12 +540,15 @@ class AdaptiveStep(TrainingStep):
             nll_r, ess = proxy_nll(
                 self.proxy, self.flow, self.prior, theta, x, num_samples=self.gate_samples
             )
-        gap = float((nll_r + self.flow.log_prob(theta, x)).mean())
+        diff = nll_r + self.flow.log_prob(theta, x)
+        gap = float(diff.mean())
+        se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
         # NaN compares False: an unmeasurable proxy is not trusted.
         self.gate_value = 1.0 if gap < 0 else 0.0
         return {
             "proxy_nll": float(nll_r.mean()),
             "proxy_minus_flow": gap,
+            "proxy_minus_flow_se": se,
             "proxy_ess": float(ess.mean()),
             "gate": self.gate_value,
         }
@@ -1089,13 +1116,24 @@ def train(
                 n_seen = n_tr - n_tr % batch_size if n_tr >= batch_size else n_tr
                 for i in range(0, n_seen, batch_size):
                     idx = order[i : i + batch_size]
-                    logs = step.step(theta_tr[idx], x_tr[idx])
+                    try:
+                        logs = step.step(theta_tr[idx], x_tr[idx])
+                    except ValueError:
+                        # Diverged weights make torch's argument checks fail inside the
+                        # flow: a non-finite loss, handled below, not a crash.
+                        if _finite_weights(step.flow):
+                            raise
+                        logs = {"loss": math.nan}
                     for k, v in logs.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
                 step.eval()
-                val_loss = validation_nll(step.flow, theta_val, x_val)
-                with torch.no_grad():
-                    extra = step.validate(theta_val, x_val)
+                if _finite_weights(step.flow):
+                    val_loss = validation_nll(step.flow, theta_val, x_val)
+                    with torch.no_grad():
+                        extra = step.validate(theta_val, x_val)
+                else:
+                    val_loss, extra = math.nan, {}
+                    sums["loss"] = math.nan
                 epoch_logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
                 epoch_logs["validation_loss"] = val_loss
                 epoch_logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
@@ -1190,7 +1228,7 @@ def train(
         if best_state is not None:
             step.load_state_dict(best_state)
         step.eval()
-    finite_weights = all(bool(torch.isfinite(p).all()) for p in step.flow.parameters())
+    finite_weights = _finite_weights(step.flow)
     finite_epoch = any(math.isfinite(v) for v in history["validation_loss"])
     if not finite_weights or (best_state is None and history["epoch"] and not finite_epoch):
         # No epoch had a finite validation loss, or the weights are not finite: the
@@ -1218,6 +1256,10 @@ def train(
         num_dropped=num_dropped,
     )
     return history
+
+
+def _finite_weights(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 _CHECKPOINT_FORMAT = "jsbi-training-checkpoint-2"

@@ -1118,20 +1118,24 @@ def train(
                     idx = order[i : i + batch_size]
                     try:
                         logs = step.step(theta_tr[idx], x_tr[idx])
-                    except ValueError:
-                        # Diverged weights make torch's argument checks fail inside the
-                        # flow: a non-finite loss, handled below, not a crash.
-                        if _finite_weights(step.flow):
+                    except ValueError as err:
+                        # Diverged weights make torch's argument checks fail on NaN inside
+                        # the flow: a non-finite loss, handled below, not a crash.
+                        if not _diverged(err, step.flow):
                             raise
                         logs = {"loss": math.nan}
                     for k, v in logs.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
                 step.eval()
-                if _finite_weights(step.flow):
+                try:
+                    if not _finite_weights(step.flow):
+                        raise FloatingPointError
                     val_loss = validation_nll(step.flow, theta_val, x_val)
                     with torch.no_grad():
                         extra = step.validate(theta_val, x_val)
-                else:
+                except (FloatingPointError, ValueError) as err:
+                    if isinstance(err, ValueError) and not _diverged(err, step.flow):
+                        raise
                     val_loss, extra = math.nan, {}
                     sums["loss"] = math.nan
                 epoch_logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
@@ -1260,6 +1264,11 @@ def train(
 
 def _finite_weights(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def _diverged(err: ValueError, flow: nn.Module) -> bool:
+    # torch's distribution argument check on NaN values, or weights no longer finite.
+    return "found invalid values" in str(err) or not _finite_weights(flow)
 
 
 _CHECKPOINT_FORMAT = "jsbi-training-checkpoint-2"

@@ -66,6 +66,13 @@ METHODS: dict[str, dict[str, Any] | None] = {
     # the ratio proxy, warm-up then the joint primal-dual objective.
     "jeffreys-joint": {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"},
     "srfe-joint": {"objective": "srfe", "proxy": "ratio", "schedule": "joint"},
+    "srfe-anneal-joint": {
+        "objective": "srfe",
+        "tau_schedule": "anneal",
+        "tau": 0.1,
+        "proxy": "ratio",
+        "schedule": "joint",
+    },
     "sbi-npe": None,
 }
 
@@ -425,10 +432,20 @@ def write_results(
             if command
             else ""
         )
-        + f"{comparison_table(rows)}\n\nPer method, with training cost:\n\n"
+        + f"{comparison_table(rows, *_table_methods(rows))}\n\nPer method, with training cost:\n\n"
         + f"{summary_table(rows)}\n\n{figures}\n"
     )
     return summary
+
+
+def _table_methods(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, str]]:
+    r"""The comparison table's columns (the methods present, in :data:`METHODS`' order) and
+    its paired difference: the default symmetric objective against sbi's NPE, or revision
+    1's default (``jeffreys-joint``) where the rows have no ``jeffreys``."""
+    present = {r["method"] for r in rows}
+    methods = tuple(m for m in METHODS if m in present) + tuple(sorted(present - set(METHODS)))
+    first = "jeffreys" if "jeffreys" in present else "jeffreys-joint"
+    return methods, (first, "sbi-npe")
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:

@@ -64,8 +64,15 @@ def main() -> None:
     options = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     task = jsbi.get_task(args.task)
     theta, x = jsbi.simulate(task, args.num_simulations, seed=args.seed, show_progress_bar=False)
+    # Revision 1's proxy and schedule, which this script diagnosed; every proxy family
+    # against the npe flow is benchmarks/proxy_table.py.
     est = PosteriorEstimator(
-        task.prior, objective=args.objective, seed=args.seed, objective_kwargs=options
+        task.prior,
+        objective=args.objective,
+        proxy="ratio",
+        schedule="joint",
+        seed=args.seed,
+        objective_kwargs=options,
     )
     posterior = est.fit(theta, x, show_progress_bar=False)
     proxy, h = est.step.proxy, est.history

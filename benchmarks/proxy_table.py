@@ -136,6 +136,34 @@ def build(name, task, flow, theta_tr, x_tr, args):
     return proxy, loss
 
 
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def markdown_table(rows) -> str:
+    r"""One line per (task, budget, model): held-out NLL, minus the flow's (± its standard
+    error, paired over the held-out pairs), the smallest ESS fraction of ``log Z``'s
+    importance weights, and the mean C2ST over the observations scored."""
+    lines = [
+        "| task | sims | model | held-out NLL | minus flow (± se) | min ESS | C2ST | fit s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        scores = json.loads(r["c2st"])
+        c2st_text = f"{statistics.fmean(scores):.3f} (n={len(scores)})" if scores else "-"
+        diff = (
+            "-"
+            if r["model"] == "flow"
+            else f"{float(r['nll_minus_flow']):+.3f} ± {float(r['nll_diff_sd']):.3f}"
+        )
+        lines.append(
+            f"| {r['task']} | {r['num_simulations']} | {r['model']} | {float(r['nll']):.3f} | "
+            f"{diff} | {float(r['min_ess']):.3f} | {c2st_text} | {float(r['fit_time']):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), choices=list(DEV_TASKS))
@@ -150,7 +178,16 @@ def main() -> None:
     p.add_argument("--gamma", type=float, default=1.0, help="NRE-C's gamma")
     p.add_argument("--residual-samples", type=int, default=16)
     p.add_argument("--out", default=None, help="folder for rows.csv (appended)")
+    p.add_argument(
+        "--table",
+        nargs="+",
+        metavar="ROWS_CSV",
+        help="print the markdown table of these rows.csv files and exit (nothing trained)",
+    )
     args = p.parse_args()
+    if args.table:
+        print(markdown_table([r for path in args.table for r in _read(path)]))
+        return
     torch.set_num_threads(1)
     out = Path(args.out) if args.out else None
     if out:

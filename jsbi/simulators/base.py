@@ -17,14 +17,17 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["Simulator", "Task", "wrap"]
+__all__ = ["Simulator", "Task", "simulator_fingerprint", "wrap"]
 
 
 class Simulator:
@@ -42,6 +45,9 @@ class Simulator:
         x_names: One name per data dimension (default ``x_1 .. x_m``).
         vectorized: Whether ``simulator`` is batched.
         numpy: Whether ``simulator`` takes numpy arrays (it may return either).
+        version: A version string for the simulator. A store (``jsbi.simulate(...,
+            store=)``) records it, or else a hash of the simulator's source code, and
+            refuses to serve its pairs to a simulator that differs.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class Simulator:
         x_names: Sequence[str] | None = None,
         vectorized: bool = True,
         numpy: bool = False,
+        version: str | None = None,
     ) -> None:
         if not isinstance(prior, Distribution):
             raise TypeError(
@@ -69,6 +76,7 @@ class Simulator:
         self.prior = prior
         self._fn = simulator
         self.name = name
+        self.version = version
         self.vectorized = vectorized
         self.numpy = numpy
         self.dim_theta = int(prior.event_shape[0])
@@ -180,9 +188,10 @@ def wrap(
     *,
     vectorized: bool = True,
     numpy: bool = False,
-    name: str = "simulator",
+    name: str | None = None,
     theta_names: Sequence[str] | None = None,
     x_names: Sequence[str] | None = None,
+    version: str | None = None,
 ) -> Simulator:
     r"""Wraps a user's simulator in one line.
 
@@ -190,6 +199,8 @@ def wrap(
         simulator: ``theta[n, d] -> x[n, m]`` (or ``theta[d] -> x[m]`` with
             ``vectorized=False``), torch or numpy.
         prior: The prior, a torch distribution with event shape ``(d,)``.
+        name: A short name (default: the function's ``__name__``).
+        version: See :class:`Simulator`.
 
     Returns:
         A :class:`Simulator`.
@@ -202,6 +213,9 @@ def wrap(
         >>> sim(torch.zeros(3, 2)).shape
         torch.Size([3, 2])
     """
+    if name is None:
+        name = getattr(simulator, "__name__", "simulator")
+        name = "simulator" if name == "<lambda>" else name
     return Simulator(
         prior,
         simulator,
@@ -210,7 +224,29 @@ def wrap(
         x_names=x_names,
         vectorized=vectorized,
         numpy=numpy,
+        version=version,
     )
+
+
+def simulator_fingerprint(simulator: Any) -> str:
+    r"""What identifies a simulator's code: its ``version`` if it has one, else a hash of
+    the source of its simulate function (the wrapped function, or the class's
+    ``simulate``), else its qualified name.
+
+    Example:
+        >>> def sim(theta): return theta
+        >>> simulator_fingerprint(type("S", (), {"version": "2.1"})())
+        'version:2.1'
+    """
+    version = getattr(simulator, "version", None)
+    if version is not None:
+        return f"version:{version}"
+    fn = getattr(simulator, "_fn", None) or getattr(type(simulator), "simulate", None)
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return "name:" + getattr(fn, "__qualname__", type(simulator).__qualname__)
+    return "source:" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def _names(names: Sequence[str] | None, stem: str, n: int, arg: str) -> list[str]:

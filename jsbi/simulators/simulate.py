@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.simulators.base import Simulator, wrap
+from jsbi.simulators.base import Simulator, simulator_fingerprint, wrap
 
 __all__ = ["BACKENDS", "parallel_backend", "simulate"]
 
@@ -140,10 +140,31 @@ def simulate(
     meta = None
     if store is not None:
         store = Path(store)
-        meta = _open_store(store, name, seed, batch_size, num_simulations, dim_theta)
+        meta = _open_store(
+            store,
+            name,
+            seed,
+            batch_size,
+            num_simulations,
+            dim_theta,
+            simulator_fingerprint(simulator),
+        )
         done = _load_batches(store, sizes, dim_theta, meta)
-        if done:
-            _check_theta(simulator.prior, seed, *min(done.items()))
+        for b in sorted(done):
+            # Every batch: a batch file of another campaign is redone, never served.
+            if not _same_theta(simulator.prior, seed, b, done[b][0]):
+                if b == min(done):
+                    raise ValueError(
+                        f"the parameters stored in batch {b} are not the prior draws of this "
+                        f"call (seed={seed}): the prior changed since the store {store} was "
+                        "written. Use another store directory rather than mixing campaigns."
+                    )
+                warnings.warn(
+                    f"stored batch {b} of {store} does not hold this campaign's prior draws: "
+                    "simulating it again",
+                    stacklevel=2,
+                )
+                del done[b]
     todo = [b for b in range(num_batches) if b not in done]
 
     if show_progress_bar is None:
@@ -383,7 +404,13 @@ def _run(
 
 
 def _open_store(
-    store: Path, name: str, seed: int, batch_size: int, num_simulations: int, dim_theta: int
+    store: Path,
+    name: str,
+    seed: int,
+    batch_size: int,
+    num_simulations: int,
+    dim_theta: int,
+    code: str | None = None,
 ) -> dict:
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a directory, got the file {store}")
@@ -396,11 +423,25 @@ def _open_store(
         "num_simulations": num_simulations,
         "dim_theta": dim_theta,
         "dim_x": None,
+        "simulator_code": code,
     }
     path = store / "meta.json"
     if path.exists():
-        with open(path) as f:
-            old = json.load(f)
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"the store's {path} cannot be read ({e}): the store is damaged; delete the "
+                "folder to start a new campaign, or pass another store="
+            ) from e
+        if old.get("simulator_code") not in (None, code):
+            raise ValueError(
+                f"store {store} was written by another version of simulator '{name}' (its "
+                f"code fingerprint is {old['simulator_code']}, this one's {code}). Its pairs "
+                "would mix two models: pass another store= to start a new campaign (or give "
+                "the simulator a version= to say they are the same)."
+            )
         for key in ("jsbi_store", "simulator", "seed", "batch_size", "dim_theta"):
             if old.get(key) != meta[key]:
                 raise ValueError(
@@ -409,6 +450,7 @@ def _open_store(
                     "delete this one) rather than mixing campaigns."
                 )
         meta["dim_x"] = old.get("dim_x")
+        meta["simulator_code"] = code
     elif any(store.glob("batch_*.pt")):
         raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
     for tmp in store.glob("*.tmp-*"):
@@ -432,8 +474,11 @@ def _load_batches(
         try:
             data = torch.load(path, weights_only=True)
             theta, x = data["theta"], data["x"]
-        except Exception as e:  # noqa: BLE001 - reraised with context
-            raise ValueError(f"cannot read stored batch {path}: {e}; delete it to redo it") from e
+        except Exception as e:  # noqa: BLE001 - a damaged batch is redone
+            warnings.warn(
+                f"cannot read stored batch {path} ({e}): simulating it again", stacklevel=3
+            )
+            continue
         if theta.shape[0] != n:
             # The last batch of a campaign of another size: simulated again.
             continue
@@ -443,24 +488,20 @@ def _load_batches(
             or x.shape[0] != n
             or (meta["dim_x"] is not None and x.shape[1] != meta["dim_x"])
         ):
-            raise ValueError(
+            warnings.warn(
                 f"stored batch {path} has theta {tuple(theta.shape)} and x {tuple(x.shape)}, "
-                f"expected ({n}, {dim_theta}) and ({n}, {meta['dim_x']})"
+                f"expected ({n}, {dim_theta}) and ({n}, {meta['dim_x']}): simulating it again",
+                stacklevel=3,
             )
+            continue
         done[b] = (theta, x)
     return done
 
 
-def _check_theta(prior, seed: int, b: int, batch: tuple[Tensor, Tensor]) -> None:
-    stored = batch[0]
+def _same_theta(prior, seed: int, b: int, stored: Tensor) -> bool:
     with _seeded(seed, b):
         theta = _draw_theta(prior, stored.shape[0])
-    if not torch.equal(theta, stored):
-        raise ValueError(
-            f"the parameters stored in batch {b} are not the prior draws of this call "
-            f"(seed={seed}): the prior changed since the store was written. Use another "
-            "store directory rather than mixing campaigns."
-        )
+    return torch.equal(theta, stored)
 
 
 def _store_batch(store: Path, meta: dict, b: int, theta: Tensor, x: Tensor) -> dict:

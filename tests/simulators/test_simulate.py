@@ -157,6 +157,48 @@ def test_store_mismatch(tmp_path):
         simulate(simulator(prior=wider), 20, seed=0, batch_size=10, store=tmp_path)
 
 
+def shifted_noisy(theta):
+    return noisy(theta) + 1.0
+
+
+def test_store_refuses_another_simulators_code_under_the_same_name(tmp_path):
+    simulate(simulator(), 20, seed=0, batch_size=10, store=tmp_path)
+    other = wrap(shifted_noisy, PRIOR, name="noisy")  # same name and dimensions
+    with pytest.raises(ValueError, match="another version of simulator 'noisy'.*store="):
+        simulate(other, 30, seed=0, batch_size=10, store=tmp_path)
+    # A user-given version says which code counts as the same model.
+    store = tmp_path / "versioned"
+    simulate(wrap(noisy, PRIOR, name="noisy", version="1"), 20, seed=0, batch_size=10, store=store)
+    with pytest.raises(ValueError, match="another version"):
+        simulate(
+            wrap(noisy, PRIOR, name="noisy", version="2"), 20, seed=0, batch_size=10, store=store
+        )
+    simulate(
+        wrap(shifted_noisy, PRIOR, name="noisy", version="1"),
+        20,
+        seed=0,
+        batch_size=10,
+        store=store,
+    )
+    # wrap names a simulator after its function, not "simulator" for all.
+    assert wrap(noisy, PRIOR).name == "noisy"
+
+
+def test_store_redoes_a_corrupt_or_foreign_batch(tmp_path):
+    expected = simulate(simulator(), 30, seed=0, batch_size=10, store=tmp_path / "a")
+    simulate(simulator(), 30, seed=4, batch_size=10, store=tmp_path / "b")
+    (tmp_path / "a" / "batch_00001.pt").write_bytes(b"not a torch file")
+    (tmp_path / "b" / "batch_00002.pt").replace(tmp_path / "a" / "batch_00002.pt")
+    with pytest.warns(UserWarning) as record:
+        theta, x = simulate(simulator(), 30, seed=0, batch_size=10, store=tmp_path / "a")
+    messages = " ".join(str(w.message) for w in record)
+    assert "batch_00001.pt" in messages and "batch 2" in messages
+    assert torch.equal(theta, expected[0]) and torch.equal(x, expected[1])
+    (tmp_path / "a" / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"meta.json cannot be read"):
+        simulate(simulator(), 30, seed=0, batch_size=10, store=tmp_path / "a")
+
+
 def on_dask_worker(theta):
     import distributed
 

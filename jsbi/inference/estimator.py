@@ -313,6 +313,7 @@ class PosteriorEstimator:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
         self.seed = int(seed)
+        _check_flow_kwargs(flow, flow_kwargs)
         self.flow_kwargs = flow_kwargs
         self.flow: ConditionalFlow | None = None
         self.history: dict[str, Any] | None = None
@@ -466,6 +467,32 @@ class PosteriorEstimator:
             f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
             f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
         )
+
+
+def _check_flow_kwargs(flow: str | type, flow_kwargs: dict[str, Any]) -> None:
+    # A typo (num_transform) is an error now, naming the closest valid option, rather than
+    # a TypeError from inside zuko at fit(). Names far from every known one pass through
+    # to zuko, whose flows take more options than can be listed here.
+    import difflib
+    import inspect
+
+    import zuko
+    from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+
+    cls = FLOWS.get(flow.lower(), zuko.flows.NSF) if isinstance(flow, str) else flow
+    known = set(inspect.signature(build_conditional_flow).parameters)
+    for c in (*cls.__mro__, MaskedAutoregressiveTransform, zuko.nn.MLP):
+        if "__init__" in vars(c):
+            known |= set(inspect.signature(c.__init__).parameters)
+    known -= {"self", "kwargs", "theta", "x", "prior", "features", "context", "transforms"}
+    for key in flow_kwargs:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ValueError(
+                f"unknown option {key!r} for PosteriorEstimator: did you mean {close[0]!r}?"
+            )
 
 
 def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool:

@@ -90,3 +90,12 @@ def test_x_near_the_float32_limit_is_standardised_not_overflowed():
     assert torch.isfinite(post.flow.x_scale).all()
     samples = post.sample((500,), x=torch.tensor([3e37 * 0.5]))
     assert abs(float(samples.median()) - 0.5) < 0.15
+
+
+def test_a_typo_in_an_option_is_an_error_at_construction_naming_the_option():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match="'num_transform'.*did you mean 'num_transforms'"):
+        PosteriorEstimator(prior, num_transform=2)
+    with pytest.raises(ValueError, match="num_bins must be >= 1|did you mean"):
+        PosteriorEstimator(prior, num_bin=0)
+    PosteriorEstimator(prior, passes=2, num_bins=4)  # zuko's own options pass

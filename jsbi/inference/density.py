@@ -83,7 +83,10 @@ class DensityEstimator:
         self.flow_name = flow
         self.seed = int(seed)
         if self.objective != "npe":
+            # No simulator, hence no likelihood: a free energy, in the paper's joint
+            # primal-dual scheme (METHOD.md section 4).
             options.setdefault("proxy", "mlp")
+            options.setdefault("schedule", "joint")
         self.options = options
         self.estimator: PosteriorEstimator | None = None
 

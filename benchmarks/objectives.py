@@ -1,9 +1,11 @@
 r"""jsbi's objectives against sbi's NPE on the development tasks.
 
 For each task, simulation budget and seed, every method trains on the same simulations:
-jsbi ``npe``, ``jeffreys``, ``srfe`` (tau = 0.5 constant), ``srfe-anneal`` (0.9 -> 0.1),
-the fixed-weight penalty ablation ``jeffreys-fixed``, and sbi's NPE (zuko NSF of the same
-size). It prints, per cell, the C2ST against the reference posterior (sbibm's definition;
+by default jsbi ``npe``, ``jeffreys`` and ``srfe`` (tau = 0.5; both with the likelihood
+proxy and the npe-first schedule), ``jeffreys-proxy`` (the same run, returning the proxy
+where it is clearly the better model) and sbi's NPE (zuko NSF of the same size); any
+method of :data:`jsbi.benchmark.METHODS` with ``--methods`` (revision 1's are the
+``*-joint`` ones, its fixed-weight ablation ``jeffreys-fixed``). It prints, per cell, the C2ST against the reference posterior (sbibm's definition;
 mean and spread over observations and seeds), the training wall time, and the per-epoch
 cost of each method relative to jsbi ``npe``. The harness is :mod:`jsbi.benchmark` (also
 ``jsbi benchmark``); with ``--out`` the run is resumable and parallel (``--n-jobs``).
@@ -52,7 +54,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-simulations", nargs="+", type=int, default=[1000, 10_000])
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["npe", "jeffreys", "jeffreys-proxy", "srfe", "sbi-npe"],
+        choices=list(METHODS),
+        help="methods of jsbi.benchmark.METHODS (default: %(default)s)",
+    )
     p.add_argument("--num-samples", type=int, default=10_000, help="samples for C2ST")
     p.add_argument("--max-epochs", type=int, default=2**31 - 1)
     p.add_argument(

@@ -21,14 +21,17 @@ import torch
 import jsbi
 from jsbi.inference import PosteriorEstimator
 
+JOINT = {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"}
 CONFIGS = {
     "npe": {"objective": "npe"},
-    "jeffreys": {"objective": "jeffreys"},
-    "jeffreys reverse_batch_size=25": {
-        "objective": "jeffreys",
+    # The joint schedule (warm-up epochs 1-10, then the reverse term every epoch), whose
+    # per-epoch cost this script measures; npe-first's phase 2 is benchmarks/phase2.py.
+    "jeffreys-joint": {**JOINT},
+    "jeffreys-joint reverse_batch_size=25": {
+        **JOINT,
         "objective_kwargs": {"reverse_batch_size": 25},
     },
-    "jeffreys passes=2": {"objective": "jeffreys", "passes": 2},
+    "jeffreys-joint passes=2": {**JOINT, "passes": 2},
     "npe passes=2": {"objective": "npe", "passes": 2},
 }
 

@@ -5,7 +5,8 @@ by default jsbi ``npe``, ``jeffreys`` and ``srfe`` (tau = 0.5; both with the lik
 proxy and the npe-first schedule), ``jeffreys-proxy`` (the same run, returning the proxy
 where it is clearly the better model) and sbi's NPE (zuko NSF of the same size); any
 method of :data:`jsbi.benchmark.METHODS` with ``--methods`` (revision 1's are the
-``*-joint`` ones, its fixed-weight ablation ``jeffreys-fixed``). It prints, per cell, the C2ST against the reference posterior (sbibm's definition;
+``*-joint`` ones, its fixed-weight ablation ``jeffreys-fixed``). It prints, per cell,
+the C2ST against the reference posterior (sbibm's definition;
 mean and spread over observations and seeds), the training wall time, and the per-epoch
 cost of each method relative to jsbi ``npe``. The harness is :mod:`jsbi.benchmark` (also
 ``jsbi benchmark``); with ``--out`` the run is resumable and parallel (``--n-jobs``).

@@ -529,9 +529,10 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 # The demo's budget: two_moons on a 2-core CPU in a few minutes, yet enough pairs and
-# samples that C2ST and the calibration checks separate the methods. The epoch cap bounds
-# training (the adaptive objective's epochs cost more than NPE's); C2ST's 9 classifier
-# fits (3 methods x 3 observations) are the other large cost, hence 1,000 samples.
+# samples that C2ST and the calibration checks separate the methods. The epoch cap is a
+# safety bound, above npe's early stop: under a cap npe-first's phase 1 never ends and the
+# symmetric objective would be npe itself. C2ST's 9 classifier fits (3 methods x 3
+# observations) are the other large cost, hence 1,000 samples.
 DEMO = {
     "task": "two_moons",
     "num_simulations": 2000,
@@ -540,7 +541,7 @@ DEMO = {
     "num_sbc": 200,
     "num_posterior_samples": 500,
     "num_c2st_samples": 1000,
-    "max_epochs": 60,
+    "max_epochs": 500,
 }
 
 

@@ -64,10 +64,18 @@ def _mlp(
 
 class _Standardized:
     r"""Standardisation buffers ``theta_mean``, ``theta_std``, ``x_mean``, ``x_std`` and
-    the shape check shared by the energies (the subclass registers the buffers)."""
+    the shape check shared by the energies (the subclass sets ``theta_dim``, ``x_dim``
+    and calls :meth:`_register_statistics`)."""
 
     theta_dim: int
     x_dim: int
+
+    def _register_statistics(self, theta_mean, theta_std, x_mean, x_std) -> None:
+        d, m = self.theta_dim, self.x_dim
+        self.register_buffer("theta_mean", self._stat(theta_mean, 0.0, d, "theta_mean"))
+        self.register_buffer("theta_std", self._stat(theta_std, 1.0, d, "theta_std"))
+        self.register_buffer("x_mean", self._stat(x_mean, 0.0, m, "x_mean"))
+        self.register_buffer("x_std", self._stat(x_std, 1.0, m, "x_std"))
 
     @staticmethod
     def _stat(value: Tensor | None, default: float, dim: int, name: str) -> Tensor:
@@ -167,10 +175,7 @@ class ConditionalEnergy(_Standardized, nn.Module):
         self.network = _mlp(
             self.theta_dim + self.embedding_features, hidden_features, activation, zero_init
         )
-        self.register_buffer("theta_mean", self._stat(theta_mean, 0.0, theta_dim, "theta_mean"))
-        self.register_buffer("theta_std", self._stat(theta_std, 1.0, theta_dim, "theta_std"))
-        self.register_buffer("x_mean", self._stat(x_mean, 0.0, x_dim, "x_mean"))
-        self.register_buffer("x_std", self._stat(x_std, 1.0, x_dim, "x_std"))
+        self._register_statistics(theta_mean, theta_std, x_mean, x_std)
 
     def h(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The network's scalar output :math:`h_\psi(\theta, x)`, shape ``(..., B)``.
@@ -498,11 +503,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
             num_bins=num_bins,
             **flow_kwargs,
         )
-        stat = self._stat
-        self.register_buffer("theta_mean", stat(theta_mean, 0.0, self.theta_dim, "theta_mean"))
-        self.register_buffer("theta_std", stat(theta_std, 1.0, self.theta_dim, "theta_std"))
-        self.register_buffer("x_mean", stat(x_mean, 0.0, self.x_dim, "x_mean"))
-        self.register_buffer("x_std", stat(x_std, 1.0, self.x_dim, "x_std"))
+        self._register_statistics(theta_mean, theta_std, x_mean, x_std)
 
     @classmethod
     def from_config(cls, config: dict, prior: Distribution) -> LikelihoodEnergy:

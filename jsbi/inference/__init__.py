@@ -13,6 +13,7 @@ from jsbi.inference.flows import (
     build_flow,
 )
 from jsbi.inference.posterior import Posterior, PosteriorLoadError, load_posterior
+from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.inference.trainer import NPEStep, TrainingStep, train
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Posterior",
     "PosteriorEstimator",
     "PosteriorLoadError",
+    "ProxyPosterior",
     "SetEmbedding",
     "TrainingStep",
     "build_conditional_flow",

@@ -463,6 +463,10 @@ class Posterior:
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         r"""Saves the posterior for :func:`load_posterior` (see the module docstring)."""
+        torch.save(self._state(), path)
+
+    def _state(self) -> dict[str, Any]:
+        # What save() writes; subclasses add their own entries.
         spec = prior_to_spec(self._prior)
         if spec is None and self._prior is not None:
             warnings.warn(
@@ -480,7 +484,7 @@ class Posterior:
             "history": self.history,
             "default_x": None if self._x is None else self._x.cpu(),
         }
-        torch.save(state, path)
+        return state
 
 
 def load_posterior(

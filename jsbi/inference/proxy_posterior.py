@@ -30,7 +30,7 @@ from torch.distributions import Distribution
 
 from jsbi.inference.flows import ConditionalFlow
 from jsbi.inference.importance import importance_resample, proxy_log_normalizer
-from jsbi.inference.posterior import Posterior
+from jsbi.inference.posterior import Posterior, _shape
 
 __all__ = ["ProxyPosterior"]
 
@@ -127,7 +127,7 @@ class ProxyPosterior(Posterior):
             return -self.proxy(theta, x) - log_z
 
     def sample_and_log_prob(self, sample_shape=(), x: Tensor | None = None):
-        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        shape = _shape(sample_shape)
         x = self._one_x(x)
         theta = self._sample(math.prod(shape), x, True)[:, 0]
         return theta.reshape(*shape, self.dim_theta), self._log_prob(theta, x, False).reshape(
@@ -144,7 +144,7 @@ class ProxyPosterior(Posterior):
         lp = self._log_prob(theta, x, False)
         return theta[int(torch.argmax(lp))][None]
 
-    def save(self, path) -> None:
+    def _state(self) -> dict[str, Any]:
         config = getattr(self.proxy, "config", None)
         if config is None:
             raise ValueError(
@@ -152,12 +152,11 @@ class ProxyPosterior(Posterior):
                 "(only the likelihood proxy can); save its flow posterior instead: "
                 "Posterior(post.flow, post.prior).save(path)"
             )
-        super().save(path)
-        state = torch.load(path, weights_only=True)
+        state = super()._state()
         state["proxy"] = {
             "config": config,
             "state_dict": {k: v.detach().cpu() for k, v in self.proxy.state_dict().items()},
             "candidates_per_sample": self.candidates_per_sample,
             "num_normalizer_samples": self.num_normalizer_samples,
         }
-        torch.save(state, path)
+        return state

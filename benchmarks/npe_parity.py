@@ -1,18 +1,22 @@
 r"""Parity of jsbi's NPE with sbi's NPE on the same simulations.
 
-For each task and simulation budget, the script simulates once, trains jsbi's ``npe``
-(zuko NSF, sbi's defaults: 5 transforms, 5 x 50 hidden units, 10 bins, Adam 5e-4, batch
-200, 10% validation, patience 20) and sbi's ``NPE`` with ``posterior_nn("zuko_nsf")`` on
-exactly those pairs, then for each observation prints the C2ST of each posterior against
-the task's reference samples (sbibm's definition, :func:`jsbi.diagnostics.c2st.c2st`),
-the training wall times and their ratio, and sampling throughput. sbi's TensorBoard
+For each task, simulation budget and seed, the script simulates once, trains jsbi's ``npe``
+once per way of respecting the prior's support (``--supports``: ``transform`` and
+``truncate``; zuko NSF, sbi's defaults: 5 transforms, 5 x 50 hidden units, 10 bins, Adam
+5e-4, batch 200, 10% validation, patience 20) and sbi's ``NPE`` with
+``posterior_nn("zuko_nsf")`` on exactly those pairs, then for each observation records the
+C2ST of each posterior against the task's reference samples (sbibm's definition,
+:func:`jsbi.diagnostics.c2st.c2st`), the training wall times and their ratio, the sampling
+throughput (rejection included) and how many returned samples lie outside the prior. The
+table gives the mean and spread over observations and seeds, and the paired difference to
+sbi NPE with its standard error. sbi's TensorBoard
 logging is disabled (:func:`jsbi.diagnostics.baselines.train_sbi_npe`), so nothing lands
 in the working tree.
 
 Example:
-    $ python benchmarks/npe_parity.py                                   # the full run
+    $ python benchmarks/npe_parity.py --csv benchmarks/results/npe_parity_v2.csv  # full run
     $ python benchmarks/npe_parity.py --tasks two_moons --num-simulations 300 \
-        --observations 1 --max-epochs 3 --num-samples 500               # a smoke test
+        --seeds 0 --observations 1 --max-epochs 3 --num-samples 500     # a smoke test
 """
 
 from __future__ import annotations
@@ -28,19 +32,20 @@ from pathlib import Path
 import torch
 
 import jsbi
+from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.baselines import train_sbi_npe
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference import PosteriorEstimator
+from jsbi.inference import SUPPORT_MODES, PosteriorEstimator, Support
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=["two_moons", "slcp"], help="task names")
+    p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), help="task names")
     p.add_argument(
         "--num-simulations", nargs="+", type=int, default=[1000, 10_000], help="budgets"
     )
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds")
     p.add_argument(
         "--num-samples",
         type=int,
@@ -52,13 +57,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument(
+        "--supports",
+        nargs="+",
+        default=list(SUPPORT_MODES),
+        choices=SUPPORT_MODES,
+        help="jsbi's ways to respect a bounded prior, one jsbi-npe-<support> method each",
+    )
+    p.add_argument(
         "--unbounded",
         action="store_true",
-        help="train jsbi's flow directly on theta, as sbi does (default: bounded flow)",
+        help="the older spelling of --supports truncate",
     )
     p.add_argument("--n-jobs", type=int, default=1, help="simulation workers")
-    p.add_argument("--csv", type=Path, default=None, help="also write per-observation rows")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        help="per-observation rows, written after every cell; a rerun skips its finished cells",
+    )
+    args = p.parse_args(argv)
+    if args.unbounded:
+        args.supports = ["truncate"]
+    return args
 
 
 def _throughput(posterior, x_o: torch.Tensor, n: int, **kw) -> tuple[torch.Tensor, float]:
@@ -68,69 +88,115 @@ def _throughput(posterior, x_o: torch.Tensor, n: int, **kw) -> tuple[torch.Tenso
     return samples, n / (time.perf_counter() - start)
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def _train_jsbi(task, theta, x, seed: int, support: str, args: argparse.Namespace):
+    est = PosteriorEstimator(task.prior, flow="nsf", support=support, seed=seed)
+    start = time.perf_counter()
+    posterior = est.fit(
+        theta,
+        x,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        stop_after_epochs=args.stop_after_epochs,
+        max_epochs=args.max_epochs,
+        show_progress_bar=False,
+    )
+    return posterior, time.perf_counter() - start, posterior.history["epochs_trained"]
+
+
+def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> list[dict]:
+    r"""Simulates once, trains every method on those pairs and scores each observation."""
+    task = jsbi.get_task(task_name)
+    theta, x = jsbi.simulate(task, n_sim, seed=seed, n_jobs=args.n_jobs)
+    trained = {}
+    for support in args.supports:
+        trained[f"jsbi-npe-{support}"] = _train_jsbi(task, theta, x, seed, support, args)
+    start = time.perf_counter()
+    theirs, their_history = train_sbi_npe(
+        theta,
+        x,
+        task.prior,
+        seed=seed,
+        learning_rate=args.learning_rate,
+        training_batch_size=args.batch_size,
+        stop_after_epochs=args.stop_after_epochs,
+        max_num_epochs=args.max_epochs,
+    )
+    trained["sbi-npe"] = (theirs, time.perf_counter() - start, their_history["epochs_trained"])
+    t_sbi = trained["sbi-npe"][1]
+    support = Support.from_prior(task.prior)
     rows = []
-    for task_name in args.tasks:
-        task = jsbi.get_task(task_name)
-        for n_sim in args.num_simulations:
+    for obs in args.observations:
+        x_o = task.observation(obs)
+        ref = task.reference_samples(obs)[: args.num_samples]
+        n = len(ref)
+        scores = []
+        for method, (posterior, t, epochs) in trained.items():
+            kw = {"show_progress_bars": False} if method == "sbi-npe" else {}
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                s, tp = _throughput(posterior, x_o, n, **kw)
+            rows.append(
+                {
+                    "task": task_name,
+                    "num_simulations": n_sim,
+                    "seed": seed,
+                    "observation": obs,
+                    "method": method,
+                    "c2st": c2st(s, ref, seed=seed),
+                    "train_time_s": t,
+                    "samples_per_s": tp,
+                    "epochs": epochs,
+                    "time_ratio_over_sbi": t / t_sbi,
+                    "samples_outside_prior": int((~support.contains(s)).sum()),
+                }
+            )
+            scores.append(f"{method} {rows[-1]['c2st']:.3f}")
+        print(f"{task_name} N={n_sim} seed={seed} obs={obs}: " + ", ".join(scores), flush=True)
+    return rows
+
+
+def _read_rows(path: Path | None) -> list[dict]:
+    if path is None or not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("num_simulations", "seed", "observation", "epochs", "samples_outside_prior"):
+            r[k] = int(r[k])
+        for k in ("c2st", "train_time_s", "samples_per_s", "time_ratio_over_sbi"):
+            r[k] = float(r[k])
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = _read_rows(args.csv)
+    methods = {f"jsbi-npe-{s}" for s in args.supports} | {"sbi-npe"}
+    # Small budgets first, so every task has a row early.
+    for n_sim in sorted(args.num_simulations):
+        for task_name in args.tasks:
             for seed in args.seeds:
-                theta, x = jsbi.simulate(task, n_sim, seed=seed, n_jobs=args.n_jobs)
-                est = PosteriorEstimator(
-                    task.prior, flow="nsf", bounded=not args.unbounded, seed=seed
-                )
-                start = time.perf_counter()
-                ours = est.fit(
-                    theta,
-                    x,
-                    learning_rate=args.learning_rate,
-                    batch_size=args.batch_size,
-                    stop_after_epochs=args.stop_after_epochs,
-                    max_epochs=args.max_epochs,
-                    show_progress_bar=False,
-                )
-                t_ours = time.perf_counter() - start
-                start = time.perf_counter()
-                theirs, their_history = train_sbi_npe(
-                    theta,
-                    x,
-                    task.prior,
-                    seed=seed,
-                    learning_rate=args.learning_rate,
-                    training_batch_size=args.batch_size,
-                    stop_after_epochs=args.stop_after_epochs,
-                    max_num_epochs=args.max_epochs,
-                )
-                t_sbi = time.perf_counter() - start
-                for obs in args.observations:
-                    x_o = task.observation(obs)
-                    ref = task.reference_samples(obs)[: args.num_samples]
-                    n = len(ref)
-                    with torch.random.fork_rng():
-                        torch.manual_seed(seed)
-                        s_ours, tp_ours = _throughput(ours, x_o, n)
-                        s_sbi, tp_sbi = _throughput(theirs, x_o, n, show_progress_bars=False)
-                    common = {"task": task_name, "num_simulations": n_sim, "seed": seed}
-                    common["observation"] = obs
-                    for method, s, t, tp, epochs in (
-                        ("jsbi-npe", s_ours, t_ours, tp_ours, ours.history["epochs_trained"]),
-                        ("sbi-npe", s_sbi, t_sbi, tp_sbi, their_history["epochs_trained"]),
-                    ):
-                        rows.append(
-                            {
-                                **common,
-                                "method": method,
-                                "c2st": c2st(s, ref, seed=seed),
-                                "train_time_s": t,
-                                "samples_per_s": tp,
-                                "epochs": epochs,
-                                "time_ratio_jsbi_over_sbi": t_ours / t_sbi,
-                            }
-                        )
-                    print(
-                        f"{task_name} N={n_sim} seed={seed} obs={obs}: "
-                        f"c2st jsbi {rows[-2]['c2st']:.3f} sbi {rows[-1]['c2st']:.3f}",
-                        file=sys.stderr,
-                    )
+                key = (task_name, n_sim, seed)
+                done = {
+                    (r["method"], r["observation"])
+                    for r in rows
+                    if (r["task"], r["num_simulations"], r["seed"]) == key
+                }
+                if all((m, o) in done for m in methods for o in args.observations):
+                    continue
+                rows = [r for r in rows if (r["task"], r["num_simulations"], r["seed"]) != key]
+                rows += _cell(task_name, n_sim, seed, args)
+                if args.csv is not None:
+                    _write_rows(args.csv, rows)
     return rows
 
 
@@ -141,34 +207,49 @@ def _ms(values: list[float], fmt: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    r"""Mean and spread over observations and seeds; the paired difference to sbi NPE
+    (same task, budget, seed and observation)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["num_simulations"], r["method"]), []).append(r)
+    sbi = {
+        (r["task"], r["num_simulations"], r["seed"], r["observation"]): r
+        for r in rows
+        if r["method"] == "sbi-npe"
+    }
     head = (
-        f"{'task':<12} {'N':>6} {'method':<9} {'C2ST (mean ± sd)':>18} "
-        f"{'train s':>16} {'jsbi/sbi':>9} {'samples/s':>20}"
+        f"{'task':<24} {'N':>6} {'method':<19} {'C2ST (mean ± sd)':>16} "
+        f"{'minus sbi (± se)':>17} {'train s':>14} {'t/t_sbi':>8} {'samples/s':>9} "
+        f"{'outside':>7}"
     )
     lines = [head, "-" * len(head)]
-    for (task, n, method), rs in groups.items():
+    for (task, n, method), rs in sorted(groups.items()):
+        diffs = [
+            r["c2st"] - sbi[(task, n, r["seed"], r["observation"])]["c2st"]
+            for r in rs
+            if (task, n, r["seed"], r["observation"]) in sbi
+        ]
+        paired = "" if method == "sbi-npe" or not diffs else _mse(diffs)
         lines.append(
-            f"{task:<12} {n:>6} {method:<9} {_ms([r['c2st'] for r in rs], '.3f'):>18} "
-            f"{_ms([r['train_time_s'] for r in rs], '.1f'):>16} "
-            f"{statistics.fmean(r['time_ratio_jsbi_over_sbi'] for r in rs):>9.2f} "
-            f"{_ms([r['samples_per_s'] for r in rs], '.3g'):>20}"
+            f"{task:<24} {n:>6} {method:<19} {_ms([r['c2st'] for r in rs], '.3f'):>16} "
+            f"{paired:>17} {_ms([r['train_time_s'] for r in rs], '.0f'):>14} "
+            f"{statistics.fmean(r['time_ratio_over_sbi'] for r in rs):>8.2f} "
+            f"{statistics.fmean(r['samples_per_s'] for r in rs):>9.3g} "
+            f"{sum(r['samples_outside_prior'] for r in rs):>7}"
         )
     return "\n".join(lines)
+
+
+def _mse(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return f"{mean:+.3f} ± {se:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
     print(table(rows))
-    if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
     return 0
 
 

@@ -159,10 +159,9 @@ def nltp(
 
 
 def _in_support(prior: Distribution, theta: Tensor) -> Tensor:
-    from sbi.utils.sbiutils import within_support
+    from jsbi.inference.support import Support
 
-    ok = within_support(prior, theta)
-    return ok.reshape(theta.shape[:-1]).bool()
+    return Support.from_prior(prior, theta.shape[-1]).cpu().contains(theta.cpu())
 
 
 @torch.no_grad()

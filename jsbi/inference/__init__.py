@@ -14,11 +14,13 @@ from jsbi.inference.flows import (
 )
 from jsbi.inference.posterior import Posterior, PosteriorLoadError, load_posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.inference.support import SUPPORT_MODES, Support
 from jsbi.inference.trainer import NPEStep, TrainingStep, train
 
 __all__ = [
     "FLOWS",
     "OBJECTIVES",
+    "SUPPORT_MODES",
     "ConditionalFlow",
     "Density",
     "DensityEstimator",
@@ -29,6 +31,7 @@ __all__ = [
     "PosteriorLoadError",
     "ProxyPosterior",
     "SetEmbedding",
+    "Support",
     "TrainingStep",
     "build_conditional_flow",
     "build_flow",

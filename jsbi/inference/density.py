@@ -121,7 +121,7 @@ class DensityEstimator:
                     f"held_out must have shape (n', {samples.shape[1]}), "
                     f"got {tuple(held_out.shape)}"
                 )
-        # Only a shape: with bounded=False and a free energy the fit never reads it.
+        # Only a shape: its support is the real line, and a free energy never reads it.
         reference = Independent(Normal(torch.zeros(samples.shape[1]), 1.0), 1)
         est = PosteriorEstimator(
             reference,

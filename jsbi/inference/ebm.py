@@ -42,6 +42,7 @@ from jsbi.inference.objectives import (
     nrec_loss,
     proxy_fit,
 )
+from jsbi.inference.support import Support
 
 
 def _mlp(
@@ -266,16 +267,11 @@ class PriorLogDensity(nn.Module):
             safe = prior.sample().reshape(-1)
         self.dim = int(safe.shape[0])
         self.register_buffer("_safe_theta", safe.to(torch.get_default_dtype()))
+        self.support = Support.from_prior(prior, self.dim, persistent=False)
 
     def inside(self, theta: Tensor) -> Tensor:
         r"""Whether each row of ``theta`` (..., d) lies in the support, shape (...)."""
-        try:
-            inside = self.prior.support.check(theta)
-        except NotImplementedError:
-            return torch.isfinite(theta).all(-1)
-        if inside.ndim == theta.ndim:
-            inside = inside.all(-1)
-        return inside & torch.isfinite(theta).all(-1)
+        return self.support.contains(theta)
 
     def forward(self, theta: Tensor) -> Tensor:
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""

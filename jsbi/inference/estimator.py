@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
 from jsbi.inference.objectives import TauSchedule, make_tau_schedule
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.inference.support import Support, support_mode
 from jsbi.inference.trainer import (
     AdaptiveStep,
     NPEStep,
@@ -176,8 +178,8 @@ class PosteriorEstimator:
         embedding_net: A module mapping ``x`` (z-scored) to features, trained jointly, e.g.
             :class:`~jsbi.inference.flows.MLPEmbedding` or
             :class:`~jsbi.inference.flows.SetEmbedding`.
-        bounded: Whether the flow lives in the prior's unconstrained space (no posterior
-            mass outside the support).
+        bounded: The older spelling of ``support``: ``True`` is ``"transform"``,
+            ``False`` is ``"truncate"``.
         device: The training device.
         seed: Seeds the initialisation, the validation split and the shuffling.
         tau: SRFE's :math:`\tau \in (0, 1)` (default 0.5); with
@@ -214,6 +216,11 @@ class PosteriorEstimator:
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
+        support: How the flow respects a bounded prior: ``"transform"`` (it lives in the
+            prior's unconstrained space, so no mass outside the support) or
+            ``"truncate"`` (sbi's way: it lives on z-scored ``theta``; the posterior rejects
+            samples outside the support and renormalises ``log_prob`` by the accepted
+            mass). See :mod:`jsbi.inference.support`.
         flow_kwargs: ``hidden_features``, ``num_transforms``, ``num_bins``, ``z_score_x``,
             ``z_score_theta`` and other zuko arguments (see
             :func:`~jsbi.inference.flows.build_conditional_flow`).
@@ -225,10 +232,11 @@ class PosteriorEstimator:
         flow: str | type = "nsf",
         objective: str = "npe",
         embedding_net: nn.Module | None = None,
-        bounded: bool = True,
+        bounded: bool | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
         *,
+        support: str | None = None,
         tau: float | None = None,
         tau_schedule: str | TauSchedule | None = None,
         eps: float | None = None,
@@ -308,7 +316,7 @@ class PosteriorEstimator:
             )
         self.objective_kwargs = {**named, **dict(objective_kwargs or {})}
         self.embedding_net = embedding_net
-        self.bounded = bool(bounded)
+        self.support = support_mode(support, bounded)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
@@ -379,16 +387,22 @@ class PosteriorEstimator:
             The trained :class:`Posterior` (its ``history`` holds the run).
         """
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
-        if self.bounded:
-            inside = self.prior.support.check(theta.to(_prior_device(self.prior)))
-            if inside.ndim > 1:
-                inside = inside.all(-1)
-            outside = int((~inside.cpu()).sum())
-            if outside:
-                raise ValueError(
-                    f"{outside} of {len(theta)} rows of theta lie outside the prior's support; "
-                    "a bounded flow gives them zero density (drop them or pass bounded=False)"
-                )
+        inside = Support.from_prior(self.prior, self.dim_theta).contains(
+            theta.to(_prior_device(self.prior))
+        )
+        outside = int((~inside.cpu()).sum())
+        if outside and self.support == "transform":
+            raise ValueError(
+                f"{outside} of {len(theta)} rows of theta lie outside the prior's support; "
+                "a flow with support='transform' gives them zero density (drop them or pass "
+                "support='truncate')"
+            )
+        if outside:
+            warnings.warn(
+                f"{outside} of {len(theta)} rows of theta lie outside the prior's support: "
+                "the flow fits them, the truncated posterior gives them zero density",
+                stacklevel=2,
+            )
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             self.flow = build_conditional_flow(
@@ -397,7 +411,7 @@ class PosteriorEstimator:
                 self.prior,
                 flow=self.flow_name,
                 embedding_net=self.embedding_net,
-                bounded=self.bounded,
+                support=self.support,
                 **self.flow_kwargs,
             )
             self.step = OBJECTIVES[self.objective](

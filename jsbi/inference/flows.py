@@ -5,14 +5,16 @@ The posterior model of jsbi is one :class:`ConditionalFlow` module, :math:`q_\ph
 
 1. ``x`` is z-scored with buffers computed from the training data, then passed through an
    embedding network (identity by default) to give the context ``c = embed(x)``;
-2. ``theta`` is mapped to an unconstrained ``z = T^{-1}(theta)`` where ``T =
-   biject_to(prior.support)`` (bounded priors, ``bounded=True``), then z-scored;
+2. with ``support="transform"`` (bounded priors), ``theta`` is mapped to an
+   unconstrained ``z = T^{-1}(theta)`` where ``T = biject_to(prior.support)``; then it is
+   z-scored;
 3. a zuko flow (NSF by default) gives the density of the standardised parameters given
    ``c``.
 
 ``log q(theta | x)`` includes every Jacobian (standardisation and ``T``), so it is a density
-over ``theta`` itself, and with ``bounded=True`` the flow has no mass outside the prior's
-support (``log_prob`` is ``-inf`` there). The defaults equal sbi's
+over ``theta`` itself. With ``support="transform"`` the flow has no mass outside the prior's
+support (``log_prob`` is ``-inf`` there); with ``support="truncate"`` it lives on ``theta``
+and the posterior truncates it (see :mod:`jsbi.inference.support`). The defaults equal sbi's
 ``posterior_nn("zuko_nsf")``: 5 autoregressive transforms, each conditioned by an MLP with
 5 hidden layers of 50 units (sbi expands ``hidden_features=50`` to one layer per transform),
 and 10 spline bins, so that comparisons with sbi's NPE are like for like.
@@ -46,15 +48,17 @@ import torch
 import torch.nn as nn
 import zuko
 from torch import Tensor
-from torch.distributions import Distribution, Transform, biject_to, constraints
-from torch.distributions.transforms import IndependentTransform
+from torch.distributions import Distribution
 from zuko.lazy import LazyDistribution
+
+from jsbi.inference.support import SUPPORT_MODES, Support, SupportTransform, support_mode
 
 __all__ = [
     "FLOWS",
     "ConditionalFlow",
     "MLPEmbedding",
     "SetEmbedding",
+    "Support",
     "SupportTransform",
     "build_conditional_flow",
     "build_flow",
@@ -227,84 +231,6 @@ _EMBEDDINGS: dict[str, type[nn.Module]] = {
 }
 
 
-class SupportTransform(nn.Module):
-    r"""The bijection ``T`` from unconstrained space onto a prior's support, as buffers.
-
-    Box, half-line and real supports (possibly wrapped in ``independent``) are stored as
-    tensors, so the module moves across devices and saves with the flow; any other support
-    that :func:`torch.distributions.biject_to` handles is kept as a Python object (``kind
-    = "generic"``) and must be rebuilt from the prior when loading.
-
-    Arguments:
-        support: A constraint, e.g. ``prior.support``.
-        dim: The parameter dimension :math:`d`.
-    """
-
-    def __init__(self, support: constraints.Constraint | None, dim: int) -> None:
-        super().__init__()
-        base = support
-        while isinstance(base, constraints.independent):
-            base = base.base_constraint
-        lower = torch.full((dim,), -math.inf)
-        upper = torch.full((dim,), math.inf)
-        self._generic = None
-        if base is None or base is constraints.real or isinstance(base, type(constraints.real)):
-            kind = "real"
-        elif isinstance(base, (constraints.interval, constraints.half_open_interval)):
-            kind = "interval"
-            lower = torch.as_tensor(base.lower_bound, dtype=torch.float32).expand(dim).clone()
-            upper = torch.as_tensor(base.upper_bound, dtype=torch.float32).expand(dim).clone()
-        elif isinstance(base, (constraints.greater_than, constraints.greater_than_eq)):
-            kind = "greater_than"
-            lower = torch.as_tensor(base.lower_bound, dtype=torch.float32).expand(dim).clone()
-        elif isinstance(base, constraints.less_than):
-            kind = "less_than"
-            upper = torch.as_tensor(base.upper_bound, dtype=torch.float32).expand(dim).clone()
-        else:
-            try:
-                self._generic = biject_to(support)
-            except NotImplementedError as e:
-                raise ValueError(
-                    f"cannot map the prior's support {support} to an unconstrained space; "
-                    "pass bounded=False"
-                ) from e
-            self._support = support
-            kind = "generic"
-        self.kind = kind
-        self.register_buffer("lower", lower)
-        self.register_buffer("upper", upper)
-
-    @property
-    def is_bounded(self) -> bool:
-        return self.kind != "real"
-
-    def transform(self) -> Transform:
-        r"""Returns ``T``, from :math:`\mathbb{R}^d` onto the support (event dim 1)."""
-        if self.kind == "real":
-            return IndependentTransform(torch.distributions.transforms.identity_transform, 1)
-        if self.kind == "generic":
-            t = self._generic
-            return t if t.domain.event_dim >= 1 else IndependentTransform(t, 1)
-        if self.kind == "interval":
-            c = constraints.interval(self.lower, self.upper)
-        elif self.kind == "greater_than":
-            c = constraints.greater_than(self.lower)
-        else:
-            c = constraints.less_than(self.upper)
-        return IndependentTransform(biject_to(c), 1)
-
-    def contains(self, theta: Tensor) -> Tensor:
-        r"""Returns whether each row of ``theta`` (..., d) lies in the support, (...)."""
-        if self.kind == "generic":
-            ok = self._support.check(theta)
-            return ok if ok.shape == theta.shape[:-1] else ok.all(dim=-1)
-        inside = (theta >= self.lower) & (theta <= self.upper)
-        return inside.all(dim=-1) & torch.isfinite(theta).all(dim=-1)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
-
-
 def x_standardization(x: Tensor, robust: bool = False) -> tuple[Tensor, Tensor]:
     r"""The location and scale that z-score ``x`` (n, m), with checks.
 
@@ -378,21 +304,31 @@ def _x_location_scale(x: Tensor, robust: bool) -> tuple[Tensor, Tensor]:
 
 class ConditionalFlow(nn.Module):
     r"""The conditional density :math:`q_\phi(\theta | x)`: standardisation, embedding,
-    bounded-support transform and a zuko flow, in one module.
+    the prior's support and a zuko flow, in one module.
 
     Build it with :func:`build_conditional_flow`, which computes the standardisation from
     training data. Batch shapes of ``theta`` and ``x`` broadcast.
+
+    How the support is respected (``support_mode``, see :mod:`jsbi.inference.support`):
+
+    * ``"transform"``: the flow lives in ``T^{-1}(theta)`` (:attr:`maps`), so it has no
+      mass outside the support and ``log_prob`` is ``-inf`` there. A circular flow
+      (``ncsf``) on a box is bounded by construction instead (an affine map to
+      ``[-pi, pi)``), with the same guarantees.
+    * ``"truncate"``: the flow lives on ``theta`` and may put mass outside the support
+      (:attr:`leaks`); ``log_prob`` is then the flow's own density on
+      :math:`\mathbb{R}^d` (a proper density, what training fits), and
+      :class:`~jsbi.inference.Posterior` rejects samples outside and renormalises by the
+      accepted mass.
 
     Arguments:
         flow: The zuko lazy distribution over standardised parameters.
         dim_theta: The parameter dimension :math:`d`.
         dim_x: The data dimension :math:`m`.
         embedding_net: A module mapping ``x[..., m]`` (z-scored) to ``c[..., k]``.
-        support: The prior's support as a :class:`SupportTransform` (``None``: real).
-        unconstrained: Whether the flow lives in the unconstrained space ``T^{-1}(theta)``
-            (``True``: no mass outside the support) or directly on ``theta``.
-        mask_outside: Whether ``log_prob`` is ``-inf`` outside the support (default:
-            ``unconstrained``; also set for flows bounded by construction, like ``ncsf``).
+        support: The prior's :class:`~jsbi.inference.support.Support` (``None``: real).
+        support_mode: ``"transform"`` or ``"truncate"``.
+        circular: Whether ``flow`` is circular on ``[-pi, pi)`` (``ncsf``).
         config: What :func:`jsbi.load_posterior` needs to rebuild the module.
     """
 
@@ -403,20 +339,27 @@ class ConditionalFlow(nn.Module):
         dim_x: int,
         *,
         embedding_net: nn.Module | None = None,
-        support: SupportTransform | None = None,
-        unconstrained: bool = True,
-        mask_outside: bool | None = None,
+        support: Support | None = None,
+        support_mode: str = "transform",
+        circular: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if support_mode not in SUPPORT_MODES:
+            raise ValueError(f"support must be one of {SUPPORT_MODES}, got {support_mode!r}")
         self.flow = flow
         self.dim_theta = int(dim_theta)
         self.dim_x = int(dim_x)
         self.embedding_net = nn.Identity() if embedding_net is None else embedding_net
-        self.support = SupportTransform(None, dim_theta) if support is None else support
-        self.unconstrained = bool(unconstrained) and self.support.is_bounded
-        mask = self.unconstrained if mask_outside is None else bool(mask_outside)
-        self.mask_outside = mask and self.support.is_bounded
+        self.support = Support(None, dim_theta) if support is None else support
+        self.support_mode = support_mode
+        bounded = self.support.is_bounded
+        #: Whether the flow models ``T^{-1}(theta)`` rather than ``theta``.
+        self.maps = support_mode == "transform" and bounded and not circular
+        #: Whether the flow may put mass outside the support (the posterior truncates).
+        self.leaks = support_mode == "truncate" and bounded and not circular
+        if self.maps:
+            self.support.transform()  # fails here, not in training, if there is no map
         self.config = dict(config or {})
         self.register_buffer("theta_loc", torch.zeros(dim_theta))
         self.register_buffer("theta_scale", torch.ones(dim_theta))
@@ -426,9 +369,7 @@ class ConditionalFlow(nn.Module):
     # -- standardisation ---------------------------------------------------------------
     def to_unconstrained(self, theta: Tensor) -> Tensor:
         r"""Maps ``theta`` to the (unstandardised) space the flow models."""
-        if self.unconstrained:
-            return self.support.transform().inv(theta)
-        return theta
+        return self.support.to_unconstrained(theta)[0] if self.maps else theta
 
     @torch.no_grad()
     def set_standardization(
@@ -454,7 +395,7 @@ class ConditionalFlow(nn.Module):
             raise ValueError(f"mode must be 'independent' or 'local', got {mode!r}")
         if theta is not None:
             theta = theta.to(self.theta_loc)
-            if mode == "local" and self.unconstrained and self.support.kind == "interval":
+            if mode == "local" and self.maps and self.support.kind == "interval":
                 lo, hi = self.support.lower, self.support.upper
                 m = theta.mean(0)
                 u = ((m - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
@@ -482,15 +423,12 @@ class ConditionalFlow(nn.Module):
         shape = torch.broadcast_shapes(theta.shape[:-1], c.shape[:-1])
         theta = theta.expand(*shape, self.dim_theta)
         c = c.expand(*shape, c.shape[-1])
-        inside = self.support.contains(theta) if self.mask_outside else None
-        if inside is not None:
+        inside = None
+        if self.support.is_bounded and not self.leaks:
             # Rows outside get a harmless stand-in so no NaN reaches the gradient.
-            safe = (self.support.lower.clamp_min(-1e6) + self.support.upper.clamp_max(1e6)) / 2
-            theta = torch.where(inside[..., None], theta, safe.expand_as(theta))
-        if self.unconstrained:
-            t = self.support.transform()
-            z = t.inv(theta)
-            ladj = t.log_abs_det_jacobian(z, theta)
+            inside, theta = self.support.clip_inside(theta)
+        if self.maps:
+            z, ladj = self.support.to_unconstrained(theta)
         else:
             z, ladj = theta, 0.0
         u = (z - self.theta_loc) / self.theta_scale
@@ -529,19 +467,16 @@ class ConditionalFlow(nn.Module):
         u, lp = self.flow(c).rsample_and_log_prob(torch.Size(shape))
         z = u * self.theta_scale + self.theta_loc
         lp = lp - self.theta_scale.log().sum()
-        if self.unconstrained:
-            t = self.support.transform()
-            theta = t(z)
-            lp = lp - t.log_abs_det_jacobian(z, theta)
-        else:
-            theta = z
-        return theta, lp
+        if self.maps:
+            theta, ladj = self.support.from_unconstrained(z)
+            return theta, lp - ladj
+        return z, lp
 
     def rsample(self, shape: Sequence[int], x: Tensor) -> Tensor:
         r"""Draws reparameterised samples, shape ``(*S, *B, d)``."""
         c = self.embed(x)
         z = self.flow(c).rsample(torch.Size(shape)) * self.theta_scale + self.theta_loc
-        return self.support.transform()(z) if self.unconstrained else z
+        return self.support.from_unconstrained(z)[0] if self.maps else z
 
     @torch.no_grad()
     def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
@@ -559,7 +494,8 @@ def build_conditional_flow(
     *,
     flow: str | type[LazyDistribution] = "nsf",
     embedding_net: nn.Module | None = None,
-    bounded: bool = True,
+    support: str | None = None,
+    bounded: bool | None = None,
     z_score_theta: bool | str = True,
     z_score_x: bool | str = True,
     hidden_features: Sequence[int] = DEFAULT_HIDDEN_FEATURES,
@@ -575,9 +511,13 @@ def build_conditional_flow(
         prior: The prior; its ``support`` gives the bounded transform.
         flow: A name in :data:`FLOWS` or a zuko flow class (see :func:`build_flow`).
         embedding_net: A module for ``x`` (trained jointly); ``None`` is the identity.
-        bounded: Whether the flow lives in ``T^{-1}(theta)``, ``T = biject_to(prior.support)``
-            (no mass outside the support). With ``False`` the flow is on ``theta`` and may
-            leak; :class:`~jsbi.inference.Posterior` then rejects and reports leakage.
+        support: How a bounded prior is respected: ``"transform"`` (the flow lives in
+            ``T^{-1}(theta)``, ``T = biject_to(prior.support)``: no mass outside the
+            support) or ``"truncate"`` (the flow is on ``theta`` and may leak;
+            :class:`~jsbi.inference.Posterior` rejects samples outside and renormalises
+            ``log_prob``). Default :data:`~jsbi.inference.support.DEFAULT_SUPPORT`.
+        bounded: The older spelling: ``True`` is ``"transform"``, ``False`` is
+            ``"truncate"``.
         z_score_theta: Whether to z-score the (unconstrained) parameters: ``True`` or
             ``"independent"`` (by their own statistics), ``"local"`` (box priors: the slope
             of plain z-scoring at the prior's centre, see
@@ -592,10 +532,11 @@ def build_conditional_flow(
 
     Note:
         ``ncsf`` (circular splines) models angles in ``[-pi, pi)``: with a box prior its
-        support is mapped affinely onto that interval (``bounded`` then only means no
-        mass outside the box, which the circular flow guarantees); otherwise ``theta`` is
+        support is mapped affinely onto that interval (so it never leaks, whatever
+        ``support`` says); otherwise ``theta`` is
         used as is and must already be an angle. ``theta`` is never z-scored for it.
     """
+    mode = support_mode(support, bounded)
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
     d, m = theta.shape[-1], x.shape[-1]
@@ -612,7 +553,8 @@ def build_conditional_flow(
         "dim_theta": d,
         "dim_x": m,
         "dim_context": int(c.shape[-1]),
-        "bounded": bool(bounded),
+        "support": mode,
+        "bounded": mode == "transform",  # what files saved before support= read
         "hidden_features": [int(h) for h in hidden_features],
         "num_transforms": int(num_transforms),
         "num_bins": int(num_bins),
@@ -625,17 +567,16 @@ def build_conditional_flow(
         config, prior, embedding_net=emb, flow=None if isinstance(flow, str) else flow
     ).to(theta.device)
     if config["flow"] == "ncsf":
-        support = module.support
-        if support.kind == "interval":
-            module.theta_loc.copy_((support.lower + support.upper) / 2)
-            module.theta_scale.copy_((support.upper - support.lower) / (2 * math.pi))
+        box = module.support
+        if box.kind == "interval":
+            module.theta_loc.copy_((box.lower + box.upper) / 2)
+            module.theta_scale.copy_((box.upper - box.lower) / (2 * math.pi))
         module.set_standardization(None, x if z_score_x else None, robust_x=z_score_x == "robust")
     else:
-        mode = z_score_theta if isinstance(z_score_theta, str) else "independent"
         module.set_standardization(
             theta if z_score_theta else None,
             x if z_score_x else None,
-            mode=mode,
+            mode=z_score_theta if isinstance(z_score_theta, str) else "independent",
             robust_x=z_score_x == "robust",
         )
     return module
@@ -679,16 +620,14 @@ def conditional_flow_from_config(
         num_bins=config["num_bins"],
         **config.get("flow_kwargs", {}),
     )
-    support = SupportTransform(getattr(prior, "support", None) if prior is not None else None, d)
-    bounded = bool(config["bounded"])
     return ConditionalFlow(
         net,
         d,
         m,
         embedding_net=embedding_net,
-        support=support,
-        unconstrained=bounded and name != "ncsf",
-        mask_outside=bounded,
+        support=Support.from_prior(prior, d),
+        support_mode=config.get("support") or support_mode(bounded=bool(config["bounded"])),
+        circular=name == "ncsf",
         config=config,
     )
 

@@ -7,12 +7,14 @@ diagnostics accept it by duck typing:
     >>> from sbi.diagnostics import run_sbc, run_tarp      # doctest: +SKIP
     >>> ranks, dap = run_sbc(thetas, xs, posterior, num_posterior_samples=1000)  # doctest: +SKIP
 
-Leakage. With ``bounded=True`` (the default) the flow lives in the prior's unconstrained
-space and has no mass outside the support. With ``bounded=False`` it may; then, as sbi
-does, :meth:`Posterior.sample` rejects samples outside the support (``reject_outside_prior``)
-and records the fraction it rejected in :attr:`Posterior.last_leakage`;
-:meth:`Posterior.leakage` estimates it for an observation. ``log_prob`` is ``-inf``
-outside the support but is not renormalised by the leakage (sbi's ``norm_posterior``).
+Leakage. With ``support="transform"`` the flow lives in the prior's unconstrained space and
+has no mass outside the support. With ``support="truncate"`` it may; then, as sbi does,
+:meth:`Posterior.sample` rejects samples outside the support (``reject_outside_prior``) and
+records the fraction it rejected in :attr:`Posterior.last_leakage`, and ``log_prob`` is
+``-inf`` outside the support and renormalised by the accepted mass
+:math:`P_q(\theta \in S | x)` (sbi's ``norm_posterior=True``), a Monte Carlo estimate
+cached per observation: :meth:`Posterior.accepted_mass` gives it with its standard error,
+:meth:`Posterior.leakage` is one minus it.
 
 Saving. :meth:`Posterior.save` writes weights, the flow's config (name, sizes, kwargs),
 the standardisation buffers, the prior as data and the history; :func:`load_posterior`
@@ -29,10 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +50,7 @@ from torch.distributions import (
 )
 
 from jsbi.inference.flows import ConditionalFlow, conditional_flow_from_config
+from jsbi.inference.support import AcceptedMass
 
 __all__ = [
     "Posterior",
@@ -114,6 +118,8 @@ class Posterior:
         history: The training history (see :func:`jsbi.inference.trainer.train`).
         default_x: The observation used when ``x`` is omitted.
         max_sampling_batch_size: Most ``theta`` rows pushed through the flow at once.
+        num_mass_samples: Flow samples per observation for the accepted mass that
+            renormalises a truncated flow's ``log_prob`` (sbi's default, 10,000).
 
     Example:
         >>> samples = posterior.sample((1000,), x=x_o)               # doctest: +SKIP
@@ -129,7 +135,12 @@ class Posterior:
         history: dict[str, Any] | None = None,
         default_x: Tensor | None = None,
         max_sampling_batch_size: int = 100_000,
+        num_mass_samples: int = 10_000,
     ) -> None:
+        if int(num_mass_samples) < 1:
+            raise ValueError(f"num_mass_samples must be >= 1, got {num_mass_samples}")
+        self.num_mass_samples = int(num_mass_samples)
+        self._mass: dict[tuple[bytes, int], tuple[float, float]] = {}
         self.flow = flow.eval()
         self._prior = prior
         self.history = history if history is not None else {}
@@ -175,7 +186,7 @@ class Posterior:
         cfg = self.flow.config
         return (
             f"Posterior(flow={cfg.get('flow')!r}, dim_theta={self.dim_theta}, "
-            f"dim_x={self.flow.dim_x}, bounded={cfg.get('bounded')})"
+            f"dim_x={self.flow.dim_x}, support={self.flow.support_mode!r})"
         )
 
     def _one_x(self, x: Tensor | None) -> Tensor:
@@ -210,8 +221,8 @@ class Posterior:
         return theta
 
     def _rejects(self, reject_outside_prior: bool) -> bool:
-        # A bounded flow has no mass outside by construction; only an unbounded one leaks.
-        return reject_outside_prior and self.flow.support.is_bounded and not self.flow.mask_outside
+        # A transformed flow has no mass outside by construction; only a truncated one leaks.
+        return reject_outside_prior and self.flow.leaks
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -231,43 +242,11 @@ class Posterior:
     @torch.no_grad()
     def _sample(self, n: int, x: Tensor, reject: bool, max_rounds: int = 1000) -> Tensor:
         if not self._rejects(reject):
-            known = self.flow.mask_outside or not self.flow.support.is_bounded
-            self.last_leakage = 0.0 if known else None
+            self.last_leakage = None if self.flow.leaks else 0.0
             return self._draw(n, x)
-        B, d = len(x), self.dim_theta
-        out = torch.empty(n, B, d, device=self.device)
-        count = torch.zeros(B, dtype=torch.long, device=self.device)
-        drawn = accepted = 0
-        rows = torch.arange(n, device=self.device)[:, None]
-        for _ in range(max_rounds):
-            need = count < n
-            if not need.any():
-                break
-            cols = need.nonzero().squeeze(1)
-            draw = self._draw(n, x[cols])
-            ok = self.flow.support.contains(draw)
-            drawn += ok.numel()
-            accepted += int(ok.sum())
-            # Accepted rows first, in their original order, then scatter after `count`.
-            order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
-            cand = draw.gather(0, order[..., None].expand(-1, -1, d))
-            pos = count[cols] + rows
-            keep = (rows < ok.sum(0)) & (pos < n)
-            out[pos[keep], cols.expand(n, -1)[keep]] = cand[keep]
-            count[cols] = torch.clamp(count[cols] + ok.sum(0), max=n)
-        else:
-            raise RuntimeError(
-                f"rejection sampling gave up after {max_rounds} rounds: acceptance "
-                f"{accepted / max(drawn, 1):.2e}; the flow puts almost no mass inside the "
-                "prior's support (train with bounded=True)"
-            )
-        self.last_leakage = 1.0 - accepted / max(drawn, 1)
-        if self.last_leakage > 0.2:
-            warnings.warn(
-                f"{100 * self.last_leakage:.1f}% of posterior samples fell outside the prior's "
-                "support and were rejected",
-                stacklevel=3,
-            )
+        out, self.last_leakage = self.flow.support.rejection_sample(
+            lambda k, cols: self._draw(k, x[cols]), n, len(x), max_rounds=max_rounds
+        )
         return out
 
     def sample(
@@ -284,8 +263,9 @@ class Posterior:
         Arguments:
             sample_shape: The sample shape ``S``.
             x: One observation, shape ``(m,)`` or ``(1, m)`` (default: ``default_x``).
-            reject_outside_prior: With an unbounded flow, reject samples outside the
-                prior's support (the rejected fraction goes to :attr:`last_leakage`).
+            reject_outside_prior: With a truncated flow (``support="truncate"``), reject
+                samples outside the prior's support (the rejected fraction goes to
+                :attr:`last_leakage`).
             show_progress_bars: Accepted for sbi compatibility; sampling is one call.
 
         Returns:
@@ -332,13 +312,63 @@ class Posterior:
         return out.reshape(*shape, len(x), self.dim_theta)
 
     # -- densities -----------------------------------------------------------------------
-    def _log_prob(self, theta: Tensor, x: Tensor, track_gradients: bool) -> Tensor:
+    def _log_prob(
+        self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
+    ) -> Tensor:
+        # x is (1, m) (broadcast) or one row per column of theta's last batch dimension.
         with torch.set_grad_enabled(track_gradients):
             lp = self.flow.log_prob(theta, x)
-            if self.flow.support.is_bounded and not self.flow.mask_outside:
+            if self.flow.leaks:
                 inside = self.flow.support.contains(theta)
                 lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        if self.flow.leaks and normalize:
+            lp = lp - self.accepted_mass(x, many=True).log_mass
         return lp
+
+    def accepted_mass(
+        self, x: Tensor | None = None, num_samples: int | None = None, *, many: bool = False
+    ) -> AcceptedMass:
+        r"""The flow's mass inside the prior's support at each observation, with its
+        standard error: what renormalises a truncated flow's ``log_prob``.
+
+        A Monte Carlo estimate from ``num_samples`` flow samples per observation
+        (default :attr:`num_mass_samples`), seeded so the same ``x`` always gets the same
+        value, and cached. One for a transformed flow (no estimate needed: se 0).
+
+        Arguments:
+            x: One observation ``(m,)`` / ``(1, m)`` (default: ``default_x``), or with
+                ``many=True`` several, ``(B, m)``.
+            num_samples: Flow samples per observation.
+
+        Returns:
+            An :class:`~jsbi.inference.support.AcceptedMass` with ``mass`` and ``se`` of
+            shape ``(B,)`` (``log_mass``, ``log_mass_se`` for the log).
+        """
+        x = self._many_x(x) if many else self._one_x(x)
+        n = self.num_mass_samples if num_samples is None else int(num_samples)
+        if n < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not self.flow.leaks:
+            one = torch.ones(len(x), device=self.device)
+            return AcceptedMass(one, torch.zeros_like(one), 0)
+        keys = [(row.cpu().numpy().tobytes(), n) for row in x]
+        missing = sorted({k for k in keys if k not in self._mass}, key=keys.index)
+        if missing:
+            rows = torch.stack([x[keys.index(k)] for k in missing])
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)  # the same mass for the same x, in any instance
+                est = self.flow.support.accepted_mass(lambda k: self._draw(k, rows), n)
+            for k, m, se in zip(missing, est.mass.tolist(), est.se.tolist(), strict=True):
+                self._mass[k] = (m, se)
+        mass = torch.tensor([self._mass[k][0] for k in keys], device=self.device)
+        se = torch.tensor([self._mass[k][1] for k in keys], device=self.device)
+        if bool((mass == 0).any()):
+            raise RuntimeError(
+                f"none of {n} flow samples fell inside the prior's support for some x: its "
+                "truncated density cannot be normalised (train with support='transform')"
+            )
+        return AcceptedMass(mass, se, n)
 
     def log_prob(
         self,
@@ -346,6 +376,8 @@ class Posterior:
         x: Tensor | None = None,
         *,
         track_gradients: bool = False,
+        norm_posterior: bool = True,
+        leakage_correction_params: dict[str, Any] | None = None,
         **ignored: Any,
     ) -> Tensor:
         r"""Returns :math:`\log q(\theta | x)`.
@@ -356,6 +388,11 @@ class Posterior:
                 ``n`` observations ``(n, m)`` paired row by row with ``theta`` (e.g. the
                 NLTP of held-out pairs). Default: ``default_x``.
             track_gradients: Whether to keep the autograd graph.
+            norm_posterior: With a truncated flow, divide by the accepted mass
+                (:meth:`accepted_mass`) so the density integrates to one over the support
+                (as sbi). Ranks within one observation do not need it.
+            leakage_correction_params: sbi's spelling of the mass estimate's size:
+                ``{"num_rejection_samples": n}`` (default :attr:`num_mass_samples`).
 
         Returns:
             Log-densities of shape ``(n,)``; ``-inf`` outside the prior's support.
@@ -368,16 +405,26 @@ class Posterior:
                 f"theta must have shape (n, {self.dim_theta}), got {tuple(theta.shape)}; "
                 "use log_prob_batched for (n, B, d)"
             )
-        if x is not None:
-            x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-            if x.ndim == 2 and x.shape[0] == len(theta) and x.shape[0] != 1:
-                return self._log_prob(theta, self._many_x(x), track_gradients)
-        return self._log_prob(theta, self._one_x(x), track_gradients)
+        with self._mass_samples(leakage_correction_params):
+            if x is not None:
+                x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+                if x.ndim == 2 and x.shape[0] == len(theta) and x.shape[0] != 1:
+                    return self._log_prob(theta, self._many_x(x), track_gradients, norm_posterior)
+            return self._log_prob(theta, self._one_x(x), track_gradients, norm_posterior)
 
     def log_prob_batched(
-        self, theta: Tensor, x: Tensor, *, track_gradients: bool = False, **ignored: Any
+        self,
+        theta: Tensor,
+        x: Tensor,
+        *,
+        track_gradients: bool = False,
+        norm_posterior: bool = True,
+        leakage_correction_params: dict[str, Any] | None = None,
+        **ignored: Any,
     ) -> Tensor:
         r"""Returns :math:`\log q(\theta_{ib} | x_b)` for ``theta (n, B, d)`` and ``x (B, m)``.
+
+        ``norm_posterior`` and ``leakage_correction_params``: see :meth:`log_prob`.
 
         Returns:
             Log-densities of shape ``(n, B)``.
@@ -389,7 +436,22 @@ class Posterior:
                 f"theta must have shape (n, {len(x)}, {self.dim_theta}) for x of shape "
                 f"{tuple(x.shape)}, got {tuple(theta.shape)}"
             )
-        return self._log_prob(theta, x, track_gradients)
+        with self._mass_samples(leakage_correction_params):
+            return self._log_prob(theta, x, track_gradients, norm_posterior)
+
+    @contextlib.contextmanager
+    def _mass_samples(self, params: dict[str, Any] | None) -> Iterator[None]:
+        # sbi's leakage_correction_params -> num_mass_samples for one call.
+        n = (params or {}).get("num_rejection_samples")
+        old = self.num_mass_samples
+        if n is not None:
+            if int(n) < 1:
+                raise ValueError(f"num_rejection_samples must be >= 1, got {n}")
+            self.num_mass_samples = int(n)
+        try:
+            yield
+        finally:
+            self.num_mass_samples = old
 
     def sample_and_log_prob(
         self, sample_shape: Sequence[int] | int = (), x: Tensor | None = None
@@ -412,15 +474,12 @@ class Posterior:
         return theta.reshape(*shape, self.dim_theta), lp.reshape(shape)
 
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
-        r"""Estimates the fraction of the flow's mass outside the prior's support at ``x``.
+        r"""Estimates the fraction of the flow's mass outside the prior's support at ``x``,
+        one minus :meth:`accepted_mass`.
 
-        Zero by construction for a bounded flow (``bounded=True``).
+        Zero by construction for a transformed flow (``support="transform"``).
         """
-        x = self._one_x(x)
-        if not self.flow.support.is_bounded:
-            return 0.0
-        draw = self._draw(int(num_samples), x)
-        return 1.0 - self.flow.support.contains(draw).float().mean().item()
+        return 1.0 - float(self.accepted_mass(x, num_samples).mass[0])
 
     def map(
         self,

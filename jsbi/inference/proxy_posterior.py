@@ -31,6 +31,7 @@ from torch.distributions import Distribution
 from jsbi.inference.flows import ConditionalFlow
 from jsbi.inference.importance import importance_resample, proxy_log_normalizer
 from jsbi.inference.posterior import Posterior, _shape
+from jsbi.inference.support import AcceptedMass
 
 __all__ = ["ProxyPosterior"]
 
@@ -121,8 +122,10 @@ class ProxyPosterior(Posterior):
                 self._log_z[keys[i]] = v
         return torch.tensor([self._log_z[k] for k in keys], device=self.device)
 
-    def _log_prob(self, theta: Tensor, x: Tensor, track_gradients: bool) -> Tensor:
-        log_z = self._log_normalizer(x)
+    def _log_prob(
+        self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
+    ) -> Tensor:
+        log_z = self._log_normalizer(x) if normalize else 0.0
         with torch.set_grad_enabled(track_gradients):
             return -self.proxy(theta, x) - log_z
 
@@ -136,6 +139,12 @@ class ProxyPosterior(Posterior):
 
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
         return 0.0
+
+    def accepted_mass(self, x=None, num_samples=None, *, many: bool = False) -> AcceptedMass:
+        # The proxy has the prior's support: all of its mass is inside.
+        x = self._many_x(x) if many else self._one_x(x)
+        one = torch.ones(len(x), device=self.device)
+        return AcceptedMass(one, torch.zeros_like(one), 0)
 
     def map(self, x: Tensor | None = None, *, num_init_samples: int = 1000, **ignored: Any):
         r"""The best of ``num_init_samples`` proxy samples by proxy density, shape ``(1, d)``."""

@@ -24,6 +24,7 @@ __all__ = [
     "METHODS",
     "comparison_table",
     "load_rows",
+    "method_support",
     "plot_budgets",
     "run_benchmark",
     "run_unit",
@@ -88,12 +89,32 @@ class FinishedUnitError(ValueError):
     r"""A finished unit was asked for observations it was not scored on."""
 
 
-def _finished_rows(done: Path, observations: Sequence[int]) -> list[dict[str, Any]] | None:
+def method_support(method: str, options: dict[str, Any] | None = None) -> str:
+    r"""How ``method`` (with ``options``) respects a bounded prior: ``"transform"`` or
+    ``"truncate"`` for jsbi's methods, ``"sbi"`` for sbi's NPE (its own truncation)."""
+    from jsbi.inference.support import support_mode
+
+    if METHODS[method] is None:
+        return "sbi"
+    kwargs = {**METHODS[method], **(options or {})}
+    return support_mode(kwargs.get("support"), kwargs.get("bounded"))
+
+
+def _finished_rows(
+    done: Path, observations: Sequence[int], support: str | None = None
+) -> list[dict[str, Any]] | None:
     r"""The rows of the finished unit whose row file is ``done``, for ``observations``
-    (``None`` if it has not finished). A finished unit is read back, never scored again."""
+    (``None`` if it has not finished). A finished unit is read back, never scored again;
+    one trained with another ``support`` than the method now uses is an error."""
     if not done.exists():
         return None
     rows = _read_csv(done)
+    if support is not None and (old := {r["support"] for r in rows}) != {support}:
+        raise FinishedUnitError(
+            f"the finished unit {done} was trained with support={sorted(old)[0]!r}, but the "
+            f"method now uses support={support!r} (the default changed, or --option "
+            "support=...): give it a fresh out folder, or pass the old support"
+        )
     scored = {r["observation"] for r in rows}
     if missing := sorted(set(observations) - scored):
         raise FinishedUnitError(
@@ -197,7 +218,8 @@ def run_unit(
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        if (finished := _finished_rows(done, observations)) is not None:
+        support = method_support(method, options)
+        if (finished := _finished_rows(done, observations, support)) is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
@@ -222,6 +244,7 @@ def run_unit(
                 "train_seconds": seconds,
                 "epochs": epochs,
                 "seconds_per_epoch": seconds / max(epochs, 1),
+                "support": method_support(method, options),
             }
         )
     mean = statistics.fmean(r["c2st"] for r in rows)
@@ -281,7 +304,11 @@ def run_benchmark(
     units.sort(key=lambda u: (-u[1], u[3] in ("npe", "sbi-npe")))
     if out is not None:  # a finished unit that cannot answer fails here, before any work
         for unit in units:
-            _finished_rows(Path(out, "rows", f"{_unit_name(*unit)}.csv"), observations)
+            _finished_rows(
+                Path(out, "rows", f"{_unit_name(*unit)}.csv"),
+                observations,
+                method_support(unit[3], options),
+            )
     kwargs = dict(
         observations=list(observations),
         num_samples=num_samples,
@@ -315,8 +342,9 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
     the per-epoch cost relative to jsbi ``npe`` in the same cells."""
     methods = list(methods or [m for m in METHODS if any(r["method"] == m for r in rows)])
     lines = [
-        "| task | sims | set | method | C2ST mean ± sd | n | train s | s/epoch vs npe |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | sims | set | method | support | C2ST mean ± sd | n | train s "
+        "| s/epoch vs npe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -332,8 +360,9 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
             per_epoch = statistics.fmean(r["seconds_per_epoch"] for r in mine)
             ratio = f"{per_epoch / statistics.fmean(npe):.2f}" if npe else "-"
             seconds = statistics.fmean(r["train_seconds"] for r in mine)
+            support = ", ".join(sorted({r.get("support", "?") for r in mine}))
             lines.append(
-                f"| {task} | {n} | {split} | {method} | {_mean_sd(c)} | "
+                f"| {task} | {n} | {split} | {method} | {support} | {_mean_sd(c)} | "
                 f"{len(c)} | {seconds:.0f} | {ratio} |"
             )
     return "\n".join(lines)
@@ -454,6 +483,8 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r.update({k: int(r[k]) for k in _INT})
         r.update({k: float(r[k]) for k in _FLOAT})
+        # Rows written before the support column were all support="transform".
+        r.setdefault("support", "sbi" if r["method"] == "sbi-npe" else "transform")
     return rows
 
 

@@ -106,6 +106,15 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         help="conditional flow: nsf, maf, ncsf, realnvp or naf (default: %(default)s)",
     )
     p.add_argument(
+        "--support",
+        default=None,
+        choices=["transform", "truncate"],
+        help="how the flow respects a bounded prior: transform (it lives in the prior's "
+        "unconstrained space) or truncate (sbi's way: on theta, samples outside rejected, "
+        "log_prob renormalised) (default: the package's, "
+        "jsbi.inference.support.DEFAULT_SUPPORT)",
+    )
+    p.add_argument(
         "--observation",
         type=_POSITIVE_INT,
         default=1,
@@ -284,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
             objective=args.objective,
             device=args.device,
             seed=args.seed,
+            support=args.support,
             **adaptive,
         )
     except (NotImplementedError, ValueError, TypeError) as e:
@@ -325,6 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         w.writerows(samples.tolist())
     run = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "support": est.support,
         "num_pairs_used": int(len(theta)),
         "simulation_time_s": sim_time,
         "training_time_s": train_time,

@@ -43,6 +43,13 @@ def test_units_rows_resume_and_summary(tmp_path):
         )
     assert not list(tmp_path.glob("*/two_moons_200_0_srfe.*"))
 
+    # A finished unit trained with another support than the method now uses is refused.
+    default = rows[0]["support"] if rows[0]["method"] == "npe" else rows[-1]["support"]
+    other = {"transform": "truncate", "truncate": "transform"}[default]
+    with pytest.raises(ValueError, match=f"trained with support='{default}'"):
+        run_benchmark(["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY)
+    assert {r["support"] for r in rows if r["method"] == "sbi-npe"} == {"sbi"}
+
     table = summary_table(rows)
     # two_moons is a development task: observation 1 is development, 6 held out.
     assert "| two_moons | 200 | dev | npe |" in table

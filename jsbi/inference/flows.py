@@ -179,11 +179,18 @@ class SetEmbedding(nn.Module):
     an MLP :math:`\rho` maps the pool to the embedding. An input of shape ``(..., n_set,
     item_dim)`` is not accepted: flatten it first, so ``x`` stays one row per simulation.
 
+    With ``moments=True`` (the default) the output also carries the items' mean and
+    standard deviation per item dimension, appended to :math:`\rho`'s output: the
+    sufficient statistics of the commonest iid models are then there from the first
+    epoch, so the embedding does not have to learn them from few simulations.
+
     Arguments:
         item_dim: The number of numbers per item.
-        out_features: The embedding dimension.
+        out_features: The learned embedding dimension (the output has ``2 * item_dim``
+            more with ``moments=True``).
         hidden_features: The hidden widths of :math:`\phi` and :math:`\rho`.
         latent_features: The width of the pooled representation.
+        moments: Whether to append the items' mean and standard deviation.
 
     References:
         | Deep Sets (Zaheer et al., 2017), arXiv:1703.06114
@@ -191,6 +198,8 @@ class SetEmbedding(nn.Module):
     Example:
         >>> emb = SetEmbedding(item_dim=2, out_features=4)
         >>> x = torch.randn(5, 10 * 2)
+        >>> emb(x).shape  # 4 learned + mean and std of each of the 2 item dimensions
+        torch.Size([5, 8])
         >>> perm = torch.randperm(10)
         >>> x_perm = x.reshape(5, 10, 2)[:, perm].reshape(5, 20)
         >>> torch.allclose(emb(x), emb(x_perm), atol=1e-5)
@@ -203,6 +212,7 @@ class SetEmbedding(nn.Module):
         out_features: int = 20,
         hidden_features: Sequence[int] = (64, 64),
         latent_features: int = 64,
+        moments: bool = True,
     ) -> None:
         super().__init__()
         self.config = {
@@ -210,8 +220,10 @@ class SetEmbedding(nn.Module):
             "out_features": int(out_features),
             "hidden_features": [int(h) for h in hidden_features],
             "latent_features": int(latent_features),
+            "moments": bool(moments),
         }
         self.item_dim = int(item_dim)
+        self.moments = bool(moments)
         self.phi = zuko.nn.MLP(item_dim, latent_features, hidden_features=hidden_features)
         self.rho = zuko.nn.MLP(latent_features, out_features, hidden_features=hidden_features)
 
@@ -222,7 +234,12 @@ class SetEmbedding(nn.Module):
                 f"got last dimension {x.shape[-1]}"
             )
         items = x.reshape(*x.shape[:-1], -1, self.item_dim)
-        return self.rho(self.phi(items).mean(dim=-2))
+        out = self.rho(self.phi(items).mean(dim=-2))
+        if self.moments:
+            mean = items.mean(dim=-2)
+            std = (items - mean.unsqueeze(-2)).square().mean(dim=-2).sqrt()
+            out = torch.cat([out, mean, std], dim=-1)
+        return out
 
 
 _EMBEDDINGS: dict[str, type[nn.Module]] = {
@@ -437,6 +454,35 @@ class ConditionalFlow(nn.Module):
             lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
         return lp
 
+    def to_base(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The whole bijection from ``theta`` to the zuko flow's base space, ``u =
+        f(theta)``, and :math:`\log |\det \partial u / \partial \theta|`: the support's
+        map (``transform`` mode), the z-scoring and the flow's transform.
+
+        ``log_prob(theta, x) = base.log_prob(u) + ladj`` inside the support; tests check
+        it against autograd's Jacobian.
+
+        Arguments:
+            theta: Parameters, shape ``(..., d)``, inside the support.
+            x: Data, shape ``(..., m)``, broadcastable with ``theta``.
+
+        Returns:
+            ``u`` of shape ``(..., d)`` and the log-determinant of shape ``(...)``.
+        """
+        dist = self.flow(self.embed(x))
+        if self.maps:
+            z, ladj_t = self.support.to_unconstrained(theta)
+        else:
+            z, ladj_t = theta, 0.0
+        s = (z - self.theta_loc) / self.theta_scale
+        u, ladj_f = dist.transform.call_and_ladj(s)
+        return u, ladj_f - ladj_t - self.theta_scale.log().sum()
+
+    def from_base(self, u: Tensor, x: Tensor) -> Tensor:
+        r"""The inverse of :meth:`to_base`: ``theta = f^{-1}(u)``, shape ``(..., d)``."""
+        z = self.flow(self.embed(x)).transform.inv(u) * self.theta_scale + self.theta_loc
+        return self.support.from_unconstrained(z)[0] if self.maps else z
+
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""Returns :math:`\log q(\theta | x)`.
 
@@ -650,7 +696,10 @@ def embedding_from_spec(spec: dict[str, Any] | None) -> nn.Module | None:
     if spec is None:
         return nn.Identity()
     if spec["type"] in _EMBEDDINGS:
-        return _EMBEDDINGS[spec["type"]](**spec["kwargs"])
+        kwargs = dict(spec["kwargs"])
+        if spec["type"] == "SetEmbedding":
+            kwargs.setdefault("moments", False)  # saved before moments existed
+        return _EMBEDDINGS[spec["type"]](**kwargs)
     return None
 
 

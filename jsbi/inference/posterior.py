@@ -542,6 +542,7 @@ class Posterior:
             "prior_type": None if self._prior is None else type(self._prior).__name__,
             "history": self.history,
             "default_x": None if self._x is None else self._x.cpu(),
+            "num_mass_samples": self.num_mass_samples,
         }
         return state
 
@@ -604,7 +605,11 @@ def load_posterior(
         raise PosteriorLoadError(
             f"{os.fspath(path)!r} does not match the flow it describes: {e}"
         ) from e
-    common = {"history": state.get("history"), "default_x": state.get("default_x")}
+    common = {
+        "history": state.get("history"),
+        "default_x": state.get("default_x"),
+        "num_mass_samples": state.get("num_mass_samples", 10_000),
+    }
     if "proxy" in state:
         from jsbi.inference.ebm import LikelihoodEnergy
         from jsbi.inference.proxy_posterior import ProxyPosterior

@@ -527,7 +527,8 @@ class AdaptiveStep(TrainingStep):
 
     @torch.no_grad()
     def measure_proxy(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        r"""The gate's measurement: the proxy's NLL on pairs against the flow's.
+        r"""The gate's measurement: the proxy's NLL on pairs against the flow's (the
+        truncated flow's, renormalised by its accepted mass, when it leaks).
 
         Sets the gate (1 while the proxy is the better model) and returns
         ``proxy_nll``, ``proxy_minus_flow`` (negative: the proxy is better) with its
@@ -540,7 +541,14 @@ class AdaptiveStep(TrainingStep):
             nll_r, ess = proxy_nll(
                 self.proxy, self.flow, self.prior, theta, x, num_samples=self.gate_samples
             )
-        diff = nll_r + self.flow.log_prob(theta, x)
+            log_mass = 0.0
+            if self.flow.leaks:
+                # The posterior is the flow truncated to the support: its density is the
+                # flow's over the accepted mass (floored at one sample in n + 1).
+                n = self.gate_samples
+                mass = self.flow.support.accepted_mass(lambda k: self.flow.sample((k,), x), n)
+                log_mass = mass.mass.clamp_min(1 / (n + 1)).log()
+        diff = nll_r + self.flow.log_prob(theta, x) - log_mass
         gap = float(diff.mean())
         se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
         # NaN compares False: an unmeasurable proxy is not trusted.

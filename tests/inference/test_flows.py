@@ -131,7 +131,13 @@ def test_set_embedding_permutation_invariant_and_mlp():
     perm = torch.randperm(10)
     x_perm = x.reshape(4, 10, 2)[:, perm].reshape(4, 20)
     torch.testing.assert_close(emb(x), emb(x_perm), atol=1e-5, rtol=1e-5)
-    assert emb(x).shape == (4, 5)
+    # 5 learned features, then the mean and standard deviation of each item dimension.
+    out = emb(x)
+    assert out.shape == (4, 5 + 2 * 2)
+    items = x.reshape(4, 10, 2)
+    torch.testing.assert_close(out[:, 5:7], items.mean(1))
+    torch.testing.assert_close(out[:, 7:], items.std(1, correction=0))
+    assert SetEmbedding(2, 5, (8,), moments=False)(x).shape == (4, 5)
     with pytest.raises(ValueError, match="n_set"):
         emb(torch.randn(4, 7))
     assert MLPEmbedding(20, 6, (8,))(x).shape == (4, 6)

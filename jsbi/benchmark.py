@@ -342,8 +342,7 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
     the per-epoch cost relative to jsbi ``npe`` in the same cells."""
     methods = list(methods or [m for m in METHODS if any(r["method"] == m for r in rows)])
     lines = [
-        "| task | sims | set | method | support | C2ST mean ± sd | n | train s "
-        "| s/epoch vs npe |",
+        "| task | sims | set | method | support | C2ST mean ± sd | n | train s | s/epoch vs npe |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple, list[dict]] = {}

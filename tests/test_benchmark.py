@@ -47,7 +47,9 @@ def test_units_rows_resume_and_summary(tmp_path):
     default = rows[0]["support"] if rows[0]["method"] == "npe" else rows[-1]["support"]
     other = {"transform": "truncate", "truncate": "transform"}[default]
     with pytest.raises(ValueError, match=f"trained with support='{default}'"):
-        run_benchmark(["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY)
+        run_benchmark(
+            ["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY
+        )
     assert {r["support"] for r in rows if r["method"] == "sbi-npe"} == {"sbi"}
 
     table = summary_table(rows)
@@ -111,7 +113,7 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     (line,) = [
         ln for ln in summary.splitlines() if ln.startswith("| two_moons | 200 | dev | npe |")
     ]
-    assert line.split(" | ")[5] == "2"
+    assert line.split(" | ")[6] == "2"  # n, after the support and C2ST columns
     with pytest.raises(SystemExit):
         main([*argv, "--summarise", "--also", str(tmp_path / "missing")])
     assert "is not a folder of finished units" in capsys.readouterr().err

@@ -656,6 +656,13 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
         "dask.distributed client; default: joblib's)",
     )
     p.add_argument(
+        "--support",
+        default=None,
+        choices=["transform", "truncate"],
+        help="how every jsbi method's flow respects a bounded prior (default: the "
+        "package's; rows recorded before it was truncate used transform)",
+    )
+    p.add_argument(
         "--summarise",
         action="store_true",
         help="train nothing: rewrite the summary from the finished units in --out",
@@ -714,6 +721,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                 seeds=args.seeds,
                 num_samples=args.num_samples,
                 max_epochs=args.max_epochs,
+                options=None if args.support is None else {"support": args.support},
                 out=args.out,
                 n_jobs=args.n_jobs,
                 backend=args.backend,
@@ -733,6 +741,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         f"--observations {','.join(map(str, args.observations))} "
         f"--seeds {','.join(map(str, args.seeds))} --num-samples {args.num_samples} "
         + (f"--max-epochs {args.max_epochs} " if args.max_epochs != 2**31 - 1 else "")
+        + (f"--support {args.support} " if args.support is not None else "")
         + f"--out {args.out}"
         + "".join(f" --also {folder}" for folder in args.also)
         + (" --summarise" if args.summarise else "")

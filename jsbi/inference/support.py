@@ -293,23 +293,29 @@ class Support(nn.Module):
         out = torch.empty(n, num_columns, self.dim, device=device)
         count = torch.zeros(num_columns, dtype=torch.long, device=device)
         drawn = accepted = 0
-        rows = torch.arange(n, device=device)[:, None]
+        k = n  # candidates per column this round
         for _ in range(int(max_rounds)):
             need = count < n
             if not need.any():
                 break
             cols = need.nonzero().squeeze(1)
-            cand = draw(n, cols)
+            cand = draw(k, cols)
             ok = self.contains(cand)
             drawn += ok.numel()
             accepted += int(ok.sum())
             # Accepted rows first, in their original order, then scatter after `count`.
             order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
             cand = cand.gather(0, order[..., None].expand(-1, -1, self.dim))
+            rows = torch.arange(k, device=device)[:, None]
             pos = count[cols] + rows
             keep = (rows < ok.sum(0)) & (pos < n)
-            out[pos[keep], cols.expand(n, -1)[keep]] = cand[keep]
+            out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
             count[cols] = torch.clamp(count[cols] + ok.sum(0), max=n)
+            # Next round: enough candidates for the most-missing column at the acceptance
+            # seen so far (and a margin), not another n.
+            missing = int((n - count).max())
+            rate = max(accepted / max(drawn, 1), 1e-3)
+            k = min(n, max(16, math.ceil(1.2 * missing / rate)))
         else:
             if bool((count < n).any()):
                 raise RuntimeError(

@@ -15,6 +15,7 @@ in the working tree.
 
 Example:
     $ python benchmarks/npe_parity.py --csv benchmarks/results/npe_parity_v2.csv  # full run
+    $ python benchmarks/npe_parity.py --table benchmarks/results/npe_parity_v2/*.csv
     $ python benchmarks/npe_parity.py --tasks two_moons --num-simulations 300 \
         --seeds 0 --observations 1 --max-epochs 3 --num-samples 500     # a smoke test
 """
@@ -74,6 +75,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="per-observation rows, written after every cell; a rerun skips its finished cells",
+    )
+    p.add_argument(
+        "--table",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="print the table of these --csv files and exit (nothing trained)",
     )
     args = p.parse_args(argv)
     if args.unbounded:
@@ -248,6 +256,9 @@ def _mse(values: list[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print(table([r for path in args.table for r in _read_rows(path)]))
+        return 0
     rows = run(args)
     print(table(rows))
     return 0

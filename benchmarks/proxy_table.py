@@ -179,6 +179,12 @@ def main() -> None:
     p.add_argument("--residual-samples", type=int, default=16)
     p.add_argument("--out", default=None, help="folder for rows.csv (appended)")
     p.add_argument(
+        "--support",
+        default=None,
+        choices=["transform", "truncate"],
+        help="the npe flow's support (default: the package's; the recorded tables used transform)",
+    )
+    p.add_argument(
         "--table",
         nargs="+",
         metavar="ROWS_CSV",
@@ -197,7 +203,9 @@ def main() -> None:
         for n in args.num_simulations:
             theta, x = jsbi.simulate(task, n, seed=args.seed, show_progress_bar=False)
             start = time.perf_counter()
-            est = PosteriorEstimator(task.prior, objective="npe", seed=args.seed)
+            est = PosteriorEstimator(
+                task.prior, objective="npe", seed=args.seed, support=args.support
+            )
             posterior = est.fit(theta, x, show_progress_bar=False)
             flow_time = time.perf_counter() - start
             flow = est.flow

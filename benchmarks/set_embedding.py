@@ -12,7 +12,7 @@ Each method (jsbi ``npe`` on raw ``x``, or with a :class:`~jsbi.inference.SetEmb
 variant) trains on the same simulations with the same seed.
 
 Example:
-    $ python benchmarks/set_embedding.py --num-simulations 2000 --seeds 0
+    $ python benchmarks/set_embedding.py --num-simulations 2000 --seeds 0 --support transform
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--num-test", type=int, default=500)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument(
+        "--support", default=None, choices=["transform", "truncate"], help="the flow's support"
+    )
     args = p.parse_args(argv)
     prior = BoxUniform(LOW, HIGH)
     print(f"{'method':<46} {'seed':>4} {'NLTP - exact':>13} {'|E sigma err|':>14} {'s':>6}")
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.variants:
             kw = VARIANTS[name]
             emb = None if kw is None else SetEmbedding(item_dim=1, **kw)
-            est = PosteriorEstimator(prior, embedding_net=emb, seed=seed)
+            est = PosteriorEstimator(prior, embedding_net=emb, seed=seed, support=args.support)
             start = time.perf_counter()
             post = est.fit(theta, x, show_progress_bar=False)
             t = time.perf_counter() - start

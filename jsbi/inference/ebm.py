@@ -559,8 +559,8 @@ class ResidualEnergy(ConditionalEnergy):
     zeroed, so at initialisation the proxy *is* the flow (:math:`Z_\psi = 1`). Its
     normaliser :math:`Z_\psi(x) = \mathbb{E}_{q_{\bar\phi}}[e^{g_\psi}]` is
     importance-sampled from the flow itself, with an ESS near 1 while ``g`` is small. The
-    support is the flow's: a bounded flow makes the energy ``outside_energy`` outside the
-    prior's support.
+    support is the prior's: the energy is ``outside_energy`` outside it, whether the flow
+    is transformed (no mass there) or truncated (its mass there is cut).
 
     Arguments:
         flow: The flow :math:`q_\phi` to copy (a
@@ -634,8 +634,13 @@ class ResidualEnergy(ConditionalEnergy):
         return proxy_fit(self(theta, x), log_z)
 
     def base_log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
-        r""":math:`\log q_{\bar\phi}(\theta \mid x)`, shape ``(..., B)``."""
-        return self.base.log_prob(theta, x)
+        r""":math:`\log q_{\bar\phi}(\theta \mid x)`, shape ``(..., B)``; ``-inf`` outside
+        the prior's support (also for a flow that leaks: the proxy never does)."""
+        lq = self.base.log_prob(theta, x)
+        if self.base.leaks:
+            inside = self.base.support.contains(theta)
+            lq = torch.where(inside.expand_as(lq), lq, torch.full_like(lq, -math.inf))
+        return lq
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The energy :math:`-\log q_{\bar\phi}(\theta \mid x) - g_\psi(\theta, x)`."""

@@ -216,11 +216,12 @@ class PosteriorEstimator:
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
-        support: How the flow respects a bounded prior: ``"transform"`` (it lives in the
-            prior's unconstrained space, so no mass outside the support) or
-            ``"truncate"`` (sbi's way: it lives on z-scored ``theta``; the posterior rejects
-            samples outside the support and renormalises ``log_prob`` by the accepted
-            mass). See :mod:`jsbi.inference.support`.
+        support: How the flow respects a bounded prior: ``"truncate"`` (sbi's way, the
+            default: it lives on z-scored ``theta``; the posterior rejects samples outside
+            the support and renormalises ``log_prob`` by the accepted mass) or
+            ``"transform"`` (it lives in the prior's unconstrained space, so no mass
+            outside the support; the default, and the only choice on a bounded prior, for
+            ``schedule="joint"``). See :mod:`jsbi.inference.support`.
         flow_kwargs: ``hidden_features``, ``num_transforms``, ``num_bins``, ``z_score_x``,
             ``z_score_theta`` and other zuko arguments (see
             :func:`~jsbi.inference.flows.build_conditional_flow`).
@@ -317,6 +318,17 @@ class PosteriorEstimator:
         self.objective_kwargs = {**named, **dict(objective_kwargs or {})}
         self.embedding_net = embedding_net
         self.support = support_mode(support, bounded)
+        if key != "npe" and self.objective_kwargs.get("schedule", default_schedule) == "joint":
+            # The joint schedule's importance-sampled normaliser and constraint assume a
+            # flow with no mass outside the prior: it keeps the transformed flow.
+            if support is None and bounded is None:
+                self.support = "transform"
+            elif self.support == "truncate" and Support.from_prior(prior).is_bounded:
+                raise ValueError(
+                    "schedule='joint' needs support='transform' on a bounded prior (its "
+                    "importance-sampled normaliser assumes no flow mass outside the "
+                    "support); use schedule='npe-first' for support='truncate'"
+                )
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
@@ -345,9 +357,25 @@ class PosteriorEstimator:
         return self
 
     def train(self, **training_kwargs: Any) -> Posterior:
-        r"""Fits on the appended simulations; see :meth:`fit`."""
+        r"""Fits on the appended simulations; see :meth:`fit`.
+
+        sbi's spellings are accepted: ``max_num_epochs`` (``max_epochs``) and
+        ``training_batch_size`` (``batch_size``); sbi options jsbi does not have are an
+        error that says so.
+        """
         if self._theta is None:
             raise ValueError("no simulations: call append_simulations(theta, x) first")
+        for theirs, ours in _SBI_TRAIN_NAMES.items():
+            if theirs in training_kwargs:
+                if ours in training_kwargs:
+                    raise TypeError(f"pass {ours}= or sbi's {theirs}=, not both")
+                training_kwargs[ours] = training_kwargs.pop(theirs)
+        unsupported = sorted(set(training_kwargs) & _SBI_TRAIN_UNSUPPORTED)
+        if unsupported:
+            raise TypeError(
+                f"sbi's {', '.join(unsupported)} has no jsbi equivalent: every train() builds "
+                "a fresh flow on all appended simulations (checkpoint= resumes a run)"
+            )
         return self.fit(self._theta, self._x, **training_kwargs)
 
     def fit(
@@ -517,6 +545,19 @@ def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool
         return False
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
     return gap + 2 * se < 0 and measured["proxy_ess"] >= min_ess
+
+
+#: sbi's ``train()`` argument names -> jsbi's.
+_SBI_TRAIN_NAMES = {"max_num_epochs": "max_epochs", "training_batch_size": "batch_size"}
+_SBI_TRAIN_UNSUPPORTED = {
+    "resume_training",
+    "force_first_round_loss",
+    "discard_prior_samples",
+    "retrain_from_scratch",
+    "dataloader_kwargs",
+    "exclude_invalid_x",
+    "calibration_kernel",
+}
 
 
 def _prior_device(prior: Distribution) -> torch.device:

@@ -345,6 +345,7 @@ def srfe(
     energy_samples: Tensor,
     tau: float,
     log_z: Tensor | None = None,
+    columns: Tensor | None = None,
 ) -> Tensor:
     r"""Surprisal-Rényi free energy between the proxy and the flow, :math:`S_\tau`.
 
@@ -374,6 +375,9 @@ def srfe(
         energy_samples: :math:`E_\psi(\theta_k, x)`, shape ``(K, B)``.
         tau: The interpolation :math:`\tau \in (0, 1)`.
         log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B,)``, or ``None``.
+        columns: Which ``x`` enter the mean, shape ``(B,)`` (``None``: all), e.g. those
+            with at least one sample inside the proxy's support (a flow that leaks);
+            none selected gives 0 (with zero gradient).
 
     Returns:
         The scalar :math:`S_\tau`.
@@ -396,6 +400,13 @@ def srfe(
     log_c = _safe_logsumexp(tau * l, dim=0) - math.log(K)
     if log_z is not None:
         log_c = log_c - tau * log_z
+    if columns is not None:
+        if columns.shape != log_c.shape:
+            raise ValueError(
+                f"columns must have shape {tuple(log_c.shape)}, got {tuple(columns.shape)}"
+            )
+        kept = torch.where(columns, log_c, torch.zeros_like(log_c))
+        return -kept.sum() / columns.sum().clamp_min(1) / (tau * (1.0 - tau))
     return -log_c.mean() / (tau * (1.0 - tau))
 
 

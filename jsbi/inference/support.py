@@ -54,7 +54,7 @@ __all__ = [
 #: How a flow respects a bounded prior (see the module docstring).
 SUPPORT_MODES = ("transform", "truncate")
 #: The mode used when neither ``support`` nor ``bounded`` is given.
-DEFAULT_SUPPORT = "transform"
+DEFAULT_SUPPORT = "truncate"
 
 
 def support_mode(support: str | None = None, bounded: bool | None = None) -> str:

@@ -736,9 +736,11 @@ class AdaptiveStep(TrainingStep):
                 log_z, ess = self._log_normalizer(xr, theta_k.detach(), log_q_k, energy_k)
             detached_z = None if log_z is None else log_z.detach()
             if self.objective == "srfe":
-                R_flow = srfe(log_q_k, energy_k, self.tau, detached_z)
+                # An x whose samples all fell outside has no SRFE term (log c = -inf).
+                cols = ~outside.all(0) if n_outside else None
+                R_flow = srfe(log_q_k, energy_k, self.tau, detached_z, cols)
                 if needs_log_z:
-                    R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z)
+                    R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z, cols)
             else:
                 keep = ~outside if n_outside else None
                 R_flow = reverse_kl(log_q_k, energy_k, detached_z, mask=keep)

@@ -64,7 +64,7 @@ def test_gradients_reach_parameters_and_samples(name):
 
 def test_bounded_no_mass_outside_box_and_minus_inf():
     prior, theta, x = _data(box=True)
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    flow = build_conditional_flow(theta, x, prior, support="transform", **SMALL)
     s = flow.sample((2000,), x[0])
     assert ((s >= -1) & (s <= 1)).all()
     assert flow.log_prob(torch.tensor([[1.5, 0.0], [0.0, 0.0]]), x[0])[0] == -math.inf
@@ -97,9 +97,9 @@ def test_standardisation_stored_as_buffers():
     torch.testing.assert_close(buffers["theta_scale"], theta.std(0))
     torch.testing.assert_close(buffers["x_loc"], x.mean(0))
     torch.testing.assert_close(buffers["x_scale"], x.std(0))
-    # Bounded: standardised in the unconstrained (logit) space.
+    # Transformed: standardised in the unconstrained (logit) space.
     prior, theta, x = _data(n=500, box=True)
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    flow = build_conditional_flow(theta, x, prior, support="transform", **SMALL)
     z = torch.logit((theta + 1) / 2)
     torch.testing.assert_close(flow.theta_loc, z.mean(0), atol=1e-4, rtol=1e-4)
     assert set(flow.state_dict()) >= {"theta_loc", "theta_scale", "x_loc", "x_scale"}
@@ -115,7 +115,9 @@ def test_local_standardisation_matches_plain_z_scoring_at_the_centre():
     m, sd, h = theta.mean(0), theta.std(0), 1e-3
     slopes = {}
     for mode in (True, "local"):
-        flow = build_conditional_flow(theta, x, prior, z_score_theta=mode, **SMALL)
+        flow = build_conditional_flow(
+            theta, x, prior, z_score_theta=mode, support="transform", **SMALL
+        )
         z = flow.to_unconstrained(torch.stack([m - h, m + h])) - flow.theta_loc
         slopes[mode] = (z[1] - z[0]) / flow.theta_scale / (2 * h)
         assert flow.config["z_score_theta"] == mode

@@ -84,9 +84,19 @@ def test_likelihood_proxy_fits_a_gaussian_likelihood():
     assert float(proxy.data_loss(theta, x).detach()) < float(true_nll) + 0.1
 
 
+def test_residual_with_a_truncated_flow_is_cut_at_the_support():
+    prior, theta, x = _box()
+    flow = build_conditional_flow(theta, x, prior, support="truncate", **SMALL)
+    proxy = ResidualEnergy(flow, hidden_features=(8,))
+    torch.testing.assert_close(proxy(theta, x), -flow.log_prob(theta, x))
+    outside = torch.tensor([[1.5, 0.0], [0.0, -3.0]])
+    assert torch.isfinite(flow.log_prob(outside, x[:2])).all()  # the raw flow leaks there
+    assert torch.isinf(proxy(outside, x[:2])).all()
+
+
 def test_residual_at_zero_correction_is_the_flow():
     prior, theta, x = _box()
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    flow = build_conditional_flow(theta, x, prior, support="transform", **SMALL)
     proxy = ResidualEnergy(flow, hidden_features=(8,))  # g = 0 at initialisation
     torch.testing.assert_close(proxy(theta, x), -flow.log_prob(theta, x))
     theta_k = flow.sample((16,), x[:5])

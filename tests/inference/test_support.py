@@ -175,3 +175,18 @@ def test_old_set_embedding_specs_load_without_moments():
     }
     emb = embedding_from_spec(spec)
     assert not emb.moments and emb(torch.randn(3, 10)).shape == (3, 4)
+
+
+def test_the_joint_schedule_keeps_the_transformed_flow():
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    assert PosteriorEstimator(prior).support == DEFAULT_SUPPORT
+    assert PosteriorEstimator(prior, objective="jeffreys").support == DEFAULT_SUPPORT
+    assert PosteriorEstimator(prior, objective="jeffreys", schedule="joint").support == (
+        "transform"
+    )
+    assert PosteriorEstimator(prior, objective="reverse").support == "transform"
+    with pytest.raises(ValueError, match="schedule='joint' needs support='transform'"):
+        PosteriorEstimator(prior, objective="jeffreys", schedule="joint", support="truncate")
+    # On the real line there is nothing to truncate: any support is fine.
+    real = Independent(Normal(torch.zeros(2), 1.0), 1)
+    PosteriorEstimator(real, objective="reverse", support="truncate")

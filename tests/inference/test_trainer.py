@@ -99,7 +99,7 @@ def test_theta_outside_box_prior_is_an_error():
     theta = prior.sample((100,))
     theta[3] = 2.0
     with pytest.raises(ValueError, match="1 of 100 rows of theta lie outside"):
-        PosteriorEstimator(prior, **SMALL).fit(theta, theta, max_epochs=1)
+        PosteriorEstimator(prior, support="transform", **SMALL).fit(theta, theta, max_epochs=1)
 
 
 def test_keyboard_interrupt_returns_best_posterior(monkeypatch):
@@ -184,3 +184,15 @@ def test_public_api_reexports():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert callable(jsbi.load_posterior)
+
+
+def test_train_accepts_sbi_names_and_names_what_it_lacks():
+    prior = BoxUniform(torch.zeros(2), torch.ones(2))
+    theta = prior.sample((60,))
+    est = PosteriorEstimator(prior, **SMALL).append_simulations(theta, theta + 0.1)
+    post = est.train(max_num_epochs=2, training_batch_size=20, show_progress_bar=False)
+    assert post.history["epochs_trained"] == 2
+    with pytest.raises(TypeError, match="not both"):
+        est.train(max_num_epochs=2, max_epochs=3)
+    with pytest.raises(TypeError, match="retrain_from_scratch has no jsbi equivalent"):
+        est.train(retrain_from_scratch=True)

@@ -30,10 +30,10 @@ from jsbi.inference.ebm import (
     ResidualEnergy,
 )
 from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
-from jsbi.inference.objectives import TauSchedule, make_tau_schedule
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.inference.support import Support, support_mode
+from jsbi.inference.tau import TauSchedule, make_tau_schedule
 from jsbi.inference.trainer import (
     AdaptiveStep,
     NPEStep,
@@ -186,7 +186,7 @@ class PosteriorEstimator:
             ``tau_schedule="anneal"`` the value it anneals to from 0.9.
         tau_schedule: ``"constant"`` (default), ``"anneal"`` (0.9 down to ``tau``),
             ``"reverse"`` (0.1 up to 0.9), ``"step"``, or a
-            :class:`~jsbi.inference.objectives.TauSchedule`.
+            :class:`~jsbi.inference.tau.TauSchedule`.
         eps: The constraint's tolerance :math:`\epsilon` (``C - F <= eps + u``).
         alpha: The resilience cost :math:`\alpha` of the slack (``u = lambda / alpha``).
         dual_lr: The dual ascent step on :math:`\lambda`.

@@ -55,11 +55,22 @@ __all__ = [
 ]
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F_
 from torch import Tensor
+
+# Re-exported: the closed forms (test references) and tau schedules live in their own
+# modules; their names stay importable from here.
+from jsbi.inference.closed_forms import gaussian_kl, gaussian_log_chernoff, gaussian_srfe
+from jsbi.inference.tau import (
+    ConstantTau,
+    LinearTau,
+    StepTau,
+    TauSchedule,
+    _check_tau,
+    make_tau_schedule,
+)
 
 # ---------------------------------------------------------------------------
 # Checks
@@ -83,13 +94,6 @@ def _check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 def _check_log_z(log_z: Tensor | None, batch: int) -> None:
     if log_z is not None and (log_z.ndim != 1 or log_z.shape[0] != batch):
         raise ValueError(f"log_z must have shape (B,) = ({batch},), got {tuple(log_z.shape)}")
-
-
-def _check_tau(tau: float | Tensor) -> float:
-    value = float(tau)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"tau must lie in the open interval (0, 1), got {value}")
-    return value
 
 
 def _safe_logsumexp(a: Tensor, dim: int = 0) -> Tensor:
@@ -494,309 +498,6 @@ def nrec_loss(g_joint: Tensor, g_marginal: Tensor, gamma: float = 1.0) -> Tensor
     nll_joint = log_denominator(g_joint) - (log_odds + g_joint[0])
     nll_marginal = log_denominator(g_marginal)
     return (gamma * nll_joint.mean() + nll_marginal.mean()) / (1 + gamma)
-
-
-# ---------------------------------------------------------------------------
-# Closed forms for Gaussians
-# ---------------------------------------------------------------------------
-
-
-def _gaussian_args(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> None:
-    d = m1.shape[-1]
-    for name, m in (("m1", m1), ("m2", m2)):
-        if m.shape[-1] != d:
-            raise ValueError(f"{name} must have last dimension d = {d}, got {tuple(m.shape)}")
-    for name, S in (("S1", S1), ("S2", S2)):
-        if S.shape[-2:] != (d, d):
-            raise ValueError(f"{name} must have shape (..., {d}, {d}), got {tuple(S.shape)}")
-
-
-def _logdet(S: Tensor) -> Tensor:
-    return 2 * torch.linalg.cholesky(S).diagonal(dim1=-2, dim2=-1).log().sum(-1)
-
-
-def _quad(S: Tensor, v: Tensor) -> Tensor:
-    r""":math:`v^\top S^{-1} v` by Cholesky."""
-    L = torch.linalg.cholesky(S)
-    z = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False)
-    return z.squeeze(-1).square().sum(-1)
-
-
-def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
-    r"""Exact :math:`\mathrm{KL}(\mathcal{N}(m_1, S_1) \,\|\, \mathcal{N}(m_2, S_2))`.
-
-    .. math:: \frac{1}{2} \Big[\operatorname{tr}(S_2^{-1} S_1)
-        + (m_2 - m_1)^\top S_2^{-1} (m_2 - m_1) - d
-        + \log \det S_2 - \log \det S_1\Big]
-
-    Arguments:
-        m1, m2: Means, shape ``(..., d)``.
-        S1, S2: Covariances (symmetric positive definite), shape ``(..., d, d)``.
-
-    Returns:
-        The divergence, shape ``(...)`` (batch dimensions broadcast).
-
-    Example:
-        >>> I = torch.eye(2)
-        >>> gaussian_kl(torch.zeros(2), I, torch.ones(2), I)
-        tensor(1.)
-    """
-    _gaussian_args(m1, S1, m2, S2)
-    d = m1.shape[-1]
-    L2 = torch.linalg.cholesky(S2)
-    trace = torch.cholesky_solve(S1, L2).diagonal(dim1=-2, dim2=-1).sum(-1)
-    return 0.5 * (trace + _quad(S2, m2 - m1) - d + _logdet(S2) - _logdet(S1))
-
-
-def gaussian_log_chernoff(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, tau: float) -> Tensor:
-    r"""Exact log Chernoff coefficient of two Gaussians.
-
-    For :math:`p = \mathcal{N}(m_1, S_1)` (raised to :math:`\tau`) and
-    :math:`q = \mathcal{N}(m_2, S_2)`, with :math:`M = (1 - \tau) S_1 + \tau S_2`,
-
-    .. math:: \log c_\tau = \log \int p^\tau q^{1-\tau} \, d\theta
-        = -\frac{\tau (1 - \tau)}{2} (m_1 - m_2)^\top M^{-1} (m_1 - m_2)
-        - \frac{1}{2} \Big[\log \det M - (1 - \tau) \log \det S_1
-        - \tau \log \det S_2\Big] .
-
-    (The product :math:`p^\tau q^{1-\tau}` is a Gaussian kernel of precision
-    :math:`\tau S_1^{-1} + (1 - \tau) S_2^{-1} = S_1^{-1} M S_2^{-1}`.)
-
-    Arguments:
-        m1, m2: Means, shape ``(..., d)``.
-        S1, S2: Covariances, shape ``(..., d, d)``.
-        tau: The exponent of ``p``, in :math:`[0, 1]`.
-
-    Returns:
-        :math:`\log c_\tau \le 0`, shape ``(...)``.
-
-    Example:
-        >>> I = torch.eye(1)
-        >>> gaussian_log_chernoff(torch.zeros(1), I, torch.ones(1), I, 0.5)
-        tensor(-0.1250)
-    """
-    _gaussian_args(m1, S1, m2, S2)
-    tau = float(tau)
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    M = (1 - tau) * S1 + tau * S2
-    quad = _quad(M, m1 - m2)
-    logdets = _logdet(M) - (1 - tau) * _logdet(S1) - tau * _logdet(S2)
-    return -0.5 * tau * (1 - tau) * quad - 0.5 * logdets
-
-
-def gaussian_srfe(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, tau: float) -> Tensor:
-    r"""Exact SRFE of two Gaussians, :math:`\mathrm{SRFE}_\tau(p \| q)`.
-
-    .. math:: \mathrm{SRFE}_\tau(p \| q) = -\frac{\log c_\tau}{\tau (1 - \tau)},
-        \qquad c_\tau = \int p^\tau q^{1-\tau}
-
-    for :math:`p = \mathcal{N}(m_1, S_1)`, :math:`q = \mathcal{N}(m_2, S_2)`. Since
-    :math:`\frac{d}{d\tau} \log c_\tau = \mathbb{E}_{p_\tau}[\log p/q]` (escort
-    :math:`p_\tau \propto p^\tau q^{1-\tau}`), it tends to :math:`\mathrm{KL}(p \| q)`
-    as :math:`\tau \to 1` and to :math:`\mathrm{KL}(q \| p)` as :math:`\tau \to 0`;
-    by the Gibbs variational form
-    :math:`\min_s [\mathrm{KL}(s \| p) / (1 - \tau) + \mathrm{KL}(s \| q) / \tau]`
-    it is at most :math:`\min(\mathrm{KL}(p \| q) / \tau, \mathrm{KL}(q \| p) / (1 - \tau))`.
-    In jsbi :math:`p` is the proxy ``r``, and :func:`srfe` estimates this quantity.
-
-    Arguments:
-        m1, m2: Means, shape ``(..., d)``.
-        S1, S2: Covariances, shape ``(..., d, d)``.
-        tau: :math:`\tau \in (0, 1)`.
-
-    Returns:
-        :math:`\mathrm{SRFE}_\tau(p \| q) \ge 0`, shape ``(...)``.
-
-    Example:
-        >>> I = torch.eye(1)
-        >>> gaussian_srfe(torch.zeros(1), I, torch.ones(1), I, 0.5)
-        tensor(0.5000)
-
-    References:
-        | Surprisal-Rényi Free Energy (Matsumoto et al., 2026)
-        | https://arxiv.org/abs/2603.03405
-    """
-    tau = _check_tau(tau)
-    return -gaussian_log_chernoff(m1, S1, m2, S2, tau) / (tau * (1 - tau))
-
-
-# ---------------------------------------------------------------------------
-# tau schedules (SRFE paper, experiment 3)
-# ---------------------------------------------------------------------------
-
-
-class TauSchedule:
-    r"""A schedule :math:`\tau(t)` of the training progress :math:`t \in [0, 1]`.
-
-    Call it with the progress ``t`` (e.g. ``epoch / max_epochs``) or use
-    :meth:`at` with a step and a total. Every value lies in :math:`(0, 1)`.
-    """
-
-    def __call__(self, t: float) -> float:
-        t = float(t)
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"progress t must lie in [0, 1], got {t}")
-        return self._value(t)
-
-    def at(self, step: int, total: int) -> float:
-        r"""The value at ``step`` out of ``total`` (progress ``min(step / total, 1)``)."""
-        if total <= 0:
-            raise ValueError(f"total must be positive, got {total}")
-        if step < 0:
-            raise ValueError(f"step must be non-negative, got {step}")
-        return self(min(step / total, 1.0))
-
-    def _value(self, t: float) -> float:
-        raise NotImplementedError
-
-
-class ConstantTau(TauSchedule):
-    r"""A constant :math:`\tau`.
-
-    Arguments:
-        tau: The value, in :math:`(0, 1)`.
-
-    Example:
-        >>> ConstantTau(0.5)(0.7)
-        0.5
-    """
-
-    def __init__(self, tau: float = 0.5) -> None:
-        self.tau = _check_tau(tau)
-
-    def _value(self, t: float) -> float:
-        return self.tau
-
-    def __repr__(self) -> str:
-        return f"ConstantTau({self.tau})"
-
-
-class LinearTau(TauSchedule):
-    r"""A linear schedule :math:`\tau(t) = \tau_0 + t (\tau_1 - \tau_0)`.
-
-    From near 1 to small (``start=0.9, end=0.1``) it anneals: cover the support
-    first, then sharpen. From small to large it is the reverse anneal.
-
-    Arguments:
-        start: :math:`\tau_0 = \tau(0) \in (0, 1)`.
-        end: :math:`\tau_1 = \tau(1) \in (0, 1)`.
-
-    Example:
-        >>> LinearTau(0.9, 0.1)(0.5)
-        0.5
-    """
-
-    def __init__(self, start: float = 0.9, end: float = 0.1) -> None:
-        self.start = _check_tau(start)
-        self.end = _check_tau(end)
-
-    def _value(self, t: float) -> float:
-        return self.start + t * (self.end - self.start)
-
-    def __repr__(self) -> str:
-        return f"LinearTau(start={self.start}, end={self.end})"
-
-
-class StepTau(TauSchedule):
-    r"""A piecewise-constant schedule.
-
-    :math:`\tau(t)` is the value of the last step whose fraction is :math:`\le t`
-    (the first step's value before it).
-
-    Arguments:
-        steps: ``(fraction, tau)`` pairs, fractions in :math:`[0, 1]` and
-            non-decreasing, values in :math:`(0, 1)`.
-
-    Example:
-        >>> s = StepTau([(0.0, 0.9), (0.5, 0.1)])
-        >>> s(0.25), s(0.5)
-        (0.9, 0.1)
-    """
-
-    def __init__(self, steps: Sequence[tuple[float, float]]) -> None:
-        steps = [(float(f), float(v)) for f, v in steps]
-        if not steps:
-            raise ValueError("steps must hold at least one (fraction, tau) pair")
-        for f, v in steps:
-            if not 0.0 <= f <= 1.0:
-                raise ValueError(f"step fractions must lie in [0, 1], got {f}")
-            _check_tau(v)
-        fractions = [f for f, _ in steps]
-        if fractions != sorted(fractions):
-            raise ValueError(f"step fractions must be non-decreasing, got {fractions}")
-        self.steps = steps
-
-    def _value(self, t: float) -> float:
-        value = self.steps[0][1]
-        for f, v in self.steps:
-            if f <= t:
-                value = v
-        return value
-
-    def __repr__(self) -> str:
-        return f"StepTau({self.steps})"
-
-
-def make_tau_schedule(
-    spec: str | float | TauSchedule,
-    *,
-    tau: float = 0.5,
-    tau_start: float | None = None,
-    tau_end: float | None = None,
-    steps: Sequence[tuple[float, float]] | None = None,
-) -> TauSchedule:
-    r"""Builds a :class:`TauSchedule` from a name, a number or a schedule.
-
-    ======================  ==========================================================
-    ``spec``                schedule
-    ======================  ==========================================================
-    a float in (0, 1)       :class:`ConstantTau` at that value
-    ``"constant"``          :class:`ConstantTau` at ``tau``
-    ``"anneal"``            :class:`LinearTau` from ``tau_start`` (0.9) to ``tau_end`` (0.1)
-    ``"reverse"``           :class:`LinearTau` from ``tau_start`` (0.1) to ``tau_end`` (0.9)
-    ``"step"``              :class:`StepTau` on ``steps`` (default 0.9, 0.5, 0.1 in thirds)
-    a :class:`TauSchedule`  itself
-    ======================  ==========================================================
-
-    Arguments:
-        spec: The schedule's name, a constant, or a schedule.
-        tau: The constant for ``"constant"``.
-        tau_start: :math:`\tau(0)` of the linear schedules.
-        tau_end: :math:`\tau(1)` of the linear schedules.
-        steps: The ``(fraction, tau)`` pairs of ``"step"``.
-
-    Example:
-        >>> make_tau_schedule("anneal", tau_end=0.2)
-        LinearTau(start=0.9, end=0.2)
-    """
-    if isinstance(spec, TauSchedule):
-        return spec
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return ConstantTau(spec)
-    if not isinstance(spec, str):
-        raise TypeError(f"spec must be a name, a float or a TauSchedule, got {spec!r}")
-    name = spec.lower()
-    if name == "constant":
-        return ConstantTau(tau)
-    if name == "anneal":
-        return LinearTau(
-            0.9 if tau_start is None else tau_start, 0.1 if tau_end is None else tau_end
-        )
-    if name == "reverse":
-        return LinearTau(
-            0.1 if tau_start is None else tau_start, 0.9 if tau_end is None else tau_end
-        )
-    if name == "step":
-        return StepTau(steps if steps is not None else [(0.0, 0.9), (1 / 3, 0.5), (2 / 3, 0.1)])
-    try:
-        return ConstantTau(float(name))
-    except ValueError:
-        pass
-    raise ValueError(
-        f"unknown tau schedule {spec!r}: expected 'constant', 'anneal', 'reverse', 'step' "
-        "or a number in (0, 1)"
-    )
 
 
 # ---------------------------------------------------------------------------

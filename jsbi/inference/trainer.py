@@ -62,20 +62,19 @@ from tqdm.auto import tqdm
 
 from jsbi.inference.importance import defensive_samples, proxy_nll
 from jsbi.inference.objectives import (
-    TauSchedule,
     constraint_violation,
     defensive_log_proposal,
     dual_update,
     forward_kl,
     forward_kl_from_proxy,
     log_normalizer,
-    make_tau_schedule,
     primal_losses,
     proxy_fit,
     resilient_slack,
     reverse_kl,
     srfe,
 )
+from jsbi.inference.tau import TauSchedule, make_tau_schedule
 
 __all__ = [
     "AdaptiveStep",
@@ -276,7 +275,7 @@ class AdaptiveStep(TrainingStep):
             the loop's ``stop_after_epochs``).
         tau: For ``srfe``: a float in (0, 1), a schedule name (``"anneal"``,
             ``"reverse"``, ``"step"``, ``"constant"``) or a
-            :class:`~jsbi.inference.objectives.TauSchedule`.
+            :class:`~jsbi.inference.tau.TauSchedule`.
         tau_epochs: Epochs of the symmetric phase over which a tau schedule runs.
         eps: ``joint``: the constraint's tolerance :math:`\epsilon` (default 0).
         alpha: ``joint``: the resilience cost :math:`\alpha` (``math.inf``: hard

@@ -47,6 +47,7 @@ from torch.distributions import (
     MultivariateNormal,
     Normal,
     Uniform,
+    constraints,
 )
 
 from jsbi.inference.flows import ConditionalFlow, conditional_flow_from_config
@@ -109,8 +110,15 @@ def prior_from_spec(spec: dict[str, Any], device: str | torch.device = "cpu") ->
     raise ValueError(f"unknown prior type {kind!r}")
 
 
-class Posterior:
+class Posterior(Distribution):
     r"""An amortised posterior :math:`q(\theta | x)` with sbi's posterior interface.
+
+    It is a :class:`torch.distributions.Distribution` (``batch_shape ()``,
+    ``event_shape (d,)``, the prior's ``support``): with a default ``x``
+    (:meth:`set_default_x`), ``sample(shape)`` and ``log_prob(theta)`` need nothing else,
+    so sbi accepts it wherever it accepts a distribution, e.g. as the prior of a next
+    round, ``sbi.inference.NPE(prior=posterior)``, and jsbi as a ``PosteriorEstimator``'s
+    prior.
 
     Arguments:
         flow: The trained :class:`~jsbi.inference.flows.ConditionalFlow`.
@@ -139,6 +147,7 @@ class Posterior:
     ) -> None:
         if int(num_mass_samples) < 1:
             raise ValueError(f"num_mass_samples must be >= 1, got {num_mass_samples}")
+        super().__init__(torch.Size(), torch.Size([flow.dim_theta]), validate_args=False)
         self.num_mass_samples = int(num_mass_samples)
         self._mass: dict[tuple[bytes, int], tuple[float, float]] = {}
         self.flow = flow.eval()
@@ -151,9 +160,18 @@ class Posterior:
             self.set_default_x(default_x)
 
     # -- basics ------------------------------------------------------------------------
+    arg_constraints: dict = {}  # noqa: RUF012 - torch's Distribution protocol
+
     @property
     def prior(self) -> Distribution | None:
         return self._prior
+
+    @property
+    def support(self) -> Any:
+        r"""The prior's support (the real line without a prior)."""
+        if self._prior is not None and hasattr(self._prior, "support"):
+            return self._prior.support
+        return constraints.independent(constraints.real, 1)
 
     @property
     def device(self) -> torch.device:

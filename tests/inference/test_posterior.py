@@ -18,6 +18,7 @@ from torch.distributions import (
 from jsbi.inference import (
     FLOWS,
     Posterior,
+    PosteriorEstimator,
     PosteriorLoadError,
     SetEmbedding,
     build_conditional_flow,
@@ -206,3 +207,27 @@ def test_sbi_run_sbc_and_run_tarp_accept_posterior():
             theta[:20], x[:20], post, num_posterior_samples=50, show_progress_bar=False
         )
     assert ecp.shape == alpha.shape and torch.all((ecp >= 0) & (ecp <= 1))
+
+
+def test_a_posterior_with_a_default_x_is_a_distribution_sbi_accepts():
+    from sbi.inference import NPE
+    from sbi.utils.user_input_checks import process_prior
+    from torch.distributions import Distribution
+
+    post, theta, x = _posterior()
+    with pytest.raises(ValueError, match="x is required"):
+        post.sample((3,))
+    post.set_default_x(x[0])
+    assert isinstance(post, Distribution)
+    assert post.batch_shape == () and post.event_shape == (2,)
+    assert post.support.check(theta).all() and not post.support.check(3 + theta).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an untrained flow leaks
+        assert post.sample((5,)).shape == (5, 2)
+        assert post.log_prob(theta[:3]).shape == (3,)
+        _, num_params, _ = process_prior(post)  # sbi's own check of a prior
+        assert num_params == 2
+        NPE(prior=post, logging_level="ERROR")
+        # ... and jsbi's: the posterior as the next round's prior.
+        again = PosteriorEstimator(post, **SMALL).fit(theta, x, max_epochs=1)
+    assert again.prior is post

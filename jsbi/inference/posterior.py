@@ -350,8 +350,9 @@ class Posterior(Distribution):
         standard error: what renormalises a truncated flow's ``log_prob``.
 
         A Monte Carlo estimate from ``num_samples`` flow samples per observation
-        (default :attr:`num_mass_samples`), seeded so the same ``x`` always gets the same
-        value, and cached. One for a transformed flow (no estimate needed: se 0).
+        (default :attr:`num_mass_samples`), seeded (a rerun gives the same values) and
+        cached per observation (a later call with the same ``x`` reuses it, so its
+        ``log_prob`` stays consistent). One for a transformed flow (no estimate: se 0).
 
         Arguments:
             x: One observation ``(m,)`` / ``(1, m)`` (default: ``default_x``), or with
@@ -370,15 +371,24 @@ class Posterior(Distribution):
             one = torch.ones(len(x), device=self.device)
             return AcceptedMass(one, torch.zeros_like(one), 0)
         keys = [(row.cpu().numpy().tobytes(), n) for row in x]
-        missing = sorted({k for k in keys if k not in self._mass}, key=keys.index)
+        first: dict[tuple[bytes, int], int] = {}  # each distinct x, by its first row
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        missing = [k for k in first if k not in self._mass]
         if missing:
-            rows = torch.stack([x[keys.index(k)] for k in missing])
+            rows = x[torch.tensor([first[k] for k in missing], device=self.device)]
+            # Chunks of observations keep the (n, chunk, d) draws near 10^7 numbers.
+            chunk = max(1, 10_000_000 // (n * self.dim_theta))
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(0)  # the same mass for the same x, in any instance
-                est = self.flow.support.accepted_mass(lambda k: self._draw(k, rows), n)
-            for k, m, se in zip(missing, est.mass.tolist(), est.se.tolist(), strict=True):
-                self._mass[k] = (m, se)
+                torch.manual_seed(0)  # a rerun gives the same masses
+                for i in range(0, len(missing), chunk):
+                    part = rows[i : i + chunk]
+                    est = self.flow.support.accepted_mass(lambda k, p=part: self._draw(k, p), n)
+                    for k, m, se in zip(
+                        missing[i : i + chunk], est.mass.tolist(), est.se.tolist(), strict=True
+                    ):
+                        self._mass[k] = (m, se)
         mass = torch.tensor([self._mass[k][0] for k in keys], device=self.device)
         se = torch.tensor([self._mass[k][1] for k in keys], device=self.device)
         if bool((mass == 0).any()):

@@ -92,12 +92,14 @@ class FinishedUnitError(ValueError):
 def method_support(method: str, options: dict[str, Any] | None = None) -> str:
     r"""How ``method`` (with ``options``) respects a bounded prior: ``"transform"`` or
     ``"truncate"`` for jsbi's methods, ``"sbi"`` for sbi's NPE (its own truncation)."""
-    from jsbi.inference.support import support_mode
+    from jsbi.inference.estimator import estimator_support
 
     if METHODS[method] is None:
         return "sbi"
     kwargs = {**METHODS[method], **(options or {})}
-    return support_mode(kwargs.get("support"), kwargs.get("bounded"))
+    return estimator_support(
+        kwargs["objective"], kwargs.get("schedule"), kwargs.get("support"), kwargs.get("bounded")
+    )
 
 
 def _finished_rows(

@@ -43,7 +43,7 @@ from jsbi.inference.trainer import (
     train,
 )
 
-__all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy"]
+__all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy", "estimator_support"]
 
 #: The proxy families of METHOD.md section 4b (and the free ``mlp`` energy).
 PROXIES = ("ratio", "likelihood", "residual", "mlp")
@@ -317,18 +317,13 @@ class PosteriorEstimator:
             )
         self.objective_kwargs = {**named, **dict(objective_kwargs or {})}
         self.embedding_net = embedding_net
-        self.support = support_mode(support, bounded)
-        if key != "npe" and self.objective_kwargs.get("schedule", default_schedule) == "joint":
-            # The joint schedule's importance-sampled normaliser and constraint assume a
-            # flow with no mass outside the prior: it keeps the transformed flow.
-            if support is None and bounded is None:
-                self.support = "transform"
-            elif self.support == "truncate" and Support.from_prior(prior).is_bounded:
-                raise ValueError(
-                    "schedule='joint' needs support='transform' on a bounded prior (its "
-                    "importance-sampled normaliser assumes no flow mass outside the "
-                    "support); use schedule='npe-first' for support='truncate'"
-                )
+        self.support = estimator_support(
+            key,
+            self.objective_kwargs.get("schedule"),
+            support,
+            bounded,
+            bounded_prior=Support.from_prior(prior).is_bounded,
+        )
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
@@ -545,6 +540,37 @@ def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool
         return False
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
     return gap + 2 * se < 0 and measured["proxy_ess"] >= min_ess
+
+
+def estimator_support(
+    objective: str,
+    schedule: str | None = None,
+    support: str | None = None,
+    bounded: bool | None = None,
+    *,
+    bounded_prior: bool = True,
+) -> str:
+    r"""The support mode :class:`PosteriorEstimator` uses for these options.
+
+    :data:`~jsbi.inference.support.DEFAULT_SUPPORT` unless ``support`` / ``bounded`` say
+    otherwise, except that the joint schedule (``reverse``'s default, or
+    ``schedule="joint"``) keeps ``"transform"``: its importance-sampled normaliser and
+    constraint assume a flow with no mass outside the prior, so ``"truncate"`` with it on
+    a bounded prior is an error.
+    """
+    mode = support_mode(support, bounded)
+    default_schedule = "joint" if objective == "reverse" else "npe-first"
+    if objective == "npe" or (schedule or default_schedule) != "joint":
+        return mode
+    if support is None and bounded is None:
+        return "transform"
+    if mode == "truncate" and bounded_prior:
+        raise ValueError(
+            "schedule='joint' needs support='transform' on a bounded prior (its "
+            "importance-sampled normaliser assumes no flow mass outside the support); "
+            "use schedule='npe-first' for support='truncate'"
+        )
+    return mode
 
 
 #: sbi's ``train()`` argument names -> jsbi's.

@@ -190,3 +190,10 @@ def test_the_joint_schedule_keeps_the_transformed_flow():
     # On the real line there is nothing to truncate: any support is fine.
     real = Independent(Normal(torch.zeros(2), 1.0), 1)
     PosteriorEstimator(real, objective="reverse", support="truncate")
+    # The benchmark labels its rows the same way.
+    from jsbi.benchmark import method_support
+
+    assert method_support("npe") == DEFAULT_SUPPORT
+    assert method_support("jeffreys-joint") == method_support("jeffreys-fixed") == "transform"
+    assert method_support("npe", {"support": "transform"}) == "transform"
+    assert method_support("sbi-npe") == "sbi"

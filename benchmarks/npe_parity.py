@@ -257,7 +257,13 @@ def _mse(values: list[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
-        print(table([r for path in args.table for r in _read_rows(path)]))
+        # A cell run in two files (e.g. one support each) has sbi NPE's rows twice: once.
+        rows: dict[tuple, dict] = {}
+        for path in args.table:
+            for r in _read_rows(path):
+                key = (r["task"], r["num_simulations"], r["seed"], r["observation"])
+                rows.setdefault((*key, r["method"]), r)
+        print(table(list(rows.values())))
         return 0
     rows = run(args)
     print(table(rows))

@@ -32,7 +32,7 @@ from jsbi.inference.ebm import (
 from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
-from jsbi.inference.support import Support, support_mode
+from jsbi.inference.support import Support, prior_device, support_mode
 from jsbi.inference.tau import TauSchedule, make_tau_schedule
 from jsbi.inference.trainer import (
     AdaptiveStep,
@@ -411,7 +411,7 @@ class PosteriorEstimator:
         """
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
         inside = Support.from_prior(self.prior, self.dim_theta).contains(
-            theta.to(_prior_device(self.prior))
+            theta.to(prior_device(self.prior))
         )
         outside = int((~inside.cpu()).sum())
         if outside and self.support == "transform":
@@ -584,12 +584,3 @@ _SBI_TRAIN_UNSUPPORTED = {
     "exclude_invalid_x",
     "calibration_kernel",
 }
-
-
-def _prior_device(prior: Distribution) -> torch.device:
-    for v in vars(prior).values():
-        if isinstance(v, Tensor):
-            return v.device
-        if isinstance(v, Distribution):
-            return _prior_device(v)
-    return torch.device("cpu")

@@ -48,6 +48,7 @@ __all__ = [
     "AcceptedMass",
     "Support",
     "SupportTransform",
+    "prior_device",
     "support_mode",
 ]
 
@@ -169,7 +170,7 @@ class Support(nn.Module):
             return cls(None, dim, persistent)
         d = int(prior.event_shape[0]) if dim is None else int(dim)
         out = cls(getattr(prior, "support", None), d, persistent)
-        return out.to(_device_of(prior))
+        return out.to(prior_device(prior))
 
     @property
     def is_bounded(self) -> bool:
@@ -340,12 +341,13 @@ class Support(nn.Module):
 SupportTransform = Support
 
 
-def _device_of(prior: Distribution) -> torch.device:
+def prior_device(prior: Distribution) -> torch.device:
+    r"""The device of a distribution's first tensor parameter (CPU if it has none)."""
     for v in vars(prior).values():
         if isinstance(v, Tensor):
             return v.device
         if isinstance(v, Distribution):
-            return _device_of(v)
+            return prior_device(v)
     return torch.device("cpu")
 
 

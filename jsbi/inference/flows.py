@@ -492,7 +492,9 @@ class ConditionalFlow(nn.Module):
 
         Returns:
             The log-densities, shape the broadcast batch shape; ``-inf`` outside a bounded
-            support.
+            support with ``support="transform"``; with ``"truncate"``, the flow's own
+            density on :math:`\mathbb{R}^d` (:class:`~jsbi.inference.Posterior` masks and
+            renormalises it).
         """
         return self._log_prob_context(theta, self.embed(x))
 

@@ -302,16 +302,17 @@ class Support(nn.Module):
             cols = need.nonzero().squeeze(1)
             cand = draw(k, cols)
             ok = self.contains(cand)
+            n_ok = ok.sum(0)
             drawn += ok.numel()
-            accepted += int(ok.sum())
+            accepted += int(n_ok.sum())
             # Accepted rows first, in their original order, then scatter after `count`.
             order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
             cand = cand.gather(0, order[..., None].expand(-1, -1, self.dim))
             rows = torch.arange(k, device=device)[:, None]
             pos = count[cols] + rows
-            keep = (rows < ok.sum(0)) & (pos < n)
+            keep = (rows < n_ok) & (pos < n)
             out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
-            count[cols] = torch.clamp(count[cols] + ok.sum(0), max=n)
+            count[cols] = torch.clamp(count[cols] + n_ok, max=n)
             # Next round: enough candidates for the most-missing column at the acceptance
             # seen so far (and a margin), not another n.
             missing = int((n - count).max())

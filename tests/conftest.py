@@ -7,7 +7,15 @@ import torch
 
 # sbi's default TensorBoard writer logs to ./sbi-logs; jsbi's code and tests must not.
 _SBI_LOGS = Path.cwd() / "sbi-logs"
-_SBI_LOGS_BEFORE = _SBI_LOGS.exists()
+
+
+def _sbi_log_files() -> set[Path]:
+    return set(_SBI_LOGS.rglob("*")) if _SBI_LOGS.exists() else set()
+
+
+# Compare file sets, not the folder's existence: a folder left by an earlier run would
+# otherwise hide a test that writes to it (CI's clean clone has none, and caught one).
+_SBI_LOGS_BEFORE = _sbi_log_files()
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +34,11 @@ def _one_thread():
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _SBI_LOGS_BEFORE and _SBI_LOGS.exists():
+    new = _sbi_log_files() - _SBI_LOGS_BEFORE
+    if new:
         session.config.get_terminal_writer().line(
-            f"error: the tests wrote {_SBI_LOGS}; pass a no-op tracker when training sbi",
+            f"error: the tests wrote {len(new)} file(s) under {_SBI_LOGS}; pass a no-op "
+            "tracker (jsbi.diagnostics.NullTracker) to sbi's trainers",
             red=True,
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

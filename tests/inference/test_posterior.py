@@ -214,6 +214,8 @@ def test_a_posterior_with_a_default_x_is_a_distribution_sbi_accepts():
     from sbi.utils.user_input_checks import process_prior
     from torch.distributions import Distribution
 
+    from jsbi.diagnostics import NullTracker
+
     post, theta, x = _posterior()
     with pytest.raises(ValueError, match="x is required"):
         post.sample((3,))
@@ -227,7 +229,7 @@ def test_a_posterior_with_a_default_x_is_a_distribution_sbi_accepts():
         assert post.log_prob(theta[:3]).shape == (3,)
         _, num_params, _ = process_prior(post)  # sbi's own check of a prior
         assert num_params == 2
-        NPE(prior=post, logging_level="ERROR")
+        NPE(prior=post, logging_level="ERROR", tracker=NullTracker())
         # ... and jsbi's: the posterior as the next round's prior.
         again = PosteriorEstimator(post, **SMALL).fit(theta, x, max_epochs=1)
     assert again.prior is post

@@ -263,7 +263,8 @@ class PriorLogDensity(nn.Module):
                 f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
             )
         self.prior = prior
-        with torch.no_grad():
+        # A draw off the caller's random stream: building this must not shift it.
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             safe = prior.sample().reshape(-1)
         self.dim = int(safe.shape[0])
         self.register_buffer("_safe_theta", safe.to(torch.get_default_dtype()))

@@ -129,6 +129,13 @@ def _adaptive(
     ) -> TrainingStep:
         proxy = default_proxy if proxy is None else proxy
         kwargs["schedule"] = default_schedule if schedule is None else schedule
+        if objective == "jeffreys" and kwargs["schedule"] == "npe-first":
+            # One reparameterised sample per x with the path (sticking-the-landing)
+            # gradient: unbiased, and half the cost of K = 8 per phase-2 step
+            # (benchmarks/phase_cost.py); K = 1 was as accurate as K = 4 in
+            # benchmarks/results/phase2_two_moons.txt.
+            kwargs.setdefault("num_proxy_samples", 1)
+            kwargs.setdefault("path_gradient", True)
         energy = build_proxy(
             flow,
             prior,
@@ -190,7 +197,9 @@ class PosteriorEstimator:
         eps: The constraint's tolerance :math:`\epsilon` (``C - F <= eps + u``).
         alpha: The resilience cost :math:`\alpha` of the slack (``u = lambda / alpha``).
         dual_lr: The dual ascent step on :math:`\lambda`.
-        num_proxy_samples: :math:`K`, flow samples per observation for the reverse term.
+        num_proxy_samples: :math:`K`, flow samples per observation for the reverse term
+            (default 1, with path gradients, for ``jeffreys`` with ``npe-first``; 8
+            otherwise).
         adaptive: ``False`` for the fixed-weight penalty ablation (:math:`\lambda` fixed,
             ``u = 0``).
         warmup_epochs: Epochs of forward-KL flow and contrastive proxy training before

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -51,6 +52,7 @@ def defensive_samples(
     x: Tensor,
     num_samples: int,
     prior_fraction: float = 0.5,
+    log_prior: nn.Module | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Draws ``num_samples`` points per ``x`` from the defensive mixture ``m``.
 
@@ -64,10 +66,12 @@ def defensive_samples(
         x: Observations, shape ``(B, m)``.
         num_samples: :math:`S`, samples per observation.
         prior_fraction: :math:`a \in [0, 1)`.
+        log_prior: The prior's :class:`~jsbi.inference.ebm.PriorLogDensity`, to reuse
+            across calls (built from ``prior`` when ``None``).
 
     Returns:
         ``theta`` of shape ``(S, B, d)`` and :math:`\log m(\theta \mid x)` of shape
-        ``(S, B)``.
+        ``(S, B)``; the flow's draws come first (``theta[:S - round(S a)]``).
     """
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -78,7 +82,9 @@ def defensive_samples(
     theta_q = flow.sample((num_flow,), x)
     theta_p = prior.sample((num_prior, len(x))).to(theta_q)
     theta = torch.cat([theta_q, theta_p])
-    log_prior = PriorLogDensity(prior).to(theta.device)
+    if log_prior is None:
+        log_prior = PriorLogDensity(prior)
+    log_prior = log_prior.to(theta.device)
     log_q = flow.log_prob(theta, x)
     a = num_prior / num_samples
     return theta, defensive_log_proposal(log_q, log_prior(theta), a)
@@ -98,7 +104,8 @@ def proxy_log_normalizer(
     num_samples: int = 1024,
     prior_fraction: float = 0.5,
     chunk_size: int = 64,
-) -> tuple[Tensor, Tensor]:
+    inside: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, ...]:
     r"""Estimates :math:`\log Z_\psi(x)` by defensive importance sampling, with its ESS.
 
     Arguments:
@@ -109,17 +116,30 @@ def proxy_log_normalizer(
         num_samples: Samples per observation.
         prior_fraction: The prior's share of the proposal.
         chunk_size: Observations per chunk (bounds memory).
+        inside: A membership test (e.g. :meth:`Support.contains
+            <jsbi.inference.support.Support.contains>`): when given, the flow's draws
+            also estimate the flow's mass inside the support, at no extra sampling.
 
     Returns:
         ``(log_z, ess)``, both of shape ``(B,)``; ``ess`` is the fraction in ``[0, 1]``.
+        With ``inside``, a third tensor of shape ``(B,)``: the share of the flow's draws
+        inside (``num_samples - round(num_samples * prior_fraction)`` per ``x``).
     """
-    log_z, ess = [], []
+    log_prior = PriorLogDensity(prior)
+    num_flow = int(num_samples) - int(round(num_samples * prior_fraction))
+    log_z, ess, mass = [], [], []
     for s in _chunks(len(x), chunk_size):
-        theta, log_m = defensive_samples(flow, prior, x[s], num_samples, prior_fraction)
+        theta, log_m = defensive_samples(
+            flow, prior, x[s], num_samples, prior_fraction, log_prior=log_prior
+        )
         lz, e = log_normalizer(-energy(theta, x[s]), log_m)
         log_z.append(lz)
         ess.append(e)
-    return torch.cat(log_z), torch.cat(ess)
+        if inside is not None:
+            mass.append(inside(theta[:num_flow]).float().mean(0))
+    if inside is None:
+        return torch.cat(log_z), torch.cat(ess)
+    return torch.cat(log_z), torch.cat(ess), torch.cat(mass)
 
 
 @torch.no_grad()
@@ -132,7 +152,8 @@ def proxy_nll(
     num_samples: int = 1024,
     prior_fraction: float = 0.5,
     chunk_size: int = 64,
-) -> tuple[Tensor, Tensor]:
+    inside: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, ...]:
     r"""The proxy's negative log density at pairs, :math:`E_\psi(\theta, x) + \log Z_\psi(x)`.
 
     Its mean over held-out pairs is comparable with the flow's ``-log q(theta | x)``:
@@ -140,19 +161,20 @@ def proxy_nll(
     same constant, so the lower one is the better posterior model.
 
     Arguments:
-        energy, flow, prior, num_samples, prior_fraction, chunk_size: See
+        energy, flow, prior, num_samples, prior_fraction, chunk_size, inside: See
             :func:`proxy_log_normalizer`.
         theta: Parameters, shape ``(B, d)``.
         x: Data, shape ``(B, m)``.
 
     Returns:
-        ``(nll, ess)``, both of shape ``(B,)``.
+        ``(nll, ess)``, both of shape ``(B,)``, and with ``inside`` the flow's mass inside
+        the support per ``x``.
     """
-    log_z, ess = proxy_log_normalizer(
-        energy, flow, prior, x, num_samples, prior_fraction, chunk_size
+    log_z, ess, *mass = proxy_log_normalizer(
+        energy, flow, prior, x, num_samples, prior_fraction, chunk_size, inside
     )
     e = torch.cat([energy(theta[s], x[s]) for s in _chunks(len(x), chunk_size)])
-    return e + log_z, ess
+    return (e + log_z, ess, *mass)
 
 
 @torch.no_grad()

@@ -537,16 +537,25 @@ class AdaptiveStep(TrainingStep):
         devices = [theta.device] if theta.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)
-            nll_r, ess = proxy_nll(
-                self.proxy, self.flow, self.prior, theta, x, num_samples=self.gate_samples
+            # A leaking flow's posterior is the flow truncated to the support: its density
+            # is the flow's over its mass inside, estimated from the importance sampler's
+            # own flow draws (floored at one draw in n + 1).
+            inside = self.flow.support.contains if self.flow.leaks else None
+            share = 0.5  # the prior's share of the defensive proposal
+            nll_r, ess, *mass = proxy_nll(
+                self.proxy,
+                self.flow,
+                self.prior,
+                theta,
+                x,
+                num_samples=self.gate_samples,
+                prior_fraction=share,
+                inside=inside,
             )
             log_mass = 0.0
-            if self.flow.leaks:
-                # The posterior is the flow truncated to the support: its density is the
-                # flow's over the accepted mass (floored at one sample in n + 1).
-                n = self.gate_samples
-                mass = self.flow.support.accepted_mass(lambda k: self.flow.sample((k,), x), n)
-                log_mass = mass.mass.clamp_min(1 / (n + 1)).log()
+            if mass:
+                n = self.gate_samples - round(self.gate_samples * share)
+                log_mass = mass[0].clamp_min(1 / (n + 1)).log()
         diff = nll_r + self.flow.log_prob(theta, x) - log_mass
         gap = float(diff.mean())
         se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
@@ -711,6 +720,12 @@ class AdaptiveStep(TrainingStep):
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         if not self.symmetric:
             return self._warmup(theta, x)
+        if self.phase == 2 and not self.gate_value and not self.proxy_reverse_weight:
+            # Gated off, the reverse term moves neither model: an npe step (the flow on F,
+            # the proxy on its own fit), without drawing the reverse term's samples.
+            logs = self._warmup(theta, x)
+            logs.update({"phase": 2.0, "gate": 0.0})
+            return logs
         log_q_data = self.flow.log_prob(theta, x)
         F = forward_kl(log_q_data)
         xr = self._reverse_batch(x)

@@ -176,3 +176,73 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
         PosteriorEstimator(prior, objective="jeffreys", posterior="best")
     with pytest.raises(ValueError, match="needs a proxy"):
         PosteriorEstimator(prior, posterior="proxy")
+
+
+def test_a_gated_off_phase_two_step_is_an_npe_step_without_reverse_samples():
+    prior, theta, x = _box()
+    torch.manual_seed(0)
+    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, num_proxy_samples=2)
+    step.on_train_start({})
+    step.phase, step.symmetric_from, step.epoch = 2, 0, 1
+    calls = []
+    sample = flow.rsample_and_log_prob
+    flow.rsample_and_log_prob = lambda *a, **k: calls.append(1) or sample(*a, **k)
+    step.gate_value = 0.0
+    logs = step.step(theta[:50], x[:50])
+    assert not calls and logs["gate"] == 0.0 and logs["phase"] == 2.0
+    assert logs["loss"] == logs["F"] and "R" not in logs
+    step.gate_value = 1.0
+    logs = step.step(theta[:50], x[:50])
+    assert calls and math.isfinite(logs["R"])
+
+
+def test_the_gates_mass_inside_comes_from_the_importance_samplers_flow_draws():
+    from jsbi.inference.importance import proxy_nll
+
+    prior, theta, x = _box()
+    flow = build_conditional_flow(theta, x, prior, support="truncate", **SMALL)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    torch.manual_seed(1)
+    nll, ess = proxy_nll(proxy, flow, prior, theta[:20], x[:20], num_samples=64)
+    torch.manual_seed(1)
+    nll2, ess2, mass = proxy_nll(
+        proxy, flow, prior, theta[:20], x[:20], num_samples=64, inside=flow.support.contains
+    )
+    # The same draws (the membership test draws nothing), one more output.
+    torch.testing.assert_close(nll, nll2)
+    torch.testing.assert_close(ess, ess2)
+    assert mass.shape == (20,) and ((0 <= mass) & (mass <= 1)).all()
+    # The share of 32 flow draws inside: against a separate 4,000-draw estimate.
+    with torch.no_grad():
+        draws = flow.sample((4000,), x[:20])
+    exact = flow.support.contains(draws).float().mean(0)
+    assert (mass - exact).abs().max() < 4 * math.sqrt(0.25 / 32)
+
+
+def test_building_the_prior_density_leaves_the_random_stream_alone():
+    from jsbi.inference.ebm import PriorLogDensity
+
+    prior, _, _ = _box()
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    PriorLogDensity(prior)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(
+    ("objective", "options", "k", "path"),
+    [
+        ("jeffreys", {}, 1, True),  # npe-first's default: K = 1 with path gradients
+        ("jeffreys", {"num_proxy_samples": 4}, 4, True),
+        ("jeffreys", {"schedule": "joint"}, 8, False),
+        ("srfe", {}, 8, False),  # SRFE's estimator needs K >= 2
+    ],
+)
+def test_reverse_term_sample_defaults(objective, options, k, path):
+    prior, theta, x = _box(60)
+    est = PosteriorEstimator(prior, objective=objective, seed=0, **options, **SMALL)
+    est.fit(theta, x, max_epochs=1, show_progress_bar=False)
+    assert (est.step.num_proxy_samples, est.step.path_gradient) == (k, path)

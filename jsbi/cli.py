@@ -4,7 +4,8 @@ Subcommands register in :data:`COMMANDS` (name -> ``(help, add_arguments, run)``
 further commands plug in next to ``run``, ``report`` and ``demo`` without touching
 :func:`main`.
 
-Example:
+Example::
+
     $ jsbi run --task two_moons --num-simulations 1000 --objective jeffreys --out runs/tm
     $ jsbi report --task two_moons --num-simulations 1000 --objectives jeffreys,npe,sbi-npe \
         --out report/
@@ -501,37 +502,9 @@ def _report(
         max_epochs=max_epochs,
         n_jobs=args.n_jobs,
     )
-    print(summary_table(report))
+    print(report.summary())
     print(f"\nreport: {Path(args.out) / 'index.html'}  ({time.perf_counter() - start:.0f} s)")
     return 0
-
-
-def summary_table(report: Any) -> str:
-    r"""One line per method: mean C2ST over the observations, calibration verdicts, NLTP
-    and training time, from a :class:`~jsbi.diagnostics.report.Report`."""
-    head = ["method", "C2ST", "coverage", "SBC", "TARP ATC", "NLTP", "epochs", "train (s)"]
-    lines = [head]
-    for name, res in report.methods.items():
-        c2st = list(res.c2st.values())
-        h = report.histories.get(name, {})
-        epochs, wall = h.get("epochs_trained"), h.get("wall_time")
-        lines.append(
-            [
-                name,
-                f"{sum(c2st) / len(c2st):.3f}" if c2st else "-",
-                res.coverage.verdict,
-                "in band" if res.sbc.calibrated else "out of band",
-                f"{res.tarp.atc:+.3f}",
-                f"{res.nltp.mean:.3f}",
-                str(epochs) if isinstance(epochs, int) else "-",
-                f"{wall:.1f}" if isinstance(wall, (int, float)) else "-",
-            ]
-        )
-    widths = [max(len(row[j]) for row in lines) for j in range(len(head))]
-    text = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    note = "C2ST: mean over observations, 0.5 is perfect"
-    return "\n".join(text) + "\n" + note
 
 
 def _run_report(args: argparse.Namespace) -> int:

@@ -125,6 +125,85 @@ class Report:
                     out.append({"method": name, "observation": "all", "metric": key, "value": v})
         return out
 
+    def summary(self) -> str:
+        r"""One line per method: mean C2ST over the observations (where references exist),
+        the calibration verdicts, TARP's ATC, NLTP, epochs and training time.
+
+        Returns:
+            A plain-text table (what ``jsbi report`` prints).
+
+        Example:
+            >>> print(report.summary())
+        """
+        head = ["method", "C2ST", "coverage", "SBC", "TARP ATC", "NLTP", "epochs", "train (s)"]
+        lines = [head]
+        for name, res in self.methods.items():
+            c2st = list(res.c2st.values())
+            h = self.histories.get(name, {})
+            epochs, wall = h.get("epochs_trained"), h.get("wall_time")
+            lines.append(
+                [
+                    name,
+                    f"{sum(c2st) / len(c2st):.3f}" if c2st else "-",
+                    res.coverage.verdict,
+                    "in band" if res.sbc.calibrated else "out of band",
+                    f"{res.tarp.atc:+.3f}",
+                    f"{res.nltp.mean:.3f}",
+                    str(epochs) if isinstance(epochs, int) else "-",
+                    f"{wall:.1f}" if isinstance(wall, (int, float)) else "-",
+                ]
+            )
+        widths = [max(len(row[j]) for row in lines) for j in range(len(head))]
+        text = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
+        text.insert(1, "  ".join("-" * w for w in widths))
+        note = "C2ST: mean over observations, 0.5 is perfect; NLTP: lower is better"
+        return "\n".join(text) + "\n" + note
+
+    def colors(self) -> dict[str, str]:
+        r"""One matplotlib colour per method, the same in every figure (the reference
+        posterior is black)."""
+        return {name: f"C{k % 10}" for k, name in enumerate(self.methods)}
+
+    def verdict(self) -> list[str]:
+        r"""Plain sentences: which method is best on each metric, with its spread, which
+        are calibrated, and which stopped at their epoch cap.
+
+        Returns:
+            The sentences, in the order the report shows them.
+        """
+        out = []
+        c2st = {n: list(r.c2st.values()) for n, r in self.methods.items() if r.c2st}
+        if c2st:
+            best = min(c2st, key=lambda n: float(np.mean(c2st[n])))
+            v = np.asarray(c2st[best])
+            out.append(
+                f"Lowest C2ST (closest to the reference): {best}, {v.mean():.3f} ± "
+                f"{v.std():.3f} over {len(v)} observation(s)."
+            )
+        nltp = {n: r.nltp for n, r in self.methods.items()}
+        best = min(nltp, key=lambda n: nltp[n].mean)
+        out.append(
+            f"Lowest NLTP on the held-out pairs: {best}, {nltp[best].mean:.3f} ± "
+            f"{nltp[best].stderr:.3f} (standard error)."
+        )
+        calibrated = [
+            n
+            for n, r in self.methods.items()
+            if r.coverage.verdict == "calibrated" and r.sbc.calibrated
+        ]
+        out.append(
+            "Calibrated on both coverage and SBC: " + ", ".join(calibrated) + "."
+            if calibrated
+            else "No method is calibrated on both coverage and SBC."
+        )
+        for name, h in self.histories.items():
+            if h.get("converged") is False and not h.get("interrupted"):
+                out.append(
+                    f"Warning: {name} stopped at its epoch cap ({h.get('epochs_trained')} "
+                    "epochs) before early stopping: it had not converged."
+                )
+        return out
+
     def save(self, out_dir: str | Path) -> Path:
         r"""Writes ``index.html``, ``results.csv``, the PNG figures and ``samples.nc``.
 
@@ -173,12 +252,14 @@ class Report:
         save(fig, "sbc_ecdf.png", "SBC rank ECDF differences with simultaneous bands")
 
         for i in self.observations:
-            fig = _pairplot(self, i)
+            fig = _pairplot(self, i, self.colors())
             if fig is not None:
                 save(fig, f"pairplot_obs{i}.png", f"Posterior samples, observation {i}")
 
         if self.histories:
-            save(_training_figure(self.histories), "training.png", "Training curves")
+            save(
+                _training_figure(self.histories, self.colors()), "training.png", "Training curves"
+            )
         return figs
 
     def _save_netcdf(self, path: Path) -> None:
@@ -242,13 +323,27 @@ class Report:
         for metric, ob in keys:
             cells = "".join(f"<td>{_fmt(table[(metric, ob)].get(n))}</td>" for n in names)
             body.append(f"<tr><td>{e(metric)}</td><td>{e(ob)}</td>{cells}</tr>")
+
+        def c2st_cell(r: MethodResult) -> str:
+            v = np.asarray(list(r.c2st.values()))
+            return f"{v.mean():.3f} &plusmn; {v.std():.3f}" if len(v) else "-"
+
+        def epochs_cell(name: str) -> str:
+            h = self.histories.get(name, {})
+            n = h.get("epochs_trained")
+            cap = h.get("converged") is False and not h.get("interrupted")
+            return "-" if n is None else f"{n}{' (cap!)' if cap else ''}"
+
+        colors = self.colors()
         verdicts = "".join(
-            f"<tr><td>{e(n)}</td><td>{e(r.coverage.verdict)}</td>"
+            f'<tr><td><span style="color:{_css_color(colors[n])}">&#9632;</span> {e(n)}</td>'
+            f"<td>{c2st_cell(r)}</td><td>{e(r.coverage.verdict)}</td>"
             f"<td>{'yes' if r.sbc.calibrated else 'no'}</td>"
             f"<td>{r.tarp.atc:+.3f}</td><td>{r.nltp.mean:.3f} &plusmn; {r.nltp.stderr:.3f}</td>"
-            f"<td>{r.seconds:.1f}</td></tr>"
+            f"<td>{e(epochs_cell(n))}</td><td>{r.seconds:.1f}</td></tr>"
             for n, r in self.methods.items()
         )
+        verdict = "".join(f"<li>{e(v)}</li>" for v in self.verdict())
         imgs = "\n".join(
             f'<figure><img src="{e(f)}" alt="{e(c)}"><figcaption>{e(c)}</figcaption></figure>'
             for f, c in figures
@@ -258,6 +353,7 @@ class Report:
             title=e(f"jsbi report: {self.task_name}"),
             settings=settings,
             verdicts=verdicts,
+            verdict=verdict,
             head=head,
             body="\n".join(body),
             figures=imgs,
@@ -283,9 +379,13 @@ figcaption {{ font-size: 0.9em; color: #444; }}
 <h1>{title}</h1>
 <p>{settings}</p>
 <h2>Summary</h2>
+<ul id="verdict">
+{verdict}
+</ul>
 <table id="summary">
-<tr><th>method</th><th>coverage</th><th>SBC in band</th><th>TARP ATC</th>
-<th>NLTP</th><th>diagnostics (s)</th></tr>
+<tr><th>method</th><th>C2ST (mean &plusmn; sd over observations)</th><th>coverage</th>
+<th>SBC in band</th><th>TARP ATC</th><th>NLTP (&plusmn; se)</th><th>epochs</th>
+<th>diagnostics (s)</th></tr>
 {verdicts}
 </table>
 <p>Coverage below the diagonal means over-confident (regions too small); TARP ATC below 0
@@ -328,6 +428,12 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
+def _css_color(color: str) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(color)
+
+
 def _var(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
@@ -341,43 +447,52 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
-def _pairplot(report: Report, i: int) -> Any:
-    import matplotlib.pyplot as plt
+def _pairplot(report: Report, i: int, method_colors: Mapping[str, str]) -> Any:
     from matplotlib.lines import Line2D
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from sbi.analysis import pairplot
 
-    sets, labels = [], []
-    if i in report.references:
-        sets.append(report.references[i][:1000])
-        labels.append("reference")
+    sets, labels, colors = [], [], []
     for name, res in report.methods.items():
         if i in res.samples:
             sets.append(res.samples[i][:1000])
             labels.append(name)
+            colors.append(method_colors[name])
+    if i in report.references:
+        # Last, so drawn on top; black, so never confused with a method.
+        sets.append(report.references[i][:1000])
+        labels.append("reference")
+        colors.append("k")
     if not sets:
         return None
     d = len(report.theta_names)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colors = [colors[k % len(colors)] for k in range(len(sets))]
+    ref = "reference" in labels
+    upper = [
+        {"mpl_kwargs": {"color": c, "s": 2 if ref and k == len(sets) - 1 else 3, "alpha": 0.5}}
+        for k, c in enumerate(colors)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, _ = pairplot(
+        fig, axes = pairplot(
             [s.numpy() for s in sets],
             upper=["scatter"] * len(sets),
             diag=["hist"] * len(sets),
             labels=report.theta_names,
             figsize=(2.2 * d + 1, 2.2 * d + 1),
-            upper_kwargs=[{"mpl_kwargs": {"color": c, "s": 3, "alpha": 0.5}} for c in colors],
+            upper_kwargs=upper,
             diag_kwargs=[
                 {"mpl_kwargs": {"color": c, "histtype": "step", "bins": 40, "density": True}}
                 for c in colors
             ],
         )
+    for ax in np.atleast_1d(axes).ravel():
+        if ax.get_visible():
+            ax.tick_params(labelsize=7, labelbottom=True)
     handles = [Line2D([], [], color=c, lw=2) for c in colors]
-    fig.legend(handles, labels, loc="upper right", fontsize=8)
+    # Outside the axes, so it covers no data.
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.suptitle(f"observation {i}", fontsize=10)
     return fig
 
@@ -392,8 +507,37 @@ def _series(h: Mapping[str, Any]) -> dict[str, list[float]]:
     return out
 
 
-def _training_figure(histories: Mapping[str, Mapping[str, Any]]) -> Any:
+# Readable panel titles for the training histories' series.
+_TITLES = {
+    "train_F": "forward NLL F (train)",
+    "train_R": "reverse term R (train)",
+    "train_C": "proxy fit C (train)",
+    "train_fit": "proxy's own fit (train)",
+    "train_contrastive": "proxy's contrastive loss (train)",
+    "train_lambda": "dual variable lambda",
+    "train_u": "resilient slack u",
+    "train_collapsed": "importance sampler collapsed (share of steps)",
+    "train_outside": "reverse samples outside the prior (per step)",
+    "train_faults": "restored faults",
+    "train_gate": "gate (train)",
+    "train_phase": "phase (1: npe, 2: symmetric)",
+    "train_ess": "importance sampler ESS (train)",
+    "train_violation": "constraint violation C - F - eps - u",
+    "train_tau": "SRFE tau",
+    "validation_proxy_fit": "proxy's own fit (validation)",
+    "validation_proxy_nll": "proxy NLL (validation)",
+    "validation_proxy_minus_flow": "proxy NLL minus flow NLL (validation)",
+    "validation_proxy_minus_flow_se": "its standard error",
+    "validation_proxy_ess": "gate's importance sampler ESS",
+    "validation_gate": "gate (validation)",
+}
+
+
+def _training_figure(
+    histories: Mapping[str, Mapping[str, Any]], method_colors: Mapping[str, str]
+) -> Any:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     series = {name: _series(h) for name, h in histories.items()}
     extra = sorted({k for s in series.values() for k in s if k not in _LOSS_KEYS})
@@ -402,9 +546,9 @@ def _training_figure(histories: Mapping[str, Mapping[str, Any]]) -> Any:
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     axes = axes.ravel()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (name, s) in enumerate(series.items()):
-        c = colors[j % len(colors)]
+        c = method_colors.get(name, cycle[j % len(cycle)])
         for key, ls in zip(_LOSS_KEYS, ("-", "--"), strict=True):
             if key in s:
                 epochs = np.arange(1, len(s[key]) + 1)
@@ -413,16 +557,30 @@ def _training_figure(histories: Mapping[str, Mapping[str, Any]]) -> Any:
             if key in s:
                 ax.plot(np.arange(1, len(s[key]) + 1), s[key], color=c, label=name)
     axes[0].set_title("loss (-log q), train solid, validation dashed", fontsize=9)
-    axes[0].set_xlabel("epoch")
     axes[0].legend(fontsize=7)
     for ax, key in zip(axes[1:], extra, strict=False):
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_title(_TITLES.get(key, key.replace("_", " ")), fontsize=9)
         ax.legend(fontsize=7)
+    for ax in axes[:n]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def _observed(x_o: Any, shape: torch.Size, i: Any) -> Tensor:
+    x_o = torch.as_tensor(x_o, dtype=torch.float32)
+    if x_o.numel() != shape.numel():
+        raise ValueError(
+            f"observations[{i!r}] must have the simulator's shape {tuple(shape)} (or with a "
+            f"leading 1); got {tuple(x_o.shape)}"
+        )
+    x_o = x_o.reshape(1, *shape)
+    if not torch.isfinite(x_o).all():
+        raise ValueError(f"observations[{i!r}] must be finite")
+    return x_o
 
 
 def _references(task: Any, observations: Sequence[int]) -> dict[int, Tensor]:
@@ -441,7 +599,7 @@ def compare(
     posteriors: Mapping[str, Any],
     task: Any,
     *,
-    observations: Sequence[int] = (1, 2, 3),
+    observations: Sequence[int] | Mapping[int, Tensor] = (1, 2, 3),
     num_sbc: int = 1000,
     num_posterior_samples: int = 1000,
     num_c2st_samples: int = 10_000,
@@ -456,8 +614,13 @@ def compare(
         posteriors: Method name -> posterior (jsbi's or sbi's; anything with
             ``sample_batched`` and ``log_prob_batched``).
         task: A task: ``prior``, ``simulate``, ``observation(i)``, optionally
-            ``reference_samples(i)``, ``name``, ``theta_names``.
-        observations: Observation numbers for C2ST, leakage and pairplots.
+            ``reference_samples(i)``, ``name``, ``theta_names``; or any simulator
+            (``prior`` and ``simulate``, e.g. from :func:`jsbi.wrap`) when
+            ``observations`` gives the observed data itself.
+        observations: Observation numbers of the task for C2ST, leakage and
+            pairplots; or a mapping ``{number: x_o}`` of your own observed data
+            (shape ``(m,)`` or ``(1, m)``), which has no reference posterior and so
+            no C2ST.
         num_sbc: Held-out prior-predictive pairs for SBC, coverage, TARP and NLTP
             (drawn with ``seed`` unless ``test_pairs`` is given).
         num_posterior_samples: Samples per held-out pair.
@@ -488,8 +651,12 @@ def compare(
     theta, x = theta[ok].float(), x[ok].float()
     d = theta.shape[1]
     theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
-    refs = _references(task, observations)
-    obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
+    if isinstance(observations, Mapping):
+        obs = {int(i): _observed(v, x.shape[1:], i) for i, v in observations.items()}
+        refs = {}
+    else:
+        refs = _references(task, observations)
+        obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
     methods = {}
     for k, (name, posterior) in enumerate(posteriors.items()):
         start = time.perf_counter()

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 
 import pytest
+import torch
 
 from jsbi.diagnostics import compare
 from tests.diagnostics.analytic import GaussianPosterior, GaussianTask
@@ -136,3 +137,47 @@ def test_run_report_end_to_end(tmp_path):
     assert (tmp_path / "training.png").exists() and (tmp_path / "index.html").exists()
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert {r["method"] for r in rows} == {"jsbi-npe", "sbi-npe"}
+
+
+def test_compare_takes_your_own_observed_data():
+    # A plain simulator (jsbi.wrap's kind) has no numbered observations: pass x_o itself.
+    import jsbi
+
+    task = GaussianTask()
+    sim = jsbi.wrap(task.simulate, task.prior, name="toy")
+    x_o = torch.tensor([0.3, -0.2])
+    report = compare(
+        {"exact": GaussianPosterior()},
+        sim,
+        observations={1: x_o},
+        num_sbc=50,
+        num_posterior_samples=50,
+        num_c2st_samples=100,
+    )
+    res = report.methods["exact"]
+    assert res.c2st == {} and res.samples[1].shape == (100, 2)
+    assert torch.equal(report.observations[1], x_o[None])
+    with pytest.raises(ValueError, match=r"observations\[1\] must have the simulator's shape"):
+        compare({"exact": GaussianPosterior()}, sim, observations={1: torch.zeros(3)})
+
+
+def test_the_summary_gives_a_verdict_and_flags_an_epoch_cap(saved):
+    report, index, _ = saved
+    sentences = report.verdict()
+    assert sentences[0].startswith("Lowest C2ST (closest to the reference): exact,")
+    assert "Calibrated on both coverage and SBC: exact." in sentences
+    assert not any("epoch cap" in v for v in sentences)
+    capped = compare(
+        {"exact": GaussianPosterior()},
+        GaussianTask(),
+        observations=(1,),
+        num_sbc=50,
+        num_posterior_samples=50,
+        num_c2st_samples=100,
+        histories={"exact": {"epochs_trained": 7, "converged": False}},
+    )
+    assert capped.verdict()[-1].startswith("Warning: exact stopped at its epoch cap (7 epochs)")
+    page = index.read_text()
+    assert 'id="verdict"' in page and "C2ST (mean" in page
+    # One colour per method, the same for the legend swatch and every figure.
+    assert report.colors() == {"exact": "C0", "shrunk": "C1"}

@@ -263,6 +263,10 @@ class Report:
         return figs
 
     def _save_netcdf(self, path: Path) -> None:
+        # arviz's conventions: one variable per parameter (the task's names), the methods
+        # as the coordinate "estimator" (xarray's sel() reserves "method"), the observed
+        # data in observed_data; SBC and HPD ranks and the reference posterior in groups of
+        # their own.
         import xarray as xr
 
         with warnings.catch_warnings():
@@ -271,40 +275,63 @@ class Report:
 
         obs = sorted(self.observations)
         names = list(self.methods)
-        post, ranks, ref = {}, {}, {}
-        for name, res in self.methods.items():
-            var = _var(name)
-            if res.samples:
-                s = torch.stack([res.samples[i] for i in obs], dim=1).numpy()  # (n, O, d)
-                post[var] = xr.DataArray(
-                    s[None], dims=("chain", "draw", "observation", "theta_dim")
-                )
-            ranks[var] = xr.DataArray(res.sbc.ranks.numpy(), dims=("pair", "theta_dim"))
-            ranks[f"{var}__hpd"] = xr.DataArray(res.coverage.hpd_ranks.numpy(), dims=("pair",))
-        if self.references:
-            m = min(len(r) for r in self.references.values())
-            ro = sorted(self.references)
-            s = torch.stack([self.references[i][:m] for i in ro], dim=1).numpy()
-            ref["reference"] = xr.DataArray(
-                s[None], dims=("chain", "draw", "observation", "theta_dim")
+        var = {t: _var(t) for t in self.theta_names}
+        attrs = {"task": self.task_name, "methods": ",".join(names), "inference_library": "jsbi"}
+        groups: dict[str, xr.Dataset] = {}
+        drawn = [n for n in names if all(i in self.methods[n].samples for i in obs)]
+        if drawn and obs:
+            m = min(len(self.methods[n].samples[i]) for n in drawn for i in obs)
+            s = np.stack(
+                [
+                    torch.stack([self.methods[n].samples[i][:m] for i in obs], dim=1).numpy()
+                    for n in drawn
+                ],
+                axis=1,
+            )  # (draw, estimator, observation, d)
+            groups["posterior"] = xr.Dataset(
+                {
+                    var[t]: (("chain", "draw", "estimator", "observation"), s[None, :, :, :, j])
+                    for j, t in enumerate(self.theta_names)
+                },
+                coords={
+                    "chain": [0],
+                    "draw": np.arange(m),
+                    "estimator": drawn,
+                    "observation": obs,
+                },
+                attrs=attrs,
             )
-        coords = {"observation": obs, "theta_dim": self.theta_names}
-        attrs = {"task": self.task_name, "methods": ",".join(names)}
-        groups = {
-            "posterior": xr.Dataset(post, coords=coords, attrs=attrs),
-            "sbc_ranks": xr.Dataset(
-                ranks,
-                coords={"theta_dim": self.theta_names},
-                attrs={**attrs, "num_posterior_samples": self.settings["num_posterior_samples"]},
-            ),
+        x = torch.cat([self.observations[i].reshape(1, -1) for i in obs]).numpy() if obs else None
+        if x is not None:
+            groups["observed_data"] = xr.Dataset(
+                {"x": (("observation", "x_dim"), x)},
+                coords={"observation": obs, "x_dim": np.arange(x.shape[1])},
+            )
+        ranks = np.stack([self.methods[n].sbc.ranks.numpy() for n in names])  # (estimator, N, d)
+        hpd = np.stack([self.methods[n].coverage.hpd_ranks.numpy() for n in names])
+        data = {
+            var[t]: (("estimator", "pair"), ranks[:, :, j]) for j, t in enumerate(self.theta_names)
         }
-        if ref:
-            ref_coords = {"observation": sorted(self.references), "theta_dim": self.theta_names}
-            groups["reference_posterior"] = xr.Dataset(ref, coords=ref_coords)
+        data["hpd_rank"] = (("estimator", "pair"), hpd)
+        groups["sbc_ranks"] = xr.Dataset(
+            data,
+            coords={"estimator": names, "pair": np.arange(ranks.shape[1])},
+            attrs={**attrs, "num_posterior_samples": self.settings["num_posterior_samples"]},
+        )
+        if self.references:
+            ro = sorted(self.references)
+            m = min(len(r) for r in self.references.values())
+            r = torch.stack([self.references[i][:m] for i in ro], dim=1).numpy()
+            groups["reference_posterior"] = xr.Dataset(
+                {
+                    var[t]: (("chain", "draw", "observation"), r[None, :, :, j])
+                    for j, t in enumerate(self.theta_names)
+                },
+                coords={"chain": [0], "draw": np.arange(m), "observation": ro},
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-standard group names are intended
-            idata = az.InferenceData(**groups)
-            idata.to_netcdf(str(path))
+            az.InferenceData(**groups).to_netcdf(str(path))
 
     def _html(self, figures: list[tuple[str, str]]) -> str:
         e = html.escape

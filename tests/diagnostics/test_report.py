@@ -83,11 +83,20 @@ def test_netcdf_reopens(saved):
     report, _, out = saved
     idata = az.from_netcdf(out / "samples.nc")
     post = idata.posterior
-    assert post["exact"].shape == (1, 200, 2, 2)
+    # arviz's conventions: parameters are the variables, methods a coordinate.
+    assert set(post.data_vars) == {"theta_1", "theta_2"}
+    assert post["theta_1"].dims == ("chain", "draw", "estimator", "observation")
+    assert post["theta_1"].shape == (1, 200, 2, 2)
+    assert list(post["estimator"].values) == ["exact", "shrunk"]
     assert list(post["observation"].values) == [1, 2]
+    exact = report.methods["exact"].samples[2][:, 1].numpy()
+    assert (post["theta_2"].sel(estimator="exact", observation=2).values[0] == exact).all()
+    observed = idata.observed_data["x"]
+    assert (observed.sel(observation=1).values == report.observations[1].numpy()[0]).all()
     ranks = idata["sbc_ranks"]
-    assert (ranks["shrunk"].values == report.methods["shrunk"].sbc.ranks.numpy()).all()
-    assert idata["reference_posterior"]["reference"].shape[-2:] == (2, 2)
+    shrunk = report.methods["shrunk"].sbc.ranks.numpy()
+    assert (ranks["theta_1"].sel(estimator="shrunk").values == shrunk[:, 0]).all()
+    assert idata["reference_posterior"]["theta_1"].dims == ("chain", "draw", "observation")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")

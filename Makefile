@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and run jsbi's main job (a small end-to-end demo on CPU)
 #   make test   set up .venv and run the test suite
+#   make docs   run the three tutorials, then build the docs site into docs/_build/html
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps sbibm==1.1.0
 	touch $(STAMP)
 
-.PHONY: install demo test lint
+.PHONY: install demo test docs lint
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Offline; warnings are errors, so a broken reference or docstring fails the build.
+docs: $(STAMP)
+	$(BIN)/python docs/run_tutorials.py --out docs/_generated
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
-	$(BIN)/ruff check jsbi tests benchmarks examples
-	$(BIN)/ruff format --check jsbi tests benchmarks examples
+	$(BIN)/ruff check jsbi tests benchmarks examples docs
+	$(BIN)/ruff format --check jsbi tests benchmarks examples docs

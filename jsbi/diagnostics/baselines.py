@@ -71,8 +71,10 @@ def train_sbi_npe(
         prior: The prior (a torch distribution).
         seed: Seeds initialisation, the train/validation split and batching.
         hidden_features, num_transforms, num_bins: The flow (sbi's defaults).
-        training_batch_size, learning_rate, validation_fraction, stop_after_epochs,
-            max_num_epochs: sbi's training options (sbi's defaults).
+        training_batch_size, learning_rate, validation_fraction: sbi's training options
+            (sbi's defaults).
+        stop_after_epochs, max_num_epochs: sbi's early stopping patience and epoch cap
+            (sbi's defaults).
         show_progress_bar: Whether sbi prints its training progress.
 
     Returns:

@@ -207,6 +207,20 @@ def sbc_ranks(samples: Tensor, theta: Tensor) -> Tensor:
     return (samples < theta.to(samples)).sum(dim=0)
 
 
+def sbi_order(first: Any, third: Any) -> bool:
+    r"""Whether a ``run_sbc`` / ``run_tarp`` call uses sbi's argument order
+    ``(thetas, xs, posterior)`` rather than jsbi's ``(posterior, theta, x)``."""
+    return isinstance(first, Tensor) and not isinstance(third, Tensor)
+
+
+def _no_sbi_options(name: str, options: dict[str, Any], sbi_call: str) -> None:
+    if options:
+        raise TypeError(
+            f"{name} got unexpected keyword(s) {sorted(options)}: sbi's options apply in "
+            f"sbi's argument order, {sbi_call}"
+        )
+
+
 def run_sbc(
     posterior: Any,
     theta: Tensor,
@@ -215,8 +229,13 @@ def run_sbc(
     *,
     batch_size: int = 100,
     seed: int | None = None,
+    **sbi_kwargs: Any,
 ) -> Tensor:
     r"""Computes SBC ranks over prior-predictive pairs with batched sampling.
+
+    Called in sbi's argument order, ``run_sbc(thetas, xs, posterior, ...)``, this is
+    ``sbi.diagnostics.run_sbc`` itself (sbi's options and its ``(ranks, dap_samples)``
+    return), so code written for sbi runs unchanged.
 
     Arguments:
         posterior: Any posterior with ``sample_batched`` (jsbi or sbi).
@@ -234,6 +253,11 @@ def run_sbc(
         >>> check_sbc(ranks, 1000).calibrated
         True
     """
+    if sbi_order(posterior, x):
+        from sbi.diagnostics import run_sbc as sbi_run_sbc
+
+        return sbi_run_sbc(posterior, theta, x, num_posterior_samples, **sbi_kwargs)
+    _no_sbi_options("run_sbc", sbi_kwargs, "run_sbc(thetas, xs, posterior)")
     theta, x = _check_pairs(theta, x)
     samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=seed)
     return sbc_ranks(samples, theta)
@@ -343,12 +367,16 @@ class SBCResult:
 def check_sbc(
     ranks: Tensor,
     num_posterior_samples: int,
-    *,
+    *sbi_args: Any,
     prob: float = 0.95,
     num_bins: int | None = None,
     theta_names: Sequence[str] | None = None,
+    **sbi_kwargs: Any,
 ) -> SBCResult:
     r"""Tests the uniformity of SBC ranks per dimension.
+
+    Called in sbi's argument order, ``check_sbc(ranks, prior_samples, dap_samples, ...)``,
+    this is ``sbi.diagnostics.check_sbc`` itself, with sbi's dict of statistics.
 
     Arguments:
         ranks: Ranks from :func:`run_sbc`, shape ``(N, d)``, values in ``[0, L]``.
@@ -361,6 +389,16 @@ def check_sbc(
     Returns:
         An :class:`SBCResult`.
     """
+    if isinstance(num_posterior_samples, Tensor):
+        from sbi.diagnostics import check_sbc as sbi_check_sbc
+
+        return sbi_check_sbc(ranks, num_posterior_samples, *sbi_args, **sbi_kwargs)
+    if sbi_args:
+        raise TypeError(
+            "check_sbc takes ranks and num_posterior_samples positionally (then keywords); "
+            "sbi's order is check_sbc(ranks, prior_samples, dap_samples, ...)"
+        )
+    _no_sbi_options("check_sbc", sbi_kwargs, "check_sbc(ranks, prior_samples, dap_samples)")
     ranks = torch.as_tensor(ranks)
     if ranks.ndim != 2:
         raise ValueError(f"ranks must have shape (N, d), got {tuple(ranks.shape)}")

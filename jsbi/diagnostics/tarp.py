@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.sbc import _check_pairs, _seeded, draw_samples
+from jsbi.diagnostics.sbc import _check_pairs, _no_sbi_options, _seeded, draw_samples, sbi_order
 
 
 @dataclass
@@ -111,8 +111,12 @@ def run_tarp(
     num_bins: int | None = None,
     z_score_theta: bool = True,
     seed: int | None = 0,
+    **sbi_kwargs: Any,
 ) -> TARPResult:
     r"""TARP of a posterior over prior-predictive pairs.
+
+    Called in sbi's argument order, ``run_tarp(thetas, xs, posterior, ...)``, this is
+    ``sbi.diagnostics.run_tarp`` itself (sbi's options and its ``(ecp, alpha)`` return).
 
     Arguments:
         posterior: Any posterior with ``sample_batched`` (jsbi or sbi).
@@ -132,6 +136,14 @@ def run_tarp(
         >>> abs(result.atc) < 0.05
         True
     """
+    if sbi_order(posterior, x):
+        from sbi.diagnostics import run_tarp as sbi_run_tarp
+
+        kwargs = {"num_posterior_samples": num_posterior_samples, "num_bins": num_bins}
+        return sbi_run_tarp(
+            posterior, theta, x, z_score_theta=z_score_theta, **kwargs, **sbi_kwargs
+        )
+    _no_sbi_options("run_tarp", sbi_kwargs, "run_tarp(thetas, xs, posterior)")
     theta, x = _check_pairs(theta, x)
     samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=seed)
     return tarp_from_samples(

@@ -209,6 +209,33 @@ def test_sbi_run_sbc_and_run_tarp_accept_posterior():
     assert ecp.shape == alpha.shape and torch.all((ecp >= 0) & (ecp <= 1))
 
 
+def test_jsbis_diagnostics_called_sbis_way_are_sbis():
+    import sbi.diagnostics as sbi_diag
+
+    import jsbi.diagnostics as diag
+
+    post, theta, x = _posterior()
+    kw = {"num_posterior_samples": 30, "show_progress_bar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sbi warns that 20 pairs are few
+        torch.manual_seed(5)
+        ranks, dap = diag.run_sbc(theta[:20], x[:20], post, **kw)
+        torch.manual_seed(5)
+        ranks_sbi, dap_sbi = sbi_diag.run_sbc(theta[:20], x[:20], post, **kw)
+        stats = diag.check_sbc(ranks, theta[:20], dap, 30)
+        torch.manual_seed(5)
+        ecp, alpha = diag.run_tarp(theta[:20], x[:20], post, **kw)
+    assert torch.equal(ranks, ranks_sbi) and torch.equal(dap, dap_sbi)
+    assert {"ks_pvals", "c2st_ranks", "c2st_dap"} <= set(stats)
+    assert ecp.shape == alpha.shape
+    # jsbi's order still gives jsbi's results; sbi's options there are an error.
+    assert diag.run_sbc(post, theta[:20], x[:20], 30, seed=0).shape == (20, 2)
+    with pytest.raises(TypeError, match=r"sbi's argument order, run_sbc\(thetas, xs"):
+        diag.run_sbc(post, theta[:20], x[:20], 30, show_progress_bar=False)
+    with pytest.raises(TypeError, match="sbi's order is check_sbc"):
+        diag.check_sbc(ranks, 30, 5)
+
+
 def test_a_posterior_with_a_default_x_is_a_distribution_sbi_accepts():
     from sbi.inference import NPE
     from sbi.utils.user_input_checks import process_prior

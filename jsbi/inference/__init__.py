@@ -14,6 +14,7 @@ from jsbi.inference.flows import (
 )
 from jsbi.inference.posterior import Posterior, PosteriorLoadError, load_posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.inference.sequential import TruncatedProposal
 from jsbi.inference.support import SUPPORT_MODES, Support
 from jsbi.inference.trainer import NPEStep, TrainingStep, train
 
@@ -33,6 +34,7 @@ __all__ = [
     "SetEmbedding",
     "Support",
     "TrainingStep",
+    "TruncatedProposal",
     "build_conditional_flow",
     "build_flow",
     "load_posterior",

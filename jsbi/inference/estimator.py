@@ -349,8 +349,20 @@ class PosteriorEstimator:
     def dim_theta(self) -> int:
         return int(self.prior.event_shape[0])
 
-    def append_simulations(self, theta: Tensor, x: Tensor) -> PosteriorEstimator:
-        r"""Adds training pairs (sbi style); :meth:`train` fits on all of them."""
+    def append_simulations(
+        self, theta: Tensor, x: Tensor, proposal: Distribution | None = None
+    ) -> PosteriorEstimator:
+        r"""Adds training pairs (sbi style); :meth:`train` fits on all of them.
+
+        Arguments:
+            theta: Parameters, shape ``(n, d)``.
+            x: Simulations, shape ``(n, m)``.
+            proposal: What ``theta`` was drawn from: ``None`` or the prior, or a
+                :class:`~jsbi.inference.sequential.TruncatedProposal` (TSNPE); see
+                :meth:`fit`.
+        """
+        if proposal is not None and proposal is not self.prior:
+            self._proposal = proposal
         theta = torch.as_tensor(theta)
         x = torch.as_tensor(x)
         if self._theta is None:
@@ -380,6 +392,7 @@ class PosteriorEstimator:
                 f"sbi's {', '.join(unsupported)} has no jsbi equivalent: every train() builds "
                 "a fresh flow on all appended simulations (checkpoint= resumes a run)"
             )
+        training_kwargs.setdefault("proposal", getattr(self, "_proposal", None))
         return self.fit(self._theta, self._x, **training_kwargs)
 
     def fit(
@@ -397,6 +410,7 @@ class PosteriorEstimator:
         show_train_summary: bool = False,
         callback: Callable[[int, dict[str, float]], bool | None] | None = None,
         checkpoint: str | os.PathLike | None = None,
+        proposal: Distribution | None = None,
     ) -> Posterior:
         r"""Builds a fresh flow and trains it on ``(theta, x)``.
 
@@ -414,10 +428,26 @@ class PosteriorEstimator:
             callback: ``callback(epoch, logs)``; returning ``True`` stops.
             checkpoint: A file saving the run after every epoch; rerunning ``fit`` with
                 the same data, seed and file resumes where it stopped.
+            proposal: Where the later rounds' parameters were drawn from: ``None`` or the
+                prior (one round), or a
+                :class:`~jsbi.inference.sequential.TruncatedProposal` (TSNPE: the
+                pooled rounds train with the same loss, which stays unbiased). Any other
+                proposal would bias the NPE loss, and is an error.
 
         Returns:
             The trained :class:`Posterior` (its ``history`` holds the run).
         """
+        if proposal is not None and proposal is not self.prior:
+            from jsbi.inference.sequential import TruncatedProposal
+
+            if not isinstance(proposal, TruncatedProposal):
+                raise ValueError(
+                    "proposal must be None, the prior, or a jsbi.inference.TruncatedProposal "
+                    f"(got {type(proposal).__name__}): NPE's loss on pairs from any other "
+                    "proposal fits the proposal's posterior, not the prior's"
+                )
+            if proposal.prior is not self.prior:
+                raise ValueError("proposal must truncate this estimator's prior")
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
         inside = Support.from_prior(self.prior, self.dim_theta).contains(
             theta.to(prior_device(self.prior))
@@ -471,6 +501,8 @@ class PosteriorEstimator:
             checkpoint=checkpoint,
         )
         self.history["objective"] = self.objective
+        if proposal is not None and proposal is not self.prior:
+            self.history["proposal"] = repr(proposal)
         if self.posterior == "auto":
             # The gate's measurement on the run's own validation pairs, after training.
             val, _ = split_indices(len(theta), validation_fraction, self.seed)

@@ -535,6 +535,22 @@ class ConditionalFlow(nn.Module):
         return self.log_prob(theta, x)
 
 
+def _hidden_features(hidden_features: Sequence[int] | int, num_transforms: int) -> list[int]:
+    # sbi's spelling: one int is one hidden layer of that width per transform.
+    if isinstance(hidden_features, int) and not isinstance(hidden_features, bool):
+        hidden_features = [int(hidden_features)] * int(num_transforms)
+    try:
+        widths = [int(h) for h in hidden_features]
+    except (TypeError, ValueError):
+        widths = []
+    if not widths or any(h < 1 for h in widths):
+        raise ValueError(
+            "hidden_features must be a sequence of positive layer widths, e.g. (64, 64), "
+            f"or one width (sbi's spelling: one layer per transform), got {hidden_features!r}"
+        )
+    return widths
+
+
 def build_conditional_flow(
     theta: Tensor,
     x: Tensor,
@@ -546,7 +562,7 @@ def build_conditional_flow(
     bounded: bool | None = None,
     z_score_theta: bool | str = True,
     z_score_x: bool | str = True,
-    hidden_features: Sequence[int] = DEFAULT_HIDDEN_FEATURES,
+    hidden_features: Sequence[int] | int = DEFAULT_HIDDEN_FEATURES,
     num_transforms: int = 5,
     num_bins: int = 10,
     **kwargs: Any,
@@ -573,7 +589,9 @@ def build_conditional_flow(
         z_score_x: Whether to z-score ``x`` before the embedding: ``True`` (mean and
             standard deviation), ``"robust"`` (median and interquartile range) or
             ``False``. See :func:`x_standardization`.
-        hidden_features, num_transforms, num_bins, kwargs: See :func:`build_flow`.
+        hidden_features, num_transforms, num_bins, kwargs: See :func:`build_flow`;
+            ``hidden_features`` may also be one int (sbi's spelling: one hidden layer of
+            that width per transform).
 
     Returns:
         The module, on ``theta``'s device.
@@ -584,6 +602,7 @@ def build_conditional_flow(
         ``support`` says); otherwise ``theta`` is
         used as is and must already be an angle. ``theta`` is never z-scored for it.
     """
+    hidden_features = _hidden_features(hidden_features, num_transforms)
     mode = support_mode(support, bounded)
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)

@@ -63,6 +63,7 @@ def simulate(
     on_nonfinite: str = "drop",
     return_mask: bool = False,
     show_progress_bar: bool | None = None,
+    proposal: Distribution | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     r"""Simulates ``num_simulations`` pairs ``theta ~ p(theta)``, ``x ~ p(x | theta)``.
 
@@ -100,6 +101,10 @@ def simulate(
             of the finite ones (with a warning giving the count of the others).
         show_progress_bar: Whether to show a progress bar over batches. ``None`` shows
             one when stderr is a terminal and there is more than one batch to simulate.
+        proposal: Draw the parameters from this distribution instead of the prior, e.g. a
+            :class:`~jsbi.inference.sequential.TruncatedProposal` for a second round
+            (TSNPE). Drawn in the calling process, batch by batch under the same seeds,
+            so the workers need not receive it.
 
     Returns:
         ``(theta, x)``, float32 tensors with shapes ``(n, d)`` and ``(n, m)``, where ``n``
@@ -133,6 +138,13 @@ def simulate(
 
     name = str(getattr(simulator, "name", type(simulator).__name__))
     dim_theta = _dim_theta(simulator.prior)
+    if proposal is not None and tuple(getattr(proposal, "event_shape", ())) != (dim_theta,):
+        raise ValueError(
+            f"proposal must be a distribution with event shape ({dim_theta},), like the "
+            f"prior; got {type(proposal).__name__} with event shape "
+            f"{tuple(getattr(proposal, 'event_shape', ()))}"
+        )
+    source = simulator.prior if proposal is None else proposal
     num_batches = math.ceil(num_simulations / batch_size)
     sizes = [min(batch_size, num_simulations - b * batch_size) for b in range(num_batches)]
 
@@ -152,12 +164,13 @@ def simulate(
         done = _load_batches(store, sizes, dim_theta, meta)
         for b in sorted(done):
             # Every batch: a batch file of another campaign is redone, never served.
-            if not _same_theta(simulator.prior, seed, b, done[b][0]):
+            if not _same_theta(source, seed, b, done[b][0]):
                 if b == min(done):
                     raise ValueError(
-                        f"the parameters stored in batch {b} are not the prior draws of this "
-                        f"call (seed={seed}): the prior changed since the store {store} was "
-                        "written. Use another store directory rather than mixing campaigns."
+                        f"the parameters stored in batch {b} are not the prior (or proposal) "
+                        f"draws of this call (seed={seed}): it changed since the store "
+                        f"{store} was written. Use another store directory rather than "
+                        "mixing campaigns."
                     )
                 warnings.warn(
                     f"stored batch {b} of {store} does not hold this campaign's prior draws: "
@@ -181,7 +194,13 @@ def simulate(
             disable=not show_progress_bar,
         )
         with bar, parallel_backend(backend):
-            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs):
+            drawn = None
+            if proposal is not None:
+                drawn = {}
+                for b in todo:
+                    with _seeded(seed, b):
+                        drawn[b] = _draw_theta(proposal, sizes[b])
+            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs, drawn):
                 if meta is not None:
                     meta = _store_batch(store, meta, b, theta, x)
                 done[b] = (theta, x)
@@ -290,7 +309,13 @@ def _draw_theta(prior, n: int) -> Tensor:
 
 
 def _run_batch(
-    simulator: Simulator, b: int, start: int, n: int, seed: int, main: tuple[int, int]
+    simulator: Simulator,
+    b: int,
+    start: int,
+    n: int,
+    seed: int,
+    main: tuple[int, int],
+    theta: Tensor | None = None,
 ) -> tuple[int, Tensor, Tensor]:
     # A worker runs alongside others: one torch thread each avoids oversubscription. The
     # caller's own process and thread (n_jobs=1) keeps its threads.
@@ -300,7 +325,8 @@ def _run_batch(
         if in_worker:
             torch.set_num_threads(1)
         try:
-            theta = _draw_theta(simulator.prior, n)
+            if theta is None:
+                theta = _draw_theta(simulator.prior, n)
             try:
                 x = simulator.simulate(theta)
             except (ValueError, TypeError) as e:
@@ -372,14 +398,20 @@ def parallel_backend(backend: str | None) -> Iterator[None]:
 
 
 def _run(
-    simulator: Simulator, todo: list[int], sizes: list[int], seed: int, n_jobs: int | None
+    simulator: Simulator,
+    todo: list[int],
+    sizes: list[int],
+    seed: int,
+    n_jobs: int | None,
+    drawn: dict[int, Tensor] | None = None,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     main = (os.getpid(), threading.get_ident())
     starts = np.cumsum([0, *sizes]).tolist()
+    drawn = drawn or {}
 
     def tasks(batches):
         return (
-            joblib.delayed(_run_batch)(simulator, b, starts[b], sizes[b], seed, main)
+            joblib.delayed(_run_batch)(simulator, b, starts[b], sizes[b], seed, main, drawn.get(b))
             for b in batches
         )
 

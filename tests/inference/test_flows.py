@@ -167,3 +167,13 @@ def test_flow_by_class_and_bad_names():
         build_flow("nope", 2, 3)
     with pytest.raises(TypeError, match="flow must be"):
         build_flow(42, 2, 3)
+
+
+def test_hidden_features_takes_sbis_single_width_and_rejects_nonsense():
+    from jsbi.inference.flows import _hidden_features
+
+    assert _hidden_features(50, 5) == [50] * 5  # sbi's posterior_nn(hidden_features=50)
+    assert _hidden_features((16, 8), 3) == [16, 8]
+    for bad in ("wide", (0, 4), ()):
+        with pytest.raises(ValueError, match="hidden_features must be a sequence of positive"):
+            _hidden_features(bad, 2)

@@ -34,9 +34,9 @@ import torch
 
 import jsbi
 from jsbi.benchmark import DEV_TASKS
-from jsbi.diagnostics.baselines import train_sbi_npe
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference import SUPPORT_MODES, PosteriorEstimator, Support
+from jsbi.inference import SUPPORT_MODES, Support
+from jsbi.pipeline import SBI_NPE, train_method
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -96,19 +96,26 @@ def _throughput(posterior, x_o: torch.Tensor, n: int, **kw) -> tuple[torch.Tenso
     return samples, n / (time.perf_counter() - start)
 
 
-def _train_jsbi(task, theta, x, seed: int, support: str, args: argparse.Namespace):
-    est = PosteriorEstimator(task.prior, flow="nsf", support=support, seed=seed)
-    start = time.perf_counter()
-    posterior = est.fit(
+def _fit_options(args: argparse.Namespace) -> dict:
+    return {
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+        "stop_after_epochs": args.stop_after_epochs,
+        "max_epochs": args.max_epochs,
+    }
+
+
+def _train(method: str, task, theta, x, seed: int, args: argparse.Namespace, **options):
+    trained = train_method(
+        method,
+        task.prior,
         theta,
         x,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        stop_after_epochs=args.stop_after_epochs,
-        max_epochs=args.max_epochs,
-        show_progress_bar=False,
+        seed=seed,
+        estimator_options=options or None,
+        fit_options=_fit_options(args),
     )
-    return posterior, time.perf_counter() - start, posterior.history["epochs_trained"]
+    return trained.posterior, trained.seconds, trained.epochs
 
 
 def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> list[dict]:
@@ -117,19 +124,10 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
     theta, x = jsbi.simulate(task, n_sim, seed=seed, n_jobs=args.n_jobs)
     trained = {}
     for support in args.supports:
-        trained[f"jsbi-npe-{support}"] = _train_jsbi(task, theta, x, seed, support, args)
-    start = time.perf_counter()
-    theirs, their_history = train_sbi_npe(
-        theta,
-        x,
-        task.prior,
-        seed=seed,
-        learning_rate=args.learning_rate,
-        training_batch_size=args.batch_size,
-        stop_after_epochs=args.stop_after_epochs,
-        max_num_epochs=args.max_epochs,
-    )
-    trained["sbi-npe"] = (theirs, time.perf_counter() - start, their_history["epochs_trained"])
+        trained[f"jsbi-npe-{support}"] = _train(
+            "npe", task, theta, x, seed, args, flow="nsf", support=support
+        )
+    trained["sbi-npe"] = _train(SBI_NPE, task, theta, x, seed, args)
     t_sbi = trained["sbi-npe"][1]
     support = Support.from_prior(task.prior)
     rows = []

@@ -20,6 +20,8 @@ _EXPORTS = {
     "DensityEstimator": "jsbi.inference",
     "Posterior": "jsbi.inference",
     "load_posterior": "jsbi.inference",
+    "train_method": "jsbi.pipeline",
+    "run_report": "jsbi.pipeline",
 }
 _SUBPACKAGES = ("simulators", "inference", "diagnostics")
 

@@ -37,7 +37,6 @@ import csv
 import inspect
 import os
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,16 +136,14 @@ def _train(
     options: dict[str, Any] | None,
     checkpoint: Path | None,
 ) -> tuple[Any, float, int]:
-    from jsbi.diagnostics.baselines import train_sbi_npe
     from jsbi.inference import PosteriorEstimator
     from jsbi.inference.flows import build_conditional_flow
+    from jsbi.pipeline import SBI_NPE, train_method
 
+    fit = {"max_epochs": max_epochs}
     if METHODS[method] is None:
-        start = time.perf_counter()
-        posterior, history = train_sbi_npe(
-            theta, x, task.prior, seed=seed, max_num_epochs=max_epochs
-        )
-        return posterior, time.perf_counter() - start, history["epochs_trained"]
+        trained = train_method(SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit)
+        return trained.posterior, trained.seconds, trained.epochs
     kwargs = dict(METHODS[method])
     options = dict(options or {})
     # Flow options (z_score_theta, num_transforms, ...) apply to every jsbi method.
@@ -165,13 +162,19 @@ def _train(
         named = inspect.signature(PosteriorEstimator).parameters
         kwargs.update({k: v for k, v in options.items() if k in named})
         kwargs["objective_kwargs"] = {k: v for k, v in options.items() if k not in named}
-    est = PosteriorEstimator(task.prior, seed=seed, **kwargs)
-    posterior = est.fit(
-        theta, x, max_epochs=max_epochs, show_progress_bar=False, checkpoint=checkpoint
+    objective = kwargs["objective"]
+    trained = train_method(
+        objective,
+        task.prior,
+        theta,
+        x,
+        seed=seed,
+        estimator_options=kwargs,
+        fit_options=fit,
+        checkpoint=checkpoint,
     )
-    # The sum of the epochs' times: a run resumed from its checkpoint reports the whole run.
-    history = posterior.history
-    return posterior, float(sum(history["epoch_time"])), history["epochs_trained"]
+    # With a checkpoint, the sum of the epochs' times: a resumed run reports the whole run.
+    return trained.posterior, trained.seconds, trained.epochs
 
 
 def run_unit(

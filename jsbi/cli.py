@@ -474,7 +474,7 @@ def _report(
     max_epochs: int,
 ) -> int:
     import jsbi
-    from jsbi.diagnostics.report import run_report
+    from jsbi.pipeline import run_report
 
     _check_report_args(args, objectives, num_simulations)
     task = jsbi.get_task(args.task)

@@ -23,7 +23,7 @@ from jsbi.diagnostics.coverage import (
     expected_coverage,
     plot_coverage,
 )
-from jsbi.diagnostics.report import MethodResult, Report, compare, run_report
+from jsbi.diagnostics.report import MethodResult, Report, compare
 from jsbi.diagnostics.sbc import (
     SBCResult,
     check_sbc,
@@ -57,10 +57,26 @@ __all__ = [
     "plot_coverage",
     "plot_sbc_ecdf",
     "plot_tarp",
-    "run_report",
     "run_sbc",
     "run_tarp",
     "sbc_ranks",
     "tarp_from_samples",
     "train_sbi_npe",
 ]
+
+
+def __getattr__(name: str):
+    # run_report simulates and trains: it moved up to the pipeline (jsbi.pipeline), which
+    # this layer must not import; the old name still works, with a warning.
+    if name == "run_report":
+        import warnings
+
+        from jsbi.pipeline import run_report
+
+        warnings.warn(
+            "jsbi.diagnostics.run_report moved to jsbi.pipeline.run_report (also jsbi.run_report)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return run_report
+    raise AttributeError(f"module 'jsbi.diagnostics' has no attribute {name!r}")

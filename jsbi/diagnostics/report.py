@@ -19,7 +19,7 @@ the report.
 
 from __future__ import annotations
 
-__all__ = ["MethodResult", "Report", "compare", "run_report"]
+__all__ = ["MethodResult", "Report", "compare"]
 
 import html
 import math
@@ -724,77 +724,3 @@ def compare(
         histories={k: dict(v) for k, v in (histories or {}).items()},
         settings=settings,
     )
-
-
-def run_report(
-    task_name: str,
-    num_simulations: int,
-    objectives: Sequence[str] = ("npe", "sbi-npe"),
-    out: str | Path = "report",
-    seed: int = 0,
-    *,
-    observations: Sequence[int] = (1, 2, 3),
-    num_sbc: int = 1000,
-    num_posterior_samples: int = 1000,
-    num_c2st_samples: int = 10_000,
-    max_epochs: int = 2**31 - 1,
-    estimator_kwargs: Mapping[str, Any] | None = None,
-    n_jobs: int | None = 1,
-) -> Report:
-    r"""Simulates a built-in task, trains each objective on the same pairs and saves the
-    comparison report.
-
-    Arguments:
-        task_name: A built-in task (see ``jsbi.simulators.TASKS``).
-        num_simulations: Training simulations, shared by every method.
-        objectives: jsbi objectives (``"npe"``, ``"jeffreys"``, ...) and/or
-            ``"sbi-npe"`` (sbi's NPE, :func:`~jsbi.diagnostics.baselines.train_sbi_npe`).
-        out: The report's directory.
-        seed: Seeds simulation, training and diagnostics.
-        observations, num_sbc, num_posterior_samples, num_c2st_samples: See
-            :func:`compare`.
-        max_epochs: Training epoch cap for every method.
-        estimator_kwargs: Extra arguments of ``jsbi.PosteriorEstimator``.
-        n_jobs: Simulation workers.
-
-    Returns:
-        The :class:`Report` (already saved to ``out``).
-
-    Example:
-        >>> run_report("two_moons", 10_000, ("npe", "jeffreys", "sbi-npe"), "report/")
-    """
-    import jsbi
-    from jsbi.diagnostics.baselines import train_sbi_npe
-
-    task = jsbi.get_task(task_name)
-    theta, x = jsbi.simulate(task, num_simulations, seed=seed, n_jobs=n_jobs)
-    posteriors, histories = {}, {}
-    for objective in objectives:
-        if objective == "sbi-npe":
-            posterior, history = train_sbi_npe(
-                theta, x, task.prior, seed=seed, max_num_epochs=max_epochs
-            )
-            name = "sbi-npe"
-        else:
-            est = jsbi.PosteriorEstimator(
-                task.prior, objective=objective, seed=seed, **dict(estimator_kwargs or {})
-            )
-            start = time.perf_counter()
-            posterior = est.fit(theta, x, max_epochs=max_epochs, show_progress_bar=False)
-            history = dict(getattr(posterior, "history", None) or est.history or {})
-            history.setdefault("wall_time", time.perf_counter() - start)
-            name = f"jsbi-{objective}"
-        posteriors[name], histories[name] = posterior, history
-    report = compare(
-        posteriors,
-        task,
-        observations=observations,
-        num_sbc=num_sbc,
-        num_posterior_samples=num_posterior_samples,
-        num_c2st_samples=num_c2st_samples,
-        histories=histories,
-        seed=seed,
-    )
-    report.settings["num_simulations"] = int(theta.shape[0])
-    report.save(out)
-    return report

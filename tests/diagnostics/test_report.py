@@ -129,7 +129,7 @@ def test_html_renders_in_chromium(saved):
 
 @pytest.mark.slow
 def test_run_report_end_to_end(tmp_path):
-    from jsbi.diagnostics import run_report
+    from jsbi.pipeline import run_report
 
     report = run_report(
         "two_moons",

@@ -246,3 +246,23 @@ def test_reverse_term_sample_defaults(objective, options, k, path):
     est = PosteriorEstimator(prior, objective=objective, seed=0, **options, **SMALL)
     est.fit(theta, x, max_epochs=1, show_progress_bar=False)
     assert (est.step.num_proxy_samples, est.step.path_gradient) == (k, path)
+
+
+def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():
+    prior, theta, x = _box()
+    torch.manual_seed(0)
+    flow = build_conditional_flow(theta, x, prior, **SMALL)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, proxy_every=3)
+    step.on_train_start({})
+    step.on_epoch_start(1)
+    moved = []
+    for k in range(6):
+        before = [p.detach().clone() for p in proxy.parameters()]
+        logs = step.step(theta[50 * k : 50 * (k + 1)], x[50 * k : 50 * (k + 1)])
+        after = list(proxy.parameters())
+        moved.append(any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)))
+        assert ("fit" in logs) == moved[-1]
+    assert moved == [True, False, False, True, False, False]
+    with pytest.raises(ValueError, match="proxy_every must be >= 1"):
+        AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, proxy_every=0)

@@ -1,0 +1,202 @@
+r"""One pipeline: train a method by name on given pairs, and simulate-train-report.
+
+"Train this method on these pairs" is one function, :func:`train_method`, whether the
+method is one of jsbi's objectives or sbi's NPE (``"sbi-npe"``); the CLI, the benchmark
+harness and :func:`run_report` all go through it, so a method means the same thing
+everywhere. This module sits above :mod:`jsbi.inference` and :mod:`jsbi.diagnostics`.
+
+Example:
+    >>> trained = train_method("jeffreys", task.prior, theta, x, seed=0)
+    >>> trained.posterior.sample((100,), x=x_o).shape, trained.seconds
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+from torch.distributions import Distribution
+
+__all__ = ["SBI_NPE", "TrainedMethod", "method_label", "run_report", "train_method"]
+
+#: The external baseline's name: sbi's NPE (zuko NSF, sbi's defaults).
+SBI_NPE = "sbi-npe"
+
+# jsbi's fit() option -> sbi's train() spelling.
+_SBI_FIT = {
+    "max_epochs": "max_num_epochs",
+    "batch_size": "training_batch_size",
+    "learning_rate": "learning_rate",
+    "stop_after_epochs": "stop_after_epochs",
+    "validation_fraction": "validation_fraction",
+}
+
+
+@dataclass
+class TrainedMethod:
+    r"""A trained method.
+
+    Attributes:
+        name: The method's label (``"jsbi-<objective>"`` or ``"sbi-npe"``).
+        posterior: The posterior (jsbi's :class:`~jsbi.inference.Posterior` or sbi's).
+        history: The training history (per-epoch series, ``epochs_trained``, and
+            ``wall_time``).
+        seconds: Training wall time; for a run resumed from its checkpoint, the sum of
+            all its epochs' times.
+        epochs: Epochs trained.
+        estimator: The :class:`~jsbi.inference.PosteriorEstimator` (``None`` for sbi).
+    """
+
+    name: str
+    posterior: Any
+    history: dict[str, Any]
+    seconds: float
+    epochs: int
+    estimator: Any = None
+
+
+def method_label(method: str) -> str:
+    r"""``"npe"`` -> ``"jsbi-npe"``; ``"sbi-npe"`` and ``"jsbi-..."`` unchanged."""
+    return method if method == SBI_NPE or method.startswith("jsbi-") else f"jsbi-{method}"
+
+
+def train_method(
+    method: str,
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+    *,
+    seed: int = 0,
+    estimator_options: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+) -> TrainedMethod:
+    r"""Trains one method on ``(theta, x)``.
+
+    Arguments:
+        method: A jsbi objective (``"npe"``, ``"jeffreys"``, ..., optionally prefixed
+            ``"jsbi-"``) or ``"sbi-npe"``.
+        prior: The prior.
+        theta: Parameters, shape ``(n, d)``.
+        x: Simulations, shape ``(n, m)``.
+        seed: Seeds the initialisation, the split and the batches.
+        estimator_options: :class:`~jsbi.inference.PosteriorEstimator` options (jsbi
+            methods only: an error with ``"sbi-npe"``).
+        fit_options: :meth:`~jsbi.inference.PosteriorEstimator.fit` options
+            (``max_epochs``, ``batch_size``, ``learning_rate``, ``stop_after_epochs``,
+            ``validation_fraction``, ...); for ``"sbi-npe"`` they are passed under sbi's
+            names and any other is an error.
+        checkpoint: jsbi methods: a file the run is saved to after every epoch, and
+            resumed from.
+
+    Returns:
+        A :class:`TrainedMethod`.
+    """
+    fit_options = dict(fit_options or {})
+    if method == SBI_NPE:
+        from jsbi.diagnostics.baselines import train_sbi_npe
+
+        if estimator_options:
+            raise ValueError(
+                f"estimator options {sorted(estimator_options)} apply to jsbi's methods, "
+                "not to sbi-npe (sbi's defaults)"
+            )
+        unknown = sorted(set(fit_options) - set(_SBI_FIT) - {"show_progress_bar"})
+        if unknown:
+            raise ValueError(f"sbi-npe takes no fit option {unknown}")
+        kwargs = {_SBI_FIT.get(k, k): v for k, v in fit_options.items()}
+        start = time.perf_counter()
+        posterior, history = train_sbi_npe(theta, x, prior, seed=seed, **kwargs)
+        seconds = time.perf_counter() - start
+        return TrainedMethod(SBI_NPE, posterior, history, seconds, history["epochs_trained"])
+    from jsbi.inference import PosteriorEstimator
+
+    objective = method.removeprefix("jsbi-")
+    options = dict(estimator_options or {})
+    options.setdefault("objective", objective)
+    if options["objective"] != objective:
+        raise ValueError(f"method {method!r} and objective={options['objective']!r} disagree")
+    est = PosteriorEstimator(prior, seed=seed, **options)
+    fit_options.setdefault("show_progress_bar", False)
+    start = time.perf_counter()
+    posterior = est.fit(theta, x, checkpoint=checkpoint, **fit_options)
+    history = dict(posterior.history)
+    # The epochs' own times: a run resumed from its checkpoint reports the whole run.
+    seconds = float(sum(history["epoch_time"])) if checkpoint else time.perf_counter() - start
+    history.setdefault("wall_time", seconds)
+    return TrainedMethod(
+        method_label(method), posterior, history, seconds, history["epochs_trained"], est
+    )
+
+
+def run_report(
+    task_name: str,
+    num_simulations: int,
+    objectives: Sequence[str] = ("npe", SBI_NPE),
+    out: str | Path = "report",
+    seed: int = 0,
+    *,
+    observations: Sequence[int] = (1, 2, 3),
+    num_sbc: int = 1000,
+    num_posterior_samples: int = 1000,
+    num_c2st_samples: int = 10_000,
+    max_epochs: int = 2**31 - 1,
+    estimator_kwargs: Mapping[str, Any] | None = None,
+    n_jobs: int | None = 1,
+) -> Any:
+    r"""Simulates a built-in task, trains every method on the same pairs, runs
+    :func:`~jsbi.diagnostics.compare` and saves the report.
+
+    Arguments:
+        task_name: A built-in task.
+        num_simulations: Training pairs.
+        objectives: jsbi objectives (``"npe"``, ``"jeffreys"``, ...) and/or
+            ``"sbi-npe"`` (sbi's NPE, :func:`~jsbi.diagnostics.baselines.train_sbi_npe`).
+        out: The report's directory.
+        seed: Seeds the simulations, the training and the diagnostics.
+        observations, num_sbc, num_posterior_samples, num_c2st_samples: See
+            :func:`~jsbi.diagnostics.compare`.
+        max_epochs: Epoch cap of every method.
+        estimator_kwargs: Options of every jsbi estimator.
+        n_jobs: Simulation workers.
+
+    Returns:
+        The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
+
+    Example:
+        >>> run_report("two_moons", 10_000, ("npe", "jeffreys", "sbi-npe"), "report/")
+    """
+    import jsbi
+    from jsbi.diagnostics.report import compare
+
+    task = jsbi.get_task(task_name)
+    theta, x = jsbi.simulate(task, num_simulations, seed=seed, n_jobs=n_jobs)
+    posteriors, histories = {}, {}
+    for method in objectives:
+        trained = train_method(
+            method,
+            task.prior,
+            theta,
+            x,
+            seed=seed,
+            estimator_options=None if method == SBI_NPE else estimator_kwargs,
+            fit_options={"max_epochs": max_epochs},
+        )
+        posteriors[trained.name], histories[trained.name] = trained.posterior, trained.history
+    report = compare(
+        posteriors,
+        task,
+        observations=observations,
+        num_sbc=num_sbc,
+        num_posterior_samples=num_posterior_samples,
+        num_c2st_samples=num_c2st_samples,
+        histories=histories,
+        seed=seed,
+    )
+    report.settings["num_simulations"] = int(theta.shape[0])
+    report.save(out)
+    return report

@@ -2,10 +2,11 @@ r"""Per-step cost of npe-first's two phases, relative to one ``npe`` step.
 
 Builds each configuration on the same simulations (seed 0, one torch thread), then times
 its training step on the same batches (``--batches`` batches of 200): ``npe``;
-``jeffreys`` in phase 1 (the flow's npe step plus the proxy's own fit); ``jeffreys`` in
-phase 2, gate on, for each variant of METHOD.md section 4b's cost list (K flow samples
-per x, path gradients, the reverse term on a sub-batch, a coupling flow); phase 2 with
-the gate off; and the gate's per-epoch measurement on 100 validation pairs. With these and
+``jeffreys`` in phase 1 (the flow's npe step plus the proxy's own fit, on every batch or
+every 2nd / 4th: ``proxy_every``); ``jeffreys`` in phase 2, gate on, for each variant of
+METHOD.md section 4b's cost list (K flow samples per x, path gradients, the reverse term
+on a sub-batch, a coupling flow); phase 2 with the gate off; and the gate's per-epoch
+measurement on 100 validation pairs. With these and
 a run's epoch counts, ``jeffreys``' wall time relative to ``npe``'s is
 ``(E1 * phase1 + E2 * phase2 + E2 * gate / steps_per_epoch) / (E_npe * npe)``.
 
@@ -24,15 +25,21 @@ import jsbi
 from jsbi.inference import PosteriorEstimator
 
 VARIANTS = {
-    "K=8 (default)": {},
-    "K=4": {"num_proxy_samples": 4},
-    "K=1 path gradient": {"num_proxy_samples": 1, "objective_kwargs": {"path_gradient": True}},
-    "K=8 sub-batch 50": {"objective_kwargs": {"reverse_batch_size": 50}},
+    "K=1 path gradient (default)": {},
+    "K=8 (the earlier default)": {
+        "num_proxy_samples": 8,
+        "objective_kwargs": {"path_gradient": False},
+    },
+    "K=4": {"num_proxy_samples": 4, "objective_kwargs": {"path_gradient": False}},
+    "K=8 sub-batch 50": {
+        "num_proxy_samples": 8,
+        "objective_kwargs": {"path_gradient": False, "reverse_batch_size": 50},
+    },
     "K=1 path gradient sub-batch 50": {
         "num_proxy_samples": 1,
         "objective_kwargs": {"path_gradient": True, "reverse_batch_size": 50},
     },
-    "K=8 passes=2": {"passes": 2},
+    "K=1 path gradient, passes=2": {"passes": 2},
 }
 
 
@@ -70,14 +77,17 @@ def main() -> None:
         val = (theta[:100], x[:100])
         base = _time(_built(task, theta, x, objective="npe").step, batches)
         rows = [("npe", base)]
-        step = _built(task, theta, x, objective="jeffreys")
-        step.phase, step.symmetric_from = 1, 10**9
-        rows.append(("jeffreys phase 1 (npe + proxy fit)", _time(step.step, batches)))
+        for every in (1, 2, 4):
+            kw = {"objective_kwargs": {"proxy_every": every}}
+            step = _built(task, theta, x, objective="jeffreys", **kw)
+            step.phase, step.symmetric_from = 1, 10**9
+            what = "npe + proxy fit" + ("" if every == 1 else f" every {every}th batch")
+            rows.append((f"jeffreys phase 1 ({what})", _time(step.step, batches)))
         for label, kwargs in VARIANTS.items():
             step = _built(task, theta, x, objective="jeffreys", **kwargs)
             step.phase, step.symmetric_from, step.epoch, step.gate_value = 2, 0, 1, 1.0
             rows.append((f"jeffreys phase 2, {label}", _time(step.step, batches)))
-            if label == "K=8 (default)":
+            if label == "K=1 path gradient (default)":
                 step.gate_value = 0.0
                 rows.append(("jeffreys phase 2, gate off", _time(step.step, batches)))
                 step.gate_value = 1.0

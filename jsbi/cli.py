@@ -760,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulation-based inference with adaptive symmetric (Jeffreys / SRFE) "
         "objectives, checked against sbi's NPE.",
     )
+    from jsbi import __version__
+
+    parser.add_argument("--version", action="version", version=f"jsbi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_, add, run) in COMMANDS.items():

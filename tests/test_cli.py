@@ -138,3 +138,11 @@ def test_help(capsys):
         assert flag in out
     for flag in ("--num-proxy-samples", "--warmup-epochs"):
         assert flag in out
+
+
+def test_version(capsys):
+    import jsbi
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"jsbi {jsbi.__version__}\n"

@@ -1111,7 +1111,10 @@ def train(
     }
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty()
-    bar = tqdm(desc="Training", unit="epoch", disable=not show_progress_bar, leave=False)
+    # A total when there is a real cap; the bar stays, with a summary line after it.
+    total = max_epochs if max_epochs < 2**31 - 1 else None
+    bar = tqdm(desc="Training", unit="epoch", total=total, disable=not show_progress_bar)
+    stopped = "the epoch cap"
 
     best_loss, best_epoch, best_state = math.inf, 0, None
     patience_from = 0
@@ -1228,6 +1231,7 @@ def train(
                             f"restoring the best state (epoch {best_epoch})",
                             stacklevel=2,
                         )
+                    stopped = "a non-finite training loss"
                     break
                 if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
                     next_phase = step.on_converged(best_state)
@@ -1237,10 +1241,16 @@ def train(
                             stop_after_epochs = int(next_phase)
                         continue
                     converged = True
+                    stopped = (
+                        f"early stopping ({stop_after_epochs} epochs without a better "
+                        "validation NLL)"
+                    )
                     break
                 if callback is not None and callback(epoch, epoch_logs):
+                    stopped = "the callback"
                     break
         except FloatingPointError as err:
+            stopped = "repeated faults"
             # A step that cannot recover (repeated blow-ups) ends training; the best
             # finite state is restored below, never a NaN model.
             done = len(history["epoch"])
@@ -1252,7 +1262,7 @@ def train(
                 stacklevel=2,
             )
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted, stopped = True, "an interrupt"
             # A half-finished epoch leaves the lists ragged: trim to the finished epochs.
             done = len(history["epoch"])
             for v in history.values():
@@ -1267,6 +1277,12 @@ def train(
             )
         finally:
             bar.close()
+        if show_progress_bar:
+            tqdm.write(
+                f"Training: best epoch {best_epoch} of {len(history['epoch'])}, validation "
+                f"NLL {best_loss:.4g}; stopped by {stopped}",
+                file=sys.stderr,
+            )
         if best_state is not None:
             step.load_state_dict(best_state)
         step.eval()

@@ -196,3 +196,17 @@ def test_train_accepts_sbi_names_and_names_what_it_lacks():
         est.train(max_num_epochs=2, max_epochs=3)
     with pytest.raises(TypeError, match="retrain_from_scratch has no jsbi equivalent"):
         est.train(retrain_from_scratch=True)
+
+
+def test_the_progress_bar_has_its_total_and_a_closing_summary(capsys):
+    from jsbi.inference import PosteriorEstimator
+
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((60,))
+    x = theta + 0.1 * torch.randn_like(theta)
+    est = PosteriorEstimator(prior, hidden_features=(8,), num_transforms=1)
+    est.fit(theta, x, max_epochs=3, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "/3 " in err  # the bar's total is the epoch cap
+    assert "Training: best epoch" in err and "of 3, validation NLL" in err
+    assert err.rstrip().endswith("stopped by the epoch cap")

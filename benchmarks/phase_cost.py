@@ -81,7 +81,8 @@ def main() -> None:
             kw = {"objective_kwargs": {"proxy_every": every}}
             step = _built(task, theta, x, objective="jeffreys", **kw)
             step.phase, step.symmetric_from = 1, 10**9
-            what = "npe + proxy fit" + ("" if every == 1 else f" every {every}th batch")
+            nth = {2: "2nd", 4: "4th"}
+            what = "npe + proxy fit" + ("" if every == 1 else f" on every {nth[every]} batch")
             rows.append((f"jeffreys phase 1 ({what})", _time(step.step, batches)))
         for label, kwargs in VARIANTS.items():
             step = _built(task, theta, x, objective="jeffreys", **kwargs)

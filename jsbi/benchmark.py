@@ -278,6 +278,7 @@ def run_benchmark(
     out: str | os.PathLike | None = None,
     n_jobs: int = 1,
     backend: str | None = None,
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
     r"""Runs every (task, budget, seed, method) unit; see :func:`run_unit`.
 
@@ -288,6 +289,7 @@ def run_benchmark(
         n_jobs: Units run at once (joblib's ``n_jobs``).
         backend: A joblib backend, as for :func:`jsbi.simulate` (``"dask"``, ``"ray"``,
             ``"loky"``, ...).
+        threads: Torch threads of each unit.
 
     Returns:
         The rows of every unit.
@@ -320,6 +322,7 @@ def run_benchmark(
         max_epochs=max_epochs,
         options=options,
         out=out,
+        threads=threads,
     )
     with parallel_backend(backend):
         results = joblib.Parallel(n_jobs=n_jobs)(

@@ -64,6 +64,25 @@ def _out_folder(text: str) -> Path:
     return path
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per training process; jsbi's networks are small, and on a "
+        "busy 2-core machine two threads trained NPE many times slower than one "
+        "(default: %(default)s)",
+    )
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads < 1:
+        args._parser.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     from jsbi.simulators.tasks import TASKS
 
@@ -264,6 +283,7 @@ def _option(key: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    _set_threads(args)
     import jsbi
     from jsbi.inference import PosteriorEstimator
 
@@ -508,6 +528,7 @@ def _report(
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    _set_threads(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     return _report(args, objectives, args.num_simulations, args.max_epochs)
 
@@ -544,21 +565,11 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
         num_posterior=DEMO["num_posterior_samples"],
         num_c2st=DEMO["num_c2st_samples"],
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads; the demo's networks are small, and on a busy 2-core machine "
-        "two threads trained NPE many times slower than one (default: %(default)s)",
-    )
+    _add_threads(p)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.threads < 1:
-        args._parser.error("--threads must be >= 1")
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
     args.task = DEMO["task"]
     args.n_jobs = 1
     return _report(args, DEMO["objectives"], DEMO["num_simulations"], DEMO["max_epochs"])
@@ -698,6 +709,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                 out=args.out,
                 n_jobs=args.n_jobs,
                 backend=args.backend,
+                threads=args.threads,
             )
         except (ImportError, RuntimeError, FinishedUnitError) as e:  # a backend missing
             # or not started, or a finished unit asked for observations it was not scored on
@@ -768,6 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add(p)
+        if name in ("run", "report", "benchmark"):  # demo adds its own, the same flag
+            _add_threads(p)
         p.set_defaults(func=run, _parser=p)
     return parser
 

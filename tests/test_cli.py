@@ -146,3 +146,16 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out == f"jsbi {jsbi.__version__}\n"
+
+
+def test_every_training_command_takes_threads(tmp_path, capsys):
+    from jsbi.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("run", "report", "demo", "benchmark"):
+        flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert "--threads" in flags, name
+    argv = ["run", "--task", "two_moons", "--out", str(tmp_path / "r"), "--threads", "0"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "--threads must be >= 1" in capsys.readouterr().err

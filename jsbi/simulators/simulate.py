@@ -145,6 +145,7 @@ def simulate(
             f"{tuple(getattr(proposal, 'event_shape', ()))}"
         )
     source = simulator.prior if proposal is None else proposal
+    what = "prior" if proposal is None else "proposal"
     num_batches = math.ceil(num_simulations / batch_size)
     sizes = [min(batch_size, num_simulations - b * batch_size) for b in range(num_batches)]
 
@@ -164,11 +165,11 @@ def simulate(
         done = _load_batches(store, sizes, dim_theta, meta)
         for b in sorted(done):
             # Every batch: a batch file of another campaign is redone, never served.
-            if not _same_theta(source, seed, b, done[b][0]):
+            if not _same_theta(source, seed, b, done[b][0], 0 if proposal is None else 1):
                 if b == min(done):
                     raise ValueError(
-                        f"the parameters stored in batch {b} are not the prior (or proposal) "
-                        f"draws of this call (seed={seed}): it changed since the store "
+                        f"the parameters stored in batch {b} are not the {what} draws of "
+                        f"this call (seed={seed}): the {what} changed since the store "
                         f"{store} was written. Use another store directory rather than "
                         "mixing campaigns."
                     )
@@ -198,7 +199,7 @@ def simulate(
             if proposal is not None:
                 drawn = {}
                 for b in todo:
-                    with _seeded(seed, b):
+                    with _seeded(seed, b, stream=1):
                         drawn[b] = _draw_theta(proposal, sizes[b])
             for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs, drawn):
                 if meta is not None:
@@ -278,16 +279,18 @@ def _stderr_isatty() -> bool:
 # Seeding and one batch
 
 
-def _seeds(seed: int, b: int) -> tuple[int, np.ndarray, int]:
-    ss = np.random.SeedSequence(seed, spawn_key=(b,))
+def _seeds(seed: int, b: int, stream: int = 0) -> tuple[int, np.ndarray, int]:
+    # Stream 0 draws the prior's parameters and then the simulator's noise; stream 1 a
+    # proposal's parameters, which must not share random numbers with that noise.
+    ss = np.random.SeedSequence(seed, spawn_key=(b,) if stream == 0 else (b, stream))
     state = ss.generate_state(6, dtype=np.uint32)
     torch_seed = int(state[0]) << 32 | int(state[1])
     return torch_seed, state[2:5], int(state[5])
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, b: int) -> Iterator[None]:
-    torch_seed, numpy_seed, python_seed = _seeds(seed, b)
+def _seeded(seed: int, b: int, stream: int = 0) -> Iterator[None]:
+    torch_seed, numpy_seed, python_seed = _seeds(seed, b, stream)
     # Forking CUDA would initialise it in every worker; a simulator that uses CUDA has
     # initialised it already.
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
@@ -530,8 +533,8 @@ def _load_batches(
     return done
 
 
-def _same_theta(prior, seed: int, b: int, stored: Tensor) -> bool:
-    with _seeded(seed, b):
+def _same_theta(prior, seed: int, b: int, stored: Tensor, stream: int = 0) -> bool:
+    with _seeded(seed, b, stream):
         theta = _draw_theta(prior, stored.shape[0])
     return torch.equal(theta, stored)
 

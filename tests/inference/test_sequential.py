@@ -84,7 +84,7 @@ def test_a_second_round_simulates_from_the_proposal_and_trains_unbiased(tmp_path
     stored, _ = jsbi.simulate(sim, 120, seed=1, batch_size=50, store=tmp_path, proposal=proposal)
     resumed, _ = jsbi.simulate(sim, 120, seed=1, batch_size=50, store=tmp_path, proposal=proposal)
     assert torch.equal(stored, theta) and torch.equal(resumed, theta)
-    with pytest.raises(ValueError, match="prior \\(or proposal\\) draws"):
+    with pytest.raises(ValueError, match="not the prior draws"):
         jsbi.simulate(sim, 120, seed=1, batch_size=50, store=tmp_path)  # the prior's draws
 
     small = {"hidden_features": (8, 8), "num_transforms": 1}
@@ -98,3 +98,16 @@ def test_a_second_round_simulates_from_the_proposal_and_trains_unbiased(tmp_path
         sbi_style.train(max_num_epochs=1)
     with pytest.raises(ValueError, match="event shape \\(2,\\)"):
         jsbi.simulate(sim, 10, proposal=BoxUniform(-torch.ones(3), torch.ones(3)))
+
+
+def test_a_proposals_draws_share_no_random_numbers_with_the_simulators_noise():
+    # The same distribution as the prior, as a proposal: parameters drawn from the same
+    # seed as the noise would make x a copy of theta's uniforms (correlation 1).
+    prior = _prior()
+    sim = jsbi.wrap(lambda t: torch.rand_like(t), prior, name="pure_noise")
+    proposal = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta, x = jsbi.simulate(sim, 500, seed=0, proposal=proposal)
+    corr = torch.corrcoef(torch.stack([theta[:, 0], x[:, 0]]))[0, 1]
+    assert abs(float(corr)) < 0.2
+    prior_theta, _ = jsbi.simulate(sim, 500, seed=0)
+    assert not torch.equal(theta, prior_theta)  # another stream than the prior's draws

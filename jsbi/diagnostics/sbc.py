@@ -207,7 +207,7 @@ def sbc_ranks(samples: Tensor, theta: Tensor) -> Tensor:
     return (samples < theta.to(samples)).sum(dim=0)
 
 
-def sbi_order(first: Any, third: Any) -> bool:
+def _sbi_order(first: Any, third: Any) -> bool:
     r"""Whether a ``run_sbc`` / ``run_tarp`` call uses sbi's argument order
     ``(thetas, xs, posterior)`` rather than jsbi's ``(posterior, theta, x)``."""
     return isinstance(first, Tensor) and not isinstance(third, Tensor)
@@ -253,7 +253,7 @@ def run_sbc(
         >>> check_sbc(ranks, 1000).calibrated
         True
     """
-    if sbi_order(posterior, x):
+    if _sbi_order(posterior, x):
         from sbi.diagnostics import run_sbc as sbi_run_sbc
 
         return sbi_run_sbc(posterior, theta, x, num_posterior_samples, **sbi_kwargs)

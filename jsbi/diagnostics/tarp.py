@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.sbc import _check_pairs, _no_sbi_options, _seeded, draw_samples, sbi_order
+from jsbi.diagnostics.sbc import _check_pairs, _no_sbi_options, _sbi_order, _seeded, draw_samples
 
 
 @dataclass
@@ -136,7 +136,7 @@ def run_tarp(
         >>> abs(result.atc) < 0.05
         True
     """
-    if sbi_order(posterior, x):
+    if _sbi_order(posterior, x):
         from sbi.diagnostics import run_tarp as sbi_run_tarp
 
         kwargs = {"num_posterior_samples": num_posterior_samples, "num_bins": num_bins}

@@ -178,13 +178,19 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
         PosteriorEstimator(prior, posterior="proxy")
 
 
-def test_a_gated_off_phase_two_step_is_an_npe_step_without_reverse_samples():
+def _npe_first_step(**options):
+    r"""A fresh npe-first step with the likelihood proxy on the box pairs, started."""
     prior, theta, x = _box()
     torch.manual_seed(0)
     flow = build_conditional_flow(theta, x, prior, **SMALL)
     proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
-    step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, num_proxy_samples=2)
+    step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, **options)
     step.on_train_start({})
+    return step, flow, proxy, prior, theta, x
+
+
+def test_a_gated_off_phase_two_step_is_an_npe_step_without_reverse_samples():
+    step, flow, _, _, theta, x = _npe_first_step(num_proxy_samples=2)
     step.phase, step.symmetric_from, step.epoch = 2, 0, 1
     calls = []
     sample = flow.rsample_and_log_prob
@@ -249,12 +255,7 @@ def test_reverse_term_sample_defaults(objective, options, k, path):
 
 
 def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():
-    prior, theta, x = _box()
-    torch.manual_seed(0)
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
-    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
-    step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, proxy_every=3)
-    step.on_train_start({})
+    step, flow, proxy, prior, theta, x = _npe_first_step(proxy_every=3)
     step.on_epoch_start(1)
     moved = []
     for k in range(6):

@@ -281,7 +281,6 @@ def _option(key: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
 
     _set_threads(args)
     import jsbi
@@ -319,6 +318,47 @@ def _run(args: argparse.Namespace) -> int:
         )
     except (NotImplementedError, ValueError, TypeError) as e:
         args._parser.error(str(e))
+    run = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    run.pop("func", None)
+    run.pop("_parser", None)
+    run["support"] = est.support
+    # run.json says at every moment what the folder holds: a failed or interrupted run
+    # leaves "status" at the last step reached, never an older run's files beside it.
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+    def status(text: str, **extra: Any) -> None:
+        run.update(status=text, **extra)
+        (out / "run.json").write_text(json.dumps(run, indent=1))
+
+    status("simulating (nothing else written yet)")
+    try:
+        return _run_steps(args, est, task, out, run, status, say)
+    except BaseException as err:
+        status(
+            f"failed ({type(err).__name__}): {run['status']}",
+            error=str(err) or type(err).__name__,
+        )
+        raise
+
+
+#: What ``jsbi run`` writes; a new run in the same folder first removes them.
+_RUN_FILES = ("posterior.pt", "history.json", "samples.pt", "samples.csv", "run.json")
+
+
+def _run_steps(
+    args: argparse.Namespace,
+    est: Any,
+    task: Any,
+    out: Path,
+    run: dict[str, Any],
+    status: Callable[..., None],
+    say: Callable[..., None],
+) -> int:
+    import torch
+
+    import jsbi
+
     say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
     start = time.perf_counter()
     theta, x = jsbi.simulate(
@@ -329,6 +369,7 @@ def _run(args: argparse.Namespace) -> int:
         show_progress_bar=False if args.quiet else None,
     )
     sim_time = time.perf_counter() - start
+    status("training (nothing else written yet)", simulation_time_s=sim_time)
     start = time.perf_counter()
     posterior = est.fit(
         theta,
@@ -345,6 +386,13 @@ def _run(args: argparse.Namespace) -> int:
     # Saved as soon as it exists: a failure while sampling loses no training.
     posterior.save(out / "posterior.pt")
     (out / "history.json").write_text(json.dumps(posterior.history, indent=1))
+    status(
+        "sampling (posterior.pt and history.json written; samples not yet)",
+        num_pairs_used=int(len(theta)),
+        training_time_s=train_time,
+        epochs_trained=posterior.history["epochs_trained"],
+        best_validation_loss=posterior.history["best_validation_loss"],
+    )
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
         samples = posterior.sample((args.num_samples,)).cpu()
@@ -354,18 +402,7 @@ def _run(args: argparse.Namespace) -> int:
         w = csv.writer(f)
         w.writerow(task.theta_names)
         w.writerows(samples.tolist())
-    run = {
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "support": est.support,
-        "num_pairs_used": int(len(theta)),
-        "simulation_time_s": sim_time,
-        "training_time_s": train_time,
-        "epochs_trained": posterior.history["epochs_trained"],
-        "best_validation_loss": posterior.history["best_validation_loss"],
-    }
-    run.pop("func", None)
-    run.pop("_parser", None)
-    (out / "run.json").write_text(json.dumps(run, indent=1))
+    status("complete")
     say(f"wrote {out}/posterior.pt, samples.pt, samples.csv, history.json, run.json")
     return 0
 
@@ -789,7 +826,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     r"""Runs the ``jsbi`` command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as err:
+        # Ctrl-C: one line, not a traceback; what was saved stays saved.
+        print(
+            f"jsbi {args.command}: interrupted" + (f": {err}" if err.args else ""), file=sys.stderr
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -159,3 +159,40 @@ def test_every_training_command_takes_threads(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    import jsbi
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("training interrupted at epoch 1")
+
+    monkeypatch.setattr(jsbi, "simulate", interrupted)
+    argv = ["run", "--task", "two_moons", "--num-simulations", "50", "--out", str(tmp_path)]
+    assert main([*argv, "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "jsbi run: interrupted: training interrupted at epoch 1" in err
+    assert "Traceback" not in err
+
+
+def test_a_failed_run_marks_its_output_and_removes_an_older_runs(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["run", "--task", "two_moons", "--num-simulations", "100", "--max-epochs", "1"]
+    argv += ["--num-samples", "5", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert (out / "samples.pt").exists()
+
+    import jsbi.inference.posterior
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling broke")
+
+    monkeypatch.setattr(jsbi.inference.posterior.Posterior, "sample", broken)
+    with pytest.raises(RuntimeError, match="sampling broke"):
+        main(argv)
+    run = json.loads((out / "run.json").read_text())
+    # The new posterior is saved; the old run's samples are gone, and run.json says why.
+    assert run["status"].startswith("failed (RuntimeError): sampling (posterior.pt")
+    assert run["error"] == "sampling broke"
+    assert (out / "posterior.pt").exists() and not (out / "samples.pt").exists()

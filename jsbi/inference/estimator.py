@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,7 +31,12 @@ from jsbi.inference.ebm import (
     PriorTimesRatioEnergy,
     ResidualEnergy,
 )
-from jsbi.inference.flows import FLOWS, ConditionalFlow, build_conditional_flow
+from jsbi.inference.flows import (
+    FLOWS,
+    ConditionalFlow,
+    build_conditional_flow,
+    check_flow_options,
+)
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.inference.support import Support, prior_device, support_mode
@@ -291,6 +298,9 @@ class PosteriorEstimator:
             "gate": gate,
             "share_embedding": share_embedding,
         }
+        for name in ("adaptive", "gate", "share_embedding"):
+            if named[name] is not None and not isinstance(named[name], bool):
+                raise ValueError(f"{name} must be True, False or None, got {named[name]!r}")
         if posterior not in ("flow", "proxy", "auto"):
             raise ValueError(f"posterior must be 'flow', 'proxy' or 'auto', got {posterior!r}")
         if posterior != "flow" and key == "npe":
@@ -333,17 +343,70 @@ class PosteriorEstimator:
             bounded,
             bounded_prior=Support.from_prior(prior).is_bounded,
         )
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}"
+            ) from err
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         _check_flow_kwargs(flow, flow_kwargs)
+        check_flow_options(
+            **{
+                k: flow_kwargs[k]
+                for k in (
+                    "num_transforms",
+                    "num_bins",
+                    "hidden_features",
+                    "z_score_theta",
+                    "z_score_x",
+                )
+                if k in flow_kwargs
+            }
+        )
         self.flow_kwargs = flow_kwargs
+        if key != "npe":
+            self._check_objective_options()
         self.flow: ConditionalFlow | None = None
         self.history: dict[str, Any] | None = None
         self.step: TrainingStep | None = None
         self._theta: Tensor | None = None
         self._x: Tensor | None = None
+
+    def _check_objective_options(self) -> None:
+        # The adaptive step validates its options when it is built, which is at fit(),
+        # after simulating. Build it once now on a few prior draws and a stand-in x (one
+        # column), so a bad option (num_proxy_samples=0, gate_samples=1, ...) is an error
+        # at construction. A user's embedding_net cannot be probed without the real x.
+        with torch.random.fork_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            theta = self.prior.sample((8,)).float()
+            x = torch.randn(8, 1, device=theta.device)
+            flow = build_conditional_flow(
+                theta, x, self.prior, flow=self.flow_name, support=self.support, **self.flow_kwargs
+            )
+            kwargs = dict(self.objective_kwargs)
+            if self.embedding_net is not None:  # the stand-in flow has none to share
+                kwargs.pop("share_embedding", None)
+            try:
+                OBJECTIVES[self.objective](
+                    flow,
+                    prior=self.prior,
+                    theta=theta,
+                    x=x,
+                    learning_rate=5e-4,
+                    clip_max_norm=5.0,
+                    **kwargs,
+                )
+            except TypeError as err:
+                raise ValueError(
+                    f"invalid option for objective={self.objective!r}: {err}"
+                ) from err
 
     @property
     def dim_theta(self) -> int:
@@ -465,7 +528,10 @@ class PosteriorEstimator:
                 "the flow fits them, the truncated posterior gives them zero density",
                 stacklevel=2,
             )
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with (
+            _interrupt_says("building the flow, before training started"),
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+        ):
             torch.manual_seed(self.seed)
             self.flow = build_conditional_flow(
                 theta.to(self.device),
@@ -545,6 +611,17 @@ class PosteriorEstimator:
             f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
             f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
         )
+
+
+@contextlib.contextmanager
+def _interrupt_says(where: str) -> Iterator[None]:
+    # Ctrl-C during set-up names where it happened and that nothing was trained.
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if err.args:
+            raise
+        raise KeyboardInterrupt(f"fit interrupted while {where}: nothing to return") from None
 
 
 def _check_flow_kwargs(flow: str | type, flow_kwargs: dict[str, Any]) -> None:

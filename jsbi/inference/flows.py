@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,6 +63,7 @@ __all__ = [
     "SupportTransform",
     "build_conditional_flow",
     "build_flow",
+    "check_flow_options",
     "conditional_flow_from_config",
     "x_standardization",
 ]
@@ -537,6 +539,7 @@ class ConditionalFlow(nn.Module):
 
 def _hidden_features(hidden_features: Sequence[int] | int, num_transforms: int) -> list[int]:
     # sbi's spelling: one int is one hidden layer of that width per transform.
+    given = hidden_features
     if isinstance(hidden_features, int) and not isinstance(hidden_features, bool):
         hidden_features = [int(hidden_features)] * int(num_transforms)
     try:
@@ -546,9 +549,34 @@ def _hidden_features(hidden_features: Sequence[int] | int, num_transforms: int) 
     if not widths or any(h < 1 for h in widths):
         raise ValueError(
             "hidden_features must be a sequence of positive layer widths, e.g. (64, 64), "
-            f"or one width (sbi's spelling: one layer per transform), got {hidden_features!r}"
+            f"or one width (sbi's spelling: one layer per transform), got {given!r}"
         )
     return widths
+
+
+def check_flow_options(
+    *,
+    num_transforms: Any = 5,
+    num_bins: Any = 10,
+    hidden_features: Any = DEFAULT_HIDDEN_FEATURES,
+    z_score_theta: Any = True,
+    z_score_x: Any = True,
+) -> None:
+    r"""Raises a :class:`ValueError` naming the option when one of these is out of range.
+
+    :class:`~jsbi.inference.PosteriorEstimator` calls it at construction, so a bad value is
+    an error there rather than a shape error from inside zuko at ``fit``.
+    """
+    for name, value in (("num_transforms", num_transforms), ("num_bins", num_bins)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _hidden_features(hidden_features, num_transforms)
+    if z_score_theta not in (True, False, "independent", "local"):
+        raise ValueError(
+            f"z_score_theta must be True, False, 'independent' or 'local', got {z_score_theta!r}"
+        )
+    if z_score_x not in (True, False, "robust"):
+        raise ValueError(f"z_score_x must be True, False or 'robust', got {z_score_x!r}")
 
 
 def build_conditional_flow(
@@ -602,6 +630,13 @@ def build_conditional_flow(
         ``support`` says); otherwise ``theta`` is
         used as is and must already be an angle. ``theta`` is never z-scored for it.
     """
+    check_flow_options(
+        num_transforms=num_transforms,
+        num_bins=num_bins,
+        hidden_features=hidden_features,
+        z_score_theta=z_score_theta,
+        z_score_x=z_score_x,
+    )
     hidden_features = _hidden_features(hidden_features, num_transforms)
     mode = support_mode(support, bounded)
     theta = torch.as_tensor(theta, dtype=torch.float32)
@@ -609,8 +644,14 @@ def build_conditional_flow(
     d, m = theta.shape[-1], x.shape[-1]
     emb = nn.Identity() if embedding_net is None else embedding_net
     emb = emb.to(x.device)
-    with torch.no_grad():
-        c = emb(x[:2])
+    try:
+        with torch.no_grad():
+            c = emb(x[:2])
+    except Exception as err:  # noqa: BLE001 - any failure of the user's module
+        raise ValueError(
+            f"embedding_net failed on x of shape (2, {m}) (the first two rows of the "
+            f"training data): {type(err).__name__}: {err}"
+        ) from err
     if c.ndim != 2 or c.shape[0] != min(2, len(x)):
         raise ValueError(
             f"embedding_net must map x of shape (n, {m}) to (n, k), got {tuple(c.shape)}"

@@ -1267,12 +1267,18 @@ def train(
             done = len(history["epoch"])
             for v in history.values():
                 del v[done:]
+            if best_state is None:
+                # Untrained (or never selectable) weights are not a posterior: say so
+                # rather than hand them back.
+                bar.close()
+                raise KeyboardInterrupt(
+                    f"training interrupted at epoch {epoch}, before any epoch gave a "
+                    "selectable state: there is no trained posterior to return"
+                    + (f" (the run so far is in {os.fspath(checkpoint)!r})" if checkpoint else "")
+                ) from None
             warnings.warn(
                 f"training interrupted at epoch {epoch}; returning the best state so far "
-                f"(epoch {best_epoch}, validation loss {best_loss:.4g})"
-                if best_state is not None
-                else f"training interrupted at epoch {epoch} before any epoch finished; "
-                "returning the current (untrained) weights",
+                f"(epoch {best_epoch}, validation loss {best_loss:.4g})",
                 stacklevel=2,
             )
         finally:

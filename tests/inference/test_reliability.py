@@ -99,3 +99,50 @@ def test_a_typo_in_an_option_is_an_error_at_construction_naming_the_option():
     with pytest.raises(ValueError, match="num_bins must be >= 1|did you mean"):
         PosteriorEstimator(prior, num_bin=0)
     PosteriorEstimator(prior, passes=2, num_bins=4)  # zuko's own options pass
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"num_bins": 0}, "num_bins must be a positive int, got 0"),
+        ({"num_bins": 2.5}, "num_bins must be a positive int"),
+        ({"num_transforms": 0}, "num_transforms must be a positive int"),
+        ({"hidden_features": 0}, r"hidden_features must be .* got 0$"),
+        ({"z_score_x": "yes"}, "z_score_x must be True, False or 'robust'"),
+        ({"z_score_theta": "robust"}, "z_score_theta must be"),
+        ({"seed": "a"}, "seed must be an int"),
+        ({"device": "gpu0"}, "device must be a torch device"),
+        ({"objective": "jeffreys", "num_proxy_samples": 0}, "num_proxy_samples must be >= 1"),
+        ({"objective": "jeffreys", "gate": "yes"}, "gate must be True, False or None"),
+        ({"objective": "jeffreys", "objective_kwargs": {"gate_samples": 1}}, "gate_samples"),
+        ({"objective": "srfe", "objective_kwargs": {"tau_epochs": 0}}, "tau_epochs >= 1"),
+        ({"objective": "jeffreys", "objective_kwargs": {"gate_sample": 9}}, "gate_sample"),
+    ],
+)
+def test_bad_options_fail_at_construction_naming_the_argument(options, named):
+    # Before any simulation or fit: the adaptive step's own checks run on a stand-in.
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match=named):
+        PosteriorEstimator(prior, **options)
+
+
+def test_an_embedding_that_does_not_fit_x_is_named_at_fit():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((50,))
+    est = PosteriorEstimator(prior, embedding_net=torch.nn.Linear(5, 3), num_transforms=1)
+    with pytest.raises(ValueError, match=r"embedding_net failed on x of shape \(2, 2\)"):
+        est.fit(theta, theta, max_epochs=1)
+
+
+def test_ctrl_c_before_the_first_epoch_names_it_and_returns_nothing(monkeypatch):
+    from jsbi.inference.trainer import NPEStep
+
+    def interrupted(self, theta, x):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(NPEStep, "step", interrupted)
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((50,))
+    est = PosteriorEstimator(prior, num_transforms=1)
+    with pytest.raises(KeyboardInterrupt, match="no trained posterior to return"):
+        est.fit(theta, theta, max_epochs=2, show_progress_bar=False)

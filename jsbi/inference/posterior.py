@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -674,6 +675,17 @@ def _finite_x(x: Tensor) -> Tensor:
 
 
 def _shape(sample_shape: Sequence[int] | int) -> tuple[int, ...]:
-    if isinstance(sample_shape, int):
-        return (sample_shape,)
-    return tuple(int(s) for s in sample_shape)
+    try:
+        shape = (
+            (sample_shape,) if isinstance(sample_shape, numbers.Integral) else tuple(sample_shape)
+        )
+        ok = all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape
+        )
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"sample_shape must be an int or a sequence of ints >= 0, got {sample_shape!r}"
+        )
+    return tuple(int(s) for s in shape)

@@ -146,3 +146,14 @@ def test_ctrl_c_before_the_first_epoch_names_it_and_returns_nothing(monkeypatch)
     est = PosteriorEstimator(prior, num_transforms=1)
     with pytest.raises(KeyboardInterrupt, match="no trained posterior to return"):
         est.fit(theta, theta, max_epochs=2, show_progress_bar=False)
+
+
+def test_a_negative_sample_shape_is_named():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((50,))
+    post = PosteriorEstimator(prior, num_transforms=1).fit(
+        theta, theta, max_epochs=1, show_progress_bar=False
+    )
+    with pytest.raises(ValueError, match=r"sample_shape must be .* got \(-1,\)"):
+        post.sample((-1,), x=theta[0])
+    assert post.sample(torch.Size([2]), x=theta[0]).shape == (2, 2)

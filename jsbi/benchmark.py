@@ -141,11 +141,14 @@ def _train(
     from jsbi.pipeline import SBI_NPE, train_method
 
     fit = {"max_epochs": max_epochs}
+    options = dict(options or {})
+    device = options.pop("device", None)  # every method's, sbi's too
     if METHODS[method] is None:
-        trained = train_method(SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit)
+        trained = train_method(
+            SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit, device=device
+        )
         return trained.posterior, trained.seconds, trained.epochs
     kwargs = dict(METHODS[method])
-    options = dict(options or {})
     # Flow options (z_score_theta, num_transforms, ...) apply to every jsbi method.
     flow_named = set(inspect.signature(build_conditional_flow).parameters) - {
         "theta",
@@ -172,6 +175,7 @@ def _train(
         estimator_options=kwargs,
         fit_options=fit,
         checkpoint=checkpoint,
+        device=device,
     )
     # With a checkpoint, the sum of the epochs' times: a resumed run reports the whole run.
     return trained.posterior, trained.seconds, trained.epochs

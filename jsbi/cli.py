@@ -75,12 +75,29 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="training device of every method, e.g. cuda (default: %(default)s)",
+    )
+
+
 def _set_threads(args: argparse.Namespace) -> None:
+    # Threads and device: checked before anything is simulated.
     import torch
 
     if args.threads < 1:
         args._parser.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, TypeError):
+        args._parser.error(
+            f"--device must be a torch device such as cpu or cuda, got {args.device!r}"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        args._parser.error(f"--device {args.device}: CUDA is not available here")
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
@@ -109,9 +126,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
         type=_out_folder,
-        help="output folder: posterior.pt, samples.pt, samples.csv, history.json, run.json",
+        default=Path("run-out"),
+        help="output folder: posterior.pt, samples.pt, samples.csv, history.json, run.json "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--seed",
@@ -170,9 +188,6 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--device", default="cpu", help="training device, e.g. cuda (default: %(default)s)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     _add_adaptive(p)
@@ -440,9 +455,10 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
-        type=Path,
-        help="report folder: index.html, results.csv, PNG figures, samples.nc",
+        type=_out_folder,
+        default=Path("report-out"),
+        help="report folder: index.html, results.csv, PNG figures, samples.nc "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--seed",
@@ -558,6 +574,7 @@ def _report(
         num_c2st_samples=args.num_c2st_samples,
         max_epochs=max_epochs,
         n_jobs=args.n_jobs,
+        device=args.device,
     )
     print(report.summary())
     print(f"\nreport: {Path(args.out) / 'index.html'}  ({time.perf_counter() - start:.0f} s)")
@@ -590,7 +607,7 @@ DEMO = {
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out_folder,
         default=Path("demo-out"),
         help="report folder (default: %(default)s)",
     )
@@ -603,6 +620,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
         num_c2st=DEMO["num_c2st_samples"],
     )
     _add_threads(p)
+    _add_device(p)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -644,10 +662,12 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
         "--seeds", type=_int_list, default=[0], help="comma-separated seeds (default: 0)"
     )
     p.add_argument(
-        "--num-samples",
+        "--num-c2st-samples",
+        "--num-samples",  # the earlier name, still read
+        dest="num_samples",
         type=int,
         default=10_000,
-        help="posterior and reference samples per C2ST (default: %(default)s)",
+        help="posterior and reference samples per C2ST, as in jsbi report (default: %(default)s)",
     )
     p.add_argument(
         "--max-epochs",
@@ -705,6 +725,7 @@ def _unit_key(row: dict) -> tuple:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from jsbi.benchmark import (
         METHODS,
         FinishedUnitError,
@@ -724,7 +745,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                 f"{name}: unknown {bad or 'none given'}; choose from {sorted(known)}"
             )
     if any(n < 1 for n in args.num_simulations) or args.num_samples < 2:
-        args._parser.error("--num-simulations must be positive and --num-samples >= 2")
+        args._parser.error("--num-simulations must be positive and --num-c2st-samples >= 2")
     for folder in args.also:  # checked before any training, so a typo cannot waste a run
         if not Path(folder, "rows").is_dir():
             args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
@@ -742,7 +763,10 @@ def _benchmark(args: argparse.Namespace) -> int:
                 seeds=args.seeds,
                 num_samples=args.num_samples,
                 max_epochs=args.max_epochs,
-                options=None if args.support is None else {"support": args.support},
+                options={
+                    "device": args.device,
+                    **({} if args.support is None else {"support": args.support}),
+                },
                 out=args.out,
                 n_jobs=args.n_jobs,
                 backend=args.backend,
@@ -761,7 +785,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         f"jsbi benchmark --tasks {','.join(tasks)} --num-simulations "
         f"{','.join(map(str, args.num_simulations))} --objectives {','.join(methods)} "
         f"--observations {','.join(map(str, args.observations))} "
-        f"--seeds {','.join(map(str, args.seeds))} --num-samples {args.num_samples} "
+        f"--seeds {','.join(map(str, args.seeds))} --num-c2st-samples {args.num_samples} "
         + (f"--max-epochs {args.max_epochs} " if args.max_epochs != 2**31 - 1 else "")
         + (f"--support {args.support} " if args.support is not None else "")
         + f"--out {args.out}"
@@ -817,8 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         add(p)
-        if name in ("run", "report", "benchmark"):  # demo adds its own, the same flag
+        if name in ("run", "report", "benchmark"):  # demo adds its own, the same flags
             _add_threads(p)
+            _add_device(p)
         p.set_defaults(func=run, _parser=p)
     return parser
 

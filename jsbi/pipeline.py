@@ -74,6 +74,7 @@ def train_method(
     estimator_options: Mapping[str, Any] | None = None,
     fit_options: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
+    device: str | None = None,
 ) -> TrainedMethod:
     r"""Trains one method on ``(theta, x)``.
 
@@ -92,6 +93,8 @@ def train_method(
             names and any other is an error.
         checkpoint: jsbi methods: a file the run is saved to after every epoch, and
             resumed from.
+        device: Where to train (``None``: the estimator option's, else the CPU); for
+            ``"sbi-npe"``, sbi's ``device``.
 
     Returns:
         A :class:`TrainedMethod`.
@@ -110,6 +113,8 @@ def train_method(
             raise ValueError(f"sbi-npe takes no fit option {unknown}")
         kwargs = {_SBI_FIT.get(k, k): v for k, v in fit_options.items()}
         start = time.perf_counter()
+        if device is not None:
+            kwargs["device"] = str(device)
         posterior, history = train_sbi_npe(theta, x, prior, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         return TrainedMethod(SBI_NPE, posterior, history, seconds, history["epochs_trained"])
@@ -118,6 +123,8 @@ def train_method(
     objective = method.removeprefix("jsbi-")
     options = dict(estimator_options or {})
     options.setdefault("objective", objective)
+    if device is not None:
+        options["device"] = device
     if options["objective"] != objective:
         raise ValueError(f"method {method!r} and objective={options['objective']!r} disagree")
     est = PosteriorEstimator(prior, seed=seed, **options)
@@ -147,6 +154,7 @@ def run_report(
     max_epochs: int = 2**31 - 1,
     estimator_kwargs: Mapping[str, Any] | None = None,
     n_jobs: int | None = 1,
+    device: str | None = None,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -163,6 +171,7 @@ def run_report(
         max_epochs: Epoch cap of every method.
         estimator_kwargs: Options of every jsbi estimator.
         n_jobs: Simulation workers.
+        device: Where every method trains (see :func:`train_method`).
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -185,6 +194,7 @@ def run_report(
             seed=seed,
             estimator_options=None if method == SBI_NPE else estimator_kwargs,
             fit_options={"max_epochs": max_epochs},
+            device=device,
         )
         posteriors[trained.name], histories[trained.name] = trained.posterior, trained.history
     report = compare(

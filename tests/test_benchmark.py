@@ -90,7 +90,7 @@ def test_cli_benchmark_and_summarise(tmp_path, capsys):
     # The summary names the command that regenerates it.
     assert (
         "    jsbi benchmark --tasks two_moons --num-simulations 200 --objectives npe "
-        f"--observations 2 --seeds 0 --num-samples 200 --max-epochs 2 --out {out}\n"
+        f"--observations 2 --seeds 0 --num-c2st-samples 200 --max-epochs 2 --out {out}\n"
     ) in (out / "summary.md").read_text()
     (out / "summary.md").unlink()
     assert main([*argv, "--summarise"]) == 0

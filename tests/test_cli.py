@@ -148,17 +148,32 @@ def test_version(capsys):
     assert info.value.code == 0 and capsys.readouterr().out == f"jsbi {jsbi.__version__}\n"
 
 
-def test_every_training_command_takes_threads(tmp_path, capsys):
+def test_every_training_command_takes_the_same_flags(tmp_path, capsys):
     from jsbi.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     for name in ("run", "report", "demo", "benchmark"):
+        actions = {o: a for a in sub.choices[name]._actions for o in a.option_strings}
+        assert {"--threads", "--device", "--out"} <= set(actions), name
+        assert not actions["--out"].required and actions["--out"].default is not None, name
+    # C2ST samples have one name in report, demo and benchmark.
+    for name in ("report", "demo", "benchmark"):
         flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
-        assert "--threads" in flags, name
+        assert "--num-c2st-samples" in flags, name
     argv = ["run", "--task", "two_moons", "--out", str(tmp_path / "r"), "--threads", "0"]
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "--threads must be >= 1" in capsys.readouterr().err
+    # An unavailable device is a usage error before anything is simulated.
+    for name in ("run", "report", "demo", "benchmark"):
+        argv = [name, "--out", str(tmp_path / name), "--device", "cuda"]
+        argv += ["--task", "two_moons"] if name in ("run", "report") else []
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and "--device cuda: CUDA is not available" in (
+            capsys.readouterr().err
+        ), name
+    assert not any((tmp_path / name).exists() for name in ("report", "demo", "benchmark"))
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):

@@ -62,6 +62,7 @@ def train_sbi_npe(
     stop_after_epochs: int = 20,
     max_num_epochs: int = 2**31 - 1,
     show_progress_bar: bool = False,
+    device: str = "cpu",
 ) -> tuple[Any, dict[str, Any]]:
     r"""Trains sbi's NPE (zuko NSF) on the given simulations.
 
@@ -76,6 +77,7 @@ def train_sbi_npe(
         stop_after_epochs, max_num_epochs: sbi's early stopping patience and epoch cap
             (sbi's defaults).
         show_progress_bar: Whether sbi prints its training progress.
+        device: sbi's training device (sbi wants the prior there too: build it there).
 
     Returns:
         sbi's ``DirectPosterior`` and a history dict named as jsbi's trainer names it:
@@ -99,7 +101,7 @@ def train_sbi_npe(
             f"theta and x must have shapes (N, d) and (N, m) with the same N, got "
             f"{tuple(theta.shape)} and {tuple(x.shape)}"
         )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[torch.device(device)] if "cuda" in device else []):
         torch.manual_seed(seed)
         builder = posterior_nn(
             model="zuko_nsf",
@@ -112,6 +114,7 @@ def train_sbi_npe(
             density_estimator=builder,
             tracker=NullTracker(),
             show_progress_bars=show_progress_bar,
+            device=device,
         )
         inference.append_simulations(theta, x)
         start = time.perf_counter()

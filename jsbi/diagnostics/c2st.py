@@ -61,8 +61,9 @@ def c2st(
     """
     from sbi.utils.metrics import c2st as sbi_c2st
 
-    samples = torch.as_tensor(samples, dtype=torch.float32)
-    reference = torch.as_tensor(reference, dtype=torch.float32)
+    # On the CPU, whatever device the posterior sampled on (the classifier is sklearn's).
+    samples = torch.as_tensor(samples, dtype=torch.float32).detach().cpu()
+    reference = torch.as_tensor(reference, dtype=torch.float32).detach().cpu()
     if samples.ndim != 2 or reference.ndim != 2 or samples.shape[1] != reference.shape[1]:
         raise ValueError(
             "samples and reference must have shapes (n, d) and (n', d) with the same d, got "

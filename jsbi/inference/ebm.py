@@ -42,7 +42,7 @@ from jsbi.inference.objectives import (
     nrec_loss,
     proxy_fit,
 )
-from jsbi.inference.support import Support
+from jsbi.inference.support import Support, prior_log_prob
 
 
 def _mlp(
@@ -278,7 +278,7 @@ class PriorLogDensity(nn.Module):
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""
         inside = self.inside(theta)
         safe = torch.where(inside.unsqueeze(-1), theta, self._safe_theta.to(theta))
-        lp = self.prior.log_prob(safe)
+        lp = prior_log_prob(self.prior, safe)
         if lp.ndim == theta.ndim:
             lp = lp.sum(-1)
         keep = inside & torch.isfinite(lp)

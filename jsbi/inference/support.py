@@ -49,6 +49,7 @@ __all__ = [
     "Support",
     "SupportTransform",
     "prior_device",
+    "prior_log_prob",
     "support_mode",
 ]
 
@@ -350,6 +351,17 @@ def prior_device(prior: Distribution) -> torch.device:
         if isinstance(v, Distribution):
             return prior_device(v)
     return torch.device("cpu")
+
+
+def prior_log_prob(prior: Distribution, theta: Tensor) -> Tensor:
+    r""":math:`\log \pi(\theta)` on ``theta``'s device, whatever device the prior lives on.
+
+    A torch distribution cannot be moved like a module: a prior built on the CPU meets
+    ``theta`` on the GPU. The prior is evaluated on its own device and the result comes
+    back to ``theta``'s.
+    """
+    device = prior_device(prior)
+    return torch.as_tensor(prior.log_prob(theta.to(device))).to(theta.device)
 
 
 def _bound(value: Tensor | float, dim: int) -> Tensor:

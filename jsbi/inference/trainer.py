@@ -74,6 +74,7 @@ from jsbi.inference.objectives import (
     reverse_kl,
     srfe,
 )
+from jsbi.inference.support import prior_log_prob
 from jsbi.inference.tau import TauSchedule, make_tau_schedule
 
 __all__ = [
@@ -678,7 +679,7 @@ class AdaptiveStep(TrainingStep):
             log_q_p = self.flow.log_prob(theta_p, x)
             theta_all = torch.cat([theta_k.detach(), theta_p])
             # The proxy's log prior is safe at support boundaries (-inf, no error).
-            log_prior = getattr(self.proxy, "log_prior", self.prior.log_prob)
+            log_prior = getattr(self.proxy, "log_prior", lambda t: prior_log_prob(self.prior, t))
             log_pi = log_prior(theta_all)
             log_m = defensive_log_proposal(
                 torch.cat([log_q_k.detach(), log_q_p]), log_pi, M / (K + M)

@@ -214,7 +214,8 @@ def simulate(
             f"simulator '{name}' returned x with different numbers of columns across "
             f"batches: {sorted(widths)}; it must return shape (n, m) with a fixed m"
         )
-    x = torch.cat([done[b][1] for b in range(num_batches)])
+    # x on the device of theta (the prior's), whatever device the simulator returned.
+    x = torch.cat([done[b][1] for b in range(num_batches)]).to(theta.device)
 
     mask = torch.isfinite(x).all(dim=1) & torch.isfinite(theta).all(dim=1)
     num_bad = int((~mask).sum())

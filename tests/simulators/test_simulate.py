@@ -224,6 +224,30 @@ def test_dask():
     assert torch.equal(theta, expected[0]) and torch.equal(x, expected[1])
 
 
+def on_ray_worker(theta):
+    import ray
+
+    if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        raise RuntimeError("not on a ray worker")
+    return noisy(theta)
+
+
+def test_ray():
+    # A real local Ray, started here: the same pairs as n_jobs=1, computed on its workers.
+    ray = pytest.importorskip("ray")
+
+    expected = simulate(simulator(), 25, seed=5, batch_size=10)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        sim = wrap(on_ray_worker, PRIOR, name="noisy")
+        theta, x = simulate(sim, 25, seed=5, batch_size=10, backend="ray", n_jobs=2)
+    finally:
+        ray.shutdown()
+    assert torch.equal(theta, expected[0]) and torch.equal(x, expected[1])
+    with pytest.raises(RuntimeError, match="not on a ray worker"):
+        on_ray_worker(PRIOR.sample((2,)))
+
+
 def test_progress_bar(capsys):
     simulate(simulator(), 30, batch_size=10, show_progress_bar=True)
     assert "Simulating noisy" in capsys.readouterr().err

@@ -575,6 +575,7 @@ def _report(
         max_epochs=max_epochs,
         n_jobs=args.n_jobs,
         device=args.device,
+        show_progress_bar=None,  # on a terminal: simulation, each training, diagnostics
     )
     print(report.summary())
     print(f"\nreport: {Path(args.out) / 'index.html'}  ({time.perf_counter() - start:.0f} s)")

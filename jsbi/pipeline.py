@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -155,6 +156,7 @@ def run_report(
     estimator_kwargs: Mapping[str, Any] | None = None,
     n_jobs: int | None = 1,
     device: str | None = None,
+    show_progress_bar: bool | None = False,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -172,6 +174,8 @@ def run_report(
         estimator_kwargs: Options of every jsbi estimator.
         n_jobs: Simulation workers.
         device: Where every method trains (see :func:`train_method`).
+        show_progress_bar: Progress bars for the simulations, each method's training and
+            the diagnostics (``None``: only on a terminal).
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -182,10 +186,16 @@ def run_report(
     import jsbi
     from jsbi.diagnostics.report import compare
 
+    if show_progress_bar is None:
+        show_progress_bar = sys.stderr.isatty()
     task = jsbi.get_task(task_name)
-    theta, x = jsbi.simulate(task, num_simulations, seed=seed, n_jobs=n_jobs)
+    theta, x = jsbi.simulate(
+        task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
+    )
     posteriors, histories = {}, {}
     for method in objectives:
+        if show_progress_bar:
+            print(f"training {method_label(method)} ...", file=sys.stderr)
         trained = train_method(
             method,
             task.prior,
@@ -193,7 +203,7 @@ def run_report(
             x,
             seed=seed,
             estimator_options=None if method == SBI_NPE else estimator_kwargs,
-            fit_options={"max_epochs": max_epochs},
+            fit_options={"max_epochs": max_epochs, "show_progress_bar": show_progress_bar},
             device=device,
         )
         posteriors[trained.name], histories[trained.name] = trained.posterior, trained.history
@@ -206,6 +216,7 @@ def run_report(
         num_c2st_samples=num_c2st_samples,
         histories=histories,
         seed=seed,
+        show_progress_bar=show_progress_bar,
     )
     report.settings["num_simulations"] = int(theta.shape[0])
     report.save(out)

@@ -24,6 +24,7 @@ __all__ = ["MethodResult", "Report", "compare"]
 import html
 import math
 import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from jsbi.diagnostics.c2st import NLTPResult, c2st, leakage, nltp
 from jsbi.diagnostics.coverage import (
@@ -634,6 +636,7 @@ def compare(
     histories: Mapping[str, dict] | None = None,
     batch_size: int = 100,
     seed: int = 0,
+    show_progress_bar: bool | None = False,
 ) -> Report:
     r"""Runs every diagnostic on every posterior.
 
@@ -658,6 +661,8 @@ def compare(
             ``validation_loss``, and any other series such as ``train_lambda``).
         batch_size: Pairs per batched sampling call.
         seed: Seeds the pairs, the posterior sampling and the classifiers.
+        show_progress_bar: A tqdm bar naming the method and the diagnostic being run
+            (``None``: only on a terminal).
 
     Returns:
         A :class:`Report`.
@@ -685,19 +690,42 @@ def compare(
         refs = _references(task, observations)
         obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
     methods = {}
+    if show_progress_bar is None:
+        show_progress_bar = sys.stderr.isatty()
+    # One tick per diagnostic per method: SBC sampling, coverage, TARP, NLTP, then each
+    # observation (its samples, C2ST and leakage).
+    bar = tqdm(
+        total=len(posteriors) * (4 + len(obs)),
+        desc="Diagnostics",
+        unit="step",
+        disable=not show_progress_bar,
+    )
+
+    def doing(name: str, what: str) -> None:
+        bar.set_description(f"Diagnostics: {name}, {what}")
+
     for k, (name, posterior) in enumerate(posteriors.items()):
         start = time.perf_counter()
         s = seed + 100 * (k + 1)
+        doing(name, f"SBC ({len(theta)} pairs x {num_posterior_samples} samples)")
         samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=s)
         sbc = check_sbc(sbc_ranks(samples, theta), num_posterior_samples, theta_names=theta_names)
+        bar.update(1)
+        doing(name, "expected coverage")
         lq = log_prob_batched(
             posterior, torch.cat([theta[None], samples]), x, batch_size=batch_size, normalize=False
         )
         cov = coverage_from_log_probs(lq[1:], lq[0])
+        bar.update(1)
+        doing(name, "TARP")
         tarp = tarp_from_samples(samples, theta, seed=s)
         del samples, lq
+        bar.update(1)
+        doing(name, "NLTP")
         res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
+        bar.update(1)
         for i, x_o in obs.items():
+            doing(name, f"observation {i}" + (" (C2ST)" if i in refs else ""))
             n = min(num_c2st_samples, len(refs[i])) if i in refs else num_c2st_samples
             draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
             res.samples[i] = draws
@@ -705,8 +733,10 @@ def compare(
                 res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
             if hasattr(task, "prior"):
                 res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
+            bar.update(1)
         res.seconds = time.perf_counter() - start
         methods[name] = res
+    bar.close()
     settings = {
         "task": getattr(task, "name", "task"),
         "num_sbc": int(theta.shape[0]),

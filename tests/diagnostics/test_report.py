@@ -128,7 +128,7 @@ def test_html_renders_in_chromium(saved):
 
 
 @pytest.mark.slow
-def test_run_report_end_to_end(tmp_path):
+def test_run_report_end_to_end(tmp_path, capsys):
     from jsbi.pipeline import run_report
 
     report = run_report(
@@ -141,7 +141,14 @@ def test_run_report_end_to_end(tmp_path):
         num_sbc=50,
         num_posterior_samples=50,
         num_c2st_samples=300,
+        show_progress_bar=True,
     )
+    # Progress per step: the simulations, each method's training, each diagnostic.
+    err = capsys.readouterr().err
+    assert "Simulating" in err and "training jsbi-npe" in err and "training sbi-npe" in err
+    assert "Training" in err  # jsbi's epoch bar
+    for step in ("jsbi-npe, SBC", "jsbi-npe, TARP", "sbi-npe, NLTP", "sbi-npe, observation 1"):
+        assert f"Diagnostics: {step}" in err, step
     assert set(report.methods) == {"jsbi-npe", "sbi-npe"}
     assert (tmp_path / "training.png").exists() and (tmp_path / "index.html").exists()
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))

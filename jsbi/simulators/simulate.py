@@ -27,6 +27,7 @@ import os
 import random
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,7 +82,10 @@ def simulate(
         num_simulations: The number of pairs, a positive int.
         seed: The campaign's seed, a non-negative int.
         n_jobs: The number of batches simulated at once (joblib's ``n_jobs``; ``-1`` for
-            all cores). ``None`` defers to an enclosing ``joblib.parallel_config``.
+            all cores). ``None`` defers to an enclosing ``joblib.parallel_config``. With
+            a process backend, a cheap campaign stays in this process: when the first
+            batch, timed here, says the rest would take under ``IN_PROCESS_SECONDS`` (1 s),
+            starting worker processes would cost more than it saves (same pairs).
         batch_size: The number of simulations per batch (and per seed), a positive int.
         backend: A joblib backend: ``None`` (joblib's default, or the one set by an
             enclosing ``joblib.parallel_config``), ``"loky"``, ``"threading"``,
@@ -201,7 +205,10 @@ def simulate(
                 for b in todo:
                     with _seeded(seed, b, stream=1):
                         drawn[b] = _draw_theta(proposal, sizes[b])
-            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs, drawn):
+            # Process backends only: threads start at no cost, and a cluster's workers
+            # (dask, ray) are where the user asked the work to run.
+            probe = backend in (None, "loky", "multiprocessing")
+            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs, drawn, probe):
                 if meta is not None:
                     meta = _store_batch(store, meta, b, theta, x)
                 done[b] = (theta, x)
@@ -408,6 +415,7 @@ def _run(
     seed: int,
     n_jobs: int | None,
     drawn: dict[int, Tensor] | None = None,
+    probe: bool = False,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     main = (os.getpid(), threading.get_ident())
     starts = np.cumsum([0, *sizes]).tolist()
@@ -418,6 +426,17 @@ def _run(
             joblib.delayed(_run_batch)(simulator, b, starts[b], sizes[b], seed, main, drawn.get(b))
             for b in batches
         )
+
+    if probe and len(todo) > 1 and n_jobs not in (None, 1):
+        # Worker processes cost seconds to start (each imports torch). Time the first
+        # batch here: when the rest would take under a second in this process, they stay
+        # here too. The pairs are the same either way (each batch has its own seeds).
+        start = time.perf_counter()
+        b = todo[0]
+        yield _run_batch(simulator, b, starts[b], sizes[b], seed, main, drawn.get(b))
+        todo = todo[1:]
+        if (time.perf_counter() - start) * len(todo) < IN_PROCESS_SECONDS:
+            n_jobs = 1
 
     try:
         parallel = joblib.Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator_unordered")
@@ -434,6 +453,11 @@ def _run(
     wave = 2 * max(1, joblib.effective_n_jobs(n_jobs))
     for i in range(0, len(todo), wave):
         yield from joblib.Parallel(n_jobs=n_jobs, batch_size=1)(tasks(todo[i : i + wave]))
+
+
+#: With a process backend and ``n_jobs != 1``, a campaign whose remaining batches would take
+#: less than this many seconds in-process (timed on its first batch) stays in-process.
+IN_PROCESS_SECONDS = 1.0
 
 
 # The on-disk store

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -54,13 +56,33 @@ def test_same_seed_same_pairs():
     assert len(torch.unique(theta[:, 0])) == 25
 
 
+def slow_noisy(theta):
+    # 0.6 s a batch: too slow for the in-process shortcut, so workers run it.
+    time.sleep(0.6)
+    return torch.cat([noisy(theta), torch.full((len(theta), 1), float(os.getpid()))], 1)
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"n_jobs": 2}, {"n_jobs": 2, "backend": "threading"}], ids=["loky", "threading"]
 )
 def test_parallel_same_pairs(kwargs):
-    theta, x = simulate(simulator(), 25, seed=3, batch_size=10)
-    theta_p, x_p = simulate(simulator(), 25, seed=3, batch_size=10, **kwargs)
-    assert torch.equal(theta, theta_p) and torch.equal(x, x_p)
+    sim = wrap(slow_noisy, PRIOR, name="slow")
+    theta, x = simulate(sim, 25, seed=3, batch_size=10)
+    theta_p, x_p = simulate(sim, 25, seed=3, batch_size=10, **kwargs)
+    assert torch.equal(theta, theta_p) and torch.equal(x[:, :-1], x_p[:, :-1])
+    pids = set(x_p[10:, -1].tolist())  # the batches after the first, timed, one
+    if "backend" not in kwargs:
+        assert os.getpid() not in pids  # on loky's worker processes
+    assert x_p[:10, -1].eq(os.getpid()).all()  # the first batch: timed in-process
+
+
+def test_a_cheap_campaign_stays_in_process_whatever_n_jobs():
+    def where(theta):
+        return torch.full((len(theta), 1), float(os.getpid()))
+
+    sim = wrap(where, PRIOR, name="where")
+    _, x = simulate(sim, 100, seed=0, batch_size=10, n_jobs=2)
+    assert x.eq(os.getpid()).all()
 
 
 def test_shapes_dtypes():

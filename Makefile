@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and run jsbi's main job (a small end-to-end demo on CPU)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, run ruff (check, format --check) and the test suite
 #   make docs   run the three tutorials, then build the docs site into docs/_build/html
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +23,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jsbi demo --out demo-out
 
-test: $(STAMP)
+# Lint first (seconds), then the suite.
+test: lint
 	$(BIN)/python -m pytest
 
 # Offline; warnings are errors, so a broken reference or docstring fails the build.

@@ -44,6 +44,8 @@ from typing import Any
 import joblib
 import torch
 
+from jsbi.seeding import seeded
+
 DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
 DEV_OBSERVATIONS = range(1, 6)
 
@@ -239,9 +241,10 @@ def run_unit(
     )
     rows = []
     for obs in observations:
-        torch.manual_seed(seed)
-        samples = posterior.sample((num_samples,), x=task.observation(obs))
-        reference = task.reference_samples(obs, num_samples)
+        # The same draws as before, and the caller's random stream left where it was.
+        with seeded(seed, [getattr(posterior, "device", "cpu")]):
+            samples = posterior.sample((num_samples,), x=task.observation(obs))
+            reference = task.reference_samples(obs, num_samples)
         rows.append(
             {
                 "task": task_name,

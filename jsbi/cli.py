@@ -373,6 +373,7 @@ def _run_steps(
     import torch
 
     import jsbi
+    from jsbi.seeding import seeded
 
     say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
     start = time.perf_counter()
@@ -408,8 +409,7 @@ def _run_steps(
         epochs_trained=posterior.history["epochs_trained"],
         best_validation_loss=posterior.history["best_validation_loss"],
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(args.seed)
+    with seeded(args.seed, [posterior.device]):
         samples = posterior.sample((args.num_samples,)).cpu()
 
     torch.save(samples, out / "samples.pt")

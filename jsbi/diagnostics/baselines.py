@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from jsbi.seeding import seeded
+
 
 class NullTracker:
     r"""An sbi ``Tracker`` that records nothing and writes no files."""
@@ -101,8 +103,7 @@ def train_sbi_npe(
             f"theta and x must have shapes (N, d) and (N, m) with the same N, got "
             f"{tuple(theta.shape)} and {tuple(x.shape)}"
         )
-    with torch.random.fork_rng(devices=[torch.device(device)] if "cuda" in device else []):
-        torch.manual_seed(seed)
+    with seeded(seed, [device]):
         builder = posterior_nn(
             model="zuko_nsf",
             hidden_features=hidden_features,

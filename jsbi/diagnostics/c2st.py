@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.diagnostics.sbc import _accepted_kwargs, _check_pairs, _seeded, log_prob_batched
+from jsbi.diagnostics.sbc import log_prob_batched
+from jsbi.diagnostics.utils import accepted_kwargs, check_pairs, seeded
 
 
 def c2st(
@@ -143,7 +144,7 @@ def nltp(
         >>> nltp(posterior, theta_test, x_test).mean
         1.23
     """
-    theta, x = _check_pairs(theta, x)
+    theta, x = check_pairs(theta, x)
     lp = log_prob_batched(
         posterior,
         theta[None],
@@ -201,10 +202,10 @@ def leakage(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     out = []
-    with _seeded(seed), warnings.catch_warnings():
+    with seeded(seed), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sbi warns about samples outside the prior
         for xb in x.split(batch_size):
-            kwargs = _accepted_kwargs(
+            kwargs = accepted_kwargs(
                 posterior.sample_batched, show_progress_bars=False, reject_outside_prior=False
             )
             s = posterior.sample_batched((num_samples,), x=xb, **kwargs)

@@ -30,13 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.sbc import (
-    _band,
-    _band_points,
-    _check_pairs,
-    draw_samples,
-    log_prob_batched,
-)
+from jsbi.diagnostics.sbc import draw_samples, log_prob_batched
+from jsbi.diagnostics.utils import band_points, check_pairs, simultaneous_band
 
 
 @dataclass
@@ -111,10 +106,10 @@ def coverage_from_log_probs(
     # Every level (k + 1) / (L + 1) for the largest deviation; ~100 for curve and band.
     k_all = np.arange(L + 1)
     dev_all = np.searchsorted(r, k_all, side="right") / n - (k_all + 1) / (L + 1)
-    k = _band_points(L + 1, 100)
+    k = band_points(L + 1, 100)
     nominal = (k + 1) / (L + 1)
     cov = np.searchsorted(r, k, side="right") / n
-    lower, upper = _band(n, L, float(prob), 100)
+    lower, upper = simultaneous_band(n, L, float(prob), 100)
     outside = bool(np.any((cov < lower - 1e-12) | (cov > upper + 1e-12)))
     mean_dev = float(dev_all.mean())
     if not outside:
@@ -167,7 +162,7 @@ def expected_coverage(
         >>> result.verdict, result.max_deviation
         ('calibrated', -0.012)
     """
-    theta, x = _check_pairs(theta, x)
+    theta, x = check_pairs(theta, x)
     if samples is None:
         samples = draw_samples(
             posterior, x, num_posterior_samples, batch_size=batch_size, seed=seed

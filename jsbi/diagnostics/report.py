@@ -45,7 +45,6 @@ from jsbi.diagnostics.coverage import (
 )
 from jsbi.diagnostics.sbc import (
     SBCResult,
-    _seeded,
     check_sbc,
     draw_samples,
     log_prob_batched,
@@ -53,6 +52,7 @@ from jsbi.diagnostics.sbc import (
     sbc_ranks,
 )
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
+from jsbi.diagnostics.utils import seeded
 
 # History keys drawn in the loss panel or not at all; every other per-epoch series
 # (lambda, tau, ess, F, C, ...) gets its own panel.
@@ -674,7 +674,7 @@ def compare(
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")
     if test_pairs is None:
-        with _seeded(seed + 1):
+        with seeded(seed + 1):
             theta = task.prior.sample((num_sbc,))
             x = torch.as_tensor(task.simulate(theta))
     else:

@@ -34,11 +34,8 @@ __all__ = [
     "sbc_ranks",
 ]
 
-import contextlib
-import functools
-import inspect
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,39 +44,15 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-
-def _accepted_kwargs(fn: Any, **candidates: Any) -> dict[str, Any]:
-    r"""Keeps the keyword arguments that ``fn`` accepts (sbi's posteriors take progress
-    bar and batch size options that jsbi's do not)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return candidates
-    return {k: v for k, v in candidates.items() if k in params}
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    r"""Seeds torch inside the block without moving the caller's random stream."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _check_pairs(theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    theta, x = torch.as_tensor(theta), torch.as_tensor(x)
-    if theta.ndim != 2:
-        raise ValueError(f"theta must have shape (N, d), got {tuple(theta.shape)}")
-    if x.ndim < 2 or x.shape[0] != theta.shape[0]:
-        raise ValueError(
-            f"x must have shape (N, m) with N = {theta.shape[0]} as theta, got {tuple(x.shape)}"
-        )
-    return theta, x
+from jsbi.diagnostics.utils import (
+    accepted_kwargs,
+    band_points,
+    check_pairs,
+    no_sbi_options,
+    sbi_order,
+    seeded,
+    simultaneous_band,
+)
 
 
 @torch.no_grad()
@@ -115,10 +88,10 @@ def draw_samples(
             f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
         )
     chunks = []
-    with _seeded(seed), warnings.catch_warnings():
+    with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(batched sampling|Capping).*")
         for xb in x.split(batch_size):
-            kwargs = _accepted_kwargs(
+            kwargs = accepted_kwargs(
                 posterior.sample_batched,
                 show_progress_bars=False,
                 max_sampling_batch_size=100_000,
@@ -164,7 +137,7 @@ def log_prob_batched(
         raise ValueError(
             f"theta must have shape (L, N, d) with N = {x.shape[0]} as x, got {tuple(theta.shape)}"
         )
-    kwargs = _accepted_kwargs(
+    kwargs = accepted_kwargs(
         posterior.log_prob_batched,
         norm_posterior=normalize,
         leakage_correction_params={
@@ -207,20 +180,6 @@ def sbc_ranks(samples: Tensor, theta: Tensor) -> Tensor:
     return (samples < theta.to(samples)).sum(dim=0)
 
 
-def _sbi_order(first: Any, third: Any) -> bool:
-    r"""Whether a ``run_sbc`` / ``run_tarp`` call uses sbi's argument order
-    ``(thetas, xs, posterior)`` rather than jsbi's ``(posterior, theta, x)``."""
-    return isinstance(first, Tensor) and not isinstance(third, Tensor)
-
-
-def _no_sbi_options(name: str, options: dict[str, Any], sbi_call: str) -> None:
-    if options:
-        raise TypeError(
-            f"{name} got unexpected keyword(s) {sorted(options)}: sbi's options apply in "
-            f"sbi's argument order, {sbi_call}"
-        )
-
-
 def run_sbc(
     posterior: Any,
     theta: Tensor,
@@ -253,22 +212,14 @@ def run_sbc(
         >>> check_sbc(ranks, 1000).calibrated
         True
     """
-    if _sbi_order(posterior, x):
+    if sbi_order(posterior, x):
         from sbi.diagnostics import run_sbc as sbi_run_sbc
 
         return sbi_run_sbc(posterior, theta, x, num_posterior_samples, **sbi_kwargs)
-    _no_sbi_options("run_sbc", sbi_kwargs, "run_sbc(thetas, xs, posterior)")
-    theta, x = _check_pairs(theta, x)
+    no_sbi_options("run_sbc", sbi_kwargs, "run_sbc(thetas, xs, posterior)")
+    theta, x = check_pairs(theta, x)
     samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=seed)
     return sbc_ranks(samples, theta)
-
-
-def _band_points(num_ranks: int, npoints: int) -> np.ndarray:
-    r"""Ranks ``k_j`` at which to evaluate the ECDF of ranks uniform on ``{0, ..., L}``:
-    fixed in advance (not data-dependent) so that the simultaneous band is calibrated."""
-    n = min(npoints, num_ranks)
-    k = np.ceil(np.arange(1, n + 1) * num_ranks / n).astype(int) - 1
-    return np.unique(k)
 
 
 def ecdf_band(
@@ -295,10 +246,10 @@ def ecdf_band(
     L = int(num_posterior_samples)
     if r.size == 0 or r.min() < 0 or r.max() > L:
         raise ValueError(f"ranks must be non-empty and lie in [0, {L}]")
-    k = _band_points(L + 1, npoints)
+    k = band_points(L + 1, npoints)
     cdf = (k + 1) / (L + 1)
     ecdf = np.searchsorted(r, k, side="right") / r.size
-    lower, upper = _band(r.size, L, float(prob), int(npoints))
+    lower, upper = simultaneous_band(r.size, L, float(prob), int(npoints))
     return {
         "x": k / max(L, 1),
         "diff": ecdf - cdf,
@@ -306,19 +257,6 @@ def ecdf_band(
         "upper": upper - cdf,
         "outside": (ecdf < lower - 1e-12) | (ecdf > upper + 1e-12),
     }
-
-
-@functools.lru_cache(maxsize=32)
-def _band(n: int, L: int, prob: float, npoints: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""The band depends on ``N``, ``L`` and the points only: computed once (arviz's
-    optimisation takes about a second without numba)."""
-    from arviz.stats.ecdf_utils import ecdf_confidence_band
-
-    k = _band_points(L + 1, npoints)
-    lower, upper = ecdf_confidence_band(n, k, (k + 1) / (L + 1), prob=prob, method="optimized")
-    lower.flags.writeable = False
-    upper.flags.writeable = False
-    return lower, upper
 
 
 @dataclass
@@ -398,7 +336,7 @@ def check_sbc(
             "check_sbc takes ranks and num_posterior_samples positionally (then keywords); "
             "sbi's order is check_sbc(ranks, prior_samples, dap_samples, ...)"
         )
-    _no_sbi_options("check_sbc", sbi_kwargs, "check_sbc(ranks, prior_samples, dap_samples)")
+    no_sbi_options("check_sbc", sbi_kwargs, "check_sbc(ranks, prior_samples, dap_samples)")
     ranks = torch.as_tensor(ranks)
     if ranks.ndim != 2:
         raise ValueError(f"ranks must have shape (N, d), got {tuple(ranks.shape)}")
@@ -460,7 +398,7 @@ def plot_sbc_ecdf(result: SBCResult, axes: Any = None, *, label: str | None = No
     axes = np.atleast_1d(axes)
     if len(axes) != d:
         raise ValueError(f"axes must hold {d} axes, one per dimension, got {len(axes)}")
-    k = _band_points(L + 1, 100)
+    k = band_points(L + 1, 100)
     for j, ax in enumerate(axes):
         # Fractional ranks k / L; the CDF maps them back to the integer grid.
         az.plot_ecdf(

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.sbc import _check_pairs, _no_sbi_options, _sbi_order, _seeded, draw_samples
+from jsbi.diagnostics.sbc import draw_samples
+from jsbi.diagnostics.utils import check_pairs, no_sbi_options, sbi_order, seeded
 
 
 @dataclass
@@ -91,7 +92,7 @@ def tarp_from_samples(
         )
     if theta.shape[0] < 10:
         raise ValueError(f"TARP needs at least 10 pairs, got N = {theta.shape[0]}")
-    with _seeded(seed):
+    with seeded(seed):
         if references is None:
             references = get_tarp_references(theta)
         ecp, alpha = _run_tarp(
@@ -136,15 +137,15 @@ def run_tarp(
         >>> abs(result.atc) < 0.05
         True
     """
-    if _sbi_order(posterior, x):
+    if sbi_order(posterior, x):
         from sbi.diagnostics import run_tarp as sbi_run_tarp
 
         kwargs = {"num_posterior_samples": num_posterior_samples, "num_bins": num_bins}
         return sbi_run_tarp(
             posterior, theta, x, z_score_theta=z_score_theta, **kwargs, **sbi_kwargs
         )
-    _no_sbi_options("run_tarp", sbi_kwargs, "run_tarp(thetas, xs, posterior)")
-    theta, x = _check_pairs(theta, x)
+    no_sbi_options("run_tarp", sbi_kwargs, "run_tarp(thetas, xs, posterior)")
+    theta, x = check_pairs(theta, x)
     samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=seed)
     return tarp_from_samples(
         samples, theta, num_bins=num_bins, z_score_theta=z_score_theta, seed=seed

@@ -12,7 +12,7 @@ __all__ = ["gaussian_kl", "gaussian_log_chernoff", "gaussian_srfe"]
 import torch
 from torch import Tensor
 
-from jsbi.inference.tau import _check_tau
+from jsbi.inference.tau import check_tau
 
 
 def _gaussian_args(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> None:
@@ -131,5 +131,5 @@ def gaussian_srfe(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, tau: float) ->
         | Surprisal-Rényi Free Energy (Matsumoto et al., 2026)
         | https://arxiv.org/abs/2603.03405
     """
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
     return -gaussian_log_chernoff(m1, S1, m2, S2, tau) / (tau * (1 - tau))

@@ -49,6 +49,7 @@ from jsbi.inference.trainer import (
     split_indices,
     train,
 )
+from jsbi.seeding import seeded
 
 __all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy", "estimator_support"]
 
@@ -382,9 +383,8 @@ class PosteriorEstimator:
         # after simulating. Build it once now on a few prior draws and a stand-in x (one
         # column), so a bad option (num_proxy_samples=0, gate_samples=1, ...) is an error
         # at construction. A user's embedding_net cannot be probed without the real x.
-        with torch.random.fork_rng(), warnings.catch_warnings():
+        with seeded(0, [prior_device(self.prior)]), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.manual_seed(0)
             theta = self.prior.sample((8,)).float()
             x = torch.randn(8, 1, device=theta.device)
             flow = build_conditional_flow(
@@ -530,9 +530,8 @@ class PosteriorEstimator:
             )
         with (
             _interrupt_says("building the flow, before training started"),
-            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+            seeded(self.seed, [self.device]),
         ):
-            torch.manual_seed(self.seed)
             self.flow = build_conditional_flow(
                 theta.to(self.device),
                 x.to(self.device),

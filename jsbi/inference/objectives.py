@@ -68,7 +68,7 @@ from jsbi.inference.tau import (
     LinearTau,
     StepTau,
     TauSchedule,
-    _check_tau,
+    check_tau,
     make_tau_schedule,
 )
 
@@ -394,7 +394,7 @@ def srfe(
         | Surprisal-Rényi Free Energy (Matsumoto et al., 2026)
         | https://arxiv.org/abs/2603.03405
     """
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
     _check_samples("log_q_samples", log_q_samples)
     _check_samples("energy_samples", energy_samples)
     _check_same("log_q_samples", log_q_samples, "energy_samples", energy_samples)

@@ -53,6 +53,7 @@ from torch.distributions import (
 
 from jsbi.inference.flows import ConditionalFlow, conditional_flow_from_config
 from jsbi.inference.support import AcceptedMass
+from jsbi.seeding import seeded
 
 __all__ = [
     "Posterior",
@@ -290,7 +291,7 @@ class Posterior(Distribution):
         Returns:
             Samples of shape ``(*S, d)``.
         """
-        shape = _shape(sample_shape)
+        shape = sample_shape_tuple(sample_shape)
         x = self._one_x(x)
         n = math.prod(shape)
         return self._sample(n, x, reject_outside_prior)[:, 0].reshape(*shape, self.dim_theta)
@@ -316,7 +317,7 @@ class Posterior(Distribution):
         Returns:
             Samples of shape ``(*S, B, d)``.
         """
-        shape = _shape(sample_shape)
+        shape = sample_shape_tuple(sample_shape)
         x = self._many_x(x)
         if max_sampling_batch_size is not None:
             old, self.max_sampling_batch_size = (
@@ -380,9 +381,7 @@ class Posterior(Distribution):
             rows = x[torch.tensor([first[k] for k in missing], device=self.device)]
             # Chunks of observations keep the (n, chunk, d) draws near 10^7 numbers.
             chunk = max(1, 10_000_000 // (n * self.dim_theta))
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(0)  # a rerun gives the same masses
+            with seeded(0, [self.device]):  # a rerun gives the same masses
                 for i in range(0, len(missing), chunk):
                     part = rows[i : i + chunk]
                     est = self.flow.support.accepted_mass(lambda k, p=part: self._draw(k, p), n)
@@ -490,7 +489,7 @@ class Posterior(Distribution):
         Returns:
             Samples ``(*S, d)`` and log-densities ``(*S,)``.
         """
-        shape = _shape(sample_shape)
+        shape = sample_shape_tuple(sample_shape)
         x = self._one_x(x)
         n = math.prod(shape)
         if self._rejects(True):
@@ -674,7 +673,8 @@ def _finite_x(x: Tensor) -> Tensor:
     return x
 
 
-def _shape(sample_shape: Sequence[int] | int) -> tuple[int, ...]:
+def sample_shape_tuple(sample_shape: Sequence[int] | int) -> tuple[int, ...]:
+    r"""A sample shape as a tuple of ints >= 0, or a :class:`ValueError` naming it."""
     try:
         shape = (
             (sample_shape,) if isinstance(sample_shape, numbers.Integral) else tuple(sample_shape)

@@ -30,8 +30,9 @@ from torch.distributions import Distribution
 
 from jsbi.inference.flows import ConditionalFlow
 from jsbi.inference.importance import importance_resample, proxy_log_normalizer
-from jsbi.inference.posterior import Posterior, _shape
+from jsbi.inference.posterior import Posterior, sample_shape_tuple
 from jsbi.inference.support import AcceptedMass
+from jsbi.seeding import seeded
 
 __all__ = ["ProxyPosterior"]
 
@@ -112,9 +113,7 @@ class ProxyPosterior(Posterior):
         keys = [row.cpu().numpy().tobytes() for row in x]
         missing = [i for i, k in enumerate(keys) if k not in self._log_z]
         if missing:
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(0)  # the same log Z for the same x, in any instance
+            with seeded(0, [self.device]):  # the same log Z for the same x, in any instance
                 log_z, _ = proxy_log_normalizer(
                     self.proxy, self.flow, self._prior, x[missing], self.num_normalizer_samples
                 )
@@ -130,7 +129,7 @@ class ProxyPosterior(Posterior):
             return -self.proxy(theta, x) - log_z
 
     def sample_and_log_prob(self, sample_shape=(), x: Tensor | None = None):
-        shape = _shape(sample_shape)
+        shape = sample_shape_tuple(sample_shape)
         x = self._one_x(x)
         theta = self._sample(math.prod(shape), x, True)[:, 0]
         return theta.reshape(*shape, self.dim_theta), self._log_prob(theta, x, False).reshape(

@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.inference.support import prior_device
+from jsbi.seeding import seeded
 
 __all__ = ["TruncatedProposal"]
 
@@ -87,8 +88,7 @@ class TruncatedProposal(Distribution):
         )
         self.prior, self.posterior, self.x_o = prior, posterior, x_o
         self.quantile, self.num_samples = float(quantile), int(num_samples)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+        with seeded(seed):
             with torch.no_grad():
                 s = posterior.sample((self.num_samples,), x=x_o)
                 lq = torch.sort(self._log_q(s)).values

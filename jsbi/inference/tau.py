@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from torch import Tensor
 
 
-def _check_tau(tau: float | Tensor) -> float:
+def check_tau(tau: float | Tensor) -> float:
+    r"""``tau`` as a float, or a :class:`ValueError` unless it lies in ``(0, 1)``."""
     value = float(tau)
     if not 0.0 < value < 1.0:
         raise ValueError(f"tau must lie in the open interval (0, 1), got {value}")
@@ -61,7 +62,7 @@ class ConstantTau(TauSchedule):
     """
 
     def __init__(self, tau: float = 0.5) -> None:
-        self.tau = _check_tau(tau)
+        self.tau = check_tau(tau)
 
     def _value(self, t: float) -> float:
         return self.tau
@@ -86,8 +87,8 @@ class LinearTau(TauSchedule):
     """
 
     def __init__(self, start: float = 0.9, end: float = 0.1) -> None:
-        self.start = _check_tau(start)
-        self.end = _check_tau(end)
+        self.start = check_tau(start)
+        self.end = check_tau(end)
 
     def _value(self, t: float) -> float:
         return self.start + t * (self.end - self.start)
@@ -119,7 +120,7 @@ class StepTau(TauSchedule):
         for f, v in steps:
             if not 0.0 <= f <= 1.0:
                 raise ValueError(f"step fractions must lie in [0, 1], got {f}")
-            _check_tau(v)
+            check_tau(v)
         fractions = [f for f, _ in steps]
         if fractions != sorted(fractions):
             raise ValueError(f"step fractions must be non-decreasing, got {fractions}")

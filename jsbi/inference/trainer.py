@@ -76,6 +76,7 @@ from jsbi.inference.objectives import (
 )
 from jsbi.inference.support import prior_log_prob
 from jsbi.inference.tau import TauSchedule, make_tau_schedule
+from jsbi.seeding import seeded
 
 __all__ = [
     "AdaptiveStep",
@@ -517,11 +518,9 @@ class AdaptiveStep(TrainingStep):
         self._validation = (theta, x)
         logs: dict[str, float] = {}
         fit = getattr(self.proxy, "fit_loss", None)
-        devices = [theta.device] if theta.device.type == "cuda" else []
         # The same random numbers every epoch (comparable values), drawn off the
         # training stream.
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+        with seeded(0, [theta.device]):
             if fit is not None and self.phase == 1:
                 # The proxy's own early stopping in phase 1, on the flow's validation pairs.
                 value = float(fit(theta, x))
@@ -543,9 +542,7 @@ class AdaptiveStep(TrainingStep):
         standard error ``proxy_minus_flow_se`` (paired over the pairs), ``proxy_ess`` (the
         importance weights' mean ESS fraction) and ``gate``.
         """
-        devices = [theta.device] if theta.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+        with seeded(0, [theta.device]):
             # A leaking flow's posterior is the flow truncated to the support: its density
             # is the flow's over its mass inside, estimated from the importance sampler's
             # own flow draws (floored at one draw in n + 1).
@@ -1121,9 +1118,7 @@ def train(
     patience_from = 0
     interrupted = converged = False
     epoch = 0
-    rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
-        torch.manual_seed(int(seed))
+    with seeded(seed, [device]):
         step.to(device)
         step.on_train_start(
             {"num_train": n_tr, "num_validation": n_val, "device": device, "seed": int(seed)}

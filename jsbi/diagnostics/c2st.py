@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.diagnostics.sbc import log_prob_batched
-from jsbi.diagnostics.utils import accepted_kwargs, check_pairs, seeded
+from jsbi.diagnostics.utils import MetricRows, PosteriorLike, accepted_kwargs, check_pairs, seeded
 
 
 def c2st(
@@ -94,7 +94,7 @@ def c2st(
 
 
 @dataclass
-class NLTPResult:
+class NLTPResult(MetricRows):
     r"""Negative log probability of true parameters.
 
     Attributes:
@@ -110,15 +110,9 @@ class NLTPResult:
     def to_dict(self) -> dict[str, Any]:
         return {"nltp": self.mean, "nltp_stderr": self.stderr}
 
-    def rows(self, method: str, observation: str = "all") -> list[dict[str, Any]]:
-        return [
-            {"method": method, "observation": observation, "metric": k, "value": v}
-            for k, v in self.to_dict().items()
-        ]
-
 
 def nltp(
-    posterior: Any,
+    posterior: PosteriorLike,
     theta: Tensor,
     x: Tensor,
     *,
@@ -168,7 +162,7 @@ def _in_support(prior: Distribution, theta: Tensor) -> Tensor:
 
 @torch.no_grad()
 def leakage(
-    posterior: Any,
+    posterior: PosteriorLike,
     x: Tensor,
     prior: Distribution,
     num_samples: int = 1000,

@@ -31,11 +31,17 @@ import torch
 from torch import Tensor
 
 from jsbi.diagnostics.sbc import draw_samples, log_prob_batched
-from jsbi.diagnostics.utils import band_points, check_pairs, simultaneous_band
+from jsbi.diagnostics.utils import (
+    MetricRows,
+    PosteriorLike,
+    band_points,
+    check_pairs,
+    simultaneous_band,
+)
 
 
 @dataclass
-class CoverageResult:
+class CoverageResult(MetricRows):
     r"""Expected coverage curve of one posterior.
 
     Attributes:
@@ -73,12 +79,6 @@ class CoverageResult:
             "coverage_overconfident": float(self.verdict == "over-confident"),
             "coverage_underconfident": float(self.verdict == "under-confident"),
         }
-
-    def rows(self, method: str, observation: str = "all") -> list[dict[str, Any]]:
-        return [
-            {"method": method, "observation": observation, "metric": k, "value": v}
-            for k, v in self.to_dict().items()
-        ]
 
 
 def coverage_from_log_probs(
@@ -132,7 +132,7 @@ def coverage_from_log_probs(
 
 
 def expected_coverage(
-    posterior: Any,
+    posterior: PosteriorLike,
     theta: Tensor,
     x: Tensor,
     num_posterior_samples: int = 1000,

@@ -52,7 +52,7 @@ from jsbi.diagnostics.sbc import (
     sbc_ranks,
 )
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
-from jsbi.diagnostics.utils import seeded
+from jsbi.diagnostics.utils import PosteriorLike, seeded
 
 # History keys drawn in the loss panel or not at all; every other per-epoch series
 # (lambda, tau, ess, F, C, ...) gets its own panel.
@@ -625,7 +625,7 @@ def _references(task: Any, observations: Sequence[int]) -> dict[int, Tensor]:
 
 
 def compare(
-    posteriors: Mapping[str, Any],
+    posteriors: Mapping[str, PosteriorLike],
     task: Any,
     *,
     observations: Sequence[int] | Mapping[int, Tensor] = (1, 2, 3),

@@ -45,6 +45,8 @@ from scipy import stats
 from torch import Tensor
 
 from jsbi.diagnostics.utils import (
+    MetricRows,
+    PosteriorLike,
     accepted_kwargs,
     band_points,
     check_pairs,
@@ -57,7 +59,7 @@ from jsbi.diagnostics.utils import (
 
 @torch.no_grad()
 def draw_samples(
-    posterior: Any,
+    posterior: PosteriorLike,
     x: Tensor,
     num_samples: int,
     *,
@@ -108,7 +110,7 @@ def draw_samples(
 
 @torch.no_grad()
 def log_prob_batched(
-    posterior: Any,
+    posterior: PosteriorLike,
     theta: Tensor,
     x: Tensor,
     *,
@@ -181,9 +183,9 @@ def sbc_ranks(samples: Tensor, theta: Tensor) -> Tensor:
 
 
 def run_sbc(
-    posterior: Any,
+    posterior: PosteriorLike | Tensor,  # sbi's order: thetas first
     theta: Tensor,
-    x: Tensor,
+    x: Tensor | PosteriorLike,  # sbi's order: the posterior third
     num_posterior_samples: int = 1000,
     *,
     batch_size: int = 100,
@@ -260,7 +262,7 @@ def ecdf_band(
 
 
 @dataclass
-class SBCResult:
+class SBCResult(MetricRows):
     r"""Ranks and uniformity checks of one posterior.
 
     Attributes:
@@ -294,12 +296,6 @@ class SBCResult:
             out[f"sbc_outside_band[{name}]"] = float(self.outside_band[i])
         out["sbc_calibrated"] = float(self.calibrated)
         return out
-
-    def rows(self, method: str, observation: str = "all") -> list[dict[str, Any]]:
-        return [
-            {"method": method, "observation": observation, "metric": k, "value": v}
-            for k, v in self.to_dict().items()
-        ]
 
 
 def check_sbc(

@@ -27,11 +27,18 @@ import torch
 from torch import Tensor
 
 from jsbi.diagnostics.sbc import draw_samples
-from jsbi.diagnostics.utils import check_pairs, no_sbi_options, sbi_order, seeded
+from jsbi.diagnostics.utils import (
+    MetricRows,
+    PosteriorLike,
+    check_pairs,
+    no_sbi_options,
+    sbi_order,
+    seeded,
+)
 
 
 @dataclass
-class TARPResult:
+class TARPResult(MetricRows):
     r"""TARP of one posterior.
 
     Attributes:
@@ -50,12 +57,6 @@ class TARPResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"tarp_atc": self.atc, "tarp_ks_pvalue": self.ks_pvalue}
-
-    def rows(self, method: str, observation: str = "all") -> list[dict[str, Any]]:
-        return [
-            {"method": method, "observation": observation, "metric": k, "value": v}
-            for k, v in self.to_dict().items()
-        ]
 
 
 def tarp_from_samples(
@@ -103,9 +104,9 @@ def tarp_from_samples(
 
 
 def run_tarp(
-    posterior: Any,
+    posterior: PosteriorLike | Tensor,  # sbi's order: thetas first
     theta: Tensor,
-    x: Tensor,
+    x: Tensor | PosteriorLike,  # sbi's order: the posterior third
     num_posterior_samples: int = 1000,
     *,
     batch_size: int = 100,

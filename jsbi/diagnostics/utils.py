@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,7 +16,42 @@ from torch import Tensor
 
 from jsbi.seeding import seeded
 
+
+@runtime_checkable
+class PosteriorLike(Protocol):
+    r"""What the diagnostics need of a posterior: batched sampling and batched densities.
+
+    jsbi's :class:`~jsbi.inference.Posterior` and sbi's posteriors both qualify (sbi's
+    extra keywords, such as ``show_progress_bars``, are passed only where accepted).
+    """
+
+    def sample_batched(self, sample_shape: Any, x: Tensor, **kwargs: Any) -> Tensor:
+        r"""Samples of shape ``(*sample_shape, B, d)`` for each of ``B`` observations."""
+        ...
+
+    def log_prob_batched(self, theta: Tensor, x: Tensor, **kwargs: Any) -> Tensor:
+        r"""Log densities of ``theta`` (``(S, B, d)``) under each observation's posterior."""
+        ...
+
+
+class MetricRows:
+    r"""Mixin of the diagnostics' result classes: their :meth:`to_dict` metrics as long-format
+    rows, the shape of a report's ``results.csv``."""
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - every result defines it
+        raise NotImplementedError
+
+    def rows(self, method: str, observation: str = "all") -> list[dict[str, Any]]:
+        r"""One row per metric: ``{"method", "observation", "metric", "value"}``."""
+        return [
+            {"method": method, "observation": observation, "metric": k, "value": v}
+            for k, v in self.to_dict().items()
+        ]
+
+
 __all__ = [
+    "MetricRows",
+    "PosteriorLike",
     "accepted_kwargs",
     "band_points",
     "check_pairs",

@@ -1145,48 +1145,15 @@ def train(
                 epoch += 1
                 start = time.perf_counter()
                 step.on_epoch_start(epoch)
-                step.train()
-                sums: dict[str, float] = {}
-                order = torch.randperm(n_tr, generator=generator).to(device)
-                # A short last batch would give one noisy step per epoch; like sbi, drop it
-                # (its pairs are in other batches in other epochs).
-                n_seen = n_tr - n_tr % batch_size if n_tr >= batch_size else n_tr
-                for i in range(0, n_seen, batch_size):
-                    idx = order[i : i + batch_size]
-                    try:
-                        logs = step.step(theta_tr[idx], x_tr[idx])
-                    except ValueError as err:
-                        # Diverged weights make torch's argument checks fail on NaN inside
-                        # the flow: a non-finite loss, handled below, not a crash.
-                        if not _diverged(err, step.flow):
-                            raise
-                        logs = {"loss": math.nan}
-                    for k, v in logs.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-                step.eval()
-                try:
-                    if not _finite_weights(step.flow):
-                        raise FloatingPointError
-                    val_loss = validation_nll(step.flow, theta_val, x_val)
-                    with torch.no_grad():
-                        extra = step.validate(theta_val, x_val)
-                except (FloatingPointError, ValueError) as err:
-                    if isinstance(err, ValueError) and not _diverged(err, step.flow):
-                        raise
-                    val_loss, extra = math.nan, {}
+                sums, n_seen = _train_epoch(step, theta_tr, x_tr, generator, batch_size)
+                val_loss, extra, diverged = _validate_epoch(step, theta_val, x_val)
+                if diverged:  # a NaN epoch: the loop stops below, the best state kept
                     sums["loss"] = math.nan
                 epoch_logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
                 epoch_logs["validation_loss"] = val_loss
                 epoch_logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
                 step.on_epoch_end(epoch, epoch_logs)
-
-                history["epoch"].append(epoch)
-                history["epoch_time"].append(time.perf_counter() - start)
-                for k, v in epoch_logs.items():
-                    history.setdefault(k, [math.nan] * (epoch - 1)).append(v)
-                for v in history.values():
-                    if len(v) < epoch:
-                        v.append(math.nan)
+                _append_epoch(history, epoch, time.perf_counter() - start, epoch_logs)
 
                 selectable = step.selectable(epoch)
                 if not selectable:
@@ -1249,9 +1216,7 @@ def train(
             stopped = "repeated faults"
             # A step that cannot recover (repeated blow-ups) ends training; the best
             # finite state is restored below, never a NaN model.
-            done = len(history["epoch"])
-            for v in history.values():
-                del v[done:]
+            _trim_history(history)
             warnings.warn(
                 f"training stopped at epoch {epoch}: {err}; returning the best state "
                 f"(epoch {best_epoch})",
@@ -1259,10 +1224,7 @@ def train(
             )
         except KeyboardInterrupt:
             interrupted, stopped = True, "an interrupt"
-            # A half-finished epoch leaves the lists ragged: trim to the finished epochs.
-            done = len(history["epoch"])
-            for v in history.values():
-                del v[done:]
+            _trim_history(history)
             if best_state is None:
                 # Untrained (or never selectable) weights are not a posterior: say so
                 # rather than hand them back.
@@ -1316,6 +1278,76 @@ def train(
         num_dropped=num_dropped,
     )
     return history
+
+
+def _train_epoch(
+    step: TrainingStep,
+    theta: Tensor,
+    x: Tensor,
+    generator: torch.Generator,
+    batch_size: int,
+) -> tuple[dict[str, float], int]:
+    # One pass over the training pairs in a seeded order: the step's logs summed over the
+    # pairs, and how many pairs were seen.
+    step.train()
+    n = len(theta)
+    sums: dict[str, float] = {}
+    order = torch.randperm(n, generator=generator).to(theta.device)
+    # A short last batch would give one noisy step per epoch; like sbi, drop it (its pairs
+    # are in other batches in other epochs).
+    n_seen = n - n % batch_size if n >= batch_size else n
+    for i in range(0, n_seen, batch_size):
+        idx = order[i : i + batch_size]
+        try:
+            logs = step.step(theta[idx], x[idx])
+        except ValueError as err:
+            # Diverged weights make torch's argument checks fail on NaN inside the flow: a
+            # non-finite loss, handled by the loop, not a crash.
+            if not _diverged(err, step.flow):
+                raise
+            logs = {"loss": math.nan}
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    return sums, n_seen
+
+
+def _validate_epoch(
+    step: TrainingStep, theta: Tensor, x: Tensor
+) -> tuple[float, dict[str, float], bool]:
+    # The flow's validation NLL, the step's own validation scalars, and whether the
+    # weights diverged (then NaN and nothing).
+    step.eval()
+    try:
+        if not _finite_weights(step.flow):
+            raise FloatingPointError
+        val_loss = validation_nll(step.flow, theta, x)
+        with torch.no_grad():
+            extra = step.validate(theta, x)
+    except (FloatingPointError, ValueError) as err:
+        if isinstance(err, ValueError) and not _diverged(err, step.flow):
+            raise
+        return math.nan, {}, True
+    return val_loss, extra, False
+
+
+def _append_epoch(
+    history: dict[str, Any], epoch: int, seconds: float, logs: dict[str, float]
+) -> None:
+    # Every series gets one value per epoch: NaN where a key was not logged that epoch.
+    history["epoch"].append(epoch)
+    history["epoch_time"].append(seconds)
+    for k, v in logs.items():
+        history.setdefault(k, [math.nan] * (epoch - 1)).append(v)
+    for v in history.values():
+        if len(v) < epoch:
+            v.append(math.nan)
+
+
+def _trim_history(history: dict[str, Any]) -> None:
+    # A half-finished epoch leaves the lists ragged: keep the finished epochs.
+    done = len(history["epoch"])
+    for v in history.values():
+        del v[done:]
 
 
 def _finite_weights(module: nn.Module) -> bool:

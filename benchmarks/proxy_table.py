@@ -103,14 +103,14 @@ def _roll_atoms(theta: torch.Tensor, K: int, start: int) -> torch.Tensor:
 def build(name, task, flow, theta_tr, x_tr, args):
     m = x_tr.shape[1]
     if name == "likelihood":
-        proxy = LikelihoodEnergy(task.prior, m).fit_standardization(theta_tr, x_tr)
+        proxy = LikelihoodEnergy(task.prior, m).set_standardization(theta_tr, x_tr)
 
         def loss(mod, th, x):
             return mod.data_loss(th, x)
 
     elif name.startswith("ratio"):
         proxy = PriorTimesRatioEnergy(task.prior, m, hidden_features=(64, 64))
-        proxy.fit_standardization(theta_tr, x_tr)
+        proxy.set_standardization(theta_tr, x_tr)
         K, gamma = args.atoms, args.gamma
 
         def loss(mod, th, x):
@@ -122,7 +122,7 @@ def build(name, task, flow, theta_tr, x_tr, args):
             return nrec_loss(mod.log_ratio(joint, x), mod.log_ratio(marginal, x), gamma)
 
     elif name == "residual":
-        proxy = ResidualEnergy(flow, hidden_features=(64, 64)).fit_standardization(theta_tr, x_tr)
+        proxy = ResidualEnergy(flow, hidden_features=(64, 64)).set_standardization(theta_tr, x_tr)
 
         def loss(mod, th, x):
             with torch.no_grad():

@@ -63,20 +63,28 @@ def _mlp(
     return nn.Sequential(*layers)
 
 
+_OLD_BUFFER_NAMES = {
+    "theta_mean": "theta_loc",
+    "theta_std": "theta_scale",
+    "x_mean": "x_loc",
+    "x_std": "x_scale",
+}
+
+
 class _Standardized:
-    r"""Standardisation buffers ``theta_mean``, ``theta_std``, ``x_mean``, ``x_std`` and
-    the shape check shared by the energies (the subclass sets ``theta_dim``, ``x_dim``
+    r"""Standardisation buffers ``theta_loc``, ``theta_scale``, ``x_loc``, ``x_scale`` and
+    the shape check shared by the energies (the subclass sets ``dim_theta``, ``dim_x``
     and calls :meth:`_register_statistics`)."""
 
-    theta_dim: int
-    x_dim: int
+    dim_theta: int
+    dim_x: int
 
-    def _register_statistics(self, theta_mean, theta_std, x_mean, x_std) -> None:
-        d, m = self.theta_dim, self.x_dim
-        self.register_buffer("theta_mean", self._stat(theta_mean, 0.0, d, "theta_mean"))
-        self.register_buffer("theta_std", self._stat(theta_std, 1.0, d, "theta_std"))
-        self.register_buffer("x_mean", self._stat(x_mean, 0.0, m, "x_mean"))
-        self.register_buffer("x_std", self._stat(x_std, 1.0, m, "x_std"))
+    def _register_statistics(self, theta_loc, theta_scale, x_loc, x_scale) -> None:
+        d, m = self.dim_theta, self.dim_x
+        self.register_buffer("theta_loc", self._stat(theta_loc, 0.0, d, "theta_loc"))
+        self.register_buffer("theta_scale", self._stat(theta_scale, 1.0, d, "theta_scale"))
+        self.register_buffer("x_loc", self._stat(x_loc, 0.0, m, "x_loc"))
+        self.register_buffer("x_scale", self._stat(x_scale, 1.0, m, "x_scale"))
 
     @staticmethod
     def _stat(value: Tensor | None, default: float, dim: int, name: str) -> Tensor:
@@ -88,7 +96,7 @@ class _Standardized:
         return value.clone()
 
     @torch.no_grad()
-    def fit_standardization(self, theta: Tensor, x: Tensor | None = None) -> _Standardized:
+    def set_standardization(self, theta: Tensor, x: Tensor | None = None) -> _Standardized:
         r"""Sets the standardisation statistics from data (in place).
 
         Standard deviations below ``1e-8`` (constant columns) are set to 1.
@@ -101,38 +109,50 @@ class _Standardized:
         Returns:
             The module itself.
         """
-        if theta.ndim != 2 or theta.shape[1] != self.theta_dim:
+        if theta.ndim != 2 or theta.shape[1] != self.dim_theta:
             raise ValueError(
-                f"theta must have shape (N, {self.theta_dim}), got {tuple(theta.shape)}"
+                f"theta must have shape (N, {self.dim_theta}), got {tuple(theta.shape)}"
             )
-        self.theta_mean.copy_(theta.mean(0))
-        self.theta_std.copy_(_safe_std(theta))
+        self.theta_loc.copy_(theta.mean(0))
+        self.theta_scale.copy_(_safe_std(theta))
         if x is not None:
-            if x.ndim != 2 or x.shape[1] != self.x_dim:
-                raise ValueError(f"x must have shape (N, {self.x_dim}), got {tuple(x.shape)}")
-            self.x_mean.copy_(x.mean(0))
-            self.x_std.copy_(_safe_std(x))
+            if x.ndim != 2 or x.shape[1] != self.dim_x:
+                raise ValueError(f"x must have shape (N, {self.dim_x}), got {tuple(x.shape)}")
+            self.x_loc.copy_(x.mean(0))
+            self.x_scale.copy_(_safe_std(x))
         return self
 
+    def fit_standardization(self, theta: Tensor, x: Tensor | None = None) -> _Standardized:
+        r"""The earlier name of :meth:`set_standardization` (the flow's name), kept."""
+        return self.set_standardization(theta, x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # Files saved before the buffers took the flow's names (theta_mean, theta_std,
+        # x_mean, x_std) still load.
+        for old, new in _OLD_BUFFER_NAMES.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _check(self, theta: Tensor, x: Tensor) -> None:
-        if theta.ndim < 1 or theta.shape[-1] != self.theta_dim:
+        if theta.ndim < 1 or theta.shape[-1] != self.dim_theta:
             raise ValueError(
-                f"theta must have shape (..., B, {self.theta_dim}), got {tuple(theta.shape)}"
+                f"theta must have shape (..., B, {self.dim_theta}), got {tuple(theta.shape)}"
             )
-        if x.ndim < 1 or x.shape[-1] != self.x_dim:
-            raise ValueError(f"x must have shape (B, {self.x_dim}), got {tuple(x.shape)}")
+        if x.ndim < 1 or x.shape[-1] != self.dim_x:
+            raise ValueError(f"x must have shape (B, {self.dim_x}), got {tuple(x.shape)}")
 
 
 class ConditionalEnergy(_Standardized, nn.Module):
     r"""Base class: a learned function :math:`h_\psi(\theta, x)` of standardised inputs.
 
     Holds the standardisation buffers, the ``x`` embedding and an MLP on the
-    concatenation ``[(theta - theta_mean) / theta_std, embedding((x - x_mean) / x_std)]``.
+    concatenation ``[(theta - theta_loc) / theta_scale, embedding((x - x_loc) / x_scale)]``.
     Subclasses turn :meth:`network` into an energy in :meth:`forward`.
 
     Arguments:
-        theta_dim: The parameter dimension ``d``.
-        x_dim: The data dimension ``m``.
+        dim_theta: The parameter dimension ``d``.
+        dim_x: The data dimension ``m``.
         hidden_features: The MLP's hidden widths.
         activation: The hidden activation's constructor (smooth by default, since the
             energy's gradient in ``theta`` may be used).
@@ -140,43 +160,43 @@ class ConditionalEnergy(_Standardized, nn.Module):
             ``(..., f)``, e.g. the flow's embedding net to share it. Default: identity.
         embedding_features: ``f``; inferred with a dummy forward if ``None``.
         zero_init: Whether to zero the MLP's last layer (then :math:`h = 0` at init).
-        theta_mean, theta_std, x_mean, x_std: Standardisation statistics (default 0 and
-            1); see :meth:`fit_standardization`.
+        theta_loc, theta_scale, x_loc, x_scale: Standardisation statistics (default 0 and
+            1); see :meth:`set_standardization`.
     """
 
     def __init__(
         self,
-        theta_dim: int,
-        x_dim: int,
+        dim_theta: int,
+        dim_x: int,
         hidden_features: Sequence[int] = (64, 64),
         activation: Callable[[], nn.Module] = nn.SiLU,
         embedding: nn.Module | None = None,
         embedding_features: int | None = None,
         zero_init: bool = False,
-        theta_mean: Tensor | None = None,
-        theta_std: Tensor | None = None,
-        x_mean: Tensor | None = None,
-        x_std: Tensor | None = None,
+        theta_loc: Tensor | None = None,
+        theta_scale: Tensor | None = None,
+        x_loc: Tensor | None = None,
+        x_scale: Tensor | None = None,
     ) -> None:
         super().__init__()
-        if theta_dim < 1 or x_dim < 1:
+        if dim_theta < 1 or dim_x < 1:
             raise ValueError(
-                f"theta_dim and x_dim must be positive, got theta_dim={theta_dim}, x_dim={x_dim}"
+                f"dim_theta and dim_x must be positive, got dim_theta={dim_theta}, dim_x={dim_x}"
             )
-        self.theta_dim = int(theta_dim)
-        self.x_dim = int(x_dim)
+        self.dim_theta = int(dim_theta)
+        self.dim_x = int(dim_x)
         self.embedding = nn.Identity() if embedding is None else embedding
         if embedding_features is None:
             if embedding is None:
-                embedding_features = x_dim
+                embedding_features = dim_x
             else:
                 with torch.no_grad():
-                    embedding_features = self.embedding(torch.zeros(1, x_dim)).shape[-1]
+                    embedding_features = self.embedding(torch.zeros(1, dim_x)).shape[-1]
         self.embedding_features = int(embedding_features)
         self.network = _mlp(
-            self.theta_dim + self.embedding_features, hidden_features, activation, zero_init
+            self.dim_theta + self.embedding_features, hidden_features, activation, zero_init
         )
-        self._register_statistics(theta_mean, theta_std, x_mean, x_std)
+        self._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
 
     def h(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The network's scalar output :math:`h_\psi(\theta, x)`, shape ``(..., B)``.
@@ -184,8 +204,8 @@ class ConditionalEnergy(_Standardized, nn.Module):
         ``x`` is embedded once and broadcast over ``theta``'s leading sample dimensions.
         """
         self._check(theta, x)
-        z = (theta - self.theta_mean) / self.theta_std
-        e = self.embedding((x - self.x_mean) / self.x_std)
+        z = (theta - self.theta_loc) / self.theta_scale
+        e = self.embedding((x - self.x_loc) / self.x_scale)
         try:
             batch = torch.broadcast_shapes(z.shape[:-1], e.shape[:-1])
         except RuntimeError as error:
@@ -209,8 +229,8 @@ class MLPEnergy(ConditionalEnergy):
     alone need not be); there is no prior term.
 
     Arguments:
-        theta_dim: The parameter dimension ``d``.
-        x_dim: The data dimension ``m``.
+        dim_theta: The parameter dimension ``d``.
+        dim_x: The data dimension ``m``.
         confinement: :math:`\kappa \ge 0`.
         kwargs: Passed to :class:`ConditionalEnergy` (``hidden_features``,
             ``activation``, ``embedding``, ``zero_init``, statistics).
@@ -221,8 +241,8 @@ class MLPEnergy(ConditionalEnergy):
         torch.Size([10, 4])
     """
 
-    def __init__(self, theta_dim: int, x_dim: int, confinement: float = 0.0, **kwargs) -> None:
-        super().__init__(theta_dim, x_dim, **kwargs)
+    def __init__(self, dim_theta: int, dim_x: int, confinement: float = 0.0, **kwargs) -> None:
+        super().__init__(dim_theta, dim_x, **kwargs)
         if confinement < 0:
             raise ValueError(f"confinement must be non-negative, got {confinement}")
         self.confinement = float(confinement)
@@ -231,7 +251,7 @@ class MLPEnergy(ConditionalEnergy):
         r"""The energy :math:`E_\psi(\theta, x)`, shape ``(..., B)``."""
         energy = self.h(theta, x)
         if self.confinement > 0:
-            z = (theta - self.theta_mean) / self.theta_std
+            z = (theta - self.theta_loc) / self.theta_scale
             energy = energy + 0.5 * self.confinement * z.square().sum(-1)
         return energy
 
@@ -323,7 +343,7 @@ class PriorTimesRatioEnergy(ConditionalEnergy):
     Arguments:
         prior: The prior :math:`\pi(\theta)`, a torch distribution with event shape
             ``(d,)`` (or batch shape ``(d,)`` of scalars, summed).
-        x_dim: The data dimension ``m``.
+        dim_x: The data dimension ``m``.
         outside_energy: The energy outside the support (``math.inf`` or a finite float).
         zero_init: Whether ``g = 0`` at initialisation.
         contrastive: The loss of :meth:`fit_loss`: ``"nrea"`` (one negative per pair)
@@ -336,7 +356,7 @@ class PriorTimesRatioEnergy(ConditionalEnergy):
     Example:
         >>> from torch.distributions import Independent, Uniform
         >>> prior = Independent(Uniform(-torch.ones(2), torch.ones(2)), 1)
-        >>> energy = PriorTimesRatioEnergy(prior, x_dim=3)
+        >>> energy = PriorTimesRatioEnergy(prior, dim_x=3)
         >>> energy(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.zeros(2, 3))
         tensor([1.3863,    inf], grad_fn=<WhereBackward0>)
     """
@@ -344,7 +364,7 @@ class PriorTimesRatioEnergy(ConditionalEnergy):
     def __init__(
         self,
         prior: Distribution,
-        x_dim: int,
+        dim_x: int,
         outside_energy: float = math.inf,
         zero_init: bool = True,
         contrastive: str = "nrea",
@@ -353,7 +373,7 @@ class PriorTimesRatioEnergy(ConditionalEnergy):
         **kwargs,
     ) -> None:
         log_prior = PriorLogDensity(prior)
-        super().__init__(log_prior.dim, x_dim, zero_init=zero_init, **kwargs)
+        super().__init__(log_prior.dim, dim_x, zero_init=zero_init, **kwargs)
         if contrastive not in ("nrea", "nrec"):
             raise ValueError(f"contrastive must be 'nrea' or 'nrec', got {contrastive!r}")
         if int(num_atoms) < 2:
@@ -431,20 +451,20 @@ class LikelihoodEnergy(_Standardized, nn.Module):
 
     Arguments:
         prior: The prior :math:`\pi(\theta)`, event shape ``(d,)``.
-        x_dim: The data dimension ``m``.
+        dim_x: The data dimension ``m``.
         flow: A name in :data:`jsbi.inference.flows.FLOWS`.
         hidden_features: The flow's hidden widths.
         num_transforms: The flow's number of transforms.
         num_bins: Spline bins (``nsf``).
         outside_energy: The energy outside the support.
-        theta_mean, theta_std, x_mean, x_std: Standardisation statistics (default 0 and
-            1); see :meth:`fit_standardization`.
+        theta_loc, theta_scale, x_loc, x_scale: Standardisation statistics (default 0 and
+            1); see :meth:`set_standardization`.
         flow_kwargs: Passed to zuko (e.g. ``passes=2`` for a coupling flow).
 
     Example:
         >>> from torch.distributions import Independent, Uniform
         >>> prior = Independent(Uniform(-torch.ones(2), torch.ones(2)), 1)
-        >>> energy = LikelihoodEnergy(prior, x_dim=3, num_transforms=1)
+        >>> energy = LikelihoodEnergy(prior, dim_x=3, num_transforms=1)
         >>> energy(torch.zeros(10, 4, 2), torch.randn(4, 3)).shape
         torch.Size([10, 4])
         >>> float(energy(torch.tensor([[2.0, 0.0]]), torch.zeros(1, 3))[0])
@@ -458,32 +478,32 @@ class LikelihoodEnergy(_Standardized, nn.Module):
     def __init__(
         self,
         prior: Distribution,
-        x_dim: int,
+        dim_x: int,
         *,
         flow: str = "nsf",
         hidden_features: Sequence[int] = (50, 50),
         num_transforms: int = 5,
         num_bins: int = 10,
         outside_energy: float = math.inf,
-        theta_mean: Tensor | None = None,
-        theta_std: Tensor | None = None,
-        x_mean: Tensor | None = None,
-        x_std: Tensor | None = None,
+        theta_loc: Tensor | None = None,
+        theta_scale: Tensor | None = None,
+        x_loc: Tensor | None = None,
+        x_scale: Tensor | None = None,
         **flow_kwargs,
     ) -> None:
         super().__init__()
-        if int(x_dim) < 1:
-            raise ValueError(f"x_dim must be positive, got {x_dim}")
+        if int(dim_x) < 1:
+            raise ValueError(f"dim_x must be positive, got {dim_x}")
         self.prior = prior
         self.prior_density = PriorLogDensity(prior)
-        self.theta_dim = self.prior_density.dim
-        self.x_dim = int(x_dim)
+        self.dim_theta = self.prior_density.dim
+        self.dim_x = int(dim_x)
         self.outside_energy = _check_outside_energy(outside_energy)
         if not isinstance(flow, str):
             raise TypeError(f"flow must be a name in jsbi.inference.flows.FLOWS, got {flow!r}")
         #: What :meth:`from_config` needs to rebuild the module (weights apart).
         self.config = {
-            "x_dim": self.x_dim,
+            "dim_x": self.dim_x,
             "flow": flow,
             "hidden_features": [int(h) for h in hidden_features],
             "num_transforms": int(num_transforms),
@@ -493,20 +513,20 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         }
         self.likelihood = build_flow(
             flow,
-            self.x_dim,
-            self.theta_dim,
+            self.dim_x,
+            self.dim_theta,
             hidden_features=hidden_features,
             num_transforms=num_transforms,
             num_bins=num_bins,
             **flow_kwargs,
         )
-        self._register_statistics(theta_mean, theta_std, x_mean, x_std)
+        self._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
 
     @classmethod
     def from_config(cls, config: dict, prior: Distribution) -> LikelihoodEnergy:
         r"""Rebuilds an (untrained) module from its :attr:`config` and the prior."""
         config = dict(config)
-        return cls(prior, config.pop("x_dim"), **config.pop("flow_kwargs"), **config)
+        return cls(prior, config.pop("dim_x"), **config.pop("flow_kwargs"), **config)
 
     def log_prior(self, theta: Tensor) -> Tensor:
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""
@@ -528,9 +548,9 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         safe = self.prior_density._safe_theta.to(theta)
         theta = torch.where(inside.unsqueeze(-1), theta, safe)
         batch = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
-        c = ((theta - self.theta_mean) / self.theta_std).expand(*batch, self.theta_dim)
-        u = ((x - self.x_mean) / self.x_std).expand(*batch, self.x_dim)
-        return self.likelihood(c).log_prob(u) - self.x_std.log().sum()
+        c = ((theta - self.theta_loc) / self.theta_scale).expand(*batch, self.dim_theta)
+        u = ((x - self.x_loc) / self.x_scale).expand(*batch, self.dim_x)
+        return self.likelihood(c).log_prob(u) - self.x_scale.log().sum()
 
     def data_loss(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The maximum-likelihood loss :math:`-\frac{1}{B} \sum_i \log l_\psi(x_i|\theta_i)`."""
@@ -570,7 +590,7 @@ class ResidualEnergy(ConditionalEnergy):
         num_samples: Samples of the frozen flow per ``x`` for :math:`\log Z` in
             :meth:`fit_loss`.
         kwargs: Passed to :class:`ConditionalEnergy` (``hidden_features``,
-            ``activation``, statistics); ``theta_dim`` and ``x_dim`` come from the flow.
+            ``activation``, statistics); ``dim_theta`` and ``dim_x`` come from the flow.
 
     References:
         | Simulation-based Inference with the Generalized Kullback-Leibler Divergence

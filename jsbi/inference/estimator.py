@@ -104,7 +104,7 @@ def build_proxy(
                 "proxy models x itself"
             )
         energy = LikelihoodEnergy(prior, m, **dict(proxy_kwargs or {}))
-        return energy.fit_standardization(theta, x).to(theta.device)
+        return energy.set_standardization(theta, x).to(theta.device)
     kwargs: dict[str, Any] = {"hidden_features": tuple(hidden_features), **(proxy_kwargs or {})}
     if share_embedding:
         kwargs["embedding"] = flow.embedding_net
@@ -114,7 +114,7 @@ def build_proxy(
         energy = ResidualEnergy(flow, **kwargs)
     else:
         energy = MLPEnergy(d, m, confinement=1e-2, **kwargs)
-    return energy.fit_standardization(theta, x).to(theta.device)
+    return energy.set_standardization(theta, x).to(theta.device)
 
 
 def _adaptive(

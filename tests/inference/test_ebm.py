@@ -91,8 +91,8 @@ def test_shape_errors():
         energy(torch.zeros(B, D), torch.zeros(B, M + 1))
     with pytest.raises(ValueError, match="do not broadcast"):
         energy(torch.zeros(K, B, D), torch.zeros(B + 1, M))
-    with pytest.raises(ValueError, match="theta_mean must have shape"):
-        MLPEnergy(D, M, theta_mean=torch.zeros(D + 1))
+    with pytest.raises(ValueError, match="theta_loc must have shape"):
+        MLPEnergy(D, M, theta_loc=torch.zeros(D + 1))
     with pytest.raises(TypeError, match="prior must be a torch.distributions"):
         PriorTimesRatioEnergy("uniform", M)
 
@@ -180,25 +180,25 @@ def test_fit_standardization_and_state_dict():
     theta = 10 + 3 * torch.randn(1000, D)
     x = -5 + 0.1 * torch.randn(1000, M)
     x[:, 0] = 1.0  # constant column: std set to 1
-    assert energy.fit_standardization(theta, x) is energy
-    assert torch.allclose(energy.theta_mean, theta.mean(0))
-    assert torch.allclose(energy.theta_std, theta.std(0))
-    assert energy.x_std[0].item() == 1.0 and torch.allclose(energy.x_std[1:], x[:, 1:].std(0))
+    assert energy.set_standardization(theta, x) is energy
+    assert torch.allclose(energy.theta_loc, theta.mean(0))
+    assert torch.allclose(energy.theta_scale, theta.std(0))
+    assert energy.x_scale[0].item() == 1.0 and torch.allclose(energy.x_scale[1:], x[:, 1:].std(0))
     # The network sees standardised inputs: h(theta, x) = h0(z(theta), z(x)).
     plain = MLPEnergy(D, M)
     plain.network.load_state_dict(energy.network.state_dict())
-    z_theta = (theta[:B] - energy.theta_mean) / energy.theta_std
-    z_x = (x[:B] - energy.x_mean) / energy.x_std
+    z_theta = (theta[:B] - energy.theta_loc) / energy.theta_scale
+    z_x = (x[:B] - energy.x_loc) / energy.x_scale
     assert torch.allclose(energy(theta[:B], x[:B]), plain(z_theta, z_x), atol=1e-5)
     # Statistics travel with the state dict.
     clone = MLPEnergy(D, M)
     clone.load_state_dict(energy.state_dict())
     assert torch.allclose(clone(theta[:B], x[:B]), energy(theta[:B], x[:B]))
     # x statistics are kept when only theta is given.
-    energy.fit_standardization(theta[:10])
-    assert torch.allclose(energy.x_mean, x.mean(0))
+    energy.set_standardization(theta[:10])
+    assert torch.allclose(energy.x_loc, x.mean(0))
     with pytest.raises(ValueError, match=rf"theta must have shape \(N, {D}\)"):
-        energy.fit_standardization(torch.zeros(10, D + 1))
+        energy.set_standardization(torch.zeros(10, D + 1))
 
 
 def test_mlp_energy_confinement():
@@ -207,3 +207,22 @@ def test_mlp_energy_confinement():
     assert torch.allclose(energy(theta, torch.randn(B, M)), theta.square().sum(-1))
     with pytest.raises(ValueError, match="confinement"):
         MLPEnergy(D, M, confinement=-1.0)
+
+
+def test_the_standardisation_has_the_flows_names_and_old_files_load():
+    prior = Independent(Uniform(-torch.ones(2), torch.ones(2)), 1)
+    theta, x = prior.sample((50,)), torch.randn(50, 3)
+    energy = PriorTimesRatioEnergy(prior, dim_x=3).set_standardization(theta, x)
+    assert torch.allclose(energy.x_loc, x.mean(0)) and energy.dim_theta == 2
+    old = {
+        k.replace("theta_loc", "theta_mean")
+        .replace("theta_scale", "theta_std")
+        .replace("x_loc", "x_mean")
+        .replace("x_scale", "x_std"): v
+        for k, v in energy.state_dict().items()
+    }
+    assert "x_mean" in old  # a state saved under the earlier buffer names
+    again = PriorTimesRatioEnergy(prior, dim_x=3)
+    again.load_state_dict(old)
+    assert torch.equal(again.x_scale, energy.x_scale)
+    assert torch.equal(again.fit_standardization(theta, x).theta_loc, energy.theta_loc)

@@ -32,7 +32,7 @@ def _box(n=200, seed=0):
 
 def _proxies(prior, theta, x):
     flow = build_conditional_flow(theta, x, prior, **SMALL)
-    likelihood = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    likelihood = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(theta, x)
     ratio = PriorTimesRatioEnergy(prior, 2, zero_init=False, hidden_features=(8,))
     residual = ResidualEnergy(flow, hidden_features=(8,), zero_init=False)
     return {"likelihood": likelihood, "ratio": ratio, "residual": residual}
@@ -54,10 +54,10 @@ def test_every_proxy_is_infinite_outside_the_support_and_nan_free(name):
 
 def test_likelihood_data_fit_is_its_flows_nll_up_to_a_constant():
     prior, theta, x = _box()
-    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
-    u = (x - proxy.x_mean) / proxy.x_std
-    c = (theta - proxy.theta_mean) / proxy.theta_std
-    offset = proxy.x_std.log().sum()  # the standardisation's Jacobian: constant in psi
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(theta, x)
+    u = (x - proxy.x_loc) / proxy.x_scale
+    c = (theta - proxy.theta_loc) / proxy.theta_scale
+    offset = proxy.x_scale.log().sum()  # the standardisation's Jacobian: constant in psi
     for _ in range(2):
         flow_nll = -proxy.likelihood(c).log_prob(u).mean()
         torch.testing.assert_close(proxy.data_loss(theta, x), flow_nll + offset)
@@ -73,7 +73,7 @@ def test_likelihood_data_fit_is_its_flows_nll_up_to_a_constant():
 def test_likelihood_proxy_fits_a_gaussian_likelihood():
     # x | theta ~ N(theta, 0.2^2): maximum likelihood must reach the true NLL.
     prior, theta, x = _box(n=2000)
-    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(theta, x)
     opt = torch.optim.Adam(proxy.parameters(), lr=1e-2)
     for _ in range(300):
         loss = proxy.fit_loss(theta, x)

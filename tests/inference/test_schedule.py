@@ -69,7 +69,7 @@ def test_the_gate_keeps_a_broken_proxy_away_and_the_flow_is_npes():
 
     torch.manual_seed(0)  # the estimator's initial flow
     flow = build_conditional_flow(theta, x, prior, **SMALL)
-    broken = _BrokenLikelihood(prior, 2, **SMALL).fit_standardization(theta, x)
+    broken = _BrokenLikelihood(prior, 2, **SMALL).set_standardization(theta, x)
     step = AdaptiveStep(
         flow,
         broken,
@@ -183,7 +183,7 @@ def _npe_first_step(**options):
     prior, theta, x = _box()
     torch.manual_seed(0)
     flow = build_conditional_flow(theta, x, prior, **SMALL)
-    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(theta, x)
     step = AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, **options)
     step.on_train_start({})
     return step, flow, proxy, prior, theta, x
@@ -209,7 +209,7 @@ def test_the_gates_mass_inside_comes_from_the_importance_samplers_flow_draws():
 
     prior, theta, x = _box()
     flow = build_conditional_flow(theta, x, prior, support="truncate", **SMALL)
-    proxy = LikelihoodEnergy(prior, 2, **SMALL).fit_standardization(theta, x)
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(theta, x)
     torch.manual_seed(1)
     nll, ess = proxy_nll(proxy, flow, prior, theta[:20], x[:20], num_samples=64)
     torch.manual_seed(1)

@@ -164,25 +164,9 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         default=10_000,
         help="posterior samples drawn for the observation (default: %(default)s)",
     )
-    p.add_argument(
-        "--max-epochs",
-        type=_POSITIVE_INT,
-        default=2**31 - 1,
-        help="upper bound on training epochs; early stopping usually ends sooner "
-        "(default: no limit)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_POSITIVE_INT,
-        default=200,
-        help="training batch size (default: %(default)s)",
-    )
-    p.add_argument(
-        "--learning-rate",
-        type=_POSITIVE_FLOAT,
-        default=5e-4,
-        help="Adam learning rate (default: %(default)s)",
-    )
+    from jsbi.inference.config import add_train_flags
+
+    add_train_flags(p)  # the training options, from jsbi.inference.TrainConfig
     p.add_argument(
         "--n-jobs",
         type=int,
@@ -373,6 +357,7 @@ def _run_steps(
     import torch
 
     import jsbi
+    from jsbi.inference.config import train_config_from_args
     from jsbi.seeding import seeded
 
     say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
@@ -390,9 +375,7 @@ def _run_steps(
     posterior = est.fit(
         theta,
         x,
-        max_epochs=args.max_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
+        **train_config_from_args(args).fit_options(),
         show_progress_bar=False if args.quiet else None,
         show_train_summary=not args.quiet,
     )
@@ -467,13 +450,9 @@ def _add_report(p: argparse.ArgumentParser) -> None:
         help="seeds simulation, training and diagnostics (default: %(default)s)",
     )
     _add_report_budget(p, observations="1,2,3", num_sbc=1000, num_posterior=1000, num_c2st=10_000)
-    p.add_argument(
-        "--max-epochs",
-        type=_POSITIVE_INT,
-        default=2**31 - 1,
-        help="training epoch cap for every method; early stopping usually ends sooner "
-        "(default: no limit)",
-    )
+    from jsbi.inference.config import add_train_flags
+
+    add_train_flags(p)  # every method's training options, from jsbi.inference.TrainConfig
     p.add_argument(
         "--n-jobs",
         type=int,
@@ -544,7 +523,7 @@ def _report(
     args: argparse.Namespace,
     objectives: Sequence[str],
     num_simulations: int,
-    max_epochs: int,
+    fit_options: dict[str, Any],
 ) -> int:
     import jsbi
     from jsbi.pipeline import run_report
@@ -572,7 +551,7 @@ def _report(
         num_sbc=args.num_sbc,
         num_posterior_samples=args.num_posterior_samples,
         num_c2st_samples=args.num_c2st_samples,
-        max_epochs=max_epochs,
+        fit_options=fit_options,
         n_jobs=args.n_jobs,
         device=args.device,
         show_progress_bar=None,  # on a terminal: simulation, each training, diagnostics
@@ -585,7 +564,10 @@ def _report(
 def _run_report(args: argparse.Namespace) -> int:
     _set_threads(args)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    return _report(args, objectives, args.num_simulations, args.max_epochs)
+    from jsbi.inference.config import train_config_from_args
+
+    fit = train_config_from_args(args).fit_options()
+    return _report(args, objectives, args.num_simulations, fit)
 
 
 # The demo's budget: two_moons on a 2-core CPU in a few minutes, yet enough pairs and
@@ -620,6 +602,9 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
         num_posterior=DEMO["num_posterior_samples"],
         num_c2st=DEMO["num_c2st_samples"],
     )
+    from jsbi.inference.config import add_train_flags
+
+    add_train_flags(p, defaults={"max_epochs": DEMO["max_epochs"]})
     _add_threads(p)
     _add_device(p)
 
@@ -628,7 +613,10 @@ def _demo(args: argparse.Namespace) -> int:
     _set_threads(args)
     args.task = DEMO["task"]
     args.n_jobs = 1
-    return _report(args, DEMO["objectives"], DEMO["num_simulations"], DEMO["max_epochs"])
+    from jsbi.inference.config import train_config_from_args
+
+    fit = train_config_from_args(args).fit_options()
+    return _report(args, DEMO["objectives"], DEMO["num_simulations"], fit)
 
 
 def _add_benchmark(p: argparse.ArgumentParser) -> None:
@@ -670,12 +658,11 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
         default=10_000,
         help="posterior and reference samples per C2ST, as in jsbi report (default: %(default)s)",
     )
-    p.add_argument(
-        "--max-epochs",
-        type=_POSITIVE_INT,
-        default=2**31 - 1,
-        help="training epoch cap (default: none; early stopping ends training)",
-    )
+    from jsbi.inference.config import add_train_flags
+
+    # The package's training defaults for every unit, so that rows compare like with
+    # like (a finished unit is read back, not retrained): only the cap is a flag.
+    add_train_flags(p, only=["max_epochs"])
     p.add_argument(
         "--out",
         type=Path,

@@ -34,6 +34,7 @@ _SBI_FIT = {
     "learning_rate": "learning_rate",
     "stop_after_epochs": "stop_after_epochs",
     "validation_fraction": "validation_fraction",
+    "clip_max_norm": "clip_max_norm",
 }
 
 
@@ -152,11 +153,12 @@ def run_report(
     num_sbc: int = 1000,
     num_posterior_samples: int = 1000,
     num_c2st_samples: int = 10_000,
-    max_epochs: int = 2**31 - 1,
+    max_epochs: int | None = None,
     estimator_kwargs: Mapping[str, Any] | None = None,
     n_jobs: int | None = 1,
     device: str | None = None,
     show_progress_bar: bool | None = False,
+    fit_options: Mapping[str, Any] | None = None,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -170,12 +172,14 @@ def run_report(
         seed: Seeds the simulations, the training and the diagnostics.
         observations, num_sbc, num_posterior_samples, num_c2st_samples: See
             :func:`~jsbi.diagnostics.compare`.
-        max_epochs: Epoch cap of every method.
+        max_epochs: Epoch cap of every method (``None``: ``fit_options``' or none).
         estimator_kwargs: Options of every jsbi estimator.
         n_jobs: Simulation workers.
         device: Where every method trains (see :func:`train_method`).
         show_progress_bar: Progress bars for the simulations, each method's training and
             the diagnostics (``None``: only on a terminal).
+        fit_options: Every method's training options (a
+            :class:`~jsbi.inference.config.TrainConfig`'s fields; checked by it).
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -185,9 +189,14 @@ def run_report(
     """
     import jsbi
     from jsbi.diagnostics.report import compare
+    from jsbi.inference.config import TrainConfig
 
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty()
+    fit = dict(fit_options or {})
+    if max_epochs is not None:
+        fit["max_epochs"] = max_epochs
+    fit = TrainConfig.from_options(fit).fit_options()  # checked before simulating
     task = jsbi.get_task(task_name)
     theta, x = jsbi.simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
@@ -203,7 +212,7 @@ def run_report(
             x,
             seed=seed,
             estimator_options=None if method == SBI_NPE else estimator_kwargs,
-            fit_options={"max_epochs": max_epochs, "show_progress_bar": show_progress_bar},
+            fit_options={**fit, "show_progress_bar": show_progress_bar},
             device=device,
         )
         posteriors[trained.name], histories[trained.name] = trained.posterior, trained.history

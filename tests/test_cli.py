@@ -156,6 +156,16 @@ def test_every_training_command_takes_the_same_flags(tmp_path, capsys):
         actions = {o: a for a in sub.choices[name]._actions for o in a.option_strings}
         assert {"--threads", "--device", "--out"} <= set(actions), name
         assert not actions["--out"].required and actions["--out"].default is not None, name
+    # The training options come from TrainConfig's fields: the same flags wherever a
+    # command trains with chosen options; the benchmark keeps the defaults but the cap.
+    train = {"--learning-rate", "--batch-size", "--validation-fraction"}
+    train |= {"--stop-after-epochs", "--max-epochs", "--clip-max-norm"}
+    for name in ("run", "report", "demo"):
+        flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert train <= flags, name
+    assert "--max-epochs" in {
+        o for a in sub.choices["benchmark"]._actions for o in a.option_strings
+    }
     # C2ST samples have one name in report, demo and benchmark.
     for name in ("report", "demo", "benchmark"):
         flags = {o for a in sub.choices[name]._actions for o in a.option_strings}

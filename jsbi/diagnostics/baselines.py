@@ -63,6 +63,7 @@ def train_sbi_npe(
     validation_fraction: float = 0.1,
     stop_after_epochs: int = 20,
     max_num_epochs: int = 2**31 - 1,
+    clip_max_norm: float | None = 5.0,
     show_progress_bar: bool = False,
     device: str = "cpu",
 ) -> tuple[Any, dict[str, Any]]:
@@ -78,6 +79,7 @@ def train_sbi_npe(
             (sbi's defaults).
         stop_after_epochs, max_num_epochs: sbi's early stopping patience and epoch cap
             (sbi's defaults).
+        clip_max_norm: sbi's gradient-norm clip (sbi's default).
         show_progress_bar: Whether sbi prints its training progress.
         device: sbi's training device (sbi wants the prior there too: build it there).
 
@@ -125,6 +127,7 @@ def train_sbi_npe(
             validation_fraction=validation_fraction,
             stop_after_epochs=stop_after_epochs,
             max_num_epochs=max_num_epochs,
+            clip_max_norm=clip_max_norm,
             show_train_summary=False,
         )
         wall = time.perf_counter() - start

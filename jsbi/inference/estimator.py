@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
+from jsbi.inference.config import TrainConfig
 from jsbi.inference.ebm import (
     LikelihoodEnergy,
     MLPEnergy,
@@ -500,6 +501,15 @@ class PosteriorEstimator:
         Returns:
             The trained :class:`Posterior` (its ``history`` holds the run).
         """
+        # Every training option checked at once, before anything is built.
+        TrainConfig(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            validation_fraction=validation_fraction,
+            stop_after_epochs=stop_after_epochs,
+            max_epochs=max_epochs,
+            clip_max_norm=clip_max_norm,
+        )
         if proposal is not None and proposal is not self.prior:
             from jsbi.inference.sequential import TruncatedProposal
 

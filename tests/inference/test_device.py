@@ -37,9 +37,10 @@ _FACTORIES = {
     torch.randperm,
 }
 # Where a default-device tensor is right: module constructors (their buffers move with
-# .to(device)) and the split and shuffle, drawn from a seeded CPU generator and moved.
+# .to(device)) and the split and the epoch's shuffle, drawn from a seeded CPU generator
+# and moved.
 _SMALL = {"hidden_features": (16,), "num_transforms": 1, "num_bins": 4}
-_CONSTRUCTION = {"__init__", "_stat", "split_indices", "train"}
+_CONSTRUCTION = {"__init__", "_stat", "split_indices", "train", "_train_epoch"}
 
 
 class _DefaultDeviceCreations(TorchFunctionMode):

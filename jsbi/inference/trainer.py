@@ -269,6 +269,10 @@ class AdaptiveStep(TrainingStep):
         gate: Whether the reverse weight follows the proxy's measured fit (default: on for
             ``npe-first``; the joint schedule ignores it).
         gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
+        gate_every: In phase 2, the gate is measured on every ``gate_every``-th epoch
+            (the first included) and keeps its value in between: the measurement draws
+            ``gate_samples`` flow samples per validation pair, the largest cost of a
+            phase-2 epoch (``benchmarks/results/phase_cost.txt``).
         proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
         path_gradient: Whether the flow's reverse gradient uses the path
             (sticking-the-landing) estimator: :math:`\log q` of the samples with the
@@ -327,6 +331,7 @@ class AdaptiveStep(TrainingStep):
         schedule: str = "joint",
         gate: bool | None = None,
         gate_samples: int = 256,
+        gate_every: int = 1,
         proxy_reverse_weight: float = 0.0,
         path_gradient: bool = False,
         phase2_patience: int | None = None,
@@ -425,12 +430,15 @@ class AdaptiveStep(TrainingStep):
             )
         if int(gate_samples) < 2:
             raise ValueError(f"gate_samples must be >= 2, got {gate_samples}")
+        if isinstance(gate_every, bool) or int(gate_every) < 1:
+            raise ValueError(f"gate_every must be an int >= 1, got {gate_every!r}")
         self.flow = flow
         self.proxy = proxy
         self.objective = objective
         self.schedule = schedule
         self.gate = gate
         self.gate_samples = int(gate_samples)
+        self.gate_every = int(gate_every)
         self.proxy_reverse_weight = float(proxy_reverse_weight)
         self.path_gradient = bool(path_gradient) and objective in ("jeffreys", "reverse")
         if phase2_patience is not None and int(phase2_patience) < 1:
@@ -529,7 +537,10 @@ class AdaptiveStep(TrainingStep):
                 if math.isfinite(value) and (best is None or value < best[0]):
                     self._proxy_best = (value, copy.deepcopy(self.proxy.state_dict()))
         if self.gate and self.phase == 2:
-            logs.update(self.measure_proxy(theta, x))
+            # Every gate_every-th phase-2 epoch (the first included); in between the
+            # gate keeps its last value.
+            if (self.epoch - self.symmetric_from) % self.gate_every == 0:
+                logs.update(self.measure_proxy(theta, x))
         return logs
 
     @torch.no_grad()

@@ -267,3 +267,17 @@ def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():
     assert moved == [True, False, False, True, False, False]
     with pytest.raises(ValueError, match="proxy_every must be >= 1"):
         AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, proxy_every=0)
+
+
+def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
+    step, _, _, _, theta, x = _npe_first_step(gate_every=3)
+    step.phase, step.symmetric_from = 2, 5
+    measured = []
+    for epoch in range(5, 12):
+        step.on_epoch_start(epoch)
+        logs = step.validate(theta[:20], x[:20])
+        measured.append("gate" in logs)
+    # Epochs 5, 8 and 11: the first phase-2 epoch, then every third.
+    assert measured == [True, False, False, True, False, False, True]
+    with pytest.raises(ValueError, match="gate_every must be an int >= 1"):
+        _npe_first_step(gate_every=0)

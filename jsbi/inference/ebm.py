@@ -42,7 +42,7 @@ from jsbi.inference.objectives import (
     nrec_loss,
     proxy_fit,
 )
-from jsbi.inference.support import Support, prior_log_prob
+from jsbi.inference.support import Support, prior_device, prior_log_prob
 
 
 def _mlp(
@@ -289,6 +289,7 @@ class PriorLogDensity(nn.Module):
         self.dim = int(safe.shape[0])
         self.register_buffer("_safe_theta", safe.to(torch.get_default_dtype()))
         self.support = Support.from_prior(prior, self.dim, persistent=False)
+        self._prior_device = prior_device(prior)  # looked up once, not per call
 
     def inside(self, theta: Tensor) -> Tensor:
         r"""Whether each row of ``theta`` (..., d) lies in the support, shape (...)."""
@@ -298,7 +299,7 @@ class PriorLogDensity(nn.Module):
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""
         inside = self.inside(theta)
         safe = torch.where(inside.unsqueeze(-1), theta, self._safe_theta.to(theta))
-        lp = prior_log_prob(self.prior, safe)
+        lp = prior_log_prob(self.prior, safe, self._prior_device)
         if lp.ndim == theta.ndim:
             lp = lp.sum(-1)
         keep = inside & torch.isfinite(lp)

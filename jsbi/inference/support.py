@@ -353,14 +353,16 @@ def prior_device(prior: Distribution) -> torch.device:
     return torch.device("cpu")
 
 
-def prior_log_prob(prior: Distribution, theta: Tensor) -> Tensor:
+def prior_log_prob(
+    prior: Distribution, theta: Tensor, device: torch.device | None = None
+) -> Tensor:
     r""":math:`\log \pi(\theta)` on ``theta``'s device, whatever device the prior lives on.
 
     A torch distribution cannot be moved like a module: a prior built on the CPU meets
     ``theta`` on the GPU. The prior is evaluated on its own device and the result comes
-    back to ``theta``'s.
+    back to ``theta``'s. ``device``: the prior's, when the caller has it already (a loop).
     """
-    device = prior_device(prior)
+    device = prior_device(prior) if device is None else device
     return torch.as_tensor(prior.log_prob(theta.to(device))).to(theta.device)
 
 

@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,7 +97,12 @@ def _check(f: dataclasses.Field, value: Any) -> None:
     if value is None and meta.get("optional"):
         return
     if f.type in ("int", int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < meta["minimum"]:
+        # numpy ints are ints here (fit took int(batch_size) before this dataclass).
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or value < meta["minimum"]
+        ):
             raise ValueError(f"{name} must be an int >= {meta['minimum']}, got {value!r}")
         return
     try:

@@ -57,6 +57,9 @@ def test_fit_checks_its_options_before_building_anything(monkeypatch):
     with pytest.raises(ValueError, match="stop_after_epochs must be an int >= 1"):
         PosteriorEstimator(prior).fit(theta, theta, stop_after_epochs=0)
     assert TrainConfig(clip_max_norm=None).replace(batch_size=10).batch_size == 10
+    import numpy as np
+
+    assert TrainConfig(batch_size=np.int64(50)).batch_size == 50  # numpy ints are ints
 
 
 def test_the_flags_come_from_the_fields():

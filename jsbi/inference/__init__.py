@@ -2,7 +2,7 @@ r"""What turns ``(theta, x)`` pairs into a posterior: flows, training, the poste
 
 from __future__ import annotations
 
-from jsbi.inference.config import TrainConfig
+from jsbi.inference.config import AdaptiveConfig, TrainConfig
 from jsbi.inference.density import Density, DensityEstimator
 from jsbi.inference.estimator import OBJECTIVES, PosteriorEstimator
 from jsbi.inference.flows import (
@@ -35,6 +35,7 @@ __all__ = [
     "SetEmbedding",
     "Support",
     "TrainConfig",
+    "AdaptiveConfig",
     "TrainingStep",
     "TruncatedProposal",
     "build_conditional_flow",

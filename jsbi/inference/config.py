@@ -26,7 +26,14 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["NO_EPOCH_CAP", "TrainConfig", "add_train_flags", "train_config_from_args"]
+__all__ = [
+    "JOINT_DEFAULTS",
+    "NO_EPOCH_CAP",
+    "AdaptiveConfig",
+    "TrainConfig",
+    "add_train_flags",
+    "train_config_from_args",
+]
 
 #: ``max_epochs`` meaning "no cap: early stopping ends training".
 NO_EPOCH_CAP = 2**31 - 1
@@ -181,3 +188,213 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     their defaults)."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     return TrainConfig(**{k: getattr(args, k) for k in names if hasattr(args, k)})
+
+
+#: The joint schedule's dual-variable and warm-up defaults (METHOD.md section 4);
+#: ``schedule="npe-first"`` has neither, and giving one with it is an error.
+JOINT_DEFAULTS: dict[str, Any] = {
+    "eps": 0.0,
+    "alpha": 1.0,
+    "dual_lr": 0.05,
+    "lambda_init": 1.0,
+    "adaptive": True,
+    "warmup_epochs": 10,
+}
+
+_OBJECTIVES = ("jeffreys", "srfe", "reverse", "distill")
+_SCHEDULES = ("joint", "npe-first")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveConfig:
+    r"""The options of the symmetric step (:class:`~jsbi.inference.trainer.AdaptiveStep`),
+    checked when built: each bad value is an error naming it, and an unknown name
+    (:meth:`from_options`) is answered with the closest one.
+
+    Arguments:
+        objective: ``"jeffreys"``, ``"srfe"``, ``"reverse"`` or ``"distill"``.
+        schedule: ``"joint"`` (METHOD.md section 4) or ``"npe-first"`` (section 4b).
+        gate: Whether the reverse weight follows the proxy's measured fit (``None``: on for
+            ``npe-first``; the joint schedule ignores it). See :attr:`gated`.
+        gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL,
+            >= 2.
+        gate_every: In phase 2, the gate is measured on every ``gate_every``-th epoch (the
+            first included) and keeps its value in between, >= 1: the measurement is the
+            largest cost of a phase-2 epoch (``benchmarks/results/phase_cost.txt``).
+        proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss,
+            >= 0.
+        path_gradient: Whether the flow's reverse gradient uses the path
+            (sticking-the-landing) estimator (``jeffreys`` and ``reverse`` only; ignored
+            otherwise).
+        phase2_patience: ``npe-first``: phase 2's early-stopping patience, >= 1
+            (``None``: the loop's ``stop_after_epochs``).
+        tau: ``srfe``: a float in (0, 1), a schedule name (``"anneal"``, ``"reverse"``,
+            ``"step"``, ``"constant"``) or a :class:`~jsbi.inference.tau.TauSchedule`.
+        tau_epochs: Epochs of the symmetric phase over which a tau schedule runs, >= 1.
+        eps, alpha, dual_lr, lambda_init, adaptive, warmup_epochs: ``joint`` only: the
+            constraint's tolerance :math:`\epsilon`, the resilience cost :math:`\alpha`
+            (``math.inf``: a hard constraint), the dual step :math:`\eta_\lambda`, the
+            dual's initial value (the fixed weight when not adaptive), ``False`` for the
+            fixed-weight penalty ablation, and the warm-up epochs. ``None`` is
+            :data:`JOINT_DEFAULTS`' value (:meth:`joint`); a value with ``npe-first`` is an
+            error.
+        reverse_weight: :math:`\beta`, the weight of :math:`R` in the flow's loss (and, in
+            the joint schedule, the proxy's), finite and > 0.
+        num_proxy_samples: :math:`K`, flow samples per observation (``srfe`` and the
+            joint schedule need at least 2).
+        num_prior_samples: :math:`M >= 0`, prior samples per observation added to the
+            importance sampler of :math:`\log Z` (and of ``distill``'s proposal).
+        reverse_batch_size: How many observations of each batch enter the reverse term,
+            >= 1 (``None``: all).
+        proxy_every: In npe-first's phase 1 (and gated-off phase-2 steps), the proxy fits
+            its data on every ``proxy_every``-th batch only, >= 1.
+        proxy_learning_rate: The proxy's Adam learning rate (``None``: the flow's).
+        min_ess: ESS fraction below which a joint batch counts as collapsed (``None``:
+            ``1.5 / (num_proxy_samples + num_prior_samples)``).
+        max_lambda: A dual above this counts as a blow-up, > 0.
+        max_restores: Fault restores allowed before training stops, >= 0.
+
+    Example:
+        >>> AdaptiveConfig(schedule="npe-first").gated
+        True
+        >>> AdaptiveConfig.from_options({"gate_sample": 9})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown option 'gate_sample' of the symmetric objective: did you mean 'gate_samples'?
+    """  # noqa: E501
+
+    objective: str = "jeffreys"
+    schedule: str = "joint"
+    gate: bool | None = None
+    gate_samples: int = 256
+    gate_every: int = 1
+    proxy_reverse_weight: float = 0.0
+    path_gradient: bool = False
+    phase2_patience: int | None = None
+    tau: Any = 0.5
+    tau_epochs: int = 50
+    eps: float | None = None
+    alpha: float | None = None
+    dual_lr: float | None = None
+    lambda_init: float | None = None
+    adaptive: bool | None = None
+    warmup_epochs: int | None = None
+    reverse_weight: float = 1.0
+    num_proxy_samples: int = 8
+    num_prior_samples: int = 0
+    reverse_batch_size: int | None = None
+    proxy_every: int = 1
+    proxy_learning_rate: float | None = None
+    min_ess: float | None = None
+    max_lambda: float = 1e4
+    max_restores: int = 5
+
+    def __post_init__(self) -> None:
+        if self.objective not in _OBJECTIVES:
+            raise ValueError(
+                f"objective must be 'jeffreys', 'srfe', 'reverse' or 'distill', got "
+                f"{self.objective!r}"
+            )
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be 'joint' or 'npe-first', got {self.schedule!r}")
+        given = sorted(k for k in JOINT_DEFAULTS if getattr(self, k) is not None)
+        if self.schedule == "npe-first" and given:
+            raise ValueError(
+                f"{', '.join(given)} apply to schedule='joint' (the dual variable and the "
+                "warm-up); schedule='npe-first' has neither"
+            )
+        joint = self.joint()
+        for name, value in (
+            ("dual_lr", joint["dual_lr"]),
+            ("alpha", joint["alpha"]),
+            ("reverse_weight", self.reverse_weight),
+            ("max_lambda", self.max_lambda),
+        ):
+            if math.isnan(value) or not value > 0 or (name != "alpha" and math.isinf(value)):
+                raise ValueError(
+                    f"{name} must be > 0"
+                    + ("" if name == "alpha" else " and finite")
+                    + (" (math.inf for a hard constraint)" if name == "alpha" else "")
+                    + f", got {value}"
+                )
+        for name, value in (
+            ("eps", joint["eps"]),
+            ("lambda_init", joint["lambda_init"]),
+            ("proxy_reverse_weight", self.proxy_reverse_weight),
+        ):
+            if not (math.isfinite(value) and (name == "eps" or value >= 0)):
+                raise ValueError(
+                    f"{name} must be finite"
+                    + ("" if name == "eps" else " and >= 0")
+                    + f", got {value}"
+                )
+        min_k = 2 if (self.schedule == "joint" or self.objective == "srfe") else 1
+        if _int_below(self.num_proxy_samples, min_k):
+            raise ValueError(
+                f"num_proxy_samples must be >= {min_k} for objective={self.objective!r} "
+                f"with schedule={self.schedule!r}, got {self.num_proxy_samples}"
+            )
+        if _int_below(joint["warmup_epochs"], 0) or _int_below(self.tau_epochs, 1):
+            raise ValueError(
+                f"warmup_epochs must be >= 0 and tau_epochs >= 1, got "
+                f"{joint['warmup_epochs']}, {self.tau_epochs}"
+            )
+        for name, minimum in (
+            ("num_prior_samples", 0),
+            ("gate_samples", 2),
+            ("gate_every", 1),
+            ("proxy_every", 1),
+            ("max_restores", 0),
+            ("phase2_patience", 1),
+            ("reverse_batch_size", 1),
+        ):
+            value = getattr(self, name)
+            if value is None and name in ("phase2_patience", "reverse_batch_size"):
+                continue
+            if _int_below(value, minimum):
+                raise ValueError(f"{name} must be >= {minimum} (an int), got {value!r}")
+        for name in ("proxy_learning_rate", "min_ess"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0 or None, got {value!r}")
+        if self.proxy_learning_rate == 0:
+            raise ValueError("proxy_learning_rate must be > 0 or None (the flow's), got 0")
+        if self.gate not in (None, True, False):
+            raise ValueError(f"gate must be True, False or None, got {self.gate!r}")
+        if self.objective == "srfe":
+            from jsbi.inference.tau import make_tau_schedule
+
+            make_tau_schedule(self.tau)  # its own error names tau
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> AdaptiveConfig:
+        r"""Builds a config from keyword options; an unknown one is an error naming the
+        closest valid option."""
+        options = dict(options or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+                hint = f": did you mean {close[0]!r}?" if close else f"; the options are {names}"
+                raise ValueError(f"unknown option {key!r} of the symmetric objective{hint}")
+        return cls(**options)
+
+    @property
+    def gated(self) -> bool:
+        r"""Whether the gate is on (``gate=None``: on for ``npe-first``)."""
+        return self.schedule == "npe-first" if self.gate is None else bool(self.gate)
+
+    def joint(self) -> dict[str, Any]:
+        r"""The joint schedule's options, each ``None`` replaced by its
+        :data:`JOINT_DEFAULTS` value (what ``npe-first``'s unused dual is built with)."""
+        given = {k: getattr(self, k) for k in JOINT_DEFAULTS}
+        return {k: JOINT_DEFAULTS[k] if v is None else v for k, v in given.items()}
+
+    def replace(self, **changes: Any) -> AdaptiveConfig:
+        r"""A copy with ``changes`` (checked like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _int_below(value: Any, minimum: int) -> bool:
+    # True when value is not an int (bools excluded, numpy ints included) >= minimum.
+    return isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum

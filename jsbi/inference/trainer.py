@@ -60,22 +60,22 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
+from jsbi.inference.config import AdaptiveConfig
+from jsbi.inference.dual import DualVariable, FaultRecovery
 from jsbi.inference.importance import defensive_samples, proxy_nll
 from jsbi.inference.objectives import (
     constraint_violation,
     defensive_log_proposal,
-    dual_update,
     forward_kl,
     forward_kl_from_proxy,
     log_normalizer,
     primal_losses,
     proxy_fit,
-    resilient_slack,
     reverse_kl,
     srfe,
 )
 from jsbi.inference.support import prior_log_prob
-from jsbi.inference.tau import TauSchedule, make_tau_schedule
+from jsbi.inference.tau import make_tau_schedule
 from jsbi.seeding import seeded
 
 __all__ = [
@@ -264,55 +264,15 @@ class AdaptiveStep(TrainingStep):
     Arguments:
         flow: The conditional flow :math:`q_\phi`.
         proxy: The conditional energy :math:`E_\psi` (see :mod:`jsbi.inference.ebm`).
-        objective: ``"jeffreys"``, ``"srfe"``, ``"reverse"`` or ``"distill"``.
-        schedule: ``"joint"`` or ``"npe-first"``.
-        gate: Whether the reverse weight follows the proxy's measured fit (default: on for
-            ``npe-first``; the joint schedule ignores it).
-        gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
-        gate_every: In phase 2, the gate is measured on every ``gate_every``-th epoch
-            (the first included) and keeps its value in between: the measurement draws
-            ``gate_samples`` flow samples per validation pair, the largest cost of a
-            phase-2 epoch (``benchmarks/results/phase_cost.txt``).
-        proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
-        path_gradient: Whether the flow's reverse gradient uses the path
-            (sticking-the-landing) estimator: :math:`\log q` of the samples with the
-            flow's parameters detached (``jeffreys`` and ``reverse``).
-        phase2_patience: ``npe-first``: the early-stopping patience of phase 2 (default:
-            the loop's ``stop_after_epochs``).
-        tau: For ``srfe``: a float in (0, 1), a schedule name (``"anneal"``,
-            ``"reverse"``, ``"step"``, ``"constant"``) or a
-            :class:`~jsbi.inference.tau.TauSchedule`.
-        tau_epochs: Epochs of the symmetric phase over which a tau schedule runs.
-        eps: ``joint``: the constraint's tolerance :math:`\epsilon` (default 0).
-        alpha: ``joint``: the resilience cost :math:`\alpha` (``math.inf``: hard
-            constraint; default 1).
-        dual_lr: ``joint``: the dual step :math:`\eta_\lambda` (default 0.05).
-        lambda_init: ``joint``: the dual's initial value (the fixed weight when not
-            adaptive; default 1).
-        adaptive: ``joint``: ``False`` for the fixed-weight penalty ablation.
-        reverse_weight: :math:`\beta`, the weight of :math:`R` in the flow's loss (and, in
-            the joint schedule, the proxy's).
-        num_proxy_samples: :math:`K`, flow samples per observation (``srfe`` and the
-            joint schedule need at least 2).
-        num_prior_samples: :math:`M`, prior samples per observation added to the
-            importance sampler of :math:`\log Z` (and of ``distill``'s proposal, which
-            defaults to as many prior as flow samples). Needs ``prior``.
+        config: The step's options, an :class:`~jsbi.inference.config.AdaptiveConfig`
+            (checked there); ``None`` builds one from ``options``.
         prior: The prior :math:`\pi` (for ``num_prior_samples > 0``, ``distill`` and
             the gate).
-        reverse_batch_size: How many observations of each batch enter the reverse term
-            (``None``: all).
-        proxy_every: In npe-first's phase 1 (and gated-off phase-2 steps), the proxy fits
-            its data on every ``proxy_every``-th batch only: its cost per epoch falls by
-            that factor (benchmarks/phase_cost.py).
-        warmup_epochs: ``joint``: epochs of flow-on-F and proxy-fit training first
-            (default 10). The joint-only options are errors with ``npe-first``.
         learning_rate: The flow's Adam learning rate.
-        proxy_learning_rate: The proxy's (default: ``learning_rate``).
-        clip_max_norm: Gradient norm clip for both models.
-        min_ess: ESS fraction below which a batch counts as collapsed
-            (default ``1.5 / (num_proxy_samples + num_prior_samples)``).
-        max_lambda: A dual above this counts as a blow-up.
-        max_restores: Restores allowed before training stops.
+        clip_max_norm: Gradient norm clip for both models (``None``: off).
+        options: :class:`~jsbi.inference.config.AdaptiveConfig`'s fields as keywords
+            (``objective="srfe"``, ``schedule="npe-first"``, ``num_proxy_samples=4``,
+            ...), with ``config=None``.
 
     References:
         | Adaptive Symmetrization of the KL Divergence (Ben-Dov & Chamon, 2025),
@@ -326,150 +286,52 @@ class AdaptiveStep(TrainingStep):
         self,
         flow: nn.Module,
         proxy: nn.Module,
+        config: AdaptiveConfig | None = None,
         *,
-        objective: str = "jeffreys",
-        schedule: str = "joint",
-        gate: bool | None = None,
-        gate_samples: int = 256,
-        gate_every: int = 1,
-        proxy_reverse_weight: float = 0.0,
-        path_gradient: bool = False,
-        phase2_patience: int | None = None,
-        tau: float | str | TauSchedule = 0.5,
-        tau_epochs: int = 50,
-        eps: float | None = None,
-        alpha: float | None = None,
-        dual_lr: float | None = None,
-        lambda_init: float | None = None,
-        adaptive: bool | None = None,
-        reverse_weight: float = 1.0,
-        num_proxy_samples: int = 8,
-        num_prior_samples: int = 0,
         prior: Distribution | None = None,
-        reverse_batch_size: int | None = None,
-        proxy_every: int = 1,
-        warmup_epochs: int | None = None,
         learning_rate: float = 5e-4,
-        proxy_learning_rate: float | None = None,
         clip_max_norm: float | None = 5.0,
-        min_ess: float | None = None,
-        max_lambda: float = 1e4,
-        max_restores: int = 5,
+        **options: Any,
     ) -> None:
-        if objective not in ("jeffreys", "srfe", "reverse", "distill"):
-            raise ValueError(
-                f"objective must be 'jeffreys', 'srfe', 'reverse' or 'distill', got {objective!r}"
-            )
-        if schedule not in ("joint", "npe-first"):
-            raise ValueError(f"schedule must be 'joint' or 'npe-first', got {schedule!r}")
-        joint_only = {
-            "eps": eps,
-            "alpha": alpha,
-            "dual_lr": dual_lr,
-            "lambda_init": lambda_init,
-            "adaptive": adaptive,
-            "warmup_epochs": warmup_epochs,
-        }
-        given = sorted(k for k, v in joint_only.items() if v is not None)
-        if schedule == "npe-first" and given:
-            raise ValueError(
-                f"{', '.join(given)} apply to schedule='joint' (the dual variable and the "
-                "warm-up); schedule='npe-first' has neither"
-            )
-        eps = 0.0 if eps is None else eps
-        alpha = 1.0 if alpha is None else alpha
-        dual_lr = 0.05 if dual_lr is None else dual_lr
-        lambda_init = 1.0 if lambda_init is None else lambda_init
-        adaptive = True if adaptive is None else adaptive
-        warmup_epochs = 10 if warmup_epochs is None else warmup_epochs
-        for name, value in (
-            ("learning_rate", learning_rate),
-            ("dual_lr", dual_lr),
-            ("alpha", alpha),
-            ("reverse_weight", reverse_weight),
-        ):
-            if math.isnan(value) or not value > 0 or (name != "alpha" and math.isinf(value)):
-                raise ValueError(
-                    f"{name} must be > 0"
-                    + ("" if name == "alpha" else " and finite")
-                    + (" (math.inf for a hard constraint)" if name == "alpha" else "")
-                    + f", got {value}"
-                )
-        for name, value in (
-            ("eps", eps),
-            ("lambda_init", lambda_init),
-            ("proxy_reverse_weight", proxy_reverse_weight),
-        ):
-            if not (math.isfinite(value) and (name == "eps" or value >= 0)):
-                raise ValueError(
-                    f"{name} must be finite"
-                    + ("" if name == "eps" else " and >= 0")
-                    + f", got {value}"
-                )
-        min_k = 2 if (schedule == "joint" or objective == "srfe") else 1
-        if int(num_proxy_samples) < min_k:
-            raise ValueError(
-                f"num_proxy_samples must be >= {min_k} for objective={objective!r} with "
-                f"schedule={schedule!r}, got {num_proxy_samples}"
-            )
-        if int(num_prior_samples) < 0:
-            raise ValueError(f"num_prior_samples must be >= 0, got {num_prior_samples}")
-        gate = schedule == "npe-first" if gate is None else bool(gate)
+        if config is None:
+            config = AdaptiveConfig.from_options(options)
+        elif options:
+            raise TypeError(f"pass config= or options {sorted(options)}, not both")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0 and finite, got {learning_rate}")
+        c = self.config = config
+        self.gate = c.gated
         if prior is None:
             for needs, what in (
-                (int(num_prior_samples) > 0, "num_prior_samples > 0"),
-                (objective == "distill", "objective='distill'"),
-                (gate, "the gate (gate=True)"),
+                (c.num_prior_samples > 0, "num_prior_samples > 0"),
+                (c.objective == "distill", "objective='distill'"),
+                (self.gate, "the gate (gate=True)"),
             ):
                 if needs:
                     raise ValueError(f"{what} needs the prior: pass prior=")
-        if int(warmup_epochs) < 0 or int(tau_epochs) < 1:
-            raise ValueError(
-                f"warmup_epochs must be >= 0 and tau_epochs >= 1, got {warmup_epochs}, "
-                f"{tau_epochs}"
-            )
-        if int(gate_samples) < 2:
-            raise ValueError(f"gate_samples must be >= 2, got {gate_samples}")
-        if isinstance(gate_every, bool) or int(gate_every) < 1:
-            raise ValueError(f"gate_every must be an int >= 1, got {gate_every!r}")
-        self.flow = flow
-        self.proxy = proxy
-        self.objective = objective
-        self.schedule = schedule
-        self.gate = gate
-        self.gate_samples = int(gate_samples)
-        self.gate_every = int(gate_every)
-        self.proxy_reverse_weight = float(proxy_reverse_weight)
-        self.path_gradient = bool(path_gradient) and objective in ("jeffreys", "reverse")
-        if phase2_patience is not None and int(phase2_patience) < 1:
-            raise ValueError(f"phase2_patience must be >= 1, got {phase2_patience}")
-        self.phase2_patience = None if phase2_patience is None else int(phase2_patience)
-        self.tau_schedule = make_tau_schedule(tau) if objective == "srfe" else None
-        self.tau_epochs = int(tau_epochs)
-        self.eps = float(eps)
-        self.dual = DualVariable(lambda_init, alpha, dual_lr, adaptive, max_lambda)
-        self.reverse_weight = float(reverse_weight)
-        self.num_proxy_samples = int(num_proxy_samples)
-        self.num_prior_samples = int(num_prior_samples)
-        self.prior = prior
-        self.reverse_batch_size = reverse_batch_size
-        if int(proxy_every) < 1:
-            raise ValueError(f"proxy_every must be >= 1, got {proxy_every}")
-        self.proxy_every = int(proxy_every)
-        self._steps = 0
-        self.warmup_epochs = int(warmup_epochs)
+        self.flow, self.proxy, self.prior = flow, proxy, prior
+        self.objective, self.schedule = c.objective, c.schedule
+        self.num_proxy_samples, self.num_prior_samples = c.num_proxy_samples, c.num_prior_samples
+        self.path_gradient = c.path_gradient and c.objective in ("jeffreys", "reverse")
+        self.tau_schedule = make_tau_schedule(c.tau) if c.objective == "srfe" else None
+        joint = c.joint()
+        self.eps, self.warmup_epochs = float(joint["eps"]), int(joint["warmup_epochs"])
+        self.dual = DualVariable(
+            joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
+        )
         self.learning_rate = float(learning_rate)
-        self.proxy_learning_rate = float(proxy_learning_rate or learning_rate)
+        self.proxy_learning_rate = float(c.proxy_learning_rate or learning_rate)
         self.clip_max_norm = clip_max_norm
-        num_is = self.num_proxy_samples + self.num_prior_samples
-        self.min_ess = 1.5 / num_is if min_ess is None else float(min_ess)
-        self.max_restores = int(max_restores)
+        num_is = c.num_proxy_samples + c.num_prior_samples
+        self.min_ess = 1.5 / num_is if c.min_ess is None else float(c.min_ess)
+        self.faults = FaultRecovery(self, c.max_restores)
+        # What changes while training:
+        self._steps = 0
         self.tau: float | None = None
         self.epoch = 0
         self.phase = 0
         self.symmetric_from = self.warmup_epochs + 1
         self.gate_value = 1.0
-        self.faults = FaultRecovery(self, max_restores)
         self.flow_optimizer: torch.optim.Optimizer | None = None
         self.proxy_optimizer: torch.optim.Optimizer | None = None
         self._proxy_best: tuple[float, dict[str, Any]] | None = None
@@ -514,7 +376,7 @@ class AdaptiveStep(TrainingStep):
         self.epoch = epoch
         if self.tau_schedule is not None:
             done = epoch - self.symmetric_from if self.symmetric else 0
-            self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.tau_epochs)))
+            self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.config.tau_epochs)))
 
     def selectable(self, epoch: int) -> bool:
         # npe-first's phase 1 is npe itself: its epochs are candidates like npe's.
@@ -539,7 +401,7 @@ class AdaptiveStep(TrainingStep):
         if self.gate and self.phase == 2:
             # Every gate_every-th phase-2 epoch (the first included); in between the
             # gate keeps its last value.
-            if (self.epoch - self.symmetric_from) % self.gate_every == 0:
+            if (self.epoch - self.symmetric_from) % self.config.gate_every == 0:
                 logs.update(self.measure_proxy(theta, x))
         return logs
 
@@ -565,13 +427,13 @@ class AdaptiveStep(TrainingStep):
                 self.prior,
                 theta,
                 x,
-                num_samples=self.gate_samples,
+                num_samples=self.config.gate_samples,
                 prior_fraction=share,
                 inside=inside,
             )
             log_mass = 0.0
             if mass:
-                n = self.gate_samples - round(self.gate_samples * share)
+                n = self.config.gate_samples - round(self.config.gate_samples * share)
                 log_mass = mass[0].clamp_min(1 / (n + 1)).log()
         diff = nll_r + self.flow.log_prob(theta, x) - log_mass
         gap = float(diff.mean())
@@ -612,7 +474,7 @@ class AdaptiveStep(TrainingStep):
         self.phase = 2
         self.symmetric_from = self.epoch + 1
         self.faults.start()
-        return True if self.phase2_patience is None else self.phase2_patience
+        return True if self.config.phase2_patience is None else self.config.phase2_patience
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.faults.epoch_finished(logs)
@@ -712,12 +574,12 @@ class AdaptiveStep(TrainingStep):
         return "fit" if hasattr(self.proxy, "fit_loss") else "C"
 
     def _reverse_batch(self, x: Tensor) -> Tensor:
-        return x if self.reverse_batch_size is None else x[: self.reverse_batch_size]
+        return x if self.config.reverse_batch_size is None else x[: self.config.reverse_batch_size]
 
     def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         F = forward_kl(self.flow.log_prob(theta, x))
         self._steps += 1
-        due = self.schedule == "joint" or (self._steps - 1) % self.proxy_every == 0
+        due = self.schedule == "joint" or (self._steps - 1) % self.config.proxy_every == 0
         fit = self._fit(theta, x, self._reverse_batch(x), None) if due else None
         flow_params = list(self.flow.parameters())
         self._apply(self.flow_optimizer, flow_params, torch.autograd.grad(F, flow_params))
@@ -743,7 +605,7 @@ class AdaptiveStep(TrainingStep):
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         if not self.symmetric:
             return self._warmup(theta, x)
-        if self.phase == 2 and not self.gate_value and not self.proxy_reverse_weight:
+        if self.phase == 2 and not self.gate_value and not self.config.proxy_reverse_weight:
             # Gated off, the reverse term moves neither model: an npe step (the flow on F,
             # the proxy on its own fit), without drawing the reverse term's samples.
             logs = self._warmup(theta, x)
@@ -753,7 +615,7 @@ class AdaptiveStep(TrainingStep):
         F = forward_kl(log_q_data)
         xr = self._reverse_batch(x)
         joint = self.phase == 0
-        needs_log_z = joint or self.proxy_reverse_weight > 0
+        needs_log_z = joint or self.config.proxy_reverse_weight > 0
         log_z = ess = R_proxy = None
         n_outside = 0
         if self.objective == "distill":
@@ -790,11 +652,11 @@ class AdaptiveStep(TrainingStep):
         collapsed = joint and ess_mean < self.min_ess
         if joint:
             # A collapsed importance sampler makes R unreliable: F alone moves the flow.
-            flow_weight = 0.0 if collapsed else self.reverse_weight
-            proxy_weight, lam = self.reverse_weight, self.dual.value
+            flow_weight = 0.0 if collapsed else self.config.reverse_weight
+            proxy_weight, lam = self.config.reverse_weight, self.dual.value
         else:
-            flow_weight = self.reverse_weight * self.gate_value
-            proxy_weight, lam = self.proxy_reverse_weight, 1.0
+            flow_weight = self.config.reverse_weight * self.gate_value
+            proxy_weight, lam = self.config.proxy_reverse_weight, 1.0
         loss_flow, loss_proxy = primal_losses(
             F,
             R_flow,
@@ -838,109 +700,6 @@ class AdaptiveStep(TrainingStep):
         if self.tau is not None:
             logs["tau"] = self.tau
         self.faults.last_logs = logs
-        return logs
-
-
-class DualVariable:
-    r"""The multiplier :math:`\lambda` of the proxy's constraint and its resilient slack.
-
-    ``step(violation)`` makes the projected ascent :math:`\lambda \leftarrow [\lambda +
-    \eta (C - \bar F - \epsilon - u)]_+` (:func:`~jsbi.inference.objectives.dual_update`)
-    and :math:`u = \lambda / \alpha`; a non-adaptive dual (the fixed-weight ablation) keeps
-    its initial value and ``u = 0``.
-
-    Arguments:
-        init: :math:`\lambda_0 \ge 0`.
-        alpha: The slack's cost :math:`\alpha > 0`.
-        lr: The ascent step :math:`\eta > 0`.
-        adaptive: Whether :math:`\lambda` moves at all.
-        max_value: A value above this is a blow-up (``step`` returns ``False``).
-
-    Example:
-        >>> dual = DualVariable(1.0, alpha=2.0, lr=0.5)
-        >>> dual.step(1.0), dual.value, dual.slack
-        (True, 1.5, 0.75)
-    """
-
-    def __init__(
-        self,
-        init: float = 1.0,
-        alpha: float = 1.0,
-        lr: float = 0.05,
-        adaptive: bool = True,
-        max_value: float = 1e4,
-    ) -> None:
-        self.init = float(init)
-        self.alpha = float(alpha)
-        self.lr = float(lr)
-        self.adaptive = bool(adaptive)
-        self.max_value = float(max_value)
-        self.value = self.init
-
-    def reset(self) -> None:
-        self.value = self.init
-
-    @property
-    def slack(self) -> float:
-        return resilient_slack(self.value, self.alpha) if self.adaptive else 0.0
-
-    def step(self, violation: float) -> bool:
-        r"""One dual ascent step; ``False`` if :math:`\lambda` blew up (above ``max_value``)."""
-        if self.adaptive:
-            self.value = float(dual_update(self.value, violation, self.lr))
-        return self.value <= self.max_value
-
-
-class FaultRecovery:
-    r"""Restores a step's last good state after a fault (METHOD.md section 6).
-
-    ``epoch_finished(logs)`` records the state after every finite epoch; ``restore(why)``
-    reloads it, halves both learning rates and the dual step, warns, and returns the last
-    finite logs marked ``faults = 1``. After ``max_restores`` restores it raises
-    ``FloatingPointError``, which ends training (the loop then returns its best state).
-    """
-
-    def __init__(self, step: AdaptiveStep, max_restores: int = 5) -> None:
-        self.step = step
-        self.max_restores = int(max_restores)
-        self.restores = 0
-        self.last_logs: dict[str, float] = {}
-        self._good_state: dict[str, Any] | None = None
-
-    def start(self) -> None:
-        self._good_state = copy.deepcopy(self.step.state_dict())
-
-    def epoch_finished(self, logs: dict[str, float]) -> None:
-        # The training side decides (validation diagnostics such as the gate's proxy NLL
-        # may be infinite without anything to restore).
-        trained = [v for k, v in logs.items() if k.startswith("train_") or k == "validation_loss"]
-        if all(math.isfinite(v) for v in trained):
-            self._good_state = copy.deepcopy(self.step.state_dict())
-
-    def restore(self, why: str) -> dict[str, float]:
-        step = self.step
-        self.restores += 1
-        # Restored before stopping too: the loop falls back to these weights when no
-        # selectable epoch was kept yet.
-        step.load_state_dict(self._good_state)
-        if self.restores > self.max_restores:
-            raise FloatingPointError(
-                f"{why}: {self.max_restores} restores already; stopping ({step.objective})"
-            )
-        for opt in (step.flow_optimizer, step.proxy_optimizer):
-            for g in opt.param_groups:
-                g["lr"] *= 0.5
-        step.dual.lr *= 0.5
-        warnings.warn(
-            f"{why} at epoch {step.epoch}: restored the state of the last finished epoch and "
-            f"halved the step (flow lr {step.flow_optimizer.param_groups[0]['lr']:.2g}, "
-            f"dual lr {step.dual.lr:.2g})",
-            stacklevel=3,
-        )
-        # No NaN "loss" when no symmetric batch has finished yet: the loop stops on a
-        # non-finite epoch loss, and this fault has been handled.
-        logs = dict(self.last_logs)
-        logs["faults"] = 1.0
         return logs
 
 

@@ -73,3 +73,43 @@ def test_the_flags_come_from_the_fields():
     only = argparse.ArgumentParser()
     add_train_flags(only, only=["max_epochs"])
     assert train_config_from_args(only.parse_args([])) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"objective": "kl"}, "objective must be 'jeffreys', 'srfe', 'reverse' or 'distill'"),
+        ({"schedule": "npe-last"}, "schedule must be 'joint' or 'npe-first'"),
+        ({"schedule": "npe-first", "alpha": 2.0}, "alpha apply to schedule='joint'"),
+        ({"alpha": 0.0}, r"alpha must be > 0 \(math.inf for a hard constraint\)"),
+        ({"dual_lr": math.inf}, "dual_lr must be > 0 and finite"),
+        ({"eps": math.nan}, "eps must be finite"),
+        ({"num_proxy_samples": 1}, "num_proxy_samples must be >= 2 for objective='jeffreys'"),
+        ({"num_proxy_samples": 2.0}, "num_proxy_samples must be >= 2"),
+        ({"gate_samples": 1}, r"gate_samples must be >= 2 \(an int\)"),
+        ({"gate_every": True}, r"gate_every must be >= 1 \(an int\)"),
+        ({"reverse_batch_size": 0}, r"reverse_batch_size must be >= 1 \(an int\)"),
+        ({"proxy_learning_rate": 0.0}, "proxy_learning_rate must be > 0 or None"),
+        ({"gate": "yes"}, "gate must be True, False or None"),
+        ({"objective": "srfe", "tau": 1.5}, "tau"),
+        ({"gate_sample": 9}, "unknown option 'gate_sample'.*did you mean 'gate_samples'"),
+    ],
+)
+def test_a_bad_adaptive_option_is_named(options, message):
+    from jsbi.inference.config import AdaptiveConfig
+
+    with pytest.raises(ValueError, match=message):
+        AdaptiveConfig.from_options(options)
+
+
+def test_adaptive_defaults_follow_the_schedule():
+    from jsbi.inference.config import JOINT_DEFAULTS, AdaptiveConfig
+
+    joint = AdaptiveConfig()
+    assert joint.joint() == JOINT_DEFAULTS and not joint.gated
+    assert AdaptiveConfig(alpha=math.inf).joint()["alpha"] == math.inf  # a hard constraint
+    first = AdaptiveConfig(schedule="npe-first", num_proxy_samples=1)
+    assert first.gated and first.eps is None  # npe-first has no dual options
+    assert not first.replace(gate=False).gated
+    with pytest.raises(ValueError, match="num_proxy_samples must be >= 2"):
+        first.replace(schedule="joint")  # K = 1 is npe-first's alone

@@ -279,5 +279,5 @@ def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
         measured.append("gate" in logs)
     # Epochs 5, 8 and 11: the first phase-2 epoch, then every third.
     assert measured == [True, False, False, True, False, False, True]
-    with pytest.raises(ValueError, match="gate_every must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"gate_every must be >= 1 \(an int\)"):
         _npe_first_step(gate_every=0)

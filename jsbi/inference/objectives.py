@@ -35,6 +35,7 @@ __all__ = [
     "reverse_kl",
     "forward_kl_from_proxy",
     "srfe",
+    "reverse_terms",
     "contrastive_ratio_loss",
     "nrec_loss",
     "gaussian_kl",
@@ -412,6 +413,57 @@ def srfe(
         kept = torch.where(columns, log_c, torch.zeros_like(log_c))
         return -kept.sum() / columns.sum().clamp_min(1) / (tau * (1.0 - tau))
     return -log_c.mean() / (tau * (1.0 - tau))
+
+
+def reverse_terms(
+    log_q_samples: Tensor,
+    energy_samples: Tensor,
+    log_z: Tensor | None = None,
+    *,
+    tau: float | None = None,
+) -> tuple[Tensor, Tensor | None, int]:
+    r"""The reverse-side term :math:`R` from :math:`K` flow samples per ``x``, split by
+    which model's gradient it carries.
+
+    :math:`R` is :func:`srfe` at ``tau`` when one is given, else :func:`reverse_kl`.
+    Samples outside the proxy's support (energy :math:`+\infty`) are left out, never a
+    NaN: :func:`reverse_kl` masks them, and an ``x`` whose samples all fell outside has no
+    :func:`srfe` term.
+
+    Arguments:
+        log_q_samples: :math:`\log q_\phi(\theta_k \mid x)` of reparameterised samples,
+            shape ``(K, B)``, with the flow's gradient.
+        energy_samples: :math:`E_\psi(\theta_k, x)`, shape ``(K, B)``, with the proxy's
+            gradient (and, through the samples, the flow's).
+        log_z: :math:`\log \hat Z_\psi(x)`, shape ``(B,)``, with the proxy's gradient
+            (:func:`log_normalizer` on detached samples), or ``None``.
+        tau: SRFE's :math:`\tau \in (0, 1)`; ``None`` for the reverse KL.
+
+    Returns:
+        ``(R_flow, R_proxy, outside)``: ``R_flow`` for the flow's loss (``log_z``
+        detached), ``R_proxy`` for the proxy's (``log q`` detached; ``None`` without
+        ``log_z``), and how many samples fell outside the support.
+
+    Example:
+        >>> log_q, energy = torch.full((4, 2), -1.0), torch.tensor([[1.0, math.inf]] * 4)
+        >>> reverse_terms(log_q, energy)
+        (tensor(0.), None, 4)
+    """
+    outside = torch.isinf(energy_samples) & (energy_samples > 0)
+    n_outside = int(outside.sum())
+    detached_z = None if log_z is None else log_z.detach()
+    R_proxy = None
+    if tau is not None:
+        cols = ~outside.all(0) if n_outside else None
+        R_flow = srfe(log_q_samples, energy_samples, tau, detached_z, cols)
+        if log_z is not None:
+            R_proxy = srfe(log_q_samples.detach(), energy_samples, tau, log_z, cols)
+    else:
+        keep = ~outside if n_outside else None
+        R_flow = reverse_kl(log_q_samples, energy_samples, detached_z, mask=keep)
+        if log_z is not None:
+            R_proxy = reverse_kl(log_q_samples.detach(), energy_samples, log_z, mask=keep)
+    return R_flow, R_proxy, n_outside
 
 
 def contrastive_ratio_loss(g_joint: Tensor, g_marginal: Tensor) -> Tensor:

@@ -71,8 +71,7 @@ from jsbi.inference.objectives import (
     log_normalizer,
     primal_losses,
     proxy_fit,
-    reverse_kl,
-    srfe,
+    reverse_terms,
 )
 from jsbi.inference.support import prior_log_prob
 from jsbi.inference.tau import make_tau_schedule
@@ -627,24 +626,12 @@ class AdaptiveStep(TrainingStep):
         else:
             theta_k, log_q_k = self._flow_samples(xr)
             energy_k = self.proxy(theta_k, xr)
-            outside = torch.isinf(energy_k) & (energy_k > 0)
-            n_outside = int(outside.sum())
             if needs_log_z:
                 # log Z's samples are detached inside log_normalizer; only psi gets its
                 # gradient.
                 log_z, ess = self._log_normalizer(xr, theta_k.detach(), log_q_k, energy_k)
-            detached_z = None if log_z is None else log_z.detach()
-            if self.objective == "srfe":
-                # An x whose samples all fell outside has no SRFE term (log c = -inf).
-                cols = ~outside.all(0) if n_outside else None
-                R_flow = srfe(log_q_k, energy_k, self.tau, detached_z, cols)
-                if needs_log_z:
-                    R_proxy = srfe(log_q_k.detach(), energy_k, self.tau, log_z, cols)
-            else:
-                keep = ~outside if n_outside else None
-                R_flow = reverse_kl(log_q_k, energy_k, detached_z, mask=keep)
-                if needs_log_z:
-                    R_proxy = reverse_kl(log_q_k.detach(), energy_k, log_z, mask=keep)
+            tau = self.tau if self.objective == "srfe" else None
+            R_flow, R_proxy, n_outside = reverse_terms(log_q_k, energy_k, log_z, tau=tau)
         # The joint schedule's proxy fits C after warm-up (its constraint); npe-first's
         # keeps its own fit (exact likelihood, contrastive, ...).
         fit = proxy_fit(self.proxy(theta, x), log_z) if joint else self._fit(theta, x, xr, None)

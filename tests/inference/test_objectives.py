@@ -511,3 +511,30 @@ def test_primal_dual_errors_and_losses():
     assert lagrangian(1.0, 2.0, 3.0, 1.5, 2.0, u=0.5, alpha=4.0, eps=0.25) == pytest.approx(
         1.0 + 2.0 + 0.5 + 2.0 * 0.75
     )
+
+
+@pytest.mark.parametrize("tau", [None, 0.5])
+def test_reverse_terms_split_the_gradients_and_leave_outside_samples_out(tau):
+    from jsbi.inference.objectives import reverse_terms, srfe
+
+    torch.manual_seed(0)
+    log_q = torch.randn(6, 3, requires_grad=True)
+    energy = torch.randn(6, 3).abs().requires_grad_(True)
+    log_z = torch.randn(3, requires_grad=True)
+    R_flow, R_proxy, outside = reverse_terms(log_q, energy, log_z, tau=tau)
+    assert outside == 0
+    expected = reverse_kl(log_q, energy, log_z) if tau is None else srfe(log_q, energy, tau, log_z)
+    assert torch.allclose(R_flow, expected) and torch.allclose(R_proxy, expected)
+    # The flow's copy has no log Z gradient; the proxy's none through log q.
+    assert torch.autograd.grad(R_flow, log_z, allow_unused=True)[0] is None
+    assert torch.autograd.grad(R_proxy, log_q, allow_unused=True)[0] is None
+    assert torch.autograd.grad(R_proxy, log_z)[0].abs().sum() > 0
+    # Infinite energies: left out (a masked mean, or no term for an x all outside).
+    e = energy.detach().clone()
+    e[:, 0] = math.inf
+    e[0, 1] = math.inf
+    R_flow, R_proxy, outside = reverse_terms(log_q, e, None, tau=tau)
+    assert outside == 7 and R_proxy is None and torch.isfinite(R_flow)
+    if tau is None:
+        keep = torch.isfinite(e)
+        assert torch.allclose(R_flow, (log_q + e)[keep].mean())

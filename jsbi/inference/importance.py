@@ -42,7 +42,13 @@ from torch.distributions import Distribution
 from jsbi.inference.ebm import PriorLogDensity
 from jsbi.inference.objectives import defensive_log_proposal, log_normalizer
 
-__all__ = ["defensive_samples", "importance_resample", "proxy_log_normalizer", "proxy_nll"]
+__all__ = [
+    "defensive_samples",
+    "importance_resample",
+    "proxy_log_normalizer",
+    "proxy_minus_flow",
+    "proxy_nll",
+]
 
 
 @torch.no_grad()
@@ -175,6 +181,58 @@ def proxy_nll(
     )
     e = torch.cat([energy(theta[s], x[s]) for s in _chunks(len(x), chunk_size)])
     return (e + log_z, ess, *mass)
+
+
+@torch.no_grad()
+def proxy_minus_flow(
+    energy: nn.Module,
+    flow: nn.Module,
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+    num_samples: int = 256,
+    prior_fraction: float = 0.5,
+) -> dict[str, float]:
+    r"""Which is the better posterior model on pairs: the proxy's NLL minus the flow's.
+
+    The flow's NLL is the posterior's: a flow that leaks out of a bounded support
+    (``flow.leaks``) is truncated to it, its density renormalised by its mass inside,
+    estimated from the importance sampler's own flow draws (floored at one draw in
+    :math:`n + 1`).
+
+    Arguments:
+        energy, flow, prior, num_samples, prior_fraction: See :func:`proxy_log_normalizer`.
+        theta: Parameters, shape ``(B, d)``.
+        x: Data, shape ``(B, m)``.
+
+    Returns:
+        ``proxy_nll`` (its mean), ``proxy_minus_flow`` (the mean paired difference;
+        negative: the proxy is better; NaN where unmeasurable), its standard error
+        ``proxy_minus_flow_se`` and ``proxy_ess`` (the weights' mean ESS fraction).
+    """
+    inside = flow.support.contains if getattr(flow, "leaks", False) else None
+    nll_r, ess, *mass = proxy_nll(
+        energy,
+        flow,
+        prior,
+        theta,
+        x,
+        num_samples=num_samples,
+        prior_fraction=prior_fraction,
+        inside=inside,
+    )
+    log_mass = 0.0
+    if mass:
+        n = num_samples - round(num_samples * prior_fraction)
+        log_mass = mass[0].clamp_min(1 / (n + 1)).log()
+    diff = nll_r + flow.log_prob(theta, x) - log_mass
+    se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    return {
+        "proxy_nll": float(nll_r.mean()),
+        "proxy_minus_flow": float(diff.mean()),
+        "proxy_minus_flow_se": se,
+        "proxy_ess": float(ess.mean()),
+    }
 
 
 @torch.no_grad()

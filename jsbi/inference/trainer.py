@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from jsbi.inference.config import AdaptiveConfig
 from jsbi.inference.dual import DualVariable, FaultRecovery
-from jsbi.inference.importance import defensive_samples, proxy_nll
+from jsbi.inference.importance import defensive_samples, proxy_minus_flow
 from jsbi.inference.objectives import (
     constraint_violation,
     defensive_log_proposal,
@@ -406,46 +406,17 @@ class AdaptiveStep(TrainingStep):
 
     @torch.no_grad()
     def measure_proxy(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        r"""The gate's measurement: the proxy's NLL on pairs against the flow's (the
-        truncated flow's, renormalised by its accepted mass, when it leaks).
-
-        Sets the gate (1 while the proxy is the better model) and returns
-        ``proxy_nll``, ``proxy_minus_flow`` (negative: the proxy is better) with its
-        standard error ``proxy_minus_flow_se`` (paired over the pairs), ``proxy_ess`` (the
-        importance weights' mean ESS fraction) and ``gate``.
-        """
+        r"""The gate's measurement on pairs
+        (:func:`~jsbi.inference.importance.proxy_minus_flow`, the same random numbers
+        every call): sets the gate to 1 while the proxy is the better model, and returns
+        the measurement with ``gate``."""
         with seeded(0, [theta.device]):
-            # A leaking flow's posterior is the flow truncated to the support: its density
-            # is the flow's over its mass inside, estimated from the importance sampler's
-            # own flow draws (floored at one draw in n + 1).
-            inside = self.flow.support.contains if self.flow.leaks else None
-            share = 0.5  # the prior's share of the defensive proposal
-            nll_r, ess, *mass = proxy_nll(
-                self.proxy,
-                self.flow,
-                self.prior,
-                theta,
-                x,
-                num_samples=self.config.gate_samples,
-                prior_fraction=share,
-                inside=inside,
+            measured = proxy_minus_flow(
+                self.proxy, self.flow, self.prior, theta, x, self.config.gate_samples
             )
-            log_mass = 0.0
-            if mass:
-                n = self.config.gate_samples - round(self.config.gate_samples * share)
-                log_mass = mass[0].clamp_min(1 / (n + 1)).log()
-        diff = nll_r + self.flow.log_prob(theta, x) - log_mass
-        gap = float(diff.mean())
-        se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
         # NaN compares False: an unmeasurable proxy is not trusted.
-        self.gate_value = 1.0 if gap < 0 else 0.0
-        return {
-            "proxy_nll": float(nll_r.mean()),
-            "proxy_minus_flow": gap,
-            "proxy_minus_flow_se": se,
-            "proxy_ess": float(ess.mean()),
-            "gate": self.gate_value,
-        }
+        self.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
+        return {**measured, "gate": self.gate_value}
 
     def summary(self) -> dict[str, Any]:
         return dict(self._summary)

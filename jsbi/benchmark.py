@@ -12,9 +12,15 @@ Development set (tune here): :data:`DEV_TASKS` with observations 1-5. Everything
 (other tasks, observations 6-10) is held out: :func:`summary_table` marks each row's set.
 
 Example:
-    >>> rows = run_benchmark(["two_moons"], [1000], ["npe", "sbi-npe"], observations=[1],
-    ...                      out="bench/")
+    >>> rows = run_benchmark(["two_moons"], [300], ["npe", "sbi-npe"], observations=[1],
+    ...                      num_samples=500, max_epochs=3, out="bench/")
+    two_moons_300_0_npe: C2ST ... epochs)
+    two_moons_300_0_sbi-npe: C2ST ... epochs)
+    >>> sorted(row["method"] for row in rows)
+    ['npe', 'sbi-npe']
     >>> print(summary_table(rows))
+    | task | sims | set | method | support | C2ST mean ± sd | n | train s | s/epoch vs npe |
+    ...
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ harness and :func:`run_report` all go through it, so a method means the same thi
 everywhere. This module sits above :mod:`jsbi.inference` and :mod:`jsbi.diagnostics`.
 
 Example:
-    >>> trained = train_method("jeffreys", task.prior, theta, x, seed=0)
-    >>> trained.posterior.sample((100,), x=x_o).shape, trained.seconds
+    >>> trained = train_method("npe", task.prior, theta, x, seed=0, fit_options={"max_epochs": 3})
+    >>> trained.name, trained.epochs, trained.posterior.sample((100,), x=x_o).shape
+    ('jsbi-npe', 3, torch.Size([100, 2]))
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def run_report(
 
     Example:
         >>> run_report("two_moons", 10_000, ("npe", "jeffreys", "sbi-npe"), "report/")
+        ... # doctest: +SKIP
     """
     import jsbi
     from jsbi.diagnostics.report import compare

@@ -7,10 +7,13 @@ Every diagnostic takes any posterior with ``sample_batched(shape, x)`` and
 
 Example:
     >>> from jsbi.diagnostics import check_sbc, compare, run_sbc
-    >>> ranks = run_sbc(posterior, theta, x, num_posterior_samples=1000)
-    >>> check_sbc(ranks, 1000).calibrated
-    True
+    >>> ranks = run_sbc(posterior, theta, x, num_posterior_samples=100)
+    >>> ranks.shape                                  # (pairs, parameters), ranks in [0, 100]
+    torch.Size([200, 2])
+    >>> type(check_sbc(ranks, 100).calibrated)       # the verdict: True or False
+    <class 'bool'>
     >>> compare({"jsbi-npe": posterior, "sbi-npe": baseline}, task).save("report/")
+    ... # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -91,9 +91,11 @@ def train_sbi_npe(
         ``num_simulations``.
 
     Example:
-        >>> posterior, history = train_sbi_npe(theta, x, task.prior, max_num_epochs=50)
+        >>> posterior, history = train_sbi_npe(theta, x, task.prior, max_num_epochs=5)
         >>> posterior.sample((1000,), x=task.observation(1)).shape
         torch.Size([1000, 2])
+        >>> len(history["validation_loss"]) == history["epochs_trained"]
+        True
     """
     from sbi.inference import NPE
     from sbi.neural_nets import posterior_nn

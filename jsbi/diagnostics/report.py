@@ -135,7 +135,7 @@ class Report:
             A plain-text table (what ``jsbi report`` prints).
 
         Example:
-            >>> print(report.summary())
+            >>> print(report.summary())                  # doctest: +SKIP
         """
         head = ["method", "C2ST", "coverage", "SBC", "TARP ATC", "NLTP", "epochs", "train (s)"]
         lines = [head]
@@ -669,7 +669,8 @@ def compare(
 
     Example:
         >>> report = compare({"jsbi-npe": posterior, "sbi-npe": baseline}, task)
-        >>> report.save("report/")
+        ... # doctest: +SKIP
+        >>> report.save("report/")                       # doctest: +SKIP
     """
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")

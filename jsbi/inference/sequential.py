@@ -10,12 +10,15 @@ prior whose posterior at ``x_o`` is the true one: the loss needs no correction, 
 other sequential NPE variants.
 
 Example:
-    >>> post1 = PosteriorEstimator(prior).fit(*jsbi.simulate(task, 500, seed=0))
+    >>> theta1, x1 = jsbi.simulate(task, 500, seed=0)
+    >>> post1 = PosteriorEstimator(prior).fit(theta1, x1, max_epochs=5)
     >>> proposal = TruncatedProposal(prior, post1, x_o)
     >>> theta2, x2 = jsbi.simulate(task, 500, seed=1, proposal=proposal)
     >>> post2 = PosteriorEstimator(prior).fit(
-    ...     torch.cat([theta1, theta2]), torch.cat([x1, x2]), proposal=proposal
+    ...     torch.cat([theta1, theta2]), torch.cat([x1, x2]), proposal=proposal, max_epochs=5
     ... )
+    >>> post2.sample((10,), x=x_o).shape
+    torch.Size([10, 2])
 
 References:
     | Truncated proposals for scalable and hassle-free simulation-based inference

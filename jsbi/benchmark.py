@@ -490,10 +490,11 @@ def write_results(
 def _table_methods(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, str]]:
     r"""The comparison table's columns (the methods present, in :data:`METHODS`' order) and
     its paired difference: the default symmetric objective against sbi's NPE, or revision
-    1's default (``jeffreys-joint``) where the rows have no ``jeffreys``."""
+    1's default (``jeffreys-joint``) where the rows have no ``jeffreys``, or jsbi's ``npe``
+    where they have neither."""
     present = {r["method"] for r in rows}
     methods = tuple(m for m in METHODS if m in present) + tuple(sorted(present - set(METHODS)))
-    first = "jeffreys" if "jeffreys" in present else "jeffreys-joint"
+    first = next((m for m in ("jeffreys", "jeffreys-joint") if m in present), "npe")
     return methods, (first, "sbi-npe")
 
 

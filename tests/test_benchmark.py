@@ -174,3 +174,18 @@ def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference
     assert "| two_moons | held-out | 1000 | 0.550 ± 0.000 | - | 1 | - |" in lines
     assert "| sir | held-out | 1000 | 0.800 ± 0.000 | - | 1 | - |" in lines
     assert len(lines) == 5
+
+
+def test_the_paired_column_compares_what_the_rows_hold():
+    from jsbi.benchmark import _table_methods
+
+    def rows(*methods):
+        return [{"method": m} for m in methods]
+
+    assert _table_methods(rows("npe", "jeffreys", "sbi-npe"))[1] == ("jeffreys", "sbi-npe")
+    assert _table_methods(rows("npe", "jeffreys-joint", "sbi-npe"))[1] == (
+        "jeffreys-joint",
+        "sbi-npe",
+    )
+    # Without a symmetric objective: jsbi's npe against sbi's (was jeffreys-joint, all "-").
+    assert _table_methods(rows("npe", "sbi-npe")) == (("npe", "sbi-npe"), ("npe", "sbi-npe"))

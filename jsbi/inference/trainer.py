@@ -405,15 +405,17 @@ class AdaptiveStep(TrainingStep):
         return logs
 
     @torch.no_grad()
-    def measure_proxy(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+    def measure_proxy(
+        self, theta: Tensor, x: Tensor, num_samples: int | None = None
+    ) -> dict[str, float]:
         r"""The gate's measurement on pairs
-        (:func:`~jsbi.inference.importance.proxy_minus_flow`, the same random numbers
-        every call): sets the gate to 1 while the proxy is the better model, and returns
-        the measurement with ``gate``."""
+        (:func:`~jsbi.inference.importance.proxy_minus_flow`, with ``num_samples``
+        importance samples per pair, default ``gate_samples``, and the same random
+        numbers every call): sets the gate to 1 while the proxy is the better model, and
+        returns the measurement with ``gate``."""
+        num_samples = self.config.gate_samples if num_samples is None else int(num_samples)
         with seeded(0, [theta.device]):
-            measured = proxy_minus_flow(
-                self.proxy, self.flow, self.prior, theta, x, self.config.gate_samples
-            )
+            measured = proxy_minus_flow(self.proxy, self.flow, self.prior, theta, x, num_samples)
         # NaN compares False: an unmeasurable proxy is not trusted.
         self.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
         return {**measured, "gate": self.gate_value}

@@ -281,3 +281,23 @@ def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
     assert measured == [True, False, False, True, False, False, True]
     with pytest.raises(ValueError, match=r"gate_every must be >= 1 \(an int\)"):
         _npe_first_step(gate_every=0)
+
+
+def test_the_gate_uses_gate_samples_and_a_caller_may_ask_for_more(monkeypatch):
+    import jsbi.inference.trainer as trainer
+
+    step, _, _, _, theta, x = _npe_first_step(gate_samples=16)
+    asked = []
+    real = trainer.proxy_minus_flow
+
+    def spy(*args, **kwargs):
+        asked.append(args[5])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "proxy_minus_flow", spy)
+    first = step.measure_proxy(theta[:40], x[:40])
+    again = step.measure_proxy(theta[:40], x[:40])
+    more = step.measure_proxy(theta[:40], x[:40], num_samples=256)
+    assert asked == [16, 16, 256]
+    assert first == again  # the same random numbers every call
+    assert more["proxy_nll"] != first["proxy_nll"] and more["gate"] in (0.0, 1.0)

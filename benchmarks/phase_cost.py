@@ -6,7 +6,8 @@ its training step on the same batches (``--batches`` batches of 200): ``npe``;
 every 2nd / 4th: ``proxy_every``); ``jeffreys`` in phase 2, gate on, for each variant of
 METHOD.md section 4b's cost list (K flow samples per x, path gradients, the reverse term
 on a sub-batch, a coupling flow); phase 2 with the gate off; and the gate's per-epoch
-measurement on 100 validation pairs. With these and
+measurement on 100 validation pairs (with the default's importance samples, and with
+64 or 256). With these and
 a run's epoch counts, ``jeffreys``' wall time relative to ``npe``'s is
 ``(E1 * phase1 + E2 * phase2 + E2 * gate / steps_per_epoch) / (E_npe * npe)``.
 
@@ -17,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -94,7 +96,12 @@ def main() -> None:
                 step.gate_value = 1.0
                 step.eval()
                 gate = _time(step.measure_proxy, [val], repeats=3)
-                rows.append(("gate measurement (100 validation pairs, per epoch)", gate))
+                n = step.config.gate_samples
+                rows.append((f"gate measurement (100 val. pairs, {n} samples)", gate))
+                for other in sorted({64, 256} - {n}):
+                    measure = functools.partial(step.measure_proxy, num_samples=other)
+                    gate = _time(measure, [val], repeats=3)
+                    rows.append((f"gate measurement (100 val. pairs, {other} samples)", gate))
         print(f"\n{name}, {args.num_simulations} simulations, batch 200")
         print(f"{'configuration':52s} {'ms':>8s} {'x npe':>7s}")
         for label, seconds in rows:

@@ -151,7 +151,8 @@ def _adaptive(
             kwargs.setdefault("gate_every", 5)
             # 64 importance samples per validation pair for the gate (was 256): the same
             # training on gaussian_linear_uniform, two_moons and gaussian_mixture at
-            # 1,000, at 0.74x the time on the first (benchmarks/results/cost_*.txt).
+            # 1,000 (benchmarks/results/cost_*.txt), one measurement 0.30-0.39x the time
+            # (benchmarks/results/phase_cost_gate_samples.txt).
             kwargs.setdefault("gate_samples", 64)
         energy = build_proxy(
             flow,

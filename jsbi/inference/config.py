@@ -81,14 +81,7 @@ class TrainConfig:
     def from_options(cls, options: Mapping[str, Any] | None = None) -> TrainConfig:
         r"""Builds a config from keyword options; an unknown one is an error naming the
         closest valid option."""
-        options = dict(options or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-                hint = f": did you mean {close[0]!r}?" if close else f"; the options are {names}"
-                raise ValueError(f"unknown training option {key!r}{hint}")
-        return cls(**options)
+        return cls(**_known(cls, options, "unknown training option {!r}"))
 
     def fit_options(self) -> dict[str, Any]:
         r"""The options as :meth:`~jsbi.inference.PosteriorEstimator.fit` keywords."""
@@ -97,6 +90,19 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         r"""A copy with ``changes`` (checked like the original)."""
         return dataclasses.replace(self, **changes)
+
+
+def _known(cls: type, options: Mapping[str, Any] | None, unknown: str) -> dict[str, Any]:
+    # The options, or an error for the first name that is not a field of cls, with the
+    # closest one (``unknown`` formats the name).
+    options = dict(options or {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            hint = f": did you mean {close[0]!r}?" if close else f"; the options are {names}"
+            raise ValueError(unknown.format(key) + hint)
+    return options
 
 
 def _check(f: dataclasses.Field, value: Any) -> None:
@@ -370,14 +376,7 @@ class AdaptiveConfig:
     def from_options(cls, options: Mapping[str, Any] | None = None) -> AdaptiveConfig:
         r"""Builds a config from keyword options; an unknown one is an error naming the
         closest valid option."""
-        options = dict(options or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-                hint = f": did you mean {close[0]!r}?" if close else f"; the options are {names}"
-                raise ValueError(f"unknown option {key!r} of the symmetric objective{hint}")
-        return cls(**options)
+        return cls(**_known(cls, options, "unknown option {!r} of the symmetric objective"))
 
     @property
     def gated(self) -> bool:

@@ -359,12 +359,11 @@ class AdaptiveConfig:
                 continue
             if _int_below(value, minimum):
                 raise ValueError(f"{name} must be >= {minimum} (an int), got {value!r}")
-        for name in ("proxy_learning_rate", "min_ess"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and >= 0 or None, got {value!r}")
-        if self.proxy_learning_rate == 0:
-            raise ValueError("proxy_learning_rate must be > 0 or None (the flow's), got 0")
+        lr, ess = self.proxy_learning_rate, self.min_ess
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"proxy_learning_rate must be > 0 or None (the flow's), got {lr!r}")
+        if ess is not None and not (math.isfinite(ess) and ess >= 0):
+            raise ValueError(f"min_ess must be finite and >= 0 or None, got {ess!r}")
         if self.gate not in (None, True, False):
             raise ValueError(f"gate must be True, False or None, got {self.gate!r}")
         if self.objective == "srfe":

@@ -90,6 +90,8 @@ def test_the_flags_come_from_the_fields():
         ({"gate_every": True}, r"gate_every must be >= 1 \(an int\)"),
         ({"reverse_batch_size": 0}, r"reverse_batch_size must be >= 1 \(an int\)"),
         ({"proxy_learning_rate": 0.0}, "proxy_learning_rate must be > 0 or None"),
+        ({"proxy_learning_rate": -1e-3}, "proxy_learning_rate must be > 0 or None"),
+        ({"min_ess": math.nan}, "min_ess must be finite and >= 0 or None"),
         ({"gate": "yes"}, "gate must be True, False or None"),
         ({"objective": "srfe", "tau": 1.5}, "tau"),
         ({"gate_sample": 9}, "unknown option 'gate_sample'.*did you mean 'gate_samples'"),

@@ -2,7 +2,8 @@ r"""Phase 2 of ``npe-first``, variant by variant, on one development cell.
 
 Trains jsbi ``npe`` and then each variant of the symmetric objective (``--variant
 NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
-likelihood proxy and ``schedule="npe-first"``) on the same simulations, and prints per
+likelihood proxy and ``schedule="npe-first"``; ``flow.key=value`` is an option of the flow,
+e.g. ``flow.passes=2`` for a coupling flow; ``objective=npe`` is an ``npe`` variant) on the same simulations, and prints per
 variant: the NLL of fresh held-out pairs, C2ST (sbibm's definition) on the given
 observations, which phase won, and the wall time relative to ``npe``. Development tasks
 only: it is how the default was chosen.
@@ -52,10 +53,15 @@ def main() -> None:
         named = {
             k: options.pop(k) for k in ("objective", "proxy", "schedule", "gate") if k in options
         }
+        # flow.KEY=VALUE is the flow's option (e.g. flow.passes=2, a coupling flow).
+        flow = {k[5:]: options.pop(k) for k in list(options) if k.startswith("flow.")}
         named.setdefault("objective", args.objective)
+        if named["objective"] == "npe":
+            runs.append((name, {**named, **flow}))
+            continue
         named.setdefault("proxy", "likelihood")
         named.setdefault("schedule", "npe-first")
-        runs.append((name, {**named, "objective_kwargs": options}))
+        runs.append((name, {**named, **flow, "objective_kwargs": options}))
     npe_time = None
     for name, kwargs in runs:
         est = jsbi.PosteriorEstimator(task.prior, seed=args.seed, **kwargs)

@@ -62,18 +62,9 @@ from tqdm.auto import tqdm
 
 from jsbi.inference.config import AdaptiveConfig
 from jsbi.inference.dual import DualVariable, FaultRecovery
-from jsbi.inference.importance import defensive_samples, proxy_minus_flow
-from jsbi.inference.objectives import (
-    constraint_violation,
-    defensive_log_proposal,
-    forward_kl,
-    forward_kl_from_proxy,
-    log_normalizer,
-    primal_losses,
-    proxy_fit,
-    reverse_terms,
-)
-from jsbi.inference.support import prior_log_prob
+from jsbi.inference.objectives import forward_kl, primal_losses
+from jsbi.inference.reverse import ReverseEstimator
+from jsbi.inference.schedules import make_schedule, measure_proxy, own_fit, own_fit_name
 from jsbi.inference.tau import make_tau_schedule
 from jsbi.seeding import seeded
 
@@ -222,43 +213,25 @@ class AdaptiveStep(TrainingStep):
         \quad \text{s.t.} \quad C(\psi) - \bar F \le \epsilon + u
 
     with :math:`R` the reverse KL (``jeffreys``, ``reverse``), :math:`S_\tau` (``srfe``) or
-    the forward KL from the proxy by self-normalised importance sampling (``distill``,
-    :func:`~jsbi.inference.objectives.forward_kl_from_proxy`). What each model descends is
-    :func:`~jsbi.inference.objectives.primal_losses`. Two schedules:
+    the forward KL from the proxy by self-normalised importance sampling (``distill``).
+    The method is in three places, each one concept: what each model descends is
+    :func:`~jsbi.inference.objectives.primal_losses`; the reverse term's estimate from the
+    flow's samples is :class:`~jsbi.inference.reverse.ReverseEstimator`; when the reverse
+    term is on, and how strongly, is the schedule (:mod:`jsbi.inference.schedules`):
+    ``"joint"`` (warm-up, then the primal-dual objective with the dual variable, or with
+    ``adaptive=False`` the fixed-weight penalty ablation) or ``"npe-first"`` (``npe`` up
+    to its early stop, then the gated reverse term from its best state; the loop keeps the
+    best validation NLL over both phases, and ``history["best_phase"]`` says which won).
+    This class orchestrates them: the two optimisers, the update, restores and logging.
 
-    - ``schedule="joint"`` (section 4): for ``warmup_epochs`` the flow trains on :math:`F`
-      and the proxy on its own fit; then each batch the flow descends :math:`F + \beta R`
-      (``R`` alone for ``reverse``), the proxy :math:`\beta R + \lambda C`, and the dual
-      steps :math:`\lambda \leftarrow [\lambda + \eta_\lambda (C - \bar F - \epsilon -
-      u)]_+`, :math:`u = \lambda / \alpha` (:class:`DualVariable`). With
-      ``adaptive=False`` the dual stays at ``lambda_init`` and ``u = 0``: the fixed-weight
-      penalty ablation. Early stopping only selects epochs after warm-up.
-    - ``schedule="npe-first"`` (section 4b): phase 1 is exactly ``npe`` for the flow up to
-      its early stop, while the proxy fits its own data (its ``fit_loss``: maximum
-      likelihood for :class:`~jsbi.inference.ebm.LikelihoodEnergy`, contrastive for the
-      ratio proxy, :math:`C` otherwise) and keeps its best validation state. Phase 2 starts
-      from phase 1's best flow and the proxy's best state: the flow descends :math:`F +
-      \beta \cdot \text{gate} \cdot R`, the proxy its fit (plus ``proxy_reverse_weight``
-      :math:`\cdot R`). The loop keeps the best validation NLL over both phases, so the
-      result is never worse than phase 1 on it; ``history["best_phase"]`` says which won.
-      The gate (``gate=True``) is the measured evidence that the proxy is the better
-      model: each epoch the proxy's validation NLL (its :math:`\log Z` by defensive
-      importance sampling, :func:`~jsbi.inference.importance.proxy_nll`) is compared with
-      the flow's, and the reverse term is off while the proxy is worse.
-
-    The reverse term is estimated from ``num_proxy_samples`` reparameterised flow samples
-    for each of (up to) ``reverse_batch_size`` observations of the batch; ``log Z`` (for
-    the proxy's gradient, never the flow's) by importance sampling with the flow as
-    proposal, or with ``num_prior_samples > 0`` with the defensive mixture of flow and
-    prior. A reverse-term sample outside the prior's support has infinite energy: it is
-    left out of the term (never a NaN), and counted in ``history["train_outside"]``.
-
-    Faults (METHOD.md section 6) are detected, not hidden: a batch whose importance
-    sampling collapsed (mean ESS fraction below ``min_ess``, joint schedule) updates the
-    flow on :math:`F` only and is counted in ``history["train_collapsed"]``; a non-finite
-    loss or a dual above ``max_lambda`` restores the state of the last finished epoch,
-    halves both learning rates and the dual step, and warns; after ``max_restores``
-    restores training stops (the loop then returns the best state, never a NaN posterior).
+    A reverse-term sample outside the prior's support has infinite energy: it is left out
+    of the term (never a NaN), and counted in ``history["train_outside"]``. Faults
+    (METHOD.md section 6) are detected, not hidden: a batch whose importance sampling
+    collapsed (joint schedule) updates the flow on :math:`F` only and is counted in
+    ``history["train_collapsed"]``; a non-finite loss or a dual above ``max_lambda``
+    restores the state of the last finished epoch, halves both learning rates and the dual
+    step, and warns; after ``max_restores`` restores training stops (the loop then returns
+    the best state, never a NaN posterior).
 
     Arguments:
         flow: The conditional flow :math:`q_\phi`.
@@ -310,8 +283,8 @@ class AdaptiveStep(TrainingStep):
                     raise ValueError(f"{what} needs the prior: pass prior=")
         self.flow, self.proxy, self.prior = flow, proxy, prior
         self.objective, self.schedule = c.objective, c.schedule
-        self.num_proxy_samples, self.num_prior_samples = c.num_proxy_samples, c.num_prior_samples
-        self.path_gradient = c.path_gradient and c.objective in ("jeffreys", "reverse")
+        self.reverse = ReverseEstimator(flow, proxy, prior, c)
+        self.plan = make_schedule(c)
         self.tau_schedule = make_tau_schedule(c.tau) if c.objective == "srfe" else None
         joint = c.joint()
         self.eps, self.warmup_epochs = float(joint["eps"]), int(joint["warmup_epochs"])
@@ -349,6 +322,14 @@ class AdaptiveStep(TrainingStep):
     def u(self) -> float:
         return self.dual.slack
 
+    @property
+    def num_proxy_samples(self) -> int:
+        return self.reverse.num_proxy_samples
+
+    @property
+    def path_gradient(self) -> bool:
+        return self.reverse.path_gradient
+
     def _proxy_parameters(self) -> list[nn.Parameter]:
         # A shared embedding belongs to the flow: the proxy's step never moves it.
         shared = {id(p) for p in self.flow.parameters()}
@@ -360,8 +341,7 @@ class AdaptiveStep(TrainingStep):
             self._proxy_parameters(), lr=self.proxy_learning_rate
         )
         self.dual.reset()
-        self.phase = 1 if self.schedule == "npe-first" else 0
-        self.symmetric_from = self.warmup_epochs + 1 if self.phase == 0 else math.inf
+        self.plan.start(self)
         self._proxy_best = None
         self._summary = {}
         self.faults.start()
@@ -378,33 +358,11 @@ class AdaptiveStep(TrainingStep):
             self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.config.tau_epochs)))
 
     def selectable(self, epoch: int) -> bool:
-        # npe-first's phase 1 is npe itself: its epochs are candidates like npe's.
-        return self.schedule == "npe-first" or epoch > self.warmup_epochs
+        return self.plan.selectable(self, epoch)
 
     def validate(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        if self.schedule != "npe-first":
-            return {}
-        self._validation = (theta, x)
-        logs: dict[str, float] = {}
-        fit = getattr(self.proxy, "fit_loss", None)
-        # The same random numbers every epoch (comparable values), drawn off the
-        # training stream.
-        with seeded(0, [theta.device]):
-            if fit is not None and self.phase == 1:
-                # The proxy's own early stopping in phase 1, on the flow's validation pairs.
-                value = float(fit(theta, x))
-                logs["proxy_fit"] = value
-                best = self._proxy_best
-                if math.isfinite(value) and (best is None or value < best[0]):
-                    self._proxy_best = (value, copy.deepcopy(self.proxy.state_dict()))
-        if self.gate and self.phase == 2:
-            # Every gate_every-th phase-2 epoch (the first included); in between the
-            # gate keeps its last value.
-            if (self.epoch - self.symmetric_from) % self.config.gate_every == 0:
-                logs.update(self.measure_proxy(theta, x))
-        return logs
+        return self.plan.validate(self, theta, x)
 
-    @torch.no_grad()
     def measure_proxy(
         self, theta: Tensor, x: Tensor, num_samples: int | None = None
     ) -> dict[str, float]:
@@ -413,40 +371,13 @@ class AdaptiveStep(TrainingStep):
         importance samples per pair, default ``gate_samples``, and the same random
         numbers every call): sets the gate to 1 while the proxy is the better model, and
         returns the measurement with ``gate``."""
-        num_samples = self.config.gate_samples if num_samples is None else int(num_samples)
-        with seeded(0, [theta.device]):
-            measured = proxy_minus_flow(self.proxy, self.flow, self.prior, theta, x, num_samples)
-        # NaN compares False: an unmeasurable proxy is not trusted.
-        self.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
-        return {**measured, "gate": self.gate_value}
+        return measure_proxy(self, theta, x, num_samples)
 
     def summary(self) -> dict[str, Any]:
         return dict(self._summary)
 
     def on_converged(self, best_state: dict[str, Any] | None) -> bool | int:
-        if self.phase != 1:
-            return False
-        # Phase 2 starts from phase 1's best flow (and its optimiser) and the proxy's
-        # own best fit.
-        if best_state is not None:
-            self.flow.load_state_dict(best_state["flow"])
-            self._load_optimizer(self.flow_optimizer, best_state.get("flow_optimizer"))
-        if self._proxy_best is not None:
-            self.proxy.load_state_dict(self._proxy_best[1])
-        if self.gate and self._validation is not None:
-            # A proxy that is not the better model at the switch would be gated off
-            # throughout: phase 2 is skipped, and the result is npe's.
-            self.flow.eval()
-            self.proxy.eval()
-            measured = self.measure_proxy(*self._validation)
-            self._summary["phase2_start"] = measured
-            if not self.gate_value:
-                self._summary["phase2_skipped"] = True
-                return False
-        self.phase = 2
-        self.symmetric_from = self.epoch + 1
-        self.faults.start()
-        return True if self.config.phase2_patience is None else self.config.phase2_patience
+        return self.plan.converged(self, best_state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.faults.epoch_finished(logs)
@@ -492,171 +423,81 @@ class AdaptiveStep(TrainingStep):
             g["lr"] = lr
 
     # -- the update ----------------------------------------------------------------------
-    def _apply(self, optimizer, params, grads) -> None:
-        for p, g in zip(params, grads, strict=True):
-            p.grad = None if g is None else g
-        if self.clip_max_norm is not None:
-            nn.utils.clip_grad_norm_(params, self.clip_max_norm)
-        optimizer.step()
-
-    def _step_both(self, loss_flow: Tensor, loss_proxy: Tensor) -> None:
-        flow_params = list(self.flow.parameters())
-        proxy_params = self._proxy_parameters()
-        g_flow = torch.autograd.grad(loss_flow, flow_params, retain_graph=True, allow_unused=True)
-        g_proxy = torch.autograd.grad(loss_proxy, proxy_params, allow_unused=True)
-        self._apply(self.flow_optimizer, flow_params, g_flow)
-        self._apply(self.proxy_optimizer, proxy_params, g_proxy)
-
-    def _log_normalizer(
-        self, x: Tensor, theta_k: Tensor, log_q_k: Tensor, energy_k: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        # log Z_hat and its ESS from the flow's samples, plus M prior samples per x under
-        # the defensive mixture when asked for.
-        M = self.num_prior_samples
-        if M == 0:
-            return log_normalizer(-energy_k, log_q_k)
-        K = theta_k.shape[0]
-        with torch.no_grad():
-            theta_p = self.prior.sample((M, len(x))).to(theta_k)
-            log_q_p = self.flow.log_prob(theta_p, x)
-            theta_all = torch.cat([theta_k.detach(), theta_p])
-            # The proxy's log prior is safe at support boundaries (-inf, no error).
-            log_prior = getattr(self.proxy, "log_prior", lambda t: prior_log_prob(self.prior, t))
-            log_pi = log_prior(theta_all)
-            log_m = defensive_log_proposal(
-                torch.cat([log_q_k.detach(), log_q_p]), log_pi, M / (K + M)
-            )
-        energy = torch.cat([energy_k, self.proxy(theta_p, x)])
-        return log_normalizer(-energy, log_m)
-
-    def _fit(self, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None) -> Tensor:
-        # The proxy's own data fit: its fit_loss where it has one, else C (needs log Z).
-        fit = getattr(self.proxy, "fit_loss", None)
-        if fit is not None:
-            return fit(theta, x)
-        if log_z is None:
-            with torch.no_grad():
-                theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
-            log_z, _ = self._log_normalizer(xr, theta_k, log_q_k, self.proxy(theta_k, xr))
-        return proxy_fit(self.proxy(theta, x), log_z)
-
-    def _fit_name(self) -> str:
-        if hasattr(self.proxy, "log_ratio"):
-            return "contrastive"
-        return "fit" if hasattr(self.proxy, "fit_loss") else "C"
+    def _descend(self, loss_flow: Tensor, loss_proxy: Tensor | None) -> None:
+        # One optimiser step for each model on its own loss (loss_proxy None: the flow's
+        # only); both gradients are taken before either model moves.
+        pairs = [(self.flow_optimizer, list(self.flow.parameters()), loss_flow)]
+        if loss_proxy is not None:
+            pairs.append((self.proxy_optimizer, self._proxy_parameters(), loss_proxy))
+        grads = [
+            torch.autograd.grad(loss, params, retain_graph=i + 1 < len(pairs), allow_unused=True)
+            for i, (_, params, loss) in enumerate(pairs)
+        ]
+        for (optimizer, params, _), g in zip(pairs, grads, strict=True):
+            for p, g_p in zip(params, g, strict=True):
+                p.grad = g_p
+            if self.clip_max_norm is not None:
+                nn.utils.clip_grad_norm_(params, self.clip_max_norm)
+            optimizer.step()
 
     def _reverse_batch(self, x: Tensor) -> Tensor:
         return x if self.config.reverse_batch_size is None else x[: self.config.reverse_batch_size]
 
-    def _warmup(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+    def _npe_step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        # The flow on F, the proxy on its own fit when due (warm-up, phase 1, gated off).
         F = forward_kl(self.flow.log_prob(theta, x))
         self._steps += 1
-        due = self.schedule == "joint" or (self._steps - 1) % self.config.proxy_every == 0
-        fit = self._fit(theta, x, self._reverse_batch(x), None) if due else None
-        flow_params = list(self.flow.parameters())
-        self._apply(self.flow_optimizer, flow_params, torch.autograd.grad(F, flow_params))
+        fit = own_fit(self, theta, x, self._reverse_batch(x)) if self.plan.fit_due(self) else None
+        self._descend(F, fit)
         logs = {"loss": F.item(), "F": F.item()}
         if fit is not None:
-            proxy_params = self._proxy_parameters()
-            grads = torch.autograd.grad(fit, proxy_params, allow_unused=True)
-            self._apply(self.proxy_optimizer, proxy_params, grads)
-            logs[self._fit_name()] = fit.item()
+            logs[own_fit_name(self.proxy)] = fit.item()
         if self.phase:
             logs["phase"] = float(self.phase)
         return logs
 
-    def _flow_samples(self, xr: Tensor) -> tuple[Tensor, Tensor]:
-        theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), xr)
-        if self.path_gradient:
-            # Sticking the landing: the score term has zero mean, so drop it by
-            # evaluating log q with the flow's parameters detached.
-            params = {k: v.detach() for k, v in self.flow.named_parameters()}
-            log_q_k = torch.func.functional_call(self.flow, params, (theta_k, xr))
-        return theta_k, log_q_k
-
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         if not self.symmetric:
-            return self._warmup(theta, x)
-        if self.phase == 2 and not self.gate_value and not self.config.proxy_reverse_weight:
-            # Gated off, the reverse term moves neither model: an npe step (the flow on F,
-            # the proxy on its own fit), without drawing the reverse term's samples.
-            logs = self._warmup(theta, x)
-            logs.update({"phase": 2.0, "gate": 0.0})
-            return logs
-        log_q_data = self.flow.log_prob(theta, x)
-        F = forward_kl(log_q_data)
+            return self._npe_step(theta, x)
+        if self.plan.skips_reverse(self):
+            return {**self._npe_step(theta, x), "phase": 2.0, "gate": 0.0}
+        F = forward_kl(self.flow.log_prob(theta, x))
         xr = self._reverse_batch(x)
-        joint = self.phase == 0
-        needs_log_z = joint or self.config.proxy_reverse_weight > 0
-        log_z = ess = R_proxy = None
-        n_outside = 0
-        if self.objective == "distill":
-            K, M = self.num_proxy_samples, self.num_prior_samples or self.num_proxy_samples
-            theta_s, log_m = defensive_samples(self.flow, self.prior, xr, K + M, M / (K + M))
-            neg_energy = -self.proxy(theta_s, xr)
-            R_flow = forward_kl_from_proxy(self.flow.log_prob(theta_s, xr), neg_energy, log_m)
-            log_z, ess = log_normalizer(neg_energy, log_m)
-        else:
-            theta_k, log_q_k = self._flow_samples(xr)
-            energy_k = self.proxy(theta_k, xr)
-            if needs_log_z:
-                # log Z's samples are detached inside log_normalizer; only psi gets its
-                # gradient.
-                log_z, ess = self._log_normalizer(xr, theta_k.detach(), log_q_k, energy_k)
-            tau = self.tau if self.objective == "srfe" else None
-            R_flow, R_proxy, n_outside = reverse_terms(log_q_k, energy_k, log_z, tau=tau)
-        # The joint schedule's proxy fits C after warm-up (its constraint); npe-first's
-        # keeps its own fit (exact likelihood, contrastive, ...).
-        fit = proxy_fit(self.proxy(theta, x), log_z) if joint else self._fit(theta, x, xr, None)
-        ess_mean = math.nan if ess is None else float(ess.mean())
-        collapsed = joint and ess_mean < self.min_ess
-        if joint:
-            # A collapsed importance sampler makes R unreliable: F alone moves the flow.
-            flow_weight = 0.0 if collapsed else self.config.reverse_weight
-            proxy_weight, lam = self.config.reverse_weight, self.dual.value
-        else:
-            flow_weight = self.config.reverse_weight * self.gate_value
-            proxy_weight, lam = self.config.proxy_reverse_weight, 1.0
+        r = self.reverse(xr, tau=self.tau, needs_log_z=self.plan.needs_log_z)
+        fit = self.plan.fit(self, theta, x, xr, r.log_z)
+        ess = math.nan if r.ess is None else float(r.ess.mean())
+        w = self.plan.weights(self, ess)
         loss_flow, loss_proxy = primal_losses(
             F,
-            R_flow,
+            r.flow,
             fit,
-            R_proxy,
-            lam=lam,
-            flow_weight=flow_weight,
-            proxy_weight=proxy_weight,
+            r.proxy,
+            lam=w.lam,
+            flow_weight=w.flow,
+            proxy_weight=w.proxy,
             forward=self.objective != "reverse",
         )
-        if self.objective == "reverse" and collapsed:
-            loss_flow = R_flow
+        if self.objective == "reverse" and w.collapsed:
+            loss_flow = r.flow
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
             return self.faults.restore("non-finite loss")
-        self._step_both(loss_flow, loss_proxy)
-
+        self._descend(loss_flow, loss_proxy)
         logs = {
             "loss": loss_flow.item(),
             "F": F.item(),
-            "R": R_flow.item(),
-            self._fit_name() if not joint else "C": fit.item(),
+            "R": r.flow.item(),
+            self.plan.fit_name(self): fit.item(),
             "lambda": self.dual.value,
             "u": self.dual.slack,
-            "collapsed": float(collapsed),
-            "outside": float(n_outside),
+            "collapsed": float(w.collapsed),
+            "outside": float(r.outside),
             "faults": 0.0,
         }
-        if ess is not None:
-            logs["ess"] = ess_mean
-        if joint:
-            violation = constraint_violation(fit, F, self.eps, self.dual.slack)
-            logs["violation"] = float(violation)
-            if not self.dual.step(float(violation)):
-                return self.faults.restore(
-                    f"dual variable lambda={self.dual.value:.3g} > {self.dual.max_value}"
-                )
-            logs["lambda"], logs["u"] = self.dual.value, self.dual.slack
-        else:
-            logs["phase"] = 2.0
-            logs["gate"] = self.gate_value
+        if r.ess is not None:
+            logs["ess"] = ess
+        fault = self.plan.finish(self, logs, fit, F)
+        if fault is not None:
+            return self.faults.restore(fault)
         if self.tau is not None:
             logs["tau"] = self.tau
         self.faults.last_logs = logs

@@ -284,17 +284,17 @@ def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
 
 
 def test_the_gate_uses_gate_samples_and_a_caller_may_ask_for_more(monkeypatch):
-    import jsbi.inference.trainer as trainer
+    import jsbi.inference.schedules as schedules
 
     step, _, _, _, theta, x = _npe_first_step(gate_samples=16)
     asked = []
-    real = trainer.proxy_minus_flow
+    real = schedules.proxy_minus_flow
 
     def spy(*args, **kwargs):
         asked.append(args[5])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "proxy_minus_flow", spy)
+    monkeypatch.setattr(schedules, "proxy_minus_flow", spy)
     first = step.measure_proxy(theta[:40], x[:40])
     again = step.measure_proxy(theta[:40], x[:40])
     more = step.measure_proxy(theta[:40], x[:40], num_samples=256)

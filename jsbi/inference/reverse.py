@@ -1,0 +1,143 @@
+r"""The reverse side's Monte Carlo estimate from the flow's own samples (METHOD.md 3-4b).
+
+:class:`ReverseEstimator` is what the symmetric step draws each batch: ``K`` flow samples
+per observation (reparameterised, with the path gradient where asked for), the proxy's
+energy there, :math:`\log Z` by importance sampling (the flow as proposal, or the
+defensive flow + prior mixture with ``M`` prior samples), and then the terms of
+:func:`~jsbi.inference.objectives.reverse_terms` (reverse KL, SRFE) or, for ``distill``,
+:func:`~jsbi.inference.objectives.forward_kl_from_proxy`. Which model descends which term
+is :func:`~jsbi.inference.objectives.primal_losses`; this module only estimates.
+
+Example:
+    >>> from jsbi.inference.config import AdaptiveConfig
+    >>> from jsbi.inference.estimator import build_proxy
+    >>> from jsbi.inference.flows import build_conditional_flow
+    >>> flow = build_conditional_flow(theta, x, prior, num_transforms=1)
+    >>> proxy = build_proxy(flow, prior, theta, x, proxy="likelihood")
+    >>> estimate = ReverseEstimator(flow, proxy, prior, AdaptiveConfig())
+    >>> r = estimate(x[:8])
+    >>> r.flow.shape, r.log_z.shape, r.outside
+    (torch.Size([]), torch.Size([8]), 0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.distributions import Distribution
+
+from jsbi.inference.config import AdaptiveConfig
+from jsbi.inference.importance import defensive_samples
+from jsbi.inference.objectives import (
+    defensive_log_proposal,
+    forward_kl_from_proxy,
+    log_normalizer,
+    reverse_terms,
+)
+from jsbi.inference.support import prior_log_prob
+
+__all__ = ["ReverseEstimate", "ReverseEstimator"]
+
+
+@dataclass
+class ReverseEstimate:
+    r"""One batch's reverse-side estimate.
+
+    Attributes:
+        flow: The flow's term (its gradient moves the flow; :math:`\log Z` detached).
+        proxy: The proxy's term (:math:`\log q` detached), ``None`` for ``distill`` or
+            without :math:`\log Z`.
+        log_z: :math:`\hat{\log Z}(x)` per observation (gradient to the proxy only), or
+            ``None`` when not asked for.
+        ess: The importance sampler's ESS fraction per observation, or ``None``.
+        outside: Flow samples outside the prior's support (left out of the terms).
+    """
+
+    flow: Tensor
+    proxy: Tensor | None
+    log_z: Tensor | None
+    ess: Tensor | None
+    outside: int
+
+
+class ReverseEstimator:
+    r"""Estimates the reverse side of the symmetric objective on a batch of observations.
+
+    Arguments:
+        flow: The conditional flow :math:`q_\phi` (sampled).
+        proxy: The conditional energy :math:`E_\psi`.
+        prior: The prior (for prior samples in :math:`\log Z` and for ``distill``).
+        config: The step's options: ``objective``, ``num_proxy_samples`` (``K``),
+            ``num_prior_samples`` (``M``) and ``path_gradient``.
+    """
+
+    def __init__(
+        self,
+        flow: nn.Module,
+        proxy: nn.Module,
+        prior: Distribution | None,
+        config: AdaptiveConfig,
+    ) -> None:
+        self.flow, self.proxy, self.prior = flow, proxy, prior
+        self.objective = config.objective
+        self.num_proxy_samples, self.num_prior_samples = (
+            config.num_proxy_samples,
+            config.num_prior_samples,
+        )
+        self.path_gradient = config.path_gradient and config.objective in ("jeffreys", "reverse")
+
+    def __call__(
+        self, x: Tensor, *, tau: float | None = None, needs_log_z: bool = True
+    ) -> ReverseEstimate:
+        r"""The estimate on observations ``x`` (``tau``: SRFE's order)."""
+        if self.objective == "distill":
+            K, M = self.num_proxy_samples, self.num_prior_samples or self.num_proxy_samples
+            theta_s, log_m = defensive_samples(self.flow, self.prior, x, K + M, M / (K + M))
+            neg_energy = -self.proxy(theta_s, x)
+            R = forward_kl_from_proxy(self.flow.log_prob(theta_s, x), neg_energy, log_m)
+            log_z, ess = log_normalizer(neg_energy, log_m)
+            return ReverseEstimate(R, None, log_z, ess, 0)
+        theta_k, log_q_k = self.flow_samples(x)
+        energy_k = self.proxy(theta_k, x)
+        log_z = ess = None
+        if needs_log_z:
+            # log Z's samples are detached inside log_normalizer; only psi gets its gradient.
+            log_z, ess = self.log_normalizer(x, theta_k.detach(), log_q_k, energy_k)
+        tau = tau if self.objective == "srfe" else None
+        R_flow, R_proxy, outside = reverse_terms(log_q_k, energy_k, log_z, tau=tau)
+        return ReverseEstimate(R_flow, R_proxy, log_z, ess, outside)
+
+    def flow_samples(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``K`` reparameterised samples per observation and their :math:`\log q`."""
+        theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), x)
+        if self.path_gradient:
+            # Sticking the landing: the score term has zero mean, so drop it by
+            # evaluating log q with the flow's parameters detached.
+            params = {k: v.detach() for k, v in self.flow.named_parameters()}
+            log_q_k = torch.func.functional_call(self.flow, params, (theta_k, x))
+        return theta_k, log_q_k
+
+    def log_normalizer(
+        self, x: Tensor, theta_k: Tensor, log_q_k: Tensor, energy_k: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        r""":math:`\hat{\log Z}` and its ESS from the flow's samples, plus ``M`` prior
+        samples per observation under the defensive mixture when ``M > 0``."""
+        M = self.num_prior_samples
+        if M == 0:
+            return log_normalizer(-energy_k, log_q_k)
+        K = theta_k.shape[0]
+        with torch.no_grad():
+            theta_p = self.prior.sample((M, len(x))).to(theta_k)
+            log_q_p = self.flow.log_prob(theta_p, x)
+            theta_all = torch.cat([theta_k.detach(), theta_p])
+            # The proxy's log prior is safe at support boundaries (-inf, no error).
+            log_prior = getattr(self.proxy, "log_prior", lambda t: prior_log_prob(self.prior, t))
+            log_pi = log_prior(theta_all)
+            log_m = defensive_log_proposal(
+                torch.cat([log_q_k.detach(), log_q_p]), log_pi, M / (K + M)
+            )
+        energy = torch.cat([energy_k, self.proxy(theta_p, x)])
+        return log_normalizer(-energy, log_m)

@@ -1,0 +1,247 @@
+r"""The symmetric step's two schedules (METHOD.md sections 4 and 4b).
+
+A schedule decides what :class:`~jsbi.inference.trainer.AdaptiveStep` does when: which
+epochs may be kept as the best state, what the proxy fits, how strongly the reverse term
+moves each model, what the validation pass measures, and what happens when early stopping
+ends a phase. The step holds the state (``phase``, ``symmetric_from``, ``gate_value``, the
+dual variable, the proxy's best fit) and calls its schedule at those points, so a new
+schedule is one small class here, not a branch in the step.
+
+- :class:`JointSchedule` (``schedule="joint"``, section 4): ``warmup_epochs`` of warm-up
+  (the flow on :math:`F`, the proxy on its own fit), then each batch the flow descends
+  :math:`F + \beta R`, the proxy :math:`\beta R + \lambda C`, and the dual steps
+  :math:`\lambda \leftarrow [\lambda + \eta_\lambda (C - \bar F - \epsilon - u)]_+`,
+  :math:`u = \lambda / \alpha`. A batch whose importance sampling collapsed (mean ESS
+  fraction below ``min_ess``) moves the flow on :math:`F` only.
+- :class:`NpeFirstSchedule` (``schedule="npe-first"``, section 4b): phase 1 is ``npe``
+  for the flow up to its early stop, while the proxy fits its own data and keeps its best
+  validation state; phase 2 starts from both best states, and the flow descends
+  :math:`F + \beta \cdot \text{gate} \cdot R`, the proxy its fit (plus
+  ``proxy_reverse_weight`` :math:`\cdot R`). The gate is the measured evidence that the
+  proxy is the better model (:func:`~jsbi.inference.importance.proxy_minus_flow`).
+
+Example:
+    >>> from jsbi.inference.config import AdaptiveConfig
+    >>> make_schedule(AdaptiveConfig()).name, make_schedule(AdaptiveConfig(schedule="joint")).name
+    ('npe-first', 'joint')
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jsbi.inference.config import AdaptiveConfig
+from jsbi.inference.importance import proxy_minus_flow
+from jsbi.inference.objectives import constraint_violation, proxy_fit
+from jsbi.seeding import seeded
+
+__all__ = [
+    "JointSchedule",
+    "NpeFirstSchedule",
+    "Weights",
+    "make_schedule",
+    "measure_proxy",
+    "own_fit",
+    "own_fit_name",
+]
+
+
+@dataclass(frozen=True)
+class Weights:
+    r"""How one symmetric batch weighs its terms
+    (:func:`~jsbi.inference.objectives.primal_losses`).
+
+    Attributes:
+        flow: The reverse term's weight in the flow's loss.
+        proxy: The reverse term's weight in the proxy's loss.
+        lam: The proxy's fit's weight.
+        collapsed: Whether the batch's importance sampling collapsed.
+    """
+
+    flow: float
+    proxy: float
+    lam: float
+    collapsed: bool = False
+
+
+def own_fit(step: Any, theta: Tensor, x: Tensor, xr: Tensor) -> Tensor:
+    r"""The proxy's own data fit: its ``fit_loss`` where it has one (maximum likelihood
+    for the likelihood proxy, contrastive for the ratio proxy), else :math:`C`, with
+    :math:`\log Z` from fresh flow samples on ``xr``."""
+    fit = getattr(step.proxy, "fit_loss", None)
+    if fit is not None:
+        return fit(theta, x)
+    reverse = step.reverse
+    with torch.no_grad():
+        theta_k, log_q_k = step.flow.rsample_and_log_prob((reverse.num_proxy_samples,), xr)
+    log_z, _ = reverse.log_normalizer(xr, theta_k, log_q_k, step.proxy(theta_k, xr))
+    return proxy_fit(step.proxy(theta, x), log_z)
+
+
+def own_fit_name(proxy: Any) -> str:
+    r"""The name :func:`own_fit` is logged under."""
+    if hasattr(proxy, "log_ratio"):
+        return "contrastive"
+    return "fit" if hasattr(proxy, "fit_loss") else "C"
+
+
+@torch.no_grad()
+def measure_proxy(
+    step: Any, theta: Tensor, x: Tensor, num_samples: int | None = None
+) -> dict[str, float]:
+    r"""The gate's measurement (:meth:`~jsbi.inference.trainer.AdaptiveStep.measure_proxy`):
+    sets ``step.gate_value`` to 1 while the proxy is the better model on ``(theta, x)``."""
+    num_samples = step.config.gate_samples if num_samples is None else int(num_samples)
+    with seeded(0, [theta.device]):
+        measured = proxy_minus_flow(step.proxy, step.flow, step.prior, theta, x, num_samples)
+    # NaN compares False: an unmeasurable proxy is not trusted.
+    step.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
+    return {**measured, "gate": step.gate_value}
+
+
+class JointSchedule:
+    r"""Warm-up, then the primal-dual objective on every batch (section 4)."""
+
+    name = "joint"
+    needs_log_z = True
+
+    def __init__(self, config: AdaptiveConfig) -> None:
+        self.config = config
+
+    def start(self, step: Any) -> None:
+        step.phase, step.symmetric_from = 0, step.warmup_epochs + 1
+
+    def selectable(self, step: Any, epoch: int) -> bool:
+        return epoch > step.warmup_epochs
+
+    def validate(self, step: Any, theta: Tensor, x: Tensor) -> dict[str, float]:
+        return {}
+
+    def converged(self, step: Any, best_state: dict[str, Any] | None) -> bool | int:
+        return False
+
+    def fit_due(self, step: Any) -> bool:
+        return True
+
+    def skips_reverse(self, step: Any) -> bool:
+        return False
+
+    def fit(self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor) -> Tensor:
+        # After warm-up the proxy fits C, its constraint.
+        return proxy_fit(step.proxy(theta, x), log_z)
+
+    def fit_name(self, step: Any) -> str:
+        return "C"
+
+    def weights(self, step: Any, ess: float) -> Weights:
+        # A collapsed importance sampler makes R unreliable: F alone moves the flow.
+        collapsed = ess < step.min_ess
+        beta = self.config.reverse_weight
+        return Weights(0.0 if collapsed else beta, beta, step.dual.value, collapsed)
+
+    def finish(self, step: Any, logs: dict[str, float], fit: Tensor, F: Tensor) -> str | None:
+        r"""The dual step after the primal one; a fault's reason, or ``None``."""
+        violation = float(constraint_violation(fit, F, step.eps, step.dual.slack))
+        logs["violation"] = violation
+        if not step.dual.step(violation):
+            return f"dual variable lambda={step.dual.value:.3g} > {step.dual.max_value}"
+        logs["lambda"], logs["u"] = step.dual.value, step.dual.slack
+        return None
+
+
+class NpeFirstSchedule:
+    r"""``npe`` first, then the gated reverse term from its best state (section 4b)."""
+
+    name = "npe-first"
+
+    def __init__(self, config: AdaptiveConfig) -> None:
+        self.config = config
+        self.needs_log_z = config.proxy_reverse_weight > 0
+
+    def start(self, step: Any) -> None:
+        step.phase, step.symmetric_from = 1, math.inf
+
+    def selectable(self, step: Any, epoch: int) -> bool:
+        # Phase 1 is npe itself: its epochs are candidates like npe's.
+        return True
+
+    def validate(self, step: Any, theta: Tensor, x: Tensor) -> dict[str, float]:
+        step._validation = (theta, x)
+        logs: dict[str, float] = {}
+        fit = getattr(step.proxy, "fit_loss", None)
+        # The same random numbers every epoch (comparable values), drawn off the
+        # training stream.
+        with seeded(0, [theta.device]):
+            if fit is not None and step.phase == 1:
+                # The proxy's own early stopping in phase 1, on the flow's validation pairs.
+                value = float(fit(theta, x))
+                logs["proxy_fit"] = value
+                best = step._proxy_best
+                if math.isfinite(value) and (best is None or value < best[0]):
+                    step._proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
+        if step.gate and step.phase == 2:
+            # Every gate_every-th phase-2 epoch (the first included); in between the
+            # gate keeps its last value.
+            if (step.epoch - step.symmetric_from) % self.config.gate_every == 0:
+                logs.update(measure_proxy(step, theta, x))
+        return logs
+
+    def converged(self, step: Any, best_state: dict[str, Any] | None) -> bool | int:
+        if step.phase != 1:
+            return False
+        # Phase 2 starts from phase 1's best flow (and its optimiser) and the proxy's
+        # own best fit.
+        if best_state is not None:
+            step.flow.load_state_dict(best_state["flow"])
+            step._load_optimizer(step.flow_optimizer, best_state.get("flow_optimizer"))
+        if step._proxy_best is not None:
+            step.proxy.load_state_dict(step._proxy_best[1])
+        if step.gate and step._validation is not None:
+            # A proxy that is not the better model at the switch would be gated off
+            # throughout: phase 2 is skipped, and the result is npe's.
+            step.flow.eval()
+            step.proxy.eval()
+            measured = measure_proxy(step, *step._validation)
+            step._summary["phase2_start"] = measured
+            if not step.gate_value:
+                step._summary["phase2_skipped"] = True
+                return False
+        step.phase = 2
+        step.symmetric_from = step.epoch + 1
+        step.faults.start()
+        return True if self.config.phase2_patience is None else self.config.phase2_patience
+
+    def fit_due(self, step: Any) -> bool:
+        return (step._steps - 1) % self.config.proxy_every == 0
+
+    def skips_reverse(self, step: Any) -> bool:
+        # Gated off, the reverse term moves neither model: an npe step, without drawing
+        # the reverse term's samples.
+        return step.phase == 2 and not step.gate_value and not self.config.proxy_reverse_weight
+
+    def fit(self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None) -> Tensor:
+        # The proxy keeps its own fit (exact likelihood, contrastive, ...).
+        return own_fit(step, theta, x, xr)
+
+    def fit_name(self, step: Any) -> str:
+        return own_fit_name(step.proxy)
+
+    def weights(self, step: Any, ess: float) -> Weights:
+        c = self.config
+        return Weights(c.reverse_weight * step.gate_value, c.proxy_reverse_weight, 1.0)
+
+    def finish(self, step: Any, logs: dict[str, float], fit: Tensor, F: Tensor) -> str | None:
+        logs["phase"] = 2.0
+        logs["gate"] = step.gate_value
+        return None
+
+
+def make_schedule(config: AdaptiveConfig) -> JointSchedule | NpeFirstSchedule:
+    r"""The schedule ``config.schedule`` names."""
+    return (JointSchedule if config.schedule == "joint" else NpeFirstSchedule)(config)

@@ -3,10 +3,10 @@ r"""Phase 2 of ``npe-first``, variant by variant, on one development cell.
 Trains jsbi ``npe`` and then each variant of the symmetric objective (``--variant
 NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
 likelihood proxy and ``schedule="npe-first"``; ``flow.key=value`` is an option of the flow,
-e.g. ``flow.passes=2`` for a coupling flow; ``objective=npe`` is an ``npe`` variant) on the same simulations, and prints per
-variant: the NLL of fresh held-out pairs, C2ST (sbibm's definition) on the given
-observations, which phase won, and the wall time relative to ``npe``. Development tasks
-only: it is how the default was chosen.
+e.g. ``flow.passes=2`` for a coupling flow; ``objective=npe`` is an ``npe`` variant) on the
+same simulations, and prints per variant: the NLL of fresh held-out pairs, C2ST (sbibm's
+definition) on the given observations, which phase won, and the wall time relative to
+``npe``. Development tasks only: it is how the default was chosen.
 
 Example:
     $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phase2.py --task two_moons \

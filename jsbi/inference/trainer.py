@@ -71,6 +71,7 @@ from jsbi.seeding import seeded
 __all__ = [
     "AdaptiveStep",
     "DualVariable",
+    "EarlyStopping",
     "FaultRecovery",
     "NPEStep",
     "TrainingStep",
@@ -655,23 +656,17 @@ def train(
         ``num_dropped``. JSON-serialisable. On return, ``step`` holds its best state.
     """
     theta, x, dropped = check_training_data(theta, x, getattr(step.flow, "dim_theta", None))
-    num_dropped += dropped
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(stop_after_epochs) < 1 or int(max_epochs) < 1:
         raise ValueError(
             f"stop_after_epochs and max_epochs must be >= 1, got {stop_after_epochs}, {max_epochs}"
         )
-    n = len(theta)
     device = torch.device(device)
     generator = torch.Generator().manual_seed(int(seed))
-    val_idx, tr_idx = split_indices(n, validation_fraction, generator)
-    n_val = len(val_idx)
+    val_idx, tr_idx = split_indices(len(theta), validation_fraction, generator)
     theta, x = theta.to(device), x.to(device)
-    theta_val, x_val = theta[val_idx], x[val_idx]
-    theta_tr, x_tr = theta[tr_idx], x[tr_idx]
-    n_tr = len(theta_tr)
-
+    val, tr = (theta[val_idx], x[val_idx]), (theta[tr_idx], x[tr_idx])
     history: dict[str, Any] = {
         "epoch": [],
         "train_loss": [],
@@ -683,31 +678,30 @@ def train(
     # A total when there is a real cap; the bar stays, with a summary line after it.
     total = max_epochs if max_epochs < 2**31 - 1 else None
     bar = tqdm(desc="Training", unit="epoch", total=total, disable=not show_progress_bar)
-    stopped = "the epoch cap"
-
-    best_loss, best_epoch, best_state = math.inf, 0, None
-    patience_from = 0
-    interrupted = converged = False
-    epoch = 0
+    stopping = EarlyStopping(stop_after_epochs)
+    stopped, interrupted, epoch = "the epoch cap", False, 0
     with seeded(seed, [device]):
         step.to(device)
         step.on_train_start(
-            {"num_train": n_tr, "num_validation": n_val, "device": device, "seed": int(seed)}
+            {
+                "num_train": len(tr_idx),
+                "num_validation": len(val_idx),
+                "device": device,
+                "seed": int(seed),
+            }
         )
-        fingerprint = (
-            _fingerprint(step, theta, x, seed, batch_size, validation_fraction, max_epochs)
-            if checkpoint is not None
-            else None
-        )
+        fingerprint = None
+        if checkpoint is not None:
+            fingerprint = _fingerprint(
+                step, theta, x, seed, batch_size, validation_fraction, max_epochs
+            )
         if checkpoint is not None and os.path.exists(checkpoint):
-            saved = _load_checkpoint(checkpoint, seed=int(seed), n=n, fingerprint=fingerprint)
+            saved = _load_checkpoint(
+                checkpoint, seed=int(seed), n=len(theta), fingerprint=fingerprint
+            )
             step.load_state_dict(saved["state"])
-            history = saved["history"]
-            best_loss, best_epoch = saved["best_loss"], saved["best_epoch"]
-            best_state, patience_from = saved["best_state"], saved["patience_from"]
-            # A phase may have changed the patience (npe-first's phase2_patience).
-            stop_after_epochs = saved.get("stop_after_epochs", stop_after_epochs)
-            epoch = saved["epoch"]
+            history, epoch = saved["history"], saved["epoch"]
+            stopping.load(saved)
             torch.set_rng_state(saved["rng"])
             generator.set_state(saved["generator"])
             bar.update(epoch)
@@ -715,68 +709,32 @@ def train(
             while epoch < max_epochs:
                 epoch += 1
                 start = time.perf_counter()
-                step.on_epoch_start(epoch)
-                sums, n_seen = _train_epoch(step, theta_tr, x_tr, generator, batch_size)
-                val_loss, extra, diverged = _validate_epoch(step, theta_val, x_val)
-                if diverged:  # a NaN epoch: the loop stops below, the best state kept
-                    sums["loss"] = math.nan
-                epoch_logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
-                epoch_logs["validation_loss"] = val_loss
-                epoch_logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
-                step.on_epoch_end(epoch, epoch_logs)
+                epoch_logs = _run_epoch(step, epoch, tr, val, generator, batch_size)
                 _append_epoch(history, epoch, time.perf_counter() - start, epoch_logs)
-
-                selectable = step.selectable(epoch)
-                if not selectable:
-                    patience_from = epoch
-                elif math.isfinite(val_loss) and val_loss < best_loss:
-                    best_loss, best_epoch = val_loss, epoch
-                    best_state = copy.deepcopy(step.state_dict())
+                stopping.record(step, epoch, epoch_logs["validation_loss"])
                 bar.update(1)
                 bar.set_postfix(
                     train=f"{epoch_logs.get('train_loss', math.nan):.4g}",
-                    val=f"{val_loss:.4g}",
-                    best=f"{best_loss:.4g}",
+                    val=f"{epoch_logs['validation_loss']:.4g}",
+                    best=f"{stopping.best_loss:.4g}",
                 )
                 if checkpoint is not None:
-                    _save_checkpoint(
-                        checkpoint,
-                        {
-                            "format": _CHECKPOINT_FORMAT,
-                            "seed": int(seed),
-                            "n": n,
-                            "fingerprint": fingerprint,
-                            "epoch": epoch,
-                            "state": step.state_dict(),
-                            "best_state": best_state,
-                            "best_loss": best_loss,
-                            "best_epoch": best_epoch,
-                            "patience_from": patience_from,
-                            "stop_after_epochs": stop_after_epochs,
-                            "history": history,
-                            "rng": torch.get_rng_state(),
-                            "generator": generator.get_state(),
-                        },
-                    )
+                    run = {"seed": int(seed), "n": len(theta), "fingerprint": fingerprint}
+                    _save_checkpoint(checkpoint, run, epoch, step, stopping, history, generator)
                 if not math.isfinite(epoch_logs.get("train_loss", 0.0)):
-                    if best_state is not None:
+                    if stopping.best_state is not None:
                         warnings.warn(
                             f"non-finite training loss at epoch {epoch}; stopping and "
-                            f"restoring the best state (epoch {best_epoch})",
+                            f"restoring the best state (epoch {stopping.best_epoch})",
                             stacklevel=2,
                         )
                     stopped = "a non-finite training loss"
                     break
-                if epoch - max(best_epoch, patience_from) >= stop_after_epochs:
-                    next_phase = step.on_converged(best_state)
-                    if next_phase:
-                        patience_from = epoch
-                        if not isinstance(next_phase, bool):
-                            stop_after_epochs = int(next_phase)
+                if stopping.exhausted(epoch):
+                    if stopping.next_phase(step, epoch):
                         continue
-                    converged = True
                     stopped = (
-                        f"early stopping ({stop_after_epochs} epochs without a better "
+                        f"early stopping ({stopping.patience} epochs without a better "
                         "validation NLL)"
                     )
                     break
@@ -790,13 +748,13 @@ def train(
             _trim_history(history)
             warnings.warn(
                 f"training stopped at epoch {epoch}: {err}; returning the best state "
-                f"(epoch {best_epoch})",
+                f"(epoch {stopping.best_epoch})",
                 stacklevel=2,
             )
         except KeyboardInterrupt:
             interrupted, stopped = True, "an interrupt"
             _trim_history(history)
-            if best_state is None:
+            if stopping.best_state is None:
                 # Untrained (or never selectable) weights are not a posterior: say so
                 # rather than hand them back.
                 bar.close()
@@ -807,48 +765,135 @@ def train(
                 ) from None
             warnings.warn(
                 f"training interrupted at epoch {epoch}; returning the best state so far "
-                f"(epoch {best_epoch}, validation loss {best_loss:.4g})",
+                f"(epoch {stopping.best_epoch}, validation loss {stopping.best_loss:.4g})",
                 stacklevel=2,
             )
         finally:
             bar.close()
         if show_progress_bar:
             tqdm.write(
-                f"Training: best epoch {best_epoch} of {len(history['epoch'])}, validation "
-                f"NLL {best_loss:.4g}; stopped by {stopped}",
+                f"Training: best epoch {stopping.best_epoch} of {len(history['epoch'])}, "
+                f"validation NLL {stopping.best_loss:.4g}; stopped by {stopped}",
                 file=sys.stderr,
             )
-        if best_state is not None:
-            step.load_state_dict(best_state)
+        if stopping.best_state is not None:
+            step.load_state_dict(stopping.best_state)
         step.eval()
-    finite_weights = _finite_weights(step.flow)
-    finite_epoch = any(math.isfinite(v) for v in history["validation_loss"])
-    if not finite_weights or (best_state is None and history["epoch"] and not finite_epoch):
-        # No epoch had a finite validation loss, or the weights are not finite: the
-        # posterior would give NaN samples. Never hand that back.
-        raise FloatingPointError(
-            f"training diverged: no epoch of {len(history['epoch'])} gave a finite posterior "
-            "(validation loss and weights), so there is none to return. Likely causes: a "
-            "learning rate too "
-            f"large for the data, or x values too large for float32 (largest |x| in the "
-            f"training data: {float(x.abs().max()):.3g}); try a smaller learning_rate or "
-            "rescale x"
-        )
-
+    _check_result(step, history, stopping, x)
     history.update(step.summary())
-    if "train_phase" in history and best_epoch > 0:
-        history["best_phase"] = int(history["train_phase"][best_epoch - 1])
+    if "train_phase" in history and stopping.best_epoch > 0:
+        history["best_phase"] = int(history["train_phase"][stopping.best_epoch - 1])
     history.update(
-        best_epoch=best_epoch,
-        best_validation_loss=best_loss if math.isfinite(best_loss) else None,
+        best_epoch=stopping.best_epoch,
+        best_validation_loss=stopping.best_loss if math.isfinite(stopping.best_loss) else None,
         epochs_trained=len(history["epoch"]),
-        converged=converged,
+        converged=stopping.converged,
         interrupted=interrupted,
-        num_train=n_tr,
-        num_validation=n_val,
-        num_dropped=num_dropped,
+        num_train=len(tr_idx),
+        num_validation=len(val_idx),
+        num_dropped=num_dropped + dropped,
     )
     return history
+
+
+class EarlyStopping:
+    r"""The early stopping of :func:`train`: the best state over all phases, and the
+    patience that ends a phase.
+
+    ``record`` keeps an epoch's state when it is selectable and its validation NLL is the
+    best so far (an epoch that is not selectable, such as warm-up, restarts the patience);
+    ``exhausted`` says when ``patience`` epochs passed without a better one; then
+    ``next_phase`` asks the step (:meth:`TrainingStep.on_converged`) whether a new phase
+    begins, with the patience it returns.
+
+    Arguments:
+        patience: Epochs without improvement before a phase ends.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = int(patience)
+        self.best_loss, self.best_epoch = math.inf, 0
+        self.best_state: dict[str, Any] | None = None
+        self.patience_from = 0
+        self.converged = False
+
+    def record(self, step: TrainingStep, epoch: int, loss: float) -> None:
+        if not step.selectable(epoch):
+            self.patience_from = epoch
+        elif math.isfinite(loss) and loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_state = copy.deepcopy(step.state_dict())
+
+    def exhausted(self, epoch: int) -> bool:
+        return epoch - max(self.best_epoch, self.patience_from) >= self.patience
+
+    def next_phase(self, step: TrainingStep, epoch: int) -> bool:
+        r"""Whether training goes on in a new phase; otherwise it has converged."""
+        nxt = step.on_converged(self.best_state)
+        if not nxt:
+            self.converged = True
+            return False
+        self.patience_from = epoch
+        if not isinstance(nxt, bool):
+            self.patience = int(nxt)
+        return True
+
+    def state(self) -> dict[str, Any]:
+        r"""What a checkpoint keeps (the keys of the checkpoint format)."""
+        return {
+            "best_state": self.best_state,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "patience_from": self.patience_from,
+            # A phase may have changed the patience (npe-first's phase2_patience).
+            "stop_after_epochs": self.patience,
+        }
+
+    def load(self, saved: dict[str, Any]) -> None:
+        self.best_state, self.best_loss = saved["best_state"], saved["best_loss"]
+        self.best_epoch, self.patience_from = saved["best_epoch"], saved["patience_from"]
+        self.patience = int(saved.get("stop_after_epochs", self.patience))
+
+
+def _run_epoch(
+    step: TrainingStep,
+    epoch: int,
+    train_pairs: tuple[Tensor, Tensor],
+    validation_pairs: tuple[Tensor, Tensor],
+    generator: torch.Generator,
+    batch_size: int,
+) -> dict[str, float]:
+    # One epoch: the step's hooks, the training pass, validation; the averaged logs.
+    step.on_epoch_start(epoch)
+    sums, n_seen = _train_epoch(step, *train_pairs, generator, batch_size)
+    val_loss, extra, diverged = _validate_epoch(step, *validation_pairs)
+    if diverged:  # a NaN epoch: the loop stops on it, the best state kept
+        sums["loss"] = math.nan
+    logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
+    logs["validation_loss"] = val_loss
+    logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
+    step.on_epoch_end(epoch, logs)
+    return logs
+
+
+def _check_result(
+    step: TrainingStep, history: dict[str, Any], stopping: EarlyStopping, x: Tensor
+) -> None:
+    # No epoch had a finite validation loss, or the weights are not finite: the posterior
+    # would give NaN samples. Never hand that back.
+    finite_epoch = any(math.isfinite(v) for v in history["validation_loss"])
+    if _finite_weights(step.flow) and (
+        stopping.best_state is not None or not history["epoch"] or finite_epoch
+    ):
+        return
+    raise FloatingPointError(
+        f"training diverged: no epoch of {len(history['epoch'])} gave a finite posterior "
+        "(validation loss and weights), so there is none to return. Likely causes: a "
+        "learning rate too "
+        f"large for the data, or x values too large for float32 (largest |x| in the "
+        f"training data: {float(x.abs().max()):.3g}); try a smaller learning_rate or "
+        "rescale x"
+    )
 
 
 def _train_epoch(
@@ -966,8 +1011,28 @@ def _fingerprint(
     return h.hexdigest()
 
 
-def _save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    # Write then rename: a crash mid-write leaves the previous checkpoint intact.
+def _save_checkpoint(
+    path: str | os.PathLike,
+    run: dict[str, Any],
+    epoch: int,
+    step: TrainingStep,
+    stopping: EarlyStopping,
+    history: dict[str, Any],
+    generator: torch.Generator,
+) -> None:
+    # Everything a resumed run needs to equal an uninterrupted one (run: its seed, size
+    # and fingerprint). Write then rename: a crash mid-write leaves the previous
+    # checkpoint intact.
+    payload = {
+        "format": _CHECKPOINT_FORMAT,
+        **run,
+        "epoch": epoch,
+        "state": step.state_dict(),
+        **stopping.state(),
+        "history": history,
+        "rng": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
     tmp = f"{os.fspath(path)}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)

@@ -177,27 +177,29 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     _add_adaptive(p)
 
 
-# CLI flag -> PosteriorEstimator keyword. Only flags the user gave are passed: the
-# estimator picks its own defaults and rejects these for objective="npe".
-_ADAPTIVE = {
-    "tau": "tau",
-    "tau_schedule": "tau_schedule",
-    "eps": "eps",
-    "alpha": "alpha",
-    "dual_lr": "dual_lr",
-    "num_proxy_samples": "num_proxy_samples",
-    "warmup_epochs": "warmup_epochs",
-    "fixed_weight": "adaptive",
-    "proxy": "proxy",
-    "schedule": "schedule",
-    "no_gate": "gate",
-}
+# The symmetric objectives' options that PosteriorEstimator takes by name (it checks
+# their schedule); the others of AdaptiveConfig go in its objective_kwargs.
+_ESTIMATOR_NAMED = (
+    "eps",
+    "alpha",
+    "dual_lr",
+    "num_proxy_samples",
+    "adaptive",
+    "warmup_epochs",
+    "schedule",
+    "gate",
+)
 
 
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "adaptive objectives (jeffreys, srfe, reverse, distill; rejected with npe)",
-        "Left out, each takes the estimator's default (see jsbi.PosteriorEstimator).",
+    from jsbi.inference.config import add_adaptive_flags
+
+    g = p.add_argument_group("the proxy and srfe's tau (rejected with npe)")
+    g.add_argument(
+        "--proxy",
+        choices=["ratio", "likelihood", "residual", "mlp"],
+        help="the energy-based proxy: likelihood (prior x a learned likelihood flow), ratio "
+        "(prior x a learned ratio), residual (the flow x a learned correction) or mlp",
     )
     g.add_argument(
         "--tau",
@@ -211,72 +213,25 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
         help="srfe only: how tau moves over training: constant, anneal (0.9 down to "
         "--tau), reverse (0.1 up to 0.9) or step (default: constant)",
     )
-    g.add_argument(
-        "--eps",
-        type=_number(float),
-        help="constraint tolerance epsilon: the reverse term C may exceed the forward "
-        "term F by eps plus the slack",
-    )
-    g.add_argument(
-        "--alpha",
-        type=_POSITIVE_FLOAT,
-        help="resilience cost alpha of the slack (slack = lambda / alpha); larger "
-        "means a stiffer constraint",
-    )
-    g.add_argument(
-        "--dual-lr", type=_POSITIVE_FLOAT, help="dual ascent step size on the multiplier lambda"
-    )
-    g.add_argument(
-        "--num-proxy-samples",
-        type=_POSITIVE_INT,
-        help="K: flow samples per observation that estimate the reverse term",
-    )
-    g.add_argument(
-        "--warmup-epochs",
-        type=_number(int, 0),
-        help="epochs of forward-KL flow and contrastive proxy training before the reverse "
-        "term switches on",
-    )
-    g.add_argument(
-        "--proxy",
-        choices=["ratio", "likelihood", "residual", "mlp"],
-        help="the energy-based proxy: likelihood (prior x a learned likelihood flow), ratio "
-        "(prior x a learned ratio), residual (the flow x a learned correction) or mlp",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=["joint", "npe-first"],
-        help="npe-first: npe to its early stop, then the symmetric objective from its best "
-        "state, the better phase kept; joint: warm-up, then the primal-dual objective",
-    )
-    g.add_argument(
-        "--no-gate",
-        action="store_true",
-        default=None,
-        help="npe-first: run the reverse term even while the proxy's validation NLL is worse "
-        "than the flow's",
-    )
-    g.add_argument(
-        "--fixed-weight",
-        action="store_true",
-        default=None,
-        help="ablation: a fixed-weight penalty instead of the adaptive primal-dual scheme "
-        "(lambda fixed, no slack)",
-    )
+    add_adaptive_flags(p)  # one flag per jsbi.inference.AdaptiveConfig field
 
 
 def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = {}
-    for flag, key in _ADAPTIVE.items():
-        v = getattr(args, flag, None)
-        if v is not None:
-            kwargs[key] = (not v) if flag in ("fixed_weight", "no_gate") else v
+    # The PosteriorEstimator keywords of the symmetric-objective flags the user gave.
+    from jsbi.inference.config import adaptive_options_from_args
+
+    given = adaptive_options_from_args(args)
+    kwargs = {k: getattr(args, k) for k in ("proxy", "tau", "tau_schedule")}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs.update({k: v for k, v in given.items() if k in _ESTIMATOR_NAMED})
+    rest = {k: v for k, v in given.items() if k not in _ESTIMATOR_NAMED}
+    if rest:
+        kwargs["objective_kwargs"] = rest
     return kwargs
 
 
 def _option(key: str) -> str:
-    flag = {v: k for k, v in _ADAPTIVE.items()}.get(key, key)
-    return "--" + flag.replace("_", "-")
+    return "--" + key.replace("_", "-")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -297,9 +252,12 @@ def _run(args: argparse.Namespace) -> int:
             f"jsbi run: --observation must be in 1..{task.num_observations} for {args.task}"
         )
     adaptive = _adaptive_kwargs(args)
-    if args.objective == "npe" and adaptive:
+    flags = [k for k in adaptive if k != "objective_kwargs"] + list(
+        adaptive.get("objective_kwargs", {})
+    )
+    if args.objective == "npe" and flags:
         args._parser.error(
-            f"{', '.join(_option(k) for k in adaptive)} apply to the adaptive objectives "
+            f"{', '.join(_option(k) for k in flags)} apply to the adaptive objectives "
             "(--objective jeffreys, srfe, reverse or distill), not to npe"
         )
     if ("tau" in adaptive or "tau_schedule" in adaptive) and args.objective != "srfe":

@@ -48,8 +48,33 @@ def test_run_adaptive_options_reach_the_trainer(tmp_path):
     lams = [v for v in history["train_lambda"] if not math.isnan(v)]
     assert lams and max(lams) == min(lams)
     run = json.loads((out / "run.json").read_text())
-    assert run["objective"] == "srfe" and run["tau"] == 0.3 and run["fixed_weight"] is True
+    # --fixed-weight is --no-adaptive: run.json records AdaptiveConfig's name.
+    assert run["objective"] == "srfe" and run["tau"] == 0.3 and run["adaptive"] is False
     assert torch.load(out / "samples.pt").abs().max() <= 1
+
+
+def test_every_adaptive_option_has_a_flag_that_reaches_the_estimator():
+    import dataclasses
+
+    import jsbi
+    from jsbi.cli import _adaptive_kwargs, build_parser
+    from jsbi.inference import AdaptiveConfig, PosteriorEstimator
+
+    parser = build_parser()
+    flags = {a.dest for a in parser._subparsers._group_actions[0].choices["run"]._actions}
+    fields = {f.name for f in dataclasses.fields(AdaptiveConfig)} - {"objective", "tau"}
+    assert fields <= flags
+    argv = ["run", "--task", "two_moons", "--objective", "jeffreys", "--gate-samples", "16"]
+    argv += ["--proxy-every", "2", "--phase2-patience", "3", "--no-gate", "--path-gradient"]
+    argv += ["--num-proxy-samples", "2"]
+    kwargs = _adaptive_kwargs(parser.parse_args(argv))
+    est = PosteriorEstimator(jsbi.get_task("two_moons").prior, objective="jeffreys", **kwargs)
+    given = {"gate_samples": 16, "proxy_every": 2, "phase2_patience": 3, "gate": False}
+    given.update(path_gradient=True, num_proxy_samples=2)
+    assert {k: est.objective_kwargs[k] for k in given} == given
+    # Left out, a flag is not passed: the estimator's default holds.
+    kwargs = _adaptive_kwargs(parser.parse_args(["run", "--task", "two_moons"]))
+    assert kwargs == {}
 
 
 def _fails(argv, capsys) -> str:
@@ -81,6 +106,14 @@ def test_run_errors(tmp_path, capsys):
     ):
         err = _fails([*run, flag, value], capsys)
         assert f"argument {flag}: expected" in err and expected in err, err
+    for flag, value, expected in (
+        ("--alpha", "-1", "alpha must be > 0"),
+        ("--gate-samples", "1", "gate_samples must be >= 2"),
+        ("--phase2-patience", "0", "phase2_patience must be >= 1"),
+        ("--proxy-every", "two", "expected int"),
+    ):
+        err = _fails([*run, "--objective", "jeffreys", flag, value], capsys)
+        assert f"argument {flag}: " in err and expected in err, err
     err = _fails([*run, "--objective", "srfe", "--tau", "1.5"], capsys)
     assert "argument --tau: expected a finite float > 0 and < 1" in err
     assert "CUDA is not available" in _fails([*run, "--device", "cuda"], capsys) or (

@@ -31,6 +31,8 @@ __all__ = [
     "NO_EPOCH_CAP",
     "AdaptiveConfig",
     "TrainConfig",
+    "adaptive_options_from_args",
+    "add_adaptive_flags",
     "add_train_flags",
     "train_config_from_args",
 ]
@@ -269,31 +271,72 @@ class AdaptiveConfig:
         ValueError: unknown option 'gate_sample' of the symmetric objective: did you mean 'gate_samples'?
     """  # noqa: E501
 
-    objective: str = "jeffreys"
-    schedule: str = "joint"
-    gate: bool | None = None
-    gate_samples: int = 256
-    gate_every: int = 1
-    proxy_reverse_weight: float = 0.0
-    path_gradient: bool = False
-    phase2_patience: int | None = None
-    tau: Any = 0.5
-    tau_epochs: int = 50
-    eps: float | None = None
-    alpha: float | None = None
-    dual_lr: float | None = None
-    lambda_init: float | None = None
-    adaptive: bool | None = None
-    warmup_epochs: int | None = None
-    reverse_weight: float = 1.0
-    num_proxy_samples: int = 8
-    num_prior_samples: int = 0
-    reverse_batch_size: int | None = None
-    proxy_every: int = 1
-    proxy_learning_rate: float | None = None
-    min_ess: float | None = None
-    max_lambda: float = 1e4
-    max_restores: int = 5
+    objective: str = _field("jeffreys", "the symmetric objective")
+    schedule: str = _field(
+        "joint",
+        "npe-first: npe to its early stop, then the symmetric objective from its best state, "
+        "the better phase kept; joint: warm-up, then the primal-dual objective",
+        choices=_SCHEDULES,
+    )
+    gate: bool | None = _field(
+        None,
+        "npe-first: the reverse term only while the proxy's validation NLL is below the "
+        "flow's (--no-gate: always)",
+    )
+    gate_samples: int = _field(256, "importance samples per validation x for the gate, >= 2")
+    gate_every: int = _field(1, "npe-first: measure the gate every n-th phase-2 epoch, >= 1")
+    proxy_reverse_weight: float = _field(
+        0.0, "npe-first: the reverse term's weight in the proxy's loss, >= 0"
+    )
+    path_gradient: bool = _field(
+        False, "jeffreys, reverse: the path (sticking-the-landing) gradient of the reverse term"
+    )
+    phase2_patience: int | None = _field(
+        None, "npe-first: phase 2's early-stopping patience, >= 1 (default: the loop's)"
+    )
+    tau: Any = _field(0.5, "srfe: the Renyi order in (0, 1) or a schedule name")
+    tau_epochs: int = _field(50, "srfe: epochs over which a tau schedule runs, >= 1")
+    eps: float | None = _field(
+        None,
+        "joint: constraint tolerance epsilon: the proxy's fit C may exceed the forward term F "
+        "by eps plus the slack",
+    )
+    alpha: float | None = _field(
+        None,
+        "joint: resilience cost alpha of the slack (slack = lambda / alpha); larger means a "
+        "stiffer constraint",
+    )
+    dual_lr: float | None = _field(None, "joint: dual ascent step size on the multiplier lambda")
+    lambda_init: float | None = _field(None, "joint: the multiplier's initial value, >= 0")
+    adaptive: bool | None = _field(
+        None,
+        "joint: the adaptive primal-dual scheme (--no-adaptive: the fixed-weight penalty "
+        "ablation, lambda fixed, no slack)",
+    )
+    warmup_epochs: int | None = _field(
+        None, "joint: epochs of forward-KL flow and proxy fit before the reverse term, >= 0"
+    )
+    reverse_weight: float = _field(1.0, "beta: the reverse term's weight in the flow's loss, > 0")
+    num_proxy_samples: int = _field(
+        8, "K: flow samples per observation that estimate the reverse term"
+    )
+    num_prior_samples: int = _field(
+        0, "M: prior samples per observation added to the importance sampler of log Z, >= 0"
+    )
+    reverse_batch_size: int | None = _field(
+        None, "observations of each batch in the reverse term, >= 1 (default: all)"
+    )
+    proxy_every: int = _field(
+        1, "npe-first: in phase 1 the proxy fits its data on every n-th batch, >= 1"
+    )
+    proxy_learning_rate: float | None = _field(
+        None, "the proxy's Adam learning rate, > 0 (default: the flow's)"
+    )
+    min_ess: float | None = _field(
+        None, "joint: ESS fraction below which a batch counts as collapsed, >= 0"
+    )
+    max_lambda: float = _field(1e4, "a dual variable above this is a blow-up, > 0")
+    max_restores: int = _field(5, "fault restores allowed before training stops, >= 0")
 
     def __post_init__(self) -> None:
         if self.objective not in _OBJECTIVES:
@@ -396,3 +439,70 @@ class AdaptiveConfig:
 def _int_below(value: Any, minimum: int) -> bool:
     # True when value is not an int (bools excluded, numpy ints included) >= minimum.
     return isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+
+
+#: AdaptiveConfig's fields without a generated flag: the objective is ``--objective``, and
+#: tau is the estimator's ``--tau`` with ``--tau-schedule``.
+_NO_FLAG = ("objective", "tau")
+
+
+def _option_parser(f: dataclasses.Field) -> Any:
+    # The parse of a number flag (int or float, "none" where the field may be None), then
+    # AdaptiveConfig's own check of that one value (under the schedule it applies to), as
+    # a usage error naming the flag.
+    kind = int if f.type.startswith("int") else float
+    optional = f.type.endswith("| None")
+    schedule = "joint" if f.name in JOINT_DEFAULTS or f.name == "min_ess" else "npe-first"
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        try:
+            AdaptiveConfig(schedule=schedule, **{f.name: value})
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    parse.__name__ = f.name
+    return parse
+
+
+def add_adaptive_flags(parser: argparse.ArgumentParser) -> None:
+    r"""Adds one flag per :class:`AdaptiveConfig` field (``gate_samples`` ->
+    ``--gate-samples``; a bool is ``--path-gradient`` / ``--no-path-gradient``), each
+    defaulting to "not given", so the estimator's own default holds
+    (:func:`adaptive_options_from_args` returns only the given ones). ``--fixed-weight``
+    is ``--no-adaptive``'s older spelling."""
+    g = parser.add_argument_group(
+        "symmetric objectives (jeffreys, srfe, reverse, distill; rejected with npe)",
+        "Left out, each takes the estimator's default (see jsbi.PosteriorEstimator and "
+        "jsbi.inference.AdaptiveConfig).",
+    )
+    for f in dataclasses.fields(AdaptiveConfig):
+        if f.name in _NO_FLAG:
+            continue
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type.startswith("bool"):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif f.type == "str":
+            g.add_argument(flag, choices=f.metadata["choices"], default=None, help=help)
+        else:
+            g.add_argument(flag, type=_option_parser(f), default=None, help=help)
+    g.add_argument(
+        "--fixed-weight",
+        dest="adaptive",
+        action="store_const",
+        const=False,
+        help="the older spelling of --no-adaptive",
+    )
+
+
+def adaptive_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    r"""The :class:`AdaptiveConfig` options a parsed command line gave (those left out are
+    not in the dict)."""
+    names = [f.name for f in dataclasses.fields(AdaptiveConfig) if f.name not in _NO_FLAG]
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}

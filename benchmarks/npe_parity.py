@@ -65,6 +65,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="jsbi's ways to respect a bounded prior, one jsbi-npe-<support> method each",
     )
     p.add_argument(
+        "--coupling",
+        action="store_true",
+        help="also train each jsbi method with a coupling flow (zuko passes=2), as "
+        "jsbi-npe-<support>-coupling",
+    )
+    p.add_argument(
         "--unbounded",
         action="store_true",
         help="the older spelling of --supports truncate",
@@ -127,6 +133,10 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
         trained[f"jsbi-npe-{support}"] = _train(
             "npe", task, theta, x, seed, args, flow="nsf", support=support
         )
+        if args.coupling:
+            trained[f"jsbi-npe-{support}-coupling"] = _train(
+                "npe", task, theta, x, seed, args, flow="nsf", support=support, passes=2
+            )
     trained["sbi-npe"] = _train(SBI_NPE, task, theta, x, seed, args)
     t_sbi = trained["sbi-npe"][1]
     support = Support.from_prior(task.prior)
@@ -187,6 +197,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     rows = _read_rows(args.csv)
     methods = {f"jsbi-npe-{s}" for s in args.supports} | {"sbi-npe"}
+    if args.coupling:
+        methods |= {f"jsbi-npe-{s}-coupling" for s in args.supports}
     # Small budgets first, so every task has a row early.
     for n_sim in sorted(args.num_simulations):
         for task_name in args.tasks:

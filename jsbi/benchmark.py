@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 import csv
-import inspect
 import os
 import statistics
 from collections.abc import Sequence
@@ -144,8 +143,7 @@ def _train(
     options: dict[str, Any] | None,
     checkpoint: Path | None,
 ) -> tuple[Any, float, int]:
-    from jsbi.inference import PosteriorEstimator
-    from jsbi.inference.flows import build_conditional_flow
+    from jsbi.inference.estimator import split_options
     from jsbi.pipeline import SBI_NPE, train_method
 
     fit = {"max_epochs": max_epochs}
@@ -157,22 +155,15 @@ def _train(
         )
         return trained.posterior, trained.seconds, trained.epochs
     kwargs = dict(METHODS[method])
-    # Flow options (z_score_theta, num_transforms, ...) apply to every jsbi method.
-    flow_named = set(inspect.signature(build_conditional_flow).parameters) - {
-        "theta",
-        "x",
-        "prior",
-        "flow",
-        "embedding_net",
-        "kwargs",
-    }
-    kwargs.update({k: options.pop(k) for k in list(options) if k in flow_named})
-    if kwargs["objective"] != "npe" and options:
-        # The estimator's named options by name; the rest (tau_epochs, lambda_init, ...)
-        # are AdaptiveStep's, passed through objective_kwargs.
-        named = inspect.signature(PosteriorEstimator).parameters
-        kwargs.update({k: v for k, v in options.items() if k in named})
-        kwargs["objective_kwargs"] = {k: v for k, v in options.items() if k not in named}
+    # The flow's and the estimator's options (z_score_theta, passes, ...) apply to every
+    # jsbi method, the symmetric objectives' (AdaptiveConfig's fields, proxy, tau, ...) to
+    # those methods only.
+    named, objective_kwargs, other = split_options(options)
+    kwargs.update(other)
+    if kwargs["objective"] != "npe":
+        kwargs.update(named)
+        if objective_kwargs:
+            kwargs["objective_kwargs"] = objective_kwargs
     objective = kwargs["objective"]
     trained = train_method(
         objective,
@@ -214,9 +205,10 @@ def run_unit(
         observations: Observation numbers to score.
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
-        options: Extra jsbi options: flow options (those of
-            :func:`~jsbi.inference.flows.build_conditional_flow`, e.g. ``z_score_theta``)
-            for every jsbi method, the others for the adaptive methods only.
+        options: Extra jsbi options (:func:`~jsbi.inference.estimator.split_options`): the
+            symmetric objectives' (``proxy``, ``gate_samples``, ...) for those methods
+            only, every other (the flow's: ``z_score_theta``, ``passes``, ...) for every
+            jsbi method.
         out: The resumable run's folder (``None``: nothing is written).
         threads: Torch threads of this unit (units run side by side).
 

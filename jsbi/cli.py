@@ -177,20 +177,6 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     _add_adaptive(p)
 
 
-# The symmetric objectives' options that PosteriorEstimator takes by name (it checks
-# their schedule); the others of AdaptiveConfig go in its objective_kwargs.
-_ESTIMATOR_NAMED = (
-    "eps",
-    "alpha",
-    "dual_lr",
-    "num_proxy_samples",
-    "adaptive",
-    "warmup_epochs",
-    "schedule",
-    "gate",
-)
-
-
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
     from jsbi.inference.config import add_adaptive_flags
 
@@ -219,12 +205,11 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
 def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     # The PosteriorEstimator keywords of the symmetric-objective flags the user gave.
     from jsbi.inference.config import adaptive_options_from_args
+    from jsbi.inference.estimator import split_options
 
     given = adaptive_options_from_args(args)
-    kwargs = {k: getattr(args, k) for k in ("proxy", "tau", "tau_schedule")}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    kwargs.update({k: v for k, v in given.items() if k in _ESTIMATOR_NAMED})
-    rest = {k: v for k, v in given.items() if k not in _ESTIMATOR_NAMED}
+    given.update({k: getattr(args, k) for k in ("proxy", "tau", "tau_schedule")})
+    kwargs, rest, _ = split_options({k: v for k, v in given.items() if v is not None})
     if rest:
         kwargs["objective_kwargs"] = rest
     return kwargs

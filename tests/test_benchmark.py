@@ -136,11 +136,14 @@ def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_on
     task = jsbi.get_task("two_moons")
     theta, x = jsbi.simulate(task, 200, seed=0, show_progress_bar=False)
     options = {"num_transforms": 1, "z_score_theta": "local", "warmup_epochs": 0}
+    options["passes"] = 2  # a zuko option: the flow's too, not the step's
     npe, _, _ = _train("npe", task, theta, x, 0, 1, options, None)
     assert npe.flow.config["num_transforms"] == 1
     assert npe.flow.config["z_score_theta"] == "local"
+    assert npe.flow.config["flow_kwargs"] == {"passes": 2}
     jeff, _, _ = _train("jeffreys-joint", task, theta, x, 0, 1, options, None)
     assert jeff.flow.config["num_transforms"] == 1
+    assert jeff.flow.config["flow_kwargs"] == {"passes": 2}
     # warmup_epochs=0 reached the step: epoch 1 already trains the reverse term (during
     # a warm-up epoch train_R is NaN).
     assert math.isfinite(jeff.history["train_R"][0])

@@ -52,10 +52,64 @@ from jsbi.inference.trainer import (
 )
 from jsbi.seeding import seeded
 
-__all__ = ["OBJECTIVES", "PROXIES", "PosteriorEstimator", "build_proxy", "estimator_support"]
+__all__ = [
+    "ADAPTIVE_NAMED",
+    "OBJECTIVES",
+    "PROXIES",
+    "PosteriorEstimator",
+    "build_proxy",
+    "estimator_support",
+    "split_options",
+]
 
 #: The proxy families of METHOD.md section 4b (and the free ``mlp`` energy).
 PROXIES = ("ratio", "likelihood", "residual", "mlp")
+
+#: The symmetric objectives' options that :class:`PosteriorEstimator` takes by name (it
+#: checks them against the objective and schedule); the other fields of
+#: :class:`~jsbi.inference.config.AdaptiveConfig` go in its ``objective_kwargs``.
+ADAPTIVE_NAMED = (
+    "tau",
+    "tau_schedule",
+    "eps",
+    "alpha",
+    "dual_lr",
+    "num_proxy_samples",
+    "adaptive",
+    "warmup_epochs",
+    "proxy",
+    "schedule",
+    "gate",
+    "posterior",
+    "share_embedding",
+)
+
+
+def split_options(
+    options: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    r"""Sorts keyword options for :class:`PosteriorEstimator` by what they configure.
+
+    Returns:
+        ``(named, objective_kwargs, other)``: the symmetric objectives' options taken by
+        name (:data:`ADAPTIVE_NAMED`), the other :class:`~jsbi.inference.config.AdaptiveConfig`
+        fields (for ``objective_kwargs``), and everything else (the flow's and the
+        estimator's own options, for every objective).
+
+    Example:
+        >>> split_options({"proxy": "ratio", "gate_samples": 16, "passes": 2})
+        ({'proxy': 'ratio'}, {'gate_samples': 16}, {'passes': 2})
+    """
+    import dataclasses
+
+    from jsbi.inference.config import AdaptiveConfig
+
+    fields = {f.name for f in dataclasses.fields(AdaptiveConfig)} - {"objective"}
+    named, objective_kwargs, other = {}, {}, {}
+    for k, v in (options or {}).items():
+        target = named if k in ADAPTIVE_NAMED else objective_kwargs if k in fields else other
+        target[k] = v
+    return named, objective_kwargs, other
 
 
 def _npe(flow: ConditionalFlow, *, learning_rate: float, clip_max_norm: float | None, **_):

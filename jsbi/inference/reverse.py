@@ -12,11 +12,11 @@ Example:
     >>> from jsbi.inference.config import AdaptiveConfig
     >>> from jsbi.inference.estimator import build_proxy
     >>> from jsbi.inference.flows import build_conditional_flow
-    >>> flow = build_conditional_flow(theta, x, prior, num_transforms=1)
+    >>> flow = build_conditional_flow(theta, x, prior, support="transform", num_transforms=1)
     >>> proxy = build_proxy(flow, prior, theta, x, proxy="likelihood")
     >>> estimate = ReverseEstimator(flow, proxy, prior, AdaptiveConfig())
     >>> r = estimate(x[:8])
-    >>> r.flow.shape, r.log_z.shape, r.outside
+    >>> r.flow.shape, r.log_z.shape, r.outside  # a transformed flow never leaves the prior
     (torch.Size([]), torch.Size([8]), 0)
 """
 

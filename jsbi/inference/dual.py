@@ -104,9 +104,7 @@ class FaultRecovery:
             raise FloatingPointError(
                 f"{why}: {self.max_restores} restores already; stopping ({step.objective})"
             )
-        for opt in (step.flow_optimizer, step.proxy_optimizer):
-            for g in opt.param_groups:
-                g["lr"] *= 0.5
+        step.optim.halve()
         step.dual.lr *= 0.5
         warnings.warn(
             f"{why} at epoch {step.epoch}: restored the state of the last finished epoch and "

@@ -201,7 +201,7 @@ class NpeFirstSchedule:
         # own best fit.
         if best_state is not None:
             step.flow.load_state_dict(best_state["flow"])
-            step._load_optimizer(step.flow_optimizer, best_state.get("flow_optimizer"))
+            step.optim.load_state_dict(best_state, proxy=False)
         if step._proxy_best is not None:
             step.proxy.load_state_dict(step._proxy_best[1])
         if step.gate and step._validation is not None:

@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from jsbi.inference.config import AdaptiveConfig
 from jsbi.inference.dual import DualVariable, FaultRecovery
 from jsbi.inference.objectives import forward_kl, primal_losses
+from jsbi.inference.optimizers import PrimalOptimizers
 from jsbi.inference.reverse import ReverseEstimator
 from jsbi.inference.schedules import make_schedule, measure_proxy, own_fit, own_fit_name
 from jsbi.inference.tau import make_tau_schedule
@@ -292,9 +293,9 @@ class AdaptiveStep(TrainingStep):
         self.dual = DualVariable(
             joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
         )
-        self.learning_rate = float(learning_rate)
-        self.proxy_learning_rate = float(c.proxy_learning_rate or learning_rate)
-        self.clip_max_norm = clip_max_norm
+        self.optim = PrimalOptimizers(
+            flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
+        )
         num_is = c.num_proxy_samples + c.num_prior_samples
         self.min_ess = 1.5 / num_is if c.min_ess is None else float(c.min_ess)
         self.faults = FaultRecovery(self, c.max_restores)
@@ -305,8 +306,6 @@ class AdaptiveStep(TrainingStep):
         self.phase = 0
         self.symmetric_from = self.warmup_epochs + 1
         self.gate_value = 1.0
-        self.flow_optimizer: torch.optim.Optimizer | None = None
-        self.proxy_optimizer: torch.optim.Optimizer | None = None
         self._proxy_best: tuple[float, dict[str, Any]] | None = None
         self._validation: tuple[Tensor, Tensor] | None = None
         self._summary: dict[str, Any] = {}
@@ -331,16 +330,16 @@ class AdaptiveStep(TrainingStep):
     def path_gradient(self) -> bool:
         return self.reverse.path_gradient
 
-    def _proxy_parameters(self) -> list[nn.Parameter]:
-        # A shared embedding belongs to the flow: the proxy's step never moves it.
-        shared = {id(p) for p in self.flow.parameters()}
-        return [p for p in self.proxy.parameters() if id(p) not in shared]
+    @property
+    def flow_optimizer(self) -> torch.optim.Optimizer | None:
+        return self.optim.flow_optimizer
+
+    @property
+    def proxy_optimizer(self) -> torch.optim.Optimizer | None:
+        return self.optim.proxy_optimizer
 
     def on_train_start(self, info: dict[str, Any]) -> None:
-        self.flow_optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.learning_rate)
-        self.proxy_optimizer = torch.optim.Adam(
-            self._proxy_parameters(), lr=self.proxy_learning_rate
-        )
+        self.optim.start()
         self.dual.reset()
         self.plan.start(self)
         self._proxy_best = None
@@ -384,11 +383,7 @@ class AdaptiveStep(TrainingStep):
         self.faults.epoch_finished(logs)
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        for name in ("flow_optimizer", "proxy_optimizer"):
-            opt = getattr(self, name)
-            if opt is not None:
-                state[name] = opt.state_dict()
+        state = {**super().state_dict(), **self.optim.state_dict()}
         state["lambda"] = self.dual.value
         # The schedule's position, so a checkpointed run resumes in its phase.
         state["schedule"] = {
@@ -403,8 +398,7 @@ class AdaptiveStep(TrainingStep):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._load_optimizer(self.flow_optimizer, state.get("flow_optimizer"))
-        self._load_optimizer(self.proxy_optimizer, state.get("proxy_optimizer"))
+        self.optim.load_state_dict(state)
         self.dual.value = float(state.get("lambda", self.dual.value))
         if "schedule" in state:
             sched = state["schedule"]
@@ -414,33 +408,7 @@ class AdaptiveStep(TrainingStep):
             # What the run found so far outlives a restore of an earlier epoch's state.
             self._summary = {**sched.get("summary", {}), **self._summary}
 
-    @staticmethod
-    def _load_optimizer(opt: torch.optim.Optimizer | None, state: dict | None) -> None:
-        if opt is None or state is None:
-            return
-        lrs = [g["lr"] for g in opt.param_groups]
-        opt.load_state_dict(state)
-        for g, lr in zip(opt.param_groups, lrs, strict=True):  # shrunk steps survive
-            g["lr"] = lr
-
     # -- the update ----------------------------------------------------------------------
-    def _descend(self, loss_flow: Tensor, loss_proxy: Tensor | None) -> None:
-        # One optimiser step for each model on its own loss (loss_proxy None: the flow's
-        # only); both gradients are taken before either model moves.
-        pairs = [(self.flow_optimizer, list(self.flow.parameters()), loss_flow)]
-        if loss_proxy is not None:
-            pairs.append((self.proxy_optimizer, self._proxy_parameters(), loss_proxy))
-        grads = [
-            torch.autograd.grad(loss, params, retain_graph=i + 1 < len(pairs), allow_unused=True)
-            for i, (_, params, loss) in enumerate(pairs)
-        ]
-        for (optimizer, params, _), g in zip(pairs, grads, strict=True):
-            for p, g_p in zip(params, g, strict=True):
-                p.grad = g_p
-            if self.clip_max_norm is not None:
-                nn.utils.clip_grad_norm_(params, self.clip_max_norm)
-            optimizer.step()
-
     def _reverse_batch(self, x: Tensor) -> Tensor:
         return x if self.config.reverse_batch_size is None else x[: self.config.reverse_batch_size]
 
@@ -449,7 +417,7 @@ class AdaptiveStep(TrainingStep):
         F = forward_kl(self.flow.log_prob(theta, x))
         self._steps += 1
         fit = own_fit(self, theta, x, self._reverse_batch(x)) if self.plan.fit_due(self) else None
-        self._descend(F, fit)
+        self.optim.descend(F, fit)
         logs = {"loss": F.item(), "F": F.item()}
         if fit is not None:
             logs[own_fit_name(self.proxy)] = fit.item()
@@ -482,7 +450,7 @@ class AdaptiveStep(TrainingStep):
             loss_flow = r.flow
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
             return self.faults.restore("non-finite loss")
-        self._descend(loss_flow, loss_proxy)
+        self.optim.descend(loss_flow, loss_proxy)
         logs = {
             "loss": loss_flow.item(),
             "F": F.item(),

@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import os
@@ -964,11 +965,18 @@ def _fingerprint(
     for t in (theta, x):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    config = {
-        k: v
-        for k, v in sorted(vars(step).items())
-        if isinstance(v, (int, float, str, bool, type(None)))
-    }
+    scalar = (int, float, str, bool, type(None))
+    config: dict[str, Any] = {}
+    for k, v in sorted(vars(step).items()):
+        if isinstance(v, scalar):
+            config[k] = v
+        elif dataclasses.is_dataclass(v):  # AdaptiveConfig: every option of the step
+            config[k] = repr(v)
+        elif type(v).__module__.startswith("jsbi.") and not isinstance(v, nn.Module):
+            # The step's helpers (optimisers, reverse estimator, dual): their settings.
+            config.update(
+                {f"{k}.{a}": b for a, b in sorted(vars(v).items()) if isinstance(b, scalar)}
+            )
     config["step"] = type(step).__name__
     for name, module in step.modules().items():
         config[f"{name}:class"] = type(module).__name__

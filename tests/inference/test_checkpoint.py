@@ -137,3 +137,35 @@ def test_checkpoint_of_other_data_or_options_is_refused(tmp_path):
         fit(theta, x, num_bins=4)
     resumed = fit(theta, x)  # the same run still resumes (0 more epochs)
     assert resumed.history["epochs_trained"] == 2
+
+
+def test_a_symmetric_run_resumes_only_with_the_same_options(tmp_path):
+    # Every option of the symmetric step is part of the fingerprint: those held by its
+    # config (gate_samples) and by its helpers (K in the reverse estimator, the flow's
+    # learning rate in its optimisers).
+    path = tmp_path / "run.ckpt"
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta, x = _data()
+
+    def fit(learning_rate=5e-4, **kwargs):
+        est = PosteriorEstimator(
+            prior, objective="jeffreys", seed=5, hidden_features=(16,), num_transforms=1, **kwargs
+        )
+        return est.fit(
+            theta,
+            x,
+            max_epochs=2,
+            learning_rate=learning_rate,
+            show_progress_bar=False,
+            checkpoint=path,
+        )
+
+    fit()
+    for kwargs in (
+        {"objective_kwargs": {"gate_samples": 16}},
+        {"num_proxy_samples": 2},
+        {"learning_rate": 1e-3},
+    ):
+        with pytest.raises(ValueError, match="other training data or another configuration"):
+            fit(**kwargs)
+    assert fit().history["epochs_trained"] == 2

@@ -31,6 +31,7 @@ __all__ = [
     "comparison_table",
     "load_rows",
     "method_support",
+    "method_transforms",
     "plot_budgets",
     "run_benchmark",
     "run_unit",
@@ -108,12 +109,35 @@ def method_support(method: str, options: dict[str, Any] | None = None) -> str:
     )
 
 
+def method_transforms(method: str, task: str, options: dict[str, Any] | None = None) -> str:
+    r"""The kind of transforms ``method``'s flow has on ``task``: ``"coupling"`` or
+    ``"autoregressive"`` for jsbi's methods (see
+    :data:`~jsbi.inference.flows.DEFAULT_PASSES`; with at most two parameters the two are
+    the same transform, called autoregressive), ``"sbi"`` for sbi's NPE."""
+    from jsbi.inference.flows import _COUPLED, DEFAULT_PASSES
+    from jsbi.simulators import get_task
+
+    if METHODS[method] is None:
+        return "sbi"
+    kwargs = {**METHODS[method], **(options or {})}
+    d = get_task(task).dim_theta
+    flow = str(kwargs.get("flow", "nsf")).lower()
+    passes = kwargs.get("passes", DEFAULT_PASSES if flow in _COUPLED else None)
+    if flow == "realnvp" or (passes is not None and d > passes):
+        return "coupling"
+    return "autoregressive"
+
+
 def _finished_rows(
-    done: Path, observations: Sequence[int], support: str | None = None
+    done: Path,
+    observations: Sequence[int],
+    support: str | None = None,
+    transforms: str | None = None,
 ) -> list[dict[str, Any]] | None:
     r"""The rows of the finished unit whose row file is ``done``, for ``observations``
     (``None`` if it has not finished). A finished unit is read back, never scored again;
-    one trained with another ``support`` than the method now uses is an error."""
+    one trained with another ``support`` or other ``transforms`` than the method now uses
+    is an error."""
     if not done.exists():
         return None
     rows = _read_csv(done)
@@ -122,6 +146,13 @@ def _finished_rows(
             f"the finished unit {done} was trained with support={sorted(old)[0]!r}, but the "
             f"method now uses support={support!r} (the default changed, or --option "
             "support=...): give it a fresh out folder, or pass the old support"
+        )
+    if transforms is not None and (old := {r["transforms"] for r in rows}) != {transforms}:
+        raise FinishedUnitError(
+            f"the finished unit {done} was trained with {sorted(old)[0]} transforms, but the "
+            f"method now uses {transforms} ones (the default is coupling for more than two "
+            "parameters since jsbi.inference.flows.DEFAULT_PASSES; passes=None is the "
+            "autoregressive flow): give it a fresh out folder, or pass the old passes"
         )
     scored = {r["observation"] for r in rows}
     if missing := sorted(set(observations) - scored):
@@ -228,7 +259,8 @@ def run_unit(
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
         support = method_support(method, options)
-        if (finished := _finished_rows(done, observations, support)) is not None:
+        transforms = method_transforms(method, task_name, options)
+        if (finished := _finished_rows(done, observations, support, transforms)) is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
@@ -255,6 +287,7 @@ def run_unit(
                 "epochs": epochs,
                 "seconds_per_epoch": seconds / max(epochs, 1),
                 "support": method_support(method, options),
+                "transforms": method_transforms(method, task_name, options),
             }
         )
     mean = statistics.fmean(r["c2st"] for r in rows)
@@ -320,6 +353,7 @@ def run_benchmark(
                 Path(out, "rows", f"{_unit_name(*unit)}.csv"),
                 observations,
                 method_support(unit[3], options),
+                method_transforms(unit[3], unit[0], options),
             )
     kwargs = dict(
         observations=list(observations),
@@ -372,7 +406,12 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
             per_epoch = statistics.fmean(r["seconds_per_epoch"] for r in mine)
             ratio = f"{per_epoch / statistics.fmean(npe):.2f}" if npe else "-"
             seconds = statistics.fmean(r["train_seconds"] for r in mine)
-            support = ", ".join(sorted({r.get("support", "?") for r in mine}))
+            # The support, and the transforms where they are coupling ones.
+            kinds = {
+                r.get("support", "?") + ("/coupling" if r.get("transforms") == "coupling" else "")
+                for r in mine
+            }
+            support = ", ".join(sorted(kinds))
             lines.append(
                 f"| {task} | {n} | {split} | {method} | {support} | {_mean_sd(c)} | "
                 f"{len(c)} | {seconds:.0f} | {ratio} |"
@@ -496,8 +535,10 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r.update({k: int(r[k]) for k in _INT})
         r.update({k: float(r[k]) for k in _FLOAT})
-        # Rows written before the support column were all support="transform".
+        # Rows written before the support column were all support="transform", and those
+        # written before the transforms column all autoregressive.
         r.setdefault("support", "sbi" if r["method"] == "sbi-npe" else "transform")
+        r.setdefault("transforms", "sbi" if r["method"] == "sbi-npe" else "autoregressive")
     return rows
 
 

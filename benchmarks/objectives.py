@@ -46,7 +46,7 @@ def _value(text: str):
             return cast(text)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

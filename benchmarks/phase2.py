@@ -57,6 +57,8 @@ def main() -> None:
         flow = {k[5:]: options.pop(k) for k in list(options) if k.startswith("flow.")}
         named.setdefault("objective", args.objective)
         if named["objective"] == "npe":
+            if extra := sorted(set(options) | (set(named) - {"objective"})):
+                p.error(f"variant {name}: npe takes flow.KEY options only, got {extra}")
             runs.append((name, {**named, **flow}))
             continue
         named.setdefault("proxy", "likelihood")

@@ -85,6 +85,24 @@ ADAPTIVE_NAMED = (
 )
 
 
+#: The symmetric objectives' proxy options that are neither named by the estimator nor
+#: AdaptiveConfig's: they go in ``objective_kwargs``, to the proxy's builder.
+_PROXY_OPTIONS = ("proxy_hidden_features", "proxy_kwargs")
+
+#: The flow's options by name (:func:`~jsbi.inference.flows.build_conditional_flow`);
+#: zuko's own (``passes``, ...) pass through too.
+_FLOW_OPTIONS = (
+    "support",
+    "bounded",
+    "z_score_theta",
+    "z_score_x",
+    "hidden_features",
+    "num_transforms",
+    "num_bins",
+    "passes",
+)
+
+
 def split_options(
     options: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -93,22 +111,36 @@ def split_options(
     Returns:
         ``(named, objective_kwargs, other)``: the symmetric objectives' options taken by
         name (:data:`ADAPTIVE_NAMED`), the other :class:`~jsbi.inference.config.AdaptiveConfig`
-        fields (for ``objective_kwargs``), and everything else (the flow's and the
-        estimator's own options, for every objective).
+        fields and the proxy's ``proxy_hidden_features`` and ``proxy_kwargs`` (for
+        ``objective_kwargs``; so is a name close to one of those), and everything else (the
+        flow's and the estimator's own options, for every objective).
 
     Example:
         >>> split_options({"proxy": "ratio", "gate_samples": 16, "passes": 2})
         ({'proxy': 'ratio'}, {'gate_samples': 16}, {'passes': 2})
+        >>> split_options({"proxy_hidden_features": (128,), "gate_sample": 16})[1]
+        {'proxy_hidden_features': (128,), 'gate_sample': 16}
     """
     import dataclasses
+    import difflib
 
     from jsbi.inference.config import AdaptiveConfig
 
     fields = {f.name for f in dataclasses.fields(AdaptiveConfig)} - {"objective"}
+    fields |= set(_PROXY_OPTIONS)
+    flow_names = set(_FLOW_OPTIONS)
     named, objective_kwargs, other = {}, {}, {}
     for k, v in (options or {}).items():
-        target = named if k in ADAPTIVE_NAMED else objective_kwargs if k in fields else other
-        target[k] = v
+        if k in ADAPTIVE_NAMED:
+            named[k] = v
+        elif k in fields or (
+            # A typo of a symmetric objective's option (gate_sample) goes where its error
+            # names the right one, not to the flow.
+            k not in flow_names and difflib.get_close_matches(k, sorted(fields), n=1, cutoff=0.8)
+        ):
+            objective_kwargs[k] = v
+        else:
+            other[k] = v
     return named, objective_kwargs, other
 
 

@@ -294,8 +294,12 @@ class AdaptiveStep(TrainingStep):
         self.dual = DualVariable(
             joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
         )
+        # The optimisers' settings stay on the step too: the checkpoint's fingerprint
+        # reads them there.
+        self.learning_rate, self.clip_max_norm = float(learning_rate), clip_max_norm
+        self.proxy_learning_rate = float(c.proxy_learning_rate or learning_rate)
         self.optim = PrimalOptimizers(
-            flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
+            flow, proxy, self.learning_rate, self.proxy_learning_rate, clip_max_norm
         )
         num_is = c.num_proxy_samples + c.num_prior_samples
         self.min_ess = 1.5 / num_is if c.min_ess is None else float(c.min_ess)
@@ -944,7 +948,7 @@ def _diverged(err: ValueError, flow: nn.Module) -> bool:
     return "found invalid values" in str(err) or not _finite_weights(flow)
 
 
-_CHECKPOINT_FORMAT = "jsbi-training-checkpoint-2"
+_CHECKPOINT_FORMAT = "jsbi-training-checkpoint-3"
 
 
 def _fingerprint(
@@ -965,18 +969,14 @@ def _fingerprint(
     for t in (theta, x):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    scalar = (int, float, str, bool, type(None))
     config: dict[str, Any] = {}
     for k, v in sorted(vars(step).items()):
-        if isinstance(v, scalar):
+        if isinstance(v, _SCALAR):
             config[k] = v
-        elif dataclasses.is_dataclass(v):  # AdaptiveConfig: every option of the step
-            config[k] = repr(v)
-        elif type(v).__module__.startswith("jsbi.") and not isinstance(v, nn.Module):
-            # The step's helpers (optimisers, reverse estimator, dual): their settings.
-            config.update(
-                {f"{k}.{a}": b for a, b in sorted(vars(v).items()) if isinstance(b, scalar)}
-            )
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            # AdaptiveConfig: every option of the step, objects (a tau schedule) by their
+            # class and settings, never by their address.
+            config[k] = {f.name: _setting(getattr(v, f.name)) for f in dataclasses.fields(v)}
     config["step"] = type(step).__name__
     for name, module in step.modules().items():
         config[f"{name}:class"] = type(module).__name__
@@ -985,6 +985,20 @@ def _fingerprint(
     config.update(seed=int(seed), batch_size=int(batch_size), fraction=validation_fraction)
     h.update(repr(config).encode())
     return h.hexdigest()
+
+
+_SCALAR = (int, float, str, bool, type(None))
+
+
+def _setting(value: Any) -> Any:
+    # A value as the fingerprint sees it: scalars (and tuples of them) as they are, an
+    # object as its class and its scalar attributes.
+    if isinstance(value, _SCALAR) or (
+        isinstance(value, tuple) and all(isinstance(v, _SCALAR) for v in value)
+    ):
+        return value
+    attributes = sorted(getattr(value, "__dict__", {}).items())
+    return type(value).__qualname__, {k: v for k, v in attributes if isinstance(v, _SCALAR)}
 
 
 def _save_checkpoint(

@@ -169,3 +169,27 @@ def test_a_symmetric_run_resumes_only_with_the_same_options(tmp_path):
         with pytest.raises(ValueError, match="other training data or another configuration"):
             fit(**kwargs)
     assert fit().history["epochs_trained"] == 2
+
+
+def test_the_fingerprint_reads_objects_by_their_settings_not_their_address():
+    from jsbi.inference.tau import TauSchedule
+    from jsbi.inference.trainer import _fingerprint
+
+    class Halfway(TauSchedule):  # a user's schedule, without a __repr__
+        def __init__(self, tau):
+            self.tau = tau
+
+        def __call__(self, progress):
+            return self.tau
+
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    theta, x = _data()
+
+    def fingerprint(tau):
+        est = PosteriorEstimator(
+            prior, objective="srfe", tau_schedule=Halfway(tau), hidden_features=(16,)
+        )
+        est.fit(theta, x, max_epochs=1, show_progress_bar=False)
+        return _fingerprint(est.step, theta, x, 0, 200, 0.1, 1)
+
+    assert fingerprint(0.3) == fingerprint(0.3) != fingerprint(0.4)

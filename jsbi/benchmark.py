@@ -150,8 +150,8 @@ def _finished_rows(
     if transforms is not None and (old := {r["transforms"] for r in rows}) != {transforms}:
         raise FinishedUnitError(
             f"the finished unit {done} was trained with {sorted(old)[0]} transforms, but the "
-            f"method now uses {transforms} ones (the default is coupling for more than two "
-            "parameters since jsbi.inference.flows.DEFAULT_PASSES; passes=None is the "
+            f"method now uses {transforms} ones (coupling is the default above two "
+            "parameters, jsbi.inference.flows.DEFAULT_PASSES; passes=None gives the "
             "autoregressive flow): give it a fresh out folder, or pass the old passes"
         )
     scored = {r["observation"] for r in rows}

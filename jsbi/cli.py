@@ -54,7 +54,6 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
 
 
 _POSITIVE_INT = _number(int, 1)
-_POSITIVE_FLOAT = _number(float, 0, low_ok=False)
 
 
 def _out_folder(text: str) -> Path:

@@ -3,8 +3,8 @@ r"""Parity of jsbi's NPE with sbi's NPE on the same simulations.
 For each task, simulation budget and seed, the script simulates once, trains jsbi's ``npe``
 once per way of respecting the prior's support (``--supports``: ``transform`` and
 ``truncate``; zuko NSF, sbi's defaults: 5 transforms, 5 x 50 hidden units, 10 bins, Adam
-5e-4, batch 200, 10% validation, patience 20, except that jsbi's transforms are coupling
-ones above two parameters; ``--autoregressive`` adds sbi's kind) and sbi's ``NPE`` with
+5e-4, batch 200, 10% validation, patience 20; ``--coupling`` adds jsbi's flow with
+coupling transforms, ``passes=2``) and sbi's ``NPE`` with
 ``posterior_nn("zuko_nsf")`` on exactly those pairs, then for each observation records the
 C2ST of each posterior against the task's reference samples (sbibm's definition,
 :func:`jsbi.diagnostics.c2st.c2st`), the training wall times and their ratio, the sampling
@@ -66,10 +66,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="jsbi's ways to respect a bounded prior, one jsbi-npe-<support> method each",
     )
     p.add_argument(
-        "--autoregressive",
+        "--coupling",
         action="store_true",
-        help="also train each jsbi method with autoregressive transforms (zuko passes=None; "
-        "the default is coupling above two parameters), as jsbi-npe-<support>-autoregressive",
+        help="also train each jsbi method with a coupling flow (zuko passes=2), as "
+        "jsbi-npe-<support>-coupling",
     )
     p.add_argument(
         "--unbounded",
@@ -134,9 +134,9 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
         trained[f"jsbi-npe-{support}"] = _train(
             "npe", task, theta, x, seed, args, flow="nsf", support=support
         )
-        if args.autoregressive:
-            trained[f"jsbi-npe-{support}-autoregressive"] = _train(
-                "npe", task, theta, x, seed, args, flow="nsf", support=support, passes=None
+        if args.coupling:
+            trained[f"jsbi-npe-{support}-coupling"] = _train(
+                "npe", task, theta, x, seed, args, flow="nsf", support=support, passes=2
             )
     trained["sbi-npe"] = _train(SBI_NPE, task, theta, x, seed, args)
     t_sbi = trained["sbi-npe"][1]
@@ -198,8 +198,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     rows = _read_rows(args.csv)
     methods = {f"jsbi-npe-{s}" for s in args.supports} | {"sbi-npe"}
-    if args.autoregressive:
-        methods |= {f"jsbi-npe-{s}-autoregressive" for s in args.supports}
+    if args.coupling:
+        methods |= {f"jsbi-npe-{s}-coupling" for s in args.supports}
     # Small budgets first, so every task has a row early.
     for n_sim in sorted(args.num_simulations):
         for task_name in args.tasks:

@@ -110,11 +110,10 @@ def method_support(method: str, options: dict[str, Any] | None = None) -> str:
 
 
 def method_transforms(method: str, task: str, options: dict[str, Any] | None = None) -> str:
-    r"""The kind of transforms ``method``'s flow has on ``task``: ``"coupling"`` or
-    ``"autoregressive"`` for jsbi's methods (see
-    :data:`~jsbi.inference.flows.DEFAULT_PASSES`; with at most two parameters the two are
-    the same transform, called autoregressive), ``"sbi"`` for sbi's NPE."""
-    from jsbi.inference.flows import _COUPLED, DEFAULT_PASSES
+    r"""The kind of transforms ``method``'s flow has on ``task``: ``"coupling"`` (zuko's
+    ``passes`` below the number of parameters, or ``realnvp``) or ``"autoregressive"`` for
+    jsbi's methods (with two parameters and ``passes=2`` the two are the same transform,
+    called autoregressive), ``"sbi"`` for sbi's NPE."""
     from jsbi.simulators import get_task
 
     if METHODS[method] is None:
@@ -122,7 +121,7 @@ def method_transforms(method: str, task: str, options: dict[str, Any] | None = N
     kwargs = {**METHODS[method], **(options or {})}
     d = get_task(task).dim_theta
     flow = str(kwargs.get("flow", "nsf")).lower()
-    passes = kwargs.get("passes", DEFAULT_PASSES if flow in _COUPLED else None)
+    passes = kwargs.get("passes")
     if flow == "realnvp" or (passes is not None and d > passes):
         return "coupling"
     return "autoregressive"
@@ -150,9 +149,8 @@ def _finished_rows(
     if transforms is not None and (old := {r["transforms"] for r in rows}) != {transforms}:
         raise FinishedUnitError(
             f"the finished unit {done} was trained with {sorted(old)[0]} transforms, but the "
-            f"method now uses {transforms} ones (coupling is the default above two "
-            "parameters, jsbi.inference.flows.DEFAULT_PASSES; passes=None gives the "
-            "autoregressive flow): give it a fresh out folder, or pass the old passes"
+            f"method now uses {transforms} ones (the passes option): give it a fresh out "
+            "folder, or pass the old passes"
         )
     scored = {r["observation"] for r in rows}
     if missing := sorted(set(observations) - scored):

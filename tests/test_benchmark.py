@@ -52,8 +52,8 @@ def test_units_rows_resume_and_summary(tmp_path):
             ["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY
         )
     assert {r["support"] for r in rows if r["method"] == "sbi-npe"} == {"sbi"}
-    # So is one trained with other transforms: a row file written before the coupling
-    # default (no transforms column: autoregressive) for slcp, whose npe is coupling now.
+    # So is one trained with other transforms: a row file written before the transforms
+    # column (autoregressive) for slcp, asked for with coupling ones (passes=2).
     assert {r["transforms"] for r in rows} == {"autoregressive", "sbi"}
     old = [
         {k: v for k, v in r.items() if k != "transforms"} | {"task": "slcp"}
@@ -62,9 +62,9 @@ def test_units_rows_resume_and_summary(tmp_path):
     ]
     write_rows(tmp_path / "rows" / "slcp_200_0_npe.csv", old)
     with pytest.raises(ValueError, match="trained with autoregressive transforms"):
-        run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, **TINY)
-    # passes=None asks for the autoregressive flow: the old unit answers.
-    kept = run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, options={"passes": None}, **TINY)
+        run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, options={"passes": 2}, **TINY)
+    # With the default (autoregressive) transforms the old unit answers.
+    kept = run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, **TINY)
     assert [r["c2st"] for r in kept] == [r["c2st"] for r in old]
     (tmp_path / "rows" / "slcp_200_0_npe.csv").unlink()
 

@@ -14,13 +14,14 @@ The posterior model of jsbi is one :class:`ConditionalFlow` module, :math:`q_\ph
 ``log q(theta | x)`` includes every Jacobian (standardisation and ``T``), so it is a density
 over ``theta`` itself. With ``support="transform"`` the flow has no mass outside the prior's
 support (``log_prob`` is ``-inf`` there); with ``support="truncate"`` it lives on ``theta``
-and the posterior truncates it (see :mod:`jsbi.inference.support`). The defaults are sbi's
-``posterior_nn("zuko_nsf")``: 5 transforms, each conditioned by an MLP with 5 hidden layers
-of 50 units (sbi expands ``hidden_features=50`` to one layer per transform), and 10 spline
-bins; with more than two parameters the transforms are coupling ones
-(:data:`DEFAULT_PASSES`) where sbi's are autoregressive: sampling, which the symmetric
-objectives' reverse term does every step, costs two network passes instead of one per
-parameter (with two parameters the transforms are the same).
+and the posterior truncates it (see :mod:`jsbi.inference.support`). The defaults equal sbi's
+``posterior_nn("zuko_nsf")``: 5 autoregressive transforms, each conditioned by an MLP with
+5 hidden layers of 50 units (sbi expands ``hidden_features=50`` to one layer per transform),
+and 10 spline bins, so that comparisons with sbi's NPE are like for like. zuko's
+``passes=2`` (a keyword of :func:`build_conditional_flow` and of
+:class:`~jsbi.inference.PosteriorEstimator`) gives coupling transforms instead: sampling
+then takes two network passes instead of one per parameter, at some accuracy at 10,000
+simulations (README, revision 7).
 
 Example:
     >>> import torch
@@ -58,7 +59,6 @@ from zuko.lazy import LazyDistribution
 from jsbi.inference.support import SUPPORT_MODES, Support, SupportTransform, support_mode
 
 __all__ = [
-    "DEFAULT_PASSES",
     "FLOWS",
     "ConditionalFlow",
     "MLPEmbedding",
@@ -84,13 +84,6 @@ FLOWS: dict[str, type[LazyDistribution]] = {
 #: sbi's ``posterior_nn("zuko_nsf")``: ``hidden_features=50`` becomes ``[50] * num_transforms``.
 DEFAULT_HIDDEN_FEATURES: tuple[int, ...] = (50,) * 5
 _BINNED = ("nsf", "ncsf")
-
-#: zuko's ``passes`` for ``nsf`` and ``maf`` posteriors with more than two parameters:
-#: coupling transforms (two network passes to sample, whatever the dimension) rather than
-#: fully autoregressive ones (one pass per parameter). With two parameters the two are the
-#: same transform. ``passes=None`` asks for the autoregressive flow.
-DEFAULT_PASSES = 2
-_COUPLED = ("nsf", "maf")
 
 
 def build_flow(
@@ -653,9 +646,6 @@ def build_conditional_flow(
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
     d, m = theta.shape[-1], x.shape[-1]
-    if isinstance(flow, str) and flow.lower() in _COUPLED and d > 2:
-        # Recorded in the config: a file saved without it (autoregressive) loads as saved.
-        kwargs.setdefault("passes", DEFAULT_PASSES)
     emb = nn.Identity() if embedding_net is None else embedding_net
     emb = emb.to(x.device)
     try:

@@ -183,27 +183,20 @@ def _passes(flow) -> list[int]:
     return [t.passes for t in flow.flow.transform.transforms if hasattr(t, "passes")]
 
 
-def test_above_two_parameters_the_default_transforms_are_coupling_and_recorded():
-    from jsbi.inference.flows import DEFAULT_PASSES, conditional_flow_from_config
+def test_passes_gives_coupling_transforms_recorded_in_the_config():
+    from jsbi.inference.flows import conditional_flow_from_config
 
-    prior2, theta2, x2 = _data(d=2)
-    flow2 = build_conditional_flow(theta2, x2, prior2, **SMALL)
-    # Two parameters: coupling and autoregressive are one transform; nothing recorded.
-    assert flow2.config["flow_kwargs"] == {} and _passes(flow2) == [2, 2]
     prior, theta, x = _data(d=5)
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
-    assert flow.config["flow_kwargs"] == {"passes": DEFAULT_PASSES}
-    assert _passes(flow) == [DEFAULT_PASSES] * SMALL["num_transforms"]
-    # passes=None asks for the autoregressive flow, and the config says so.
-    ar = build_conditional_flow(theta, x, prior, passes=None, **SMALL)
-    assert ar.config["flow_kwargs"] == {"passes": None} and _passes(ar) == [5, 5]
-    # A config saved before the default (no passes) rebuilds the autoregressive flow it
-    # was trained as, so its weights give the same density.
-    old = dict(ar.config, flow_kwargs={})
-    rebuilt = conditional_flow_from_config(old, prior)
-    assert _passes(rebuilt) == [5, 5]
-    rebuilt.load_state_dict(ar.state_dict())
-    torch.testing.assert_close(rebuilt.log_prob(theta[:8], x[:8]), ar.log_prob(theta[:8], x[:8]))
+    # The default is sbi's: fully autoregressive, one pass per parameter.
+    ar = build_conditional_flow(theta, x, prior, **SMALL)
+    assert ar.config["flow_kwargs"] == {} and _passes(ar) == [5, 5]
+    flow = build_conditional_flow(theta, x, prior, passes=2, **SMALL)
+    assert flow.config["flow_kwargs"] == {"passes": 2} and _passes(flow) == [2, 2]
+    # The config rebuilds the flow it was trained as, so its weights give the same density.
+    rebuilt = conditional_flow_from_config(flow.config, prior)
+    assert _passes(rebuilt) == [2, 2]
+    rebuilt.load_state_dict(flow.state_dict())
+    torch.testing.assert_close(rebuilt.log_prob(theta[:8], x[:8]), flow.log_prob(theta[:8], x[:8]))
     # The coupling flow's samples have the density it reports.
     samples, lp = flow.rsample_and_log_prob((6,), x[:3])
     inside = flow.support.contains(samples)

@@ -253,11 +253,11 @@ def run_unit(
     torch.set_num_threads(threads)
     name = _unit_name(task_name, num_simulations, seed, method)
     done = checkpoint = None
+    support = method_support(method, options)
+    transforms = method_transforms(method, task_name, options)
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        support = method_support(method, options)
-        transforms = method_transforms(method, task_name, options)
         if (finished := _finished_rows(done, observations, support, transforms)) is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -284,8 +284,8 @@ def run_unit(
                 "train_seconds": seconds,
                 "epochs": epochs,
                 "seconds_per_epoch": seconds / max(epochs, 1),
-                "support": method_support(method, options),
-                "transforms": method_transforms(method, task_name, options),
+                "support": support,
+                "transforms": transforms,
             }
         )
     mean = statistics.fmean(r["c2st"] for r in rows)

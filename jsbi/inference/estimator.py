@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import numbers
 import os
 import warnings
@@ -25,7 +27,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.inference.config import TrainConfig
+from jsbi.inference.config import AdaptiveConfig, TrainConfig
 from jsbi.inference.ebm import (
     LikelihoodEnergy,
     MLPEnergy,
@@ -121,11 +123,6 @@ def split_options(
         >>> split_options({"proxy_hidden_features": (128,), "gate_sample": 16})[1]
         {'proxy_hidden_features': (128,), 'gate_sample': 16}
     """
-    import dataclasses
-    import difflib
-
-    from jsbi.inference.config import AdaptiveConfig
-
     fields = {f.name for f in dataclasses.fields(AdaptiveConfig)} - {"objective"}
     fields |= set(_PROXY_OPTIONS)
     flow_names = set(_FLOW_OPTIONS)
@@ -736,7 +733,6 @@ def _check_flow_kwargs(flow: str | type, flow_kwargs: dict[str, Any]) -> None:
     # A typo (num_transform) is an error now, naming the closest valid option, rather than
     # a TypeError from inside zuko at fit(). Names far from every known one pass through
     # to zuko, whose flows take more options than can be listed here.
-    import difflib
     import inspect
 
     import zuko

@@ -120,6 +120,13 @@ class ReverseEstimator:
             log_q_k = torch.func.functional_call(self.flow, params, (theta_k, x))
         return theta_k, log_q_k
 
+    def fresh_log_normalizer(self, x: Tensor) -> Tensor:
+        r""":math:`\hat{\log Z}(x)` from ``K`` fresh flow samples drawn without gradient
+        (the proxy's gradient only): the fit :math:`C` of a proxy without its own."""
+        with torch.no_grad():
+            theta_k, log_q_k = self.flow.rsample_and_log_prob((self.num_proxy_samples,), x)
+        return self.log_normalizer(x, theta_k, log_q_k, self.proxy(theta_k, x))[0]
+
     def log_normalizer(
         self, x: Tensor, theta_k: Tensor, log_q_k: Tensor, energy_k: Tensor
     ) -> tuple[Tensor, Tensor]:

@@ -79,11 +79,7 @@ def own_fit(step: Any, theta: Tensor, x: Tensor, xr: Tensor) -> Tensor:
     fit = getattr(step.proxy, "fit_loss", None)
     if fit is not None:
         return fit(theta, x)
-    reverse = step.reverse
-    with torch.no_grad():
-        theta_k, log_q_k = step.flow.rsample_and_log_prob((reverse.num_proxy_samples,), xr)
-    log_z, _ = reverse.log_normalizer(xr, theta_k, log_q_k, step.proxy(theta_k, xr))
-    return proxy_fit(step.proxy(theta, x), log_z)
+    return proxy_fit(step.proxy(theta, x), step.reverse.fresh_log_normalizer(xr))
 
 
 def own_fit_name(proxy: Any) -> str:

@@ -145,6 +145,18 @@ class TrainingStep:
         r"""Scalars about the whole run, added to the history at the end (default: none)."""
         return {}
 
+    def fingerprint(self) -> dict[str, Any]:
+        r"""The settings that make this step's run this run, for the checkpoint (default:
+        its scalar attributes, and a dataclass config by its fields; an object in one, such
+        as a tau schedule, by its class and settings, never by its address)."""
+        config: dict[str, Any] = {}
+        for k, v in sorted(vars(self).items()):
+            if isinstance(v, _SCALAR):
+                config[k] = v
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+                config[k] = {f.name: _setting(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return config
+
     def state_dict(self) -> dict[str, Any]:
         r"""Everything restored with the best epoch (default: the modules' weights)."""
         return {name: m.state_dict() for name, m in self.modules().items()}
@@ -294,12 +306,8 @@ class AdaptiveStep(TrainingStep):
         self.dual = DualVariable(
             joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
         )
-        # The optimisers' settings stay on the step too: the checkpoint's fingerprint
-        # reads them there.
-        self.learning_rate, self.clip_max_norm = float(learning_rate), clip_max_norm
-        self.proxy_learning_rate = float(c.proxy_learning_rate or learning_rate)
         self.optim = PrimalOptimizers(
-            flow, proxy, self.learning_rate, self.proxy_learning_rate, clip_max_norm
+            flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
         )
         num_is = c.num_proxy_samples + c.num_prior_samples
         self.min_ess = 1.5 / num_is if c.min_ess is None else float(c.min_ess)
@@ -380,6 +388,11 @@ class AdaptiveStep(TrainingStep):
 
     def summary(self) -> dict[str, Any]:
         return dict(self._summary)
+
+    def fingerprint(self) -> dict[str, Any]:
+        o = self.optim  # its settings, not its training-time state
+        lrs = {"learning_rate": o.learning_rate, "proxy_learning_rate": o.proxy_learning_rate}
+        return {**super().fingerprint(), **lrs, "clip_max_norm": o.clip_max_norm}
 
     def on_converged(self, best_state: dict[str, Any] | None) -> bool | int:
         return self.plan.converged(self, best_state)
@@ -969,14 +982,7 @@ def _fingerprint(
     for t in (theta, x):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    config: dict[str, Any] = {}
-    for k, v in sorted(vars(step).items()):
-        if isinstance(v, _SCALAR):
-            config[k] = v
-        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
-            # AdaptiveConfig: every option of the step, objects (a tau schedule) by their
-            # class and settings, never by their address.
-            config[k] = {f.name: _setting(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    config = step.fingerprint()
     config["step"] = type(step).__name__
     for name, module in step.modules().items():
         config[f"{name}:class"] = type(module).__name__

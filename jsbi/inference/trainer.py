@@ -336,14 +336,6 @@ class AdaptiveStep(TrainingStep):
         return self.dual.slack
 
     @property
-    def num_proxy_samples(self) -> int:
-        return self.reverse.num_proxy_samples
-
-    @property
-    def path_gradient(self) -> bool:
-        return self.reverse.path_gradient
-
-    @property
     def flow_optimizer(self) -> torch.optim.Optimizer | None:
         return self.optim.flow_optimizer
 

@@ -251,7 +251,7 @@ def test_reverse_term_sample_defaults(objective, options, k, path):
     prior, theta, x = _box(60)
     est = PosteriorEstimator(prior, objective=objective, seed=0, **options, **SMALL)
     est.fit(theta, x, max_epochs=1, show_progress_bar=False)
-    assert (est.step.num_proxy_samples, est.step.path_gradient) == (k, path)
+    assert (est.step.reverse.num_proxy_samples, est.step.reverse.path_gradient) == (k, path)
 
 
 def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():

@@ -218,6 +218,31 @@ def _option(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _method_options(
+    args: argparse.Namespace, objectives: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    # jsbi report/demo: the symmetric-objective flags given, per method they reach; tau and
+    # its schedule reach srfe only. A flag that reaches none of --objectives is an error.
+    from jsbi.inference.estimator import OBJECTIVES
+
+    adaptive = _adaptive_kwargs(args)
+    if not adaptive:
+        return {}
+    symmetric = [o for o in objectives if o in OBJECTIVES and o != "npe"]
+    flags = [k for k in adaptive if k != "objective_kwargs"] + list(
+        adaptive.get("objective_kwargs", {})
+    )
+    if not symmetric:
+        args._parser.error(
+            f"{', '.join(_option(k) for k in flags)} apply to the symmetric objectives "
+            "(jeffreys, srfe, reverse, distill), and --objectives has none"
+        )
+    tau = {k: adaptive.pop(k) for k in ("tau", "tau_schedule") if k in adaptive}
+    if tau and "srfe" not in objectives:
+        args._parser.error("--tau and --tau-schedule apply to srfe, and --objectives has none")
+    return {o: {**adaptive, **(tau if o == "srfe" else {})} for o in symmetric}
+
+
 def _run(args: argparse.Namespace) -> int:
 
     _set_threads(args)
@@ -375,8 +400,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
         "--objectives",
         default="jeffreys,npe,sbi-npe",
         help="comma-separated methods to train and compare: jsbi objectives (npe, "
-        "jeffreys, srfe, reverse, each with its default options) and sbi-npe (sbi's NPE) "
-        "(default: %(default)s)",
+        "jeffreys, srfe, reverse, distill; the symmetric ones take the flags below) and "
+        "sbi-npe (sbi's NPE) (default: %(default)s)",
     )
     p.add_argument(
         "--out",
@@ -401,6 +426,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
         default=1,
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
     )
+    _add_adaptive(p)
 
 
 def _add_report_budget(
@@ -471,6 +497,7 @@ def _report(
     from jsbi.pipeline import run_report
 
     _check_report_args(args, objectives, num_simulations)
+    method_options = _method_options(args, objectives)
     task = jsbi.get_task(args.task)
     bad = [i for i in args.observations if not 1 <= i <= task.num_observations]
     if bad:
@@ -494,6 +521,7 @@ def _report(
         num_posterior_samples=args.num_posterior_samples,
         num_c2st_samples=args.num_c2st_samples,
         fit_options=fit_options,
+        method_options=method_options,
         n_jobs=args.n_jobs,
         device=args.device,
         show_progress_bar=None,  # on a terminal: simulation, each training, diagnostics
@@ -549,6 +577,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     add_train_flags(p, defaults={"max_epochs": DEMO["max_epochs"]})
     _add_threads(p)
     _add_device(p)
+    _add_adaptive(p)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -160,6 +160,7 @@ def run_report(
     device: str | None = None,
     show_progress_bar: bool | None = False,
     fit_options: Mapping[str, Any] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -181,6 +182,10 @@ def run_report(
             the diagnostics (``None``: only on a terminal).
         fit_options: Every method's training options (a
             :class:`~jsbi.inference.config.TrainConfig`'s fields; checked by it).
+        method_options: Estimator options of single methods, by name in ``objectives``
+            (for example ``{"jeffreys": {"proxy": "ratio"}}``), over ``estimator_kwargs``;
+            each is checked when its estimator is built, before anything is simulated.
+            The report's settings record them.
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -199,7 +204,19 @@ def run_report(
     if max_epochs is not None:
         fit["max_epochs"] = max_epochs
     fit = TrainConfig.from_options(fit).fit_options()  # checked before simulating
+    per_method = {k: dict(v) for k, v in (method_options or {}).items()}
+    unknown = sorted(set(per_method) - set(objectives))
+    if unknown or SBI_NPE in per_method:
+        raise ValueError(
+            f"method_options must name jsbi methods among objectives {tuple(objectives)}, "
+            f"got {sorted(per_method)}"
+        )
     task = jsbi.get_task(task_name)
+    options = {m: {**(estimator_kwargs or {}), **per_method.get(m, {})} for m in objectives}
+    for method in per_method:  # a bad option fails here, before the simulations
+        from jsbi.inference import PosteriorEstimator
+
+        PosteriorEstimator(task.prior, objective=method.removeprefix("jsbi-"), **options[method])
     theta, x = jsbi.simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
@@ -213,7 +230,7 @@ def run_report(
             theta,
             x,
             seed=seed,
-            estimator_options=None if method == SBI_NPE else estimator_kwargs,
+            estimator_options=None if method == SBI_NPE else options[method],
             fit_options={**fit, "show_progress_bar": show_progress_bar},
             device=device,
         )
@@ -230,5 +247,7 @@ def run_report(
         show_progress_bar=show_progress_bar,
     )
     report.settings["num_simulations"] = int(theta.shape[0])
+    if per_method:
+        report.settings["method_options"] = per_method
     report.save(out)
     return report

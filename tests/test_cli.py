@@ -153,6 +153,53 @@ def test_report_errors(tmp_path, capsys):
     assert "--observations must lie in 1..10" in _fails([*rep, "--observations", "0,11"], capsys)
     assert "comma-separated integers" in _fails([*rep, "--observations", "a"], capsys)
     assert "--num-sbc must be >= 1" in _fails([*rep, "--num-sbc", "0"], capsys)
+    # The symmetric objectives' flags need a method they reach.
+    err = _fails([*rep, "--objectives", "npe,sbi-npe", "--gate-samples", "16"], capsys)
+    assert "--gate-samples apply to the symmetric objectives" in err and "has none" in err
+    err = _fails([*rep, "--objectives", "jeffreys,npe", "--tau", "0.3"], capsys)
+    assert "--tau and --tau-schedule apply to srfe" in err
+    err = _fails([*rep, "--gate-samples", "1"], capsys)
+    assert "argument --gate-samples: gate_samples must be >= 2" in err
+    err = _fails(["demo", "--out", str(tmp_path / "d"), "--proxy", "nope"], capsys)
+    assert "argument --proxy: invalid choice: 'nope'" in err
+
+
+def test_report_flags_reach_the_symmetric_methods_only():
+    import jsbi
+    from jsbi.cli import _method_options, build_parser
+    from jsbi.inference import PosteriorEstimator
+
+    parser = build_parser()
+    argv = ["report", "--task", "two_moons", "--objectives", "jeffreys,srfe,npe,sbi-npe"]
+    args = parser.parse_args([*argv, "--tau", "0.3", "--gate-samples", "16", "--proxy", "ratio"])
+    args._parser = parser
+    options = _method_options(args, args.objectives.split(","))
+    assert sorted(options) == ["jeffreys", "srfe"]
+    assert "tau" not in options["jeffreys"] and options["srfe"]["tau"] == 0.3
+    prior = jsbi.get_task("two_moons").prior
+    for method, kwargs in options.items():
+        est = PosteriorEstimator(prior, objective=method, **kwargs)
+        assert est.objective_kwargs["proxy"] == "ratio", method
+        assert est.objective_kwargs["gate_samples"] == 16, method
+    args = parser.parse_args(argv)
+    args._parser = parser
+    assert _method_options(args, args.objectives.split(",")) == {}
+
+
+def test_run_report_checks_method_options_before_simulating(monkeypatch):
+    import jsbi
+    from jsbi.pipeline import run_report
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated before the options were checked")
+
+    monkeypatch.setattr(jsbi, "simulate", no_simulation)
+    with pytest.raises(ValueError, match="method_options must name jsbi methods"):
+        run_report("two_moons", 10, ("npe", "sbi-npe"), method_options={"sbi-npe": {}})
+    with pytest.raises(ValueError, match="method_options must name jsbi methods"):
+        run_report("two_moons", 10, ("npe",), method_options={"jeffreys": {}})
+    with pytest.raises(ValueError, match="proxy"):
+        run_report("two_moons", 10, ("jeffreys",), method_options={"jeffreys": {"proxy": "x"}})
 
 
 def test_help(capsys):
@@ -199,6 +246,11 @@ def test_every_training_command_takes_the_same_flags(tmp_path, capsys):
     assert "--max-epochs" in {
         o for a in sub.choices["benchmark"]._actions for o in a.option_strings
     }
+    # The symmetric objectives' options from AdaptiveConfig's fields, wherever one trains.
+    symmetric = {"--proxy", "--tau", "--gate-samples", "--no-gate", "--num-proxy-samples"}
+    for name in ("run", "report", "demo"):
+        flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert symmetric <= flags, name
     # C2ST samples have one name in report, demo and benchmark.
     for name in ("report", "demo", "benchmark"):
         flags = {o for a in sub.choices[name]._actions for o in a.option_strings}

@@ -218,6 +218,13 @@ def _option(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _given(adaptive: dict[str, Any]) -> list[str]:
+    # The option names in _adaptive_kwargs' result, objective_kwargs' included.
+    return [k for k in adaptive if k != "objective_kwargs"] + list(
+        adaptive.get("objective_kwargs", {})
+    )
+
+
 def _method_options(
     args: argparse.Namespace, objectives: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
@@ -229,12 +236,9 @@ def _method_options(
     if not adaptive:
         return {}
     symmetric = [o for o in objectives if o in OBJECTIVES and o != "npe"]
-    flags = [k for k in adaptive if k != "objective_kwargs"] + list(
-        adaptive.get("objective_kwargs", {})
-    )
     if not symmetric:
         args._parser.error(
-            f"{', '.join(_option(k) for k in flags)} apply to the symmetric objectives "
+            f"{', '.join(_option(k) for k in _given(adaptive))} apply to the symmetric objectives "
             "(jeffreys, srfe, reverse, distill), and --objectives has none"
         )
     tau = {k: adaptive.pop(k) for k in ("tau", "tau_schedule") if k in adaptive}
@@ -261,9 +265,7 @@ def _run(args: argparse.Namespace) -> int:
             f"jsbi run: --observation must be in 1..{task.num_observations} for {args.task}"
         )
     adaptive = _adaptive_kwargs(args)
-    flags = [k for k in adaptive if k != "objective_kwargs"] + list(
-        adaptive.get("objective_kwargs", {})
-    )
+    flags = _given(adaptive)
     if args.objective == "npe" and flags:
         args._parser.error(
             f"{', '.join(_option(k) for k in flags)} apply to the adaptive objectives "

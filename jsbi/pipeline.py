@@ -213,9 +213,9 @@ def run_report(
         )
     task = jsbi.get_task(task_name)
     options = {m: {**(estimator_kwargs or {}), **per_method.get(m, {})} for m in objectives}
-    for method in per_method:  # a bad option fails here, before the simulations
-        from jsbi.inference import PosteriorEstimator
+    from jsbi.inference import PosteriorEstimator
 
+    for method in per_method:  # a bad option fails here, before the simulations
         PosteriorEstimator(task.prior, objective=method.removeprefix("jsbi-"), **options[method])
     theta, x = jsbi.simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             posts[f"jsbi-npe-{support}"] = est.fit(theta, x, show_progress_bar=False)
         posts["sbi-npe"] = train_sbi_npe(theta, x, task.prior, seed=0)[0]
         box = Support.from_prior(task.prior)
-        rates = {m: [] for m in posts}
-        raws = {m: [] for m in posts}
+        # (method, reject) -> per observation, the median rate over the rounds.
+        rates = {(m, r): [] for m in posts for r in (True, False)}
         leaks = {m: [] for m in posts}
         outside = dict.fromkeys(posts, 0)
         for obs in args.observations:
@@ -76,26 +76,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.manual_seed(obs)
             for method, post in posts.items():
                 _sample(post, method, x_o, 10, reject=True)  # warm-up
-            r_obs = {m: [] for m in posts}
-            w_obs = {m: [] for m in posts}
+            rounds = {k: [] for k in rates}
             for _ in range(args.repeats):
-                for method, post in posts.items():
-                    r, s = _timed(post, method, x_o, args.num_samples, reject=True)
-                    r_obs[method].append(r)
-                    outside[method] += int((~box.contains(s)).sum())
-                    r, s = _timed(post, method, x_o, args.num_samples, reject=False)
-                    w_obs[method].append(r)
-                    leaks[method].append(float((~box.contains(s)).double().mean()))
-            for method in posts:
-                rates[method].append(statistics.median(r_obs[method]))
-                raws[method].append(statistics.median(w_obs[method]))
+                for (method, reject), times in rounds.items():
+                    r, s = _timed(posts[method], method, x_o, args.num_samples, reject)
+                    times.append(r)
+                    out = ~box.contains(s)
+                    if reject:
+                        outside[method] += int(out.sum())
+                    else:
+                        leaks[method].append(float(out.double().mean()))
+            for k, times in rounds.items():
+                rates[k].append(statistics.median(times))
         for method in posts:
             # Paired per observation: the ratio to sbi's rate on the same x_o and rounds.
-            ratio = statistics.median(_ratios(rates[method], rates["sbi-npe"]))
-            raw_ratio = statistics.median(_ratios(raws[method], raws["sbi-npe"]))
+            ratio, raw_ratio = (
+                statistics.median(_ratios(rates[method, r], rates["sbi-npe", r]))
+                for r in (True, False)
+            )
             print(
-                f"{name:<24} {method:<20} {statistics.median(rates[method]):>10.3g} "
-                f"{statistics.median(raws[method]):>12.3g} {ratio:>6.2f} {raw_ratio:>9.2f} "
+                f"{name:<24} {method:<20} {statistics.median(rates[method, True]):>10.3g} "
+                f"{statistics.median(rates[method, False]):>12.3g} {ratio:>6.2f} "
+                f"{raw_ratio:>9.2f} "
                 f"{statistics.fmean(leaks[method]):>8.3f} {outside[method]:>8}",
                 flush=True,
             )

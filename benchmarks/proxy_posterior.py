@@ -1,0 +1,210 @@
+r"""The likelihood proxy as the returned posterior, against the flow and sbi's NPE.
+
+For each task, simulation budget and seed, the script simulates once and trains on exactly
+those pairs, with the same seed: sbi's ``NPE`` (zuko NSF), jsbi ``npe``, and jsbi
+``jeffreys`` (the default: likelihood proxy, ``npe-first``, the gate) with
+``posterior="auto"``. From the one ``jeffreys`` run it scores three posteriors on each
+observation: the flow (``jsbi-jeffreys-flow``), the proxy sampled by importance resampling
+from the flow (``jsbi-jeffreys-proxy``, whatever the validation pairs say) and the one
+``posterior="auto"`` returned (``jsbi-jeffreys-auto``: the proxy only where its validation
+NLL is lower than the flow's by more than two standard errors with a mean ESS fraction of
+at least 0.1). C2ST is sbibm's definition (:func:`jsbi.diagnostics.c2st.c2st`).
+
+Each row also records what ``auto`` chose (``posterior``), the measurement it chose on
+(``proxy_minus_flow`` ± ``proxy_minus_flow_se``, ``proxy_ess``: validation pairs, 256
+importance samples each), which phase of ``npe-first`` won (``best_phase``) and, for the
+proxy, the ESS of the importance resampling on that observation (``sample_ess``). The
+table is :func:`npe_parity.table`'s: mean ± sd over observations and seeds, the paired
+difference to sbi NPE, training time over sbi's (``jsbi-jeffreys-*`` share one run's
+time).
+
+Development set only (tune here): ``two_moons``, ``gaussian_mixture``, ``slcp``,
+``gaussian_linear_uniform`` with observations 1-5.
+
+Example:
+    $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/proxy_posterior.py --tasks two_moons \
+        --num-simulations 10000 --seeds 0 --num-samples 2000 \
+        --csv benchmarks/results/proxy_posterior/two_moons.csv
+    $ .venv/bin/python benchmarks/proxy_posterior.py \
+        --table benchmarks/results/proxy_posterior/*.csv
+    $ .venv/bin/python benchmarks/proxy_posterior.py --tasks two_moons --num-simulations 300 \
+        --seeds 0 --observations 1 --max-epochs 3 --num-samples 200      # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from npe_parity import _fit_options, _read_rows, _throughput, _write_rows, table
+
+import jsbi
+from jsbi.benchmark import DEV_TASKS
+from jsbi.diagnostics.c2st import c2st
+from jsbi.inference import Posterior, Support
+from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.pipeline import SBI_NPE, train_method
+
+#: The methods scored per cell (the last three from one jeffreys run).
+METHODS = (
+    SBI_NPE,
+    "jsbi-npe",
+    "jsbi-jeffreys-flow",
+    "jsbi-jeffreys-proxy",
+    "jsbi-jeffreys-auto",
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), help="task names")
+    p.add_argument(
+        "--num-simulations", nargs="+", type=int, default=[1000, 10_000], help="budgets"
+    )
+    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
+    p.add_argument("--num-samples", type=int, default=2000, help="posterior samples per C2ST")
+    p.add_argument("--max-epochs", type=int, default=2**31 - 1)
+    p.add_argument("--stop-after-epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        help="per-observation rows, written after every cell; a rerun skips its finished cells",
+    )
+    p.add_argument(
+        "--table",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="print the table of these --csv files and exit (nothing trained)",
+    )
+    return p.parse_args(argv)
+
+
+def _posteriors(trained) -> dict[str, object]:
+    # The flow, the proxy and auto's choice, all from the one jeffreys run.
+    est = trained.estimator
+    history = trained.history
+    return {
+        "jsbi-jeffreys-flow": Posterior(est.flow, est.prior, history=history),
+        "jsbi-jeffreys-proxy": ProxyPosterior(
+            est.flow, est.step.proxy, est.prior, history=history
+        ),
+        "jsbi-jeffreys-auto": trained.posterior,
+    }
+
+
+def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> list[dict]:
+    r"""Simulates once, trains the three runs on those pairs and scores each observation."""
+    task = jsbi.get_task(task_name)
+    theta, x = jsbi.simulate(task, n_sim, seed=seed)
+    fit = _fit_options(args)
+    runs = {
+        SBI_NPE: train_method(SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit),
+        "jsbi-npe": train_method("npe", task.prior, theta, x, seed=seed, fit_options=fit),
+        "jeffreys": train_method(
+            "jeffreys",
+            task.prior,
+            theta,
+            x,
+            seed=seed,
+            estimator_options={"posterior": "auto"},
+            fit_options=fit,
+        ),
+    }
+    jeffreys = runs.pop("jeffreys")
+    posteriors = {m: (r.posterior, r.seconds, r.epochs) for m, r in runs.items()}
+    for m, post in _posteriors(jeffreys).items():
+        posteriors[m] = (post, jeffreys.seconds, jeffreys.epochs)
+    measured = jeffreys.history.get("final_proxy") or {}
+    chosen = jeffreys.history.get("posterior", "flow")
+    print(
+        f"{task_name} N={n_sim} seed={seed}: auto chose the {chosen} "
+        f"(validation proxy - flow {measured.get('proxy_minus_flow', math.nan):+.3f} ± "
+        f"{measured.get('proxy_minus_flow_se', math.nan):.3f}, ESS fraction "
+        f"{measured.get('proxy_ess', math.nan):.3f}); best phase "
+        f"{jeffreys.history.get('best_phase')}; train s: "
+        + ", ".join(
+            f"{m} {p[1]:.0f}" for m, p in posteriors.items() if m != "jsbi-jeffreys-proxy"
+        ),
+        flush=True,
+    )
+    t_sbi = runs[SBI_NPE].seconds
+    support = Support.from_prior(task.prior)
+    rows = []
+    for obs in args.observations:
+        x_o = task.observation(obs)
+        ref = task.reference_samples(obs)[: args.num_samples]
+        scores = []
+        for method in METHODS:
+            posterior, t, epochs = posteriors[method]
+            kw = {"show_progress_bars": False} if method == SBI_NPE else {}
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                s, tp = _throughput(posterior, x_o, len(ref), **kw)
+            ess = getattr(posterior, "last_ess", None)
+            rows.append(
+                {
+                    "task": task_name,
+                    "num_simulations": n_sim,
+                    "seed": seed,
+                    "observation": obs,
+                    "method": method,
+                    "c2st": c2st(s, ref, seed=seed),
+                    "train_time_s": t,
+                    "samples_per_s": tp,
+                    "epochs": epochs,
+                    "time_ratio_over_sbi": t / t_sbi,
+                    "samples_outside_prior": int((~support.contains(s)).sum()),
+                    "posterior": chosen if method == "jsbi-jeffreys-auto" else "",
+                    "proxy_minus_flow": measured.get("proxy_minus_flow", ""),
+                    "proxy_minus_flow_se": measured.get("proxy_minus_flow_se", ""),
+                    "proxy_ess": measured.get("proxy_ess", ""),
+                    "best_phase": jeffreys.history.get("best_phase", ""),
+                    "sample_ess": "" if ess is None else ess,
+                }
+            )
+            scores.append(f"{method} {rows[-1]['c2st']:.3f}")
+        print(f"{task_name} N={n_sim} seed={seed} obs={obs}: " + ", ".join(scores), flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = _read_rows(args.csv)
+    for n_sim in sorted(args.num_simulations):
+        for task_name in args.tasks:
+            for seed in args.seeds:
+                key = (task_name, n_sim, seed)
+                done = {
+                    (r["method"], r["observation"])
+                    for r in rows
+                    if (r["task"], r["num_simulations"], r["seed"]) == key
+                }
+                if all((m, o) in done for m in METHODS for o in args.observations):
+                    continue
+                rows = [r for r in rows if (r["task"], r["num_simulations"], r["seed"]) != key]
+                rows += _cell(task_name, n_sim, seed, args)
+                if args.csv is not None:
+                    _write_rows(args.csv, rows)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table:
+        rows = [r for path in args.table for r in _read_rows(path)]
+        print(table(rows))
+        return 0
+    print(table(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,18 +82,19 @@ def main() -> None:
         for every in (1, 2, 4):
             kw = {"objective_kwargs": {"proxy_every": every}}
             step = _built(task, theta, x, objective="jeffreys", **kw)
-            step.phase, step.symmetric_from = 1, 10**9
+            step.plan.phase, step.plan.symmetric_from = 1, 10**9
             nth = {2: "2nd", 4: "4th"}
             what = "npe + proxy fit" + ("" if every == 1 else f" on every {nth[every]} batch")
             rows.append((f"jeffreys phase 1 ({what})", _time(step.step, batches)))
         for label, kwargs in VARIANTS.items():
             step = _built(task, theta, x, objective="jeffreys", **kwargs)
-            step.phase, step.symmetric_from, step.epoch, step.gate_value = 2, 0, 1, 1.0
+            step.plan.phase, step.plan.symmetric_from, step.epoch = 2, 0, 1
+            step.plan.gate_value = 1.0
             rows.append((f"jeffreys phase 2, {label}", _time(step.step, batches)))
             if label == "K=1 path gradient (default)":
-                step.gate_value = 0.0
+                step.plan.gate_value = 0.0
                 rows.append(("jeffreys phase 2, gate off", _time(step.step, batches)))
-                step.gate_value = 1.0
+                step.plan.gate_value = 1.0
                 step.eval()
                 gate = _time(step.measure_proxy, [val], repeats=3)
                 n = step.config.gate_samples

@@ -108,7 +108,7 @@ class FaultRecovery:
         step.dual.lr *= 0.5
         warnings.warn(
             f"{why} at epoch {step.epoch}: restored the state of the last finished epoch and "
-            f"halved the step (flow lr {step.flow_optimizer.param_groups[0]['lr']:.2g}, "
+            f"halved the step (flow lr {step.optim.flow_optimizer.param_groups[0]['lr']:.2g}, "
             f"dual lr {step.dual.lr:.2g})",
             stacklevel=3,
         )

@@ -3,9 +3,11 @@ r"""The symmetric step's two schedules (METHOD.md sections 4 and 4b).
 A schedule decides what :class:`~jsbi.inference.trainer.AdaptiveStep` does when: which
 epochs may be kept as the best state, what the proxy fits, how strongly the reverse term
 moves each model, what the validation pass measures, and what happens when early stopping
-ends a phase. The step holds the state (``phase``, ``symmetric_from``, ``gate_value``, the
-dual variable, the proxy's best fit) and calls its schedule at those points, so a new
-schedule is one small class here, not a branch in the step.
+ends a phase. A schedule also holds where the run is in it (``phase``, ``symmetric_from``,
+``gate_value``, the proxy's best fit, the steps taken; :meth:`Schedule.state_dict` for a
+checkpoint); the step holds the models, the optimisers and the dual variable, and calls its
+schedule at those points, so a new schedule is one small class here, not a branch in the
+step.
 
 - :class:`JointSchedule` (``schedule="joint"``, section 4): ``warmup_epochs`` of warm-up
   (the flow on :math:`F`, the proxy on its own fit), then each batch the flow descends
@@ -46,6 +48,7 @@ from jsbi.seeding import seeded
 __all__ = [
     "JointSchedule",
     "NpeFirstSchedule",
+    "Schedule",
     "Weights",
     "make_schedule",
     "measure_proxy",
@@ -94,29 +97,90 @@ def measure_proxy(
     step: Any, theta: Tensor, x: Tensor, num_samples: int | None = None
 ) -> dict[str, float]:
     r"""The gate's measurement (:meth:`~jsbi.inference.trainer.AdaptiveStep.measure_proxy`):
-    sets ``step.gate_value`` to 1 while the proxy is the better model on ``(theta, x)``."""
+    sets the schedule's ``gate_value`` to 1 while the proxy is the better model on
+    ``(theta, x)``."""
     num_samples = step.config.gate_samples if num_samples is None else int(num_samples)
     with seeded(0, [theta.device]):
         measured = proxy_minus_flow(step.proxy, step.flow, step.prior, theta, x, num_samples)
     # NaN compares False: an unmeasurable proxy is not trusted.
-    step.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
-    return {**measured, "gate": step.gate_value}
+    plan = step.plan
+    plan.gate_value = 1.0 if measured["proxy_minus_flow"] < 0 else 0.0
+    return {**measured, "gate": plan.gate_value}
 
 
-class JointSchedule:
+class Schedule:
+    r"""Where a run is in its schedule: what the subclasses share.
+
+    Attributes:
+        phase: 0 (joint), 1 or 2 (npe-first).
+        symmetric_from: The first epoch of the symmetric objective.
+        gate_value: The gate, 1 (the reverse term on) or 0.
+        proxy_best: The proxy's best own fit in phase 1, ``(value, state_dict)``.
+        validation: The last validation pairs.
+        summary: What the run found (e.g. ``phase2_start``), for the history.
+        steps: Batches taken without the reverse term (``proxy_every`` counts them).
+    """
+
+    name: str
+    needs_log_z: bool
+
+    def __init__(self, config: AdaptiveConfig) -> None:
+        self.config = config
+        self.gate_value = 1.0
+        self.steps = 0
+        self.validation: tuple[Tensor, Tensor] | None = None
+        self.start(None)
+
+    def start(self, step: Any) -> None:
+        r"""A run starts: its first phase, nothing found yet."""
+        self.phase, self.symmetric_from = self.first_phase()
+        self.proxy_best: tuple[float, dict[str, Any]] | None = None
+        self.summary: dict[str, Any] = {}
+
+    def first_phase(self) -> tuple[int, float]:
+        raise NotImplementedError
+
+    def symmetric(self, epoch: int) -> bool:
+        r"""Whether ``epoch`` runs the symmetric objective (not warm-up or phase 1)."""
+        return epoch >= self.symmetric_from
+
+    def state_dict(self) -> dict[str, Any]:
+        r"""The position in the schedule, so a checkpointed run resumes in its phase."""
+        return {
+            "phase": self.phase,
+            "symmetric_from": self.symmetric_from,
+            "gate": self.gate_value,
+            "proxy_best": self.proxy_best,
+            "summary": self.summary,
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase, self.symmetric_from = state["phase"], state["symmetric_from"]
+        self.gate_value, self.proxy_best = state["gate"], state["proxy_best"]
+        self.steps = int(state.get("steps", 0))
+        # What the run found so far outlives a restore of an earlier epoch's state.
+        self.summary = {**state.get("summary", {}), **self.summary}
+
+
+class JointSchedule(Schedule):
     r"""Warm-up, then the primal-dual objective on every batch (section 4)."""
 
     name = "joint"
     needs_log_z = True
 
     def __init__(self, config: AdaptiveConfig) -> None:
-        self.config = config
+        joint = config.joint()
+        self.eps, self.warmup_epochs = float(joint["eps"]), int(joint["warmup_epochs"])
+        num_is = config.num_proxy_samples + config.num_prior_samples
+        self.min_ess = 1.5 / num_is if config.min_ess is None else float(config.min_ess)
+        super().__init__(config)
 
-    def start(self, step: Any) -> None:
-        step.phase, step.symmetric_from = 0, step.warmup_epochs + 1
+    def first_phase(self) -> tuple[int, float]:
+        return 0, self.warmup_epochs + 1
 
     def selectable(self, step: Any, epoch: int) -> bool:
-        return epoch > step.warmup_epochs
+        return epoch > self.warmup_epochs
 
     def validate(self, step: Any, theta: Tensor, x: Tensor) -> dict[str, float]:
         return {}
@@ -139,13 +203,13 @@ class JointSchedule:
 
     def weights(self, step: Any, ess: float) -> Weights:
         # A collapsed importance sampler makes R unreliable: F alone moves the flow.
-        collapsed = ess < step.min_ess
+        collapsed = ess < self.min_ess
         beta = self.config.reverse_weight
         return Weights(0.0 if collapsed else beta, beta, step.dual.value, collapsed)
 
     def finish(self, step: Any, logs: dict[str, float], fit: Tensor, F: Tensor) -> str | None:
         r"""The dual step after the primal one; a fault's reason, or ``None``."""
-        violation = float(constraint_violation(fit, F, step.eps, step.dual.slack))
+        violation = float(constraint_violation(fit, F, self.eps, step.dual.slack))
         logs["violation"] = violation
         if not step.dual.step(violation):
             return f"dual variable lambda={step.dual.value:.3g} > {step.dual.max_value}"
@@ -153,75 +217,75 @@ class JointSchedule:
         return None
 
 
-class NpeFirstSchedule:
+class NpeFirstSchedule(Schedule):
     r"""``npe`` first, then the gated reverse term from its best state (section 4b)."""
 
     name = "npe-first"
 
     def __init__(self, config: AdaptiveConfig) -> None:
-        self.config = config
         self.needs_log_z = config.proxy_reverse_weight > 0
+        super().__init__(config)
 
-    def start(self, step: Any) -> None:
-        step.phase, step.symmetric_from = 1, math.inf
+    def first_phase(self) -> tuple[int, float]:
+        return 1, math.inf
 
     def selectable(self, step: Any, epoch: int) -> bool:
         # Phase 1 is npe itself: its epochs are candidates like npe's.
         return True
 
     def validate(self, step: Any, theta: Tensor, x: Tensor) -> dict[str, float]:
-        step._validation = (theta, x)
+        self.validation = (theta, x)
         logs: dict[str, float] = {}
         fit = getattr(step.proxy, "fit_loss", None)
         # The same random numbers every epoch (comparable values), drawn off the
         # training stream.
         with seeded(0, [theta.device]):
-            if fit is not None and step.phase == 1:
+            if fit is not None and self.phase == 1:
                 # The proxy's own early stopping in phase 1, on the flow's validation pairs.
                 value = float(fit(theta, x))
                 logs["proxy_fit"] = value
-                best = step._proxy_best
+                best = self.proxy_best
                 if math.isfinite(value) and (best is None or value < best[0]):
-                    step._proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
-        if step.gate and step.phase == 2:
+                    self.proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
+        if step.gate and self.phase == 2:
             # Every gate_every-th phase-2 epoch (the first included); in between the
             # gate keeps its last value.
-            if (step.epoch - step.symmetric_from) % self.config.gate_every == 0:
+            if (step.epoch - self.symmetric_from) % self.config.gate_every == 0:
                 logs.update(measure_proxy(step, theta, x))
         return logs
 
     def converged(self, step: Any, best_state: dict[str, Any] | None) -> bool | int:
-        if step.phase != 1:
+        if self.phase != 1:
             return False
         # Phase 2 starts from phase 1's best flow (and its optimiser) and the proxy's
         # own best fit.
         if best_state is not None:
             step.flow.load_state_dict(best_state["flow"])
             step.optim.load_state_dict(best_state, proxy=False)
-        if step._proxy_best is not None:
-            step.proxy.load_state_dict(step._proxy_best[1])
-        if step.gate and step._validation is not None:
+        if self.proxy_best is not None:
+            step.proxy.load_state_dict(self.proxy_best[1])
+        if step.gate and self.validation is not None:
             # A proxy that is not the better model at the switch would be gated off
             # throughout: phase 2 is skipped, and the result is npe's.
             step.flow.eval()
             step.proxy.eval()
-            measured = measure_proxy(step, *step._validation)
-            step._summary["phase2_start"] = measured
-            if not step.gate_value:
-                step._summary["phase2_skipped"] = True
+            measured = measure_proxy(step, *self.validation)
+            self.summary["phase2_start"] = measured
+            if not self.gate_value:
+                self.summary["phase2_skipped"] = True
                 return False
-        step.phase = 2
-        step.symmetric_from = step.epoch + 1
+        self.phase = 2
+        self.symmetric_from = step.epoch + 1
         step.faults.start()
         return True if self.config.phase2_patience is None else self.config.phase2_patience
 
     def fit_due(self, step: Any) -> bool:
-        return (step._steps - 1) % self.config.proxy_every == 0
+        return (self.steps - 1) % self.config.proxy_every == 0
 
     def skips_reverse(self, step: Any) -> bool:
         # Gated off, the reverse term moves neither model: an npe step, without drawing
         # the reverse term's samples.
-        return step.phase == 2 and not step.gate_value and not self.config.proxy_reverse_weight
+        return self.phase == 2 and not self.gate_value and not self.config.proxy_reverse_weight
 
     def fit(self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None) -> Tensor:
         # The proxy keeps its own fit (exact likelihood, contrastive, ...).
@@ -232,14 +296,14 @@ class NpeFirstSchedule:
 
     def weights(self, step: Any, ess: float) -> Weights:
         c = self.config
-        return Weights(c.reverse_weight * step.gate_value, c.proxy_reverse_weight, 1.0)
+        return Weights(c.reverse_weight * self.gate_value, c.proxy_reverse_weight, 1.0)
 
     def finish(self, step: Any, logs: dict[str, float], fit: Tensor, F: Tensor) -> str | None:
         logs["phase"] = 2.0
-        logs["gate"] = step.gate_value
+        logs["gate"] = self.gate_value
         return None
 
 
-def make_schedule(config: AdaptiveConfig) -> JointSchedule | NpeFirstSchedule:
+def make_schedule(config: AdaptiveConfig) -> Schedule:
     r"""The schedule ``config.schedule`` names."""
     return (JointSchedule if config.schedule == "joint" else NpeFirstSchedule)(config)

@@ -302,64 +302,30 @@ class AdaptiveStep(TrainingStep):
         self.plan = make_schedule(c)
         self.tau_schedule = make_tau_schedule(c.tau) if c.objective == "srfe" else None
         joint = c.joint()
-        self.eps, self.warmup_epochs = float(joint["eps"]), int(joint["warmup_epochs"])
         self.dual = DualVariable(
             joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
         )
         self.optim = PrimalOptimizers(
             flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
         )
-        num_is = c.num_proxy_samples + c.num_prior_samples
-        self.min_ess = 1.5 / num_is if c.min_ess is None else float(c.min_ess)
         self.faults = FaultRecovery(self, c.max_restores)
-        # What changes while training:
-        self._steps = 0
-        self.tau: float | None = None
         self.epoch = 0
-        self.phase = 0
-        self.symmetric_from = self.warmup_epochs + 1
-        self.gate_value = 1.0
-        self._proxy_best: tuple[float, dict[str, Any]] | None = None
-        self._validation: tuple[Tensor, Tensor] | None = None
-        self._summary: dict[str, Any] = {}
+        self.tau: float | None = None
 
     # -- bookkeeping -------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         return {"flow": self.flow, "proxy": self.proxy}
 
-    @property
-    def lam(self) -> float:
-        return self.dual.value
-
-    @property
-    def u(self) -> float:
-        return self.dual.slack
-
-    @property
-    def flow_optimizer(self) -> torch.optim.Optimizer | None:
-        return self.optim.flow_optimizer
-
-    @property
-    def proxy_optimizer(self) -> torch.optim.Optimizer | None:
-        return self.optim.proxy_optimizer
-
     def on_train_start(self, info: dict[str, Any]) -> None:
         self.optim.start()
         self.dual.reset()
         self.plan.start(self)
-        self._proxy_best = None
-        self._summary = {}
         self.faults.start()
-
-    @property
-    def symmetric(self) -> bool:
-        r"""Whether the current epoch runs the symmetric objective (not warm-up/phase 1)."""
-        return self.epoch >= self.symmetric_from
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
         if self.tau_schedule is not None:
-            done = epoch - self.symmetric_from if self.symmetric else 0
+            done = epoch - self.plan.symmetric_from if self.plan.symmetric(epoch) else 0
             self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.config.tau_epochs)))
 
     def selectable(self, epoch: int) -> bool:
@@ -379,7 +345,7 @@ class AdaptiveStep(TrainingStep):
         return measure_proxy(self, theta, x, num_samples)
 
     def summary(self) -> dict[str, Any]:
-        return dict(self._summary)
+        return dict(self.plan.summary)
 
     def fingerprint(self) -> dict[str, Any]:
         o = self.optim  # its settings, not its training-time state
@@ -395,15 +361,7 @@ class AdaptiveStep(TrainingStep):
     def state_dict(self) -> dict[str, Any]:
         state = {**super().state_dict(), **self.optim.state_dict()}
         state["lambda"] = self.dual.value
-        # The schedule's position, so a checkpointed run resumes in its phase.
-        state["schedule"] = {
-            "phase": self.phase,
-            "symmetric_from": self.symmetric_from,
-            "gate": self.gate_value,
-            "proxy_best": self._proxy_best,
-            "summary": self._summary,
-            "steps": self._steps,
-        }
+        state["schedule"] = self.plan.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -411,12 +369,7 @@ class AdaptiveStep(TrainingStep):
         self.optim.load_state_dict(state)
         self.dual.value = float(state.get("lambda", self.dual.value))
         if "schedule" in state:
-            sched = state["schedule"]
-            self.phase, self.symmetric_from = sched["phase"], sched["symmetric_from"]
-            self.gate_value, self._proxy_best = sched["gate"], sched["proxy_best"]
-            self._steps = int(sched.get("steps", 0))
-            # What the run found so far outlives a restore of an earlier epoch's state.
-            self._summary = {**sched.get("summary", {}), **self._summary}
+            self.plan.load_state_dict(state["schedule"])
 
     # -- the update ----------------------------------------------------------------------
     def _reverse_batch(self, x: Tensor) -> Tensor:
@@ -425,18 +378,18 @@ class AdaptiveStep(TrainingStep):
     def _npe_step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         # The flow on F, the proxy on its own fit when due (warm-up, phase 1, gated off).
         F = forward_kl(self.flow.log_prob(theta, x))
-        self._steps += 1
+        self.plan.steps += 1
         fit = own_fit(self, theta, x, self._reverse_batch(x)) if self.plan.fit_due(self) else None
         self.optim.descend(F, fit)
         logs = {"loss": F.item(), "F": F.item()}
         if fit is not None:
             logs[own_fit_name(self.proxy)] = fit.item()
-        if self.phase:
-            logs["phase"] = float(self.phase)
+        if self.plan.phase:
+            logs["phase"] = float(self.plan.phase)
         return logs
 
     def step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
-        if not self.symmetric:
+        if not self.plan.symmetric(self.epoch):
             return self._npe_step(theta, x)
         if self.plan.skips_reverse(self):
             return {**self._npe_step(theta, x), "phase": 2.0, "gate": 0.0}

@@ -125,8 +125,8 @@ def _run_steps(step, theta, x, n_steps, batch_size=50):
     for i in range(n_steps):
         j = (i * batch_size) % len(theta)
         logs = step.step(theta[j : j + batch_size], x[j : j + batch_size])
-        assert logs["lambda"] == step.lam
-        lams.append(step.lam)
+        assert logs["lambda"] == step.dual.value
+        lams.append(step.dual.value)
     return lams
 
 
@@ -146,13 +146,13 @@ def test_dual_rises_when_violated_and_decays_when_slack():
     # Hard constraint (alpha = inf): no slack, u = 0.
     step = _step(prior, theta, x, eps=-50.0, alpha=math.inf)
     _run_steps(step, theta, x, 2)
-    assert step.u == 0.0 and step.lam > 1.0
+    assert step.dual.slack == 0.0 and step.dual.value > 1.0
 
 
 def test_fixed_weight_ablation_keeps_lambda():
     prior, theta, x = _gaussian()
     step = _step(prior, theta, x, eps=-50.0, adaptive=False, lambda_init=0.7)
-    assert _run_steps(step, theta, x, 4) == [0.7] * 4 and step.u == 0.0
+    assert _run_steps(step, theta, x, 4) == [0.7] * 4 and step.dual.slack == 0.0
 
 
 def test_reverse_weight_scales_the_reverse_term():
@@ -199,7 +199,7 @@ class _Worsening(AdaptiveStep):
 
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)
-        if epoch == self.warmup_epochs + 1:
+        if epoch == self.plan.warmup_epochs + 1:
             with torch.no_grad():
                 for p in self.flow.parameters():
                     p.add_(torch.randn_like(p))
@@ -243,7 +243,7 @@ class _NaNProxy(nn.Module):
 class _Arming(AdaptiveStep):
     def on_epoch_start(self, epoch):
         super().on_epoch_start(epoch)
-        self.proxy.armed = epoch > self.warmup_epochs
+        self.proxy.armed = epoch > self.plan.warmup_epochs
 
 
 def _faulty(prior, theta, x, bad, **kwargs):
@@ -262,8 +262,8 @@ def test_nonfinite_loss_restores_and_halves_the_step(call):
     assert h["epochs_trained"] == 4  # one fault does not end training
     assert h["train_faults"][1] > 0 and h["train_faults"][2:] == [0.0, 0.0]
     assert step.faults.restores == 1
-    assert step.flow_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
-    assert step.proxy_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert step.optim.flow_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert step.optim.proxy_optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert step.dual.lr == pytest.approx(0.025)
     assert all(math.isfinite(v) for v in h["validation_loss"])
     assert torch.isfinite(step.flow.log_prob(theta, x)).all()
@@ -398,22 +398,21 @@ def test_flow_gradient_does_not_depend_on_log_z():
 def test_shared_embedding_is_not_in_the_proxy_optimizer():
     prior, theta, x = _gaussian()
     embedding = MLPEmbedding(2, 4, hidden_features=(8,))
-    step = _step(prior, theta, x, share_embedding=True, embedding_net=embedding)
+    step = _step(prior, theta, x, share_embedding=True, embedding_net=embedding, warmup_epochs=1)
     assert step.proxy.embedding is step.flow.embedding_net is embedding
     step.on_train_start({})
     shared = {id(p) for p in embedding.parameters()}
     in_proxy = {id(p) for p in step.proxy.parameters()}
-    in_proxy_opt = {id(p) for g in step.proxy_optimizer.param_groups for p in g["params"]}
-    in_flow_opt = {id(p) for g in step.flow_optimizer.param_groups for p in g["params"]}
+    in_proxy_opt = {id(p) for g in step.optim.proxy_optimizer.param_groups for p in g["params"]}
+    in_flow_opt = {id(p) for g in step.optim.flow_optimizer.param_groups for p in g["params"]}
     assert shared <= in_proxy and shared <= in_flow_opt
     assert not shared & in_proxy_opt and in_proxy_opt == in_proxy - shared
 
     # With the flow's optimiser frozen, no step (warm-up or adaptive) moves the embedding.
-    for g in step.flow_optimizer.param_groups:
+    for g in step.optim.flow_optimizer.param_groups:
         g["lr"] = 0.0
     before = [p.clone() for p in embedding.parameters()]
-    step.warmup_epochs = 1
-    for epoch in (1, 2):
+    for epoch in (1, 2):  # warm-up, then adaptive
         step.on_epoch_start(epoch)
         step.step(theta[:100], x[:100])
     for p, q in zip(before, embedding.parameters(), strict=True):
@@ -508,7 +507,7 @@ def test_prior_samples_need_the_prior():
         prior=prior,
         warmup_epochs=0,
     )
-    assert step.min_ess == pytest.approx(1.5 / 8)
+    assert step.plan.min_ess == pytest.approx(1.5 / 8)
     # The M prior draws per observation really enter every step's importance sampler.
     with mock.patch.object(prior, "sample", wraps=prior.sample) as draw:
         _run_steps(step, theta, x, 2)

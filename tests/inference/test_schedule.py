@@ -191,15 +191,15 @@ def _npe_first_step(**options):
 
 def test_a_gated_off_phase_two_step_is_an_npe_step_without_reverse_samples():
     step, flow, _, _, theta, x = _npe_first_step(num_proxy_samples=2)
-    step.phase, step.symmetric_from, step.epoch = 2, 0, 1
+    step.plan.phase, step.plan.symmetric_from, step.epoch = 2, 0, 1
     calls = []
     sample = flow.rsample_and_log_prob
     flow.rsample_and_log_prob = lambda *a, **k: calls.append(1) or sample(*a, **k)
-    step.gate_value = 0.0
+    step.plan.gate_value = 0.0
     logs = step.step(theta[:50], x[:50])
     assert not calls and logs["gate"] == 0.0 and logs["phase"] == 2.0
     assert logs["loss"] == logs["F"] and "R" not in logs
-    step.gate_value = 1.0
+    step.plan.gate_value = 1.0
     logs = step.step(theta[:50], x[:50])
     assert calls and math.isfinite(logs["R"])
 
@@ -271,7 +271,7 @@ def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():
 
 def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
     step, _, _, _, theta, x = _npe_first_step(gate_every=3)
-    step.phase, step.symmetric_from = 2, 5
+    step.plan.phase, step.plan.symmetric_from = 2, 5
     measured = []
     for epoch in range(5, 12):
         step.on_epoch_start(epoch)

@@ -187,6 +187,13 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
         "(prior x a learned ratio), residual (the flow x a learned correction) or mlp",
     )
     g.add_argument(
+        "--posterior",
+        choices=["flow", "proxy", "auto"],
+        help="what training returns: the flow, the proxy (sampled by importance resampling "
+        "from the flow) or auto (the proxy where its validation NLL is clearly lower than "
+        "the flow's; history.json's 'posterior' says which; default: flow)",
+    )
+    g.add_argument(
         "--tau",
         type=_number(float, 0, 1, low_ok=False),
         help="srfe only: Renyi order tau in (0, 1); with --tau-schedule anneal, the value "
@@ -207,7 +214,7 @@ def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from jsbi.inference.estimator import split_options
 
     given = adaptive_options_from_args(args)
-    given.update({k: getattr(args, k) for k in ("proxy", "tau", "tau_schedule")})
+    given.update({k: getattr(args, k) for k in ("proxy", "posterior", "tau", "tau_schedule")})
     kwargs, rest, _ = split_options({k: v for k, v in given.items() if v is not None})
     if rest:
         kwargs["objective_kwargs"] = rest

@@ -53,6 +53,20 @@ def test_run_adaptive_options_reach_the_trainer(tmp_path):
     assert torch.load(out / "samples.pt").abs().max() <= 1
 
 
+def test_run_posterior_proxy_returns_and_saves_the_proxy(tmp_path):
+    from jsbi.inference.proxy_posterior import ProxyPosterior
+
+    out = tmp_path / "proxy"
+    argv = ["run", "--task", "two_moons", "--num-simulations", "200", "--max-epochs", "2"]
+    argv += ["--num-samples", "30", "--out", str(out), "--quiet", "--objective", "jeffreys"]
+    assert main([*argv, "--posterior", "proxy"]) == 0
+    assert json.loads((out / "history.json").read_text())["posterior"] == "proxy"
+    posterior = load_posterior(out / "posterior.pt")
+    assert isinstance(posterior, ProxyPosterior)
+    samples = torch.load(out / "samples.pt")
+    assert samples.shape == (30, 2) and samples.abs().max() <= 1
+
+
 def test_every_adaptive_option_has_a_flag_that_reaches_the_estimator():
     import dataclasses
 
@@ -89,6 +103,9 @@ def test_run_errors(tmp_path, capsys):
     err = _fails([*run, "--eps", "0.1", "--warmup-epochs", "2"], capsys)
     assert "--eps, --warmup-epochs apply to the adaptive objectives" in err
     assert "Traceback" not in err
+    err = _fails([*run, "--posterior", "auto"], capsys)
+    assert "--posterior apply to the adaptive objectives" in err
+    assert "invalid choice: 'best'" in _fails([*run, "--posterior", "best"], capsys)
     assert "--tau and --tau-schedule apply to srfe" in _fails(
         [*run, "--objective", "jeffreys", "--tau", "0.5"], capsys
     )
@@ -171,7 +188,8 @@ def test_report_flags_reach_the_symmetric_methods_only():
 
     parser = build_parser()
     argv = ["report", "--task", "two_moons", "--objectives", "jeffreys,srfe,npe,sbi-npe"]
-    args = parser.parse_args([*argv, "--tau", "0.3", "--gate-samples", "16", "--proxy", "ratio"])
+    flags = ["--tau", "0.3", "--gate-samples", "16", "--proxy", "ratio", "--posterior", "auto"]
+    args = parser.parse_args([*argv, *flags])
     args._parser = parser
     options = _method_options(args, args.objectives.split(","))
     assert sorted(options) == ["jeffreys", "srfe"]
@@ -181,6 +199,7 @@ def test_report_flags_reach_the_symmetric_methods_only():
         est = PosteriorEstimator(prior, objective=method, **kwargs)
         assert est.objective_kwargs["proxy"] == "ratio", method
         assert est.objective_kwargs["gate_samples"] == 16, method
+        assert est.posterior == "auto", method
     args = parser.parse_args(argv)
     args._parser = parser
     assert _method_options(args, args.objectives.split(",")) == {}
@@ -247,7 +266,8 @@ def test_every_training_command_takes_the_same_flags(tmp_path, capsys):
         o for a in sub.choices["benchmark"]._actions for o in a.option_strings
     }
     # The symmetric objectives' options from AdaptiveConfig's fields, wherever one trains.
-    symmetric = {"--proxy", "--tau", "--gate-samples", "--no-gate", "--num-proxy-samples"}
+    symmetric = {"--proxy", "--posterior", "--tau", "--gate-samples", "--no-gate"}
+    symmetric |= {"--num-proxy-samples"}
     for name in ("run", "report", "demo"):
         flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
         assert symmetric <= flags, name

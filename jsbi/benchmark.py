@@ -31,6 +31,7 @@ __all__ = [
     "comparison_table",
     "load_rows",
     "method_support",
+    "method_posterior",
     "method_transforms",
     "plot_budgets",
     "run_benchmark",
@@ -58,7 +59,11 @@ DEV_OBSERVATIONS = range(1, 6)
 #: method name -> PosteriorEstimator keyword arguments (``None``: sbi's NPE).
 METHODS: dict[str, dict[str, Any] | None] = {
     "npe": {"objective": "npe"},
+    # The package default: the flow or the likelihood proxy, whichever is clearly the
+    # better model on the validation pairs (posterior="auto"; rows before the posterior
+    # column returned the flow, which is now jeffreys-flow).
     "jeffreys": {"objective": "jeffreys"},
+    "jeffreys-flow": {"objective": "jeffreys", "posterior": "flow"},
     "srfe": {"objective": "srfe"},  # tau = 0.5, constant (the estimator's default)
     "srfe-anneal": {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1},
     "jeffreys-fixed": {
@@ -68,7 +73,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
         "adaptive": False,
     },
     "distill": {"objective": "distill"},
-    # The same run, returning the proxy where its validation NLL beats the flow's.
+    # posterior="auto" named, from before it was jeffreys' default (the same as jeffreys).
     "jeffreys-proxy": {"objective": "jeffreys", "posterior": "auto"},
     # METHOD.md section 4's reconstruction, the default before revision 2 (section 4b):
     # the ratio proxy, warm-up then the joint primal-dual objective.
@@ -127,16 +132,29 @@ def method_transforms(method: str, task: str, options: dict[str, Any] | None = N
     return "autoregressive"
 
 
+def method_posterior(method: str, options: dict[str, Any] | None = None) -> str:
+    r"""What ``method`` (with ``options``) returns: ``"flow"``, ``"proxy"`` or ``"auto"``
+    (:class:`~jsbi.inference.PosteriorEstimator`'s ``posterior``, its default resolved)
+    for jsbi's methods, ``"sbi"`` for sbi's NPE."""
+    from jsbi.inference.estimator import default_posterior
+
+    if METHODS[method] is None:
+        return "sbi"
+    kwargs = {**METHODS[method], **(options or {})}
+    return kwargs.get("posterior") or default_posterior(kwargs["objective"], kwargs.get("proxy"))
+
+
 def _finished_rows(
     done: Path,
     observations: Sequence[int],
     support: str | None = None,
     transforms: str | None = None,
+    posterior: str | None = None,
 ) -> list[dict[str, Any]] | None:
     r"""The rows of the finished unit whose row file is ``done``, for ``observations``
     (``None`` if it has not finished). A finished unit is read back, never scored again;
-    one trained with another ``support`` or other ``transforms`` than the method now uses
-    is an error."""
+    one trained with another ``support``, other ``transforms`` or another ``posterior``
+    setting than the method now uses is an error."""
     if not done.exists():
         return None
     rows = _read_csv(done)
@@ -151,6 +169,12 @@ def _finished_rows(
             f"the finished unit {done} was trained with {sorted(old)[0]} transforms, but the "
             f"method now uses {transforms} ones (the passes option): give it a fresh out "
             "folder, or pass the old passes"
+        )
+    if posterior is not None and (old := {r["posterior"] for r in rows}) != {posterior}:
+        raise FinishedUnitError(
+            f"the finished unit {done} returned posterior={sorted(old)[0]!r}, but the method "
+            f"now uses posterior={posterior!r} (the default changed, or --option "
+            "posterior=...): give it a fresh out folder, or pass the old posterior"
         )
     scored = {r["observation"] for r in rows}
     if missing := sorted(set(observations) - scored):
@@ -255,10 +279,12 @@ def run_unit(
     done = checkpoint = None
     support = method_support(method, options)
     transforms = method_transforms(method, task_name, options)
+    returns = method_posterior(method, options)
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        if (finished := _finished_rows(done, observations, support, transforms)) is not None:
+        finished = _finished_rows(done, observations, support, transforms, returns)
+        if finished is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
@@ -267,6 +293,8 @@ def run_unit(
     posterior, seconds, epochs = _train(
         method, task, theta, x, seed, max_epochs, options, checkpoint
     )
+    # What auto chose (the flow or the proxy); the setting itself otherwise.
+    returned = (getattr(posterior, "history", None) or {}).get("posterior", returns)
     rows = []
     for obs in observations:
         # The same draws as before, and the caller's random stream left where it was.
@@ -286,11 +314,14 @@ def run_unit(
                 "seconds_per_epoch": seconds / max(epochs, 1),
                 "support": support,
                 "transforms": transforms,
+                "posterior": returns,
+                "returned": returned,
             }
         )
     mean = statistics.fmean(r["c2st"] for r in rows)
+    chose = f", returned the {returned}" if returns == "auto" else ""
     print(
-        f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs)",
+        f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs{chose})",
         flush=True,
     )
     if done is not None:
@@ -352,6 +383,7 @@ def run_benchmark(
                 observations,
                 method_support(unit[3], options),
                 method_transforms(unit[3], unit[0], options),
+                method_posterior(unit[3], options),
             )
     kwargs = dict(
         observations=list(observations),
@@ -537,6 +569,12 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         # written before the transforms column all autoregressive.
         r.setdefault("support", "sbi" if r["method"] == "sbi-npe" else "transform")
         r.setdefault("transforms", "sbi" if r["method"] == "sbi-npe" else "autoregressive")
+        # Those written before the posterior column returned the flow (sbi's: its own),
+        # but jeffreys-proxy's, which were posterior="auto" (what they returned unknown).
+        if "posterior" not in r:
+            old = {"sbi-npe": "sbi", "jeffreys-proxy": "auto"}.get(r["method"], "flow")
+            r["posterior"] = old
+            r["returned"] = "" if old == "auto" else old
     return rows
 
 

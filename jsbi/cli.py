@@ -191,7 +191,8 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
         choices=["flow", "proxy", "auto"],
         help="what training returns: the flow, the proxy (sampled by importance resampling "
         "from the flow) or auto (the proxy where its validation NLL is clearly lower than "
-        "the flow's; history.json's 'posterior' says which; default: flow)",
+        "the flow's; history.json's 'posterior' says which; default: auto with the "
+        "likelihood proxy, else flow)",
     )
     g.add_argument(
         "--tau",

@@ -67,6 +67,22 @@ def test_units_rows_resume_and_summary(tmp_path):
     kept = run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, **TINY)
     assert [r["c2st"] for r in kept] == [r["c2st"] for r in old]
     (tmp_path / "rows" / "slcp_200_0_npe.csv").unlink()
+    # And one that returned another posterior: a jeffreys row file written before the
+    # posterior column returned the flow; jeffreys now returns auto's choice.
+    assert {(r["posterior"], r["returned"]) for r in rows} == {("flow", "flow"), ("sbi", "sbi")}
+    old = [
+        {k: v for k, v in r.items() if k not in ("posterior", "returned")} | {"method": "jeffreys"}
+        for r in rows
+        if r["method"] == "npe"
+    ]
+    write_rows(tmp_path / "rows" / "two_moons_200_0_jeffreys.csv", old)
+    with pytest.raises(ValueError, match="returned posterior='flow'.* posterior='auto'"):
+        run_benchmark(["two_moons"], [200], ["jeffreys"], out=tmp_path, **TINY)
+    kept = run_benchmark(
+        ["two_moons"], [200], ["jeffreys"], out=tmp_path, options={"posterior": "flow"}, **TINY
+    )
+    assert [r["c2st"] for r in kept] == [r["c2st"] for r in old]
+    (tmp_path / "rows" / "two_moons_200_0_jeffreys.csv").unlink()
 
     table = summary_table(rows)
     # two_moons is a development task: observation 1 is development, 6 held out.

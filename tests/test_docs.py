@@ -53,7 +53,7 @@ def test_tutorials_print_what_they_promise(built):
     assert "simulated 300 pairs" in first and "\nuse: " in first
     assert (generated / "first_posterior" / "report" / "index.html").stat().st_size > 0
     second = (generated / "choosing_objective" / "output.txt").read_text()
-    assert "best phase:" in second and "NLTP" in second
+    assert "best phase:" in second and "NLTP" in second and "jeffreys returned the " in second
     third = (generated / "scaling_out" / "output.txt").read_text()
     # The same pairs whatever runs the campaign, and resumes equal uninterrupted runs.
     assert "same pairs as in-process: {'joblib': True, 'dask': True" in third

@@ -124,6 +124,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         print("phase 1 never stopped early (epoch cap): no phase 2, jeffreys = npe")
     print(f"best phase: {h.get('best_phase')} (1: npe's state kept, 2: the symmetric phase won)")
+    # posterior="auto" (jeffreys' default with the likelihood proxy): the proxy itself,
+    # sampled by importance resampling from the flow, where it is clearly the better model
+    # on the validation pairs, else the flow.
+    final = h.get("final_proxy") or {}
+    print(
+        f"jeffreys returned the {h['posterior']} (proxy NLL - flow NLL after training "
+        f"{final.get('proxy_minus_flow', math.nan):+.3f} ± "
+        f"{final.get('proxy_minus_flow_se', math.nan):.3f})"
+    )
     plot_phases(histories, out / "phases.png")
 
     # --- 3. Check both on fresh pairs: NLTP, SBC, coverage, TARP ----------------------

@@ -60,6 +60,7 @@ __all__ = [
     "PROXIES",
     "PosteriorEstimator",
     "build_proxy",
+    "default_posterior",
     "estimator_support",
     "split_options",
 ]
@@ -322,7 +323,8 @@ class PosteriorEstimator:
             training on the validation pairs, its NLL is lower than the flow's by more than
             two standard errors and its importance weights keep a mean ESS fraction of at
             least 0.1; ``history["posterior"]`` says which, ``history["final_proxy"]``
-            why).
+            why). Default: ``"auto"`` for a symmetric objective with the likelihood proxy
+            (it can be saved and reloaded), else ``"flow"``.
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
@@ -359,7 +361,7 @@ class PosteriorEstimator:
         proxy: str | None = None,
         schedule: str | None = None,
         gate: bool | None = None,
-        posterior: str = "flow",
+        posterior: str | None = None,
         share_embedding: bool | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         **flow_kwargs: Any,
@@ -395,11 +397,11 @@ class PosteriorEstimator:
         for name in ("adaptive", "gate", "share_embedding"):
             if named[name] is not None and not isinstance(named[name], bool):
                 raise ValueError(f"{name} must be True, False or None, got {named[name]!r}")
-        if posterior not in ("flow", "proxy", "auto"):
+        if posterior not in (None, "flow", "proxy", "auto"):
             raise ValueError(f"posterior must be 'flow', 'proxy' or 'auto', got {posterior!r}")
-        if posterior != "flow" and key == "npe":
+        if posterior not in (None, "flow") and key == "npe":
             raise ValueError(f"posterior={posterior!r} needs a proxy: not with objective='npe'")
-        self.posterior = posterior
+        self.posterior = posterior or default_posterior(key, proxy)
         if proxy is not None and proxy not in PROXIES:
             raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
         if schedule is not None and schedule not in ("joint", "npe-first"):
@@ -762,6 +764,23 @@ def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool
         return False
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
     return gap + 2 * se < 0 and measured["proxy_ess"] >= min_ess
+
+
+def default_posterior(objective: str, proxy: str | None = None) -> str:
+    r"""What :class:`PosteriorEstimator` returns by default: ``"auto"`` (the better model
+    on the run's own validation pairs, flow or proxy) for a symmetric objective with the
+    likelihood proxy (``proxy=None``: the objective's default; a saved posterior can
+    hold that proxy), else ``"flow"``.
+
+    Example:
+        >>> default_posterior("jeffreys"), default_posterior("npe")
+        ('auto', 'flow')
+        >>> default_posterior("jeffreys", "ratio"), default_posterior("reverse")
+        ('flow', 'flow')
+    """
+    default_proxy = "ratio" if objective == "reverse" else "likelihood"
+    likelihood = (proxy or default_proxy) == "likelihood"
+    return "auto" if objective != "npe" and likelihood else "flow"
 
 
 def estimator_support(

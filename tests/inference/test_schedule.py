@@ -176,6 +176,19 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
         PosteriorEstimator(prior, objective="jeffreys", posterior="best")
     with pytest.raises(ValueError, match="needs a proxy"):
         PosteriorEstimator(prior, posterior="proxy")
+    # The default: auto's choice where the proxy is the likelihood one, the flow otherwise.
+    defaults = {
+        ("jeffreys", None): "auto",
+        ("srfe", None): "auto",
+        ("distill", None): "auto",
+        ("jeffreys", "ratio"): "flow",
+        ("reverse", None): "flow",
+        ("reverse", "likelihood"): "auto",
+        ("npe", None): "flow",
+    }
+    for (objective, proxy), expected in defaults.items():
+        kw = {} if proxy is None else {"proxy": proxy}
+        assert PosteriorEstimator(prior, objective=objective, **kw).posterior == expected
 
 
 def _npe_first_step(**options):

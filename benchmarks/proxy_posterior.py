@@ -6,9 +6,9 @@ those pairs, with the same seed: sbi's ``NPE`` (zuko NSF), jsbi ``npe``, and jsb
 ``posterior="auto"``. From the one ``jeffreys`` run it scores three posteriors on each
 observation: the flow (``jsbi-jeffreys-flow``), the proxy sampled by importance resampling
 from the flow (``jsbi-jeffreys-proxy``, whatever the validation pairs say) and the one
-``posterior="auto"`` returned (``jsbi-jeffreys-auto``: the proxy only where its validation
-NLL is lower than the flow's by more than two standard errors with a mean ESS fraction of
-at least 0.1). C2ST is sbibm's definition (:func:`jsbi.diagnostics.c2st.c2st`).
+``posterior="auto"`` returned (``jsbi-jeffreys-auto``: the proxy only where it is the
+better model on the validation pairs, by the estimator's rule, ``_proxy_wins``). C2ST is
+sbibm's definition (:func:`jsbi.diagnostics.c2st.c2st`).
 
 Each row also records what ``auto`` chose (``posterior``), the measurement it chose on
 (``proxy_minus_flow`` ± ``proxy_minus_flow_se``, ``proxy_ess``: validation pairs, 256

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import numbers
 import os
 import warnings
@@ -321,10 +322,11 @@ class PosteriorEstimator:
             :class:`~jsbi.inference.proxy_posterior.ProxyPosterior` sampled by importance
             resampling from the flow) or ``"auto"`` (the proxy where, measured after
             training on the validation pairs, its NLL is lower than the flow's by more than
-            two standard errors and its importance weights keep a mean ESS fraction of at
-            least 0.1; ``history["posterior"]`` says which, ``history["final_proxy"]``
-            why). Default: ``"auto"`` for a symmetric objective with the likelihood proxy
-            (it can be saved and reloaded), else ``"flow"``.
+            one standard error and its importance weights keep a mean ESS fraction of at
+            least 0.02, with ``1 / ESS`` proposal draws per sample, 10 to 50;
+            ``history["posterior"]`` says which, ``history["final_proxy"]`` why).
+            Default: ``"auto"`` for a symmetric objective with the likelihood proxy (it
+            can be saved and reloaded), else ``"flow"``.
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
         objective_kwargs: Further :class:`~jsbi.inference.trainer.AdaptiveStep`
             arguments (e.g. ``reverse_batch_size``, ``lambda_init``, ``tau_epochs``).
@@ -695,7 +697,13 @@ class PosteriorEstimator:
         )
         self.history["posterior"] = "proxy" if use_proxy else "flow"
         if use_proxy:
-            return ProxyPosterior(self.flow, self.step.proxy, self.prior, history=self.history)
+            return ProxyPosterior(
+                self.flow,
+                self.step.proxy,
+                self.prior,
+                candidates_per_sample=_candidates_per_sample(self.history.get("final_proxy")),
+                history=self.history,
+            )
         return Posterior(self.flow, self.prior, history=self.history)
 
     def train_summary(self) -> str:
@@ -756,14 +764,34 @@ def _check_flow_kwargs(flow: str | type, flow_kwargs: dict[str, Any]) -> None:
             )
 
 
-def _proxy_wins(measured: dict[str, float] | None, min_ess: float = 0.1) -> bool:
-    # The proxy is returned only where it is clearly the better model (its validation NLL
-    # lower by more than two standard errors) and its importance resampling from the
-    # flow is healthy (mean ESS fraction at least that of 10 candidates per sample).
+#: ``posterior="auto"``: the proxy is returned where its validation NLL is lower than the
+#: flow's by more than this many standard errors, ...
+AUTO_MARGIN_SE = 1.0
+#: ... and its importance weights keep at least this mean ESS fraction (then
+#: :func:`_candidates_per_sample` draws at most 1 / AUTO_MIN_ESS candidates per sample).
+AUTO_MIN_ESS = 0.02
+
+
+def _proxy_wins(measured: dict[str, float] | None) -> bool:
+    # The proxy is returned only where it is the better model on the validation pairs
+    # (its NLL lower by more than AUTO_MARGIN_SE standard errors) and importance
+    # resampling from the flow can sample it (mean ESS fraction >= AUTO_MIN_ESS).
+    # benchmarks/proxy_posterior.py: with two standard errors and a 0.1 ESS floor the
+    # flow was kept on two_moons at 1,000 and slcp at 10,000, where the proxy's C2ST was
+    # far better.
     if not measured:
         return False
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
-    return gap + 2 * se < 0 and measured["proxy_ess"] >= min_ess
+    return gap + AUTO_MARGIN_SE * se < 0 and measured["proxy_ess"] >= AUTO_MIN_ESS
+
+
+def _candidates_per_sample(measured: dict[str, float] | None) -> int:
+    # Enough proposal draws per returned sample that the resample's ESS is about the
+    # number of samples asked (10 at least, 1 / AUTO_MIN_ESS at most).
+    ess = (measured or {}).get("proxy_ess", math.nan)
+    if not (isinstance(ess, float) and math.isfinite(ess) and ess > 0):
+        return 10
+    return int(min(round(1 / AUTO_MIN_ESS), max(10, math.ceil(1 / ess))))
 
 
 def default_posterior(objective: str, proxy: str | None = None) -> str:

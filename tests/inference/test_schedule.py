@@ -134,6 +134,26 @@ def test_schedule_options_are_checked_at_construction():
         AdaptiveStep(flow, proxy, prior=prior, schedule="npe-first", phase2_patience=0)
 
 
+def test_auto_returns_the_proxy_on_one_standard_error_and_a_workable_ess():
+    from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
+
+    def measured(gap, se, ess):
+        return {"proxy_minus_flow": gap, "proxy_minus_flow_se": se, "proxy_ess": ess}
+
+    assert _proxy_wins(measured(-0.263, 0.143, 0.183))  # two_moons, 1,000: 1.8 se
+    assert not _proxy_wins(measured(-0.1, 0.143, 0.5))  # within one se
+    assert not _proxy_wins(measured(0.023, 0.018, 0.4))  # the flow is better
+    assert _proxy_wins(measured(-0.162, 0.077, 0.076))  # slcp, 10,000: a low ESS
+    assert not _proxy_wins(measured(-1.0, 0.1, 0.01))  # too low to resample
+    assert not _proxy_wins(measured(math.nan, math.nan, math.nan)) and not _proxy_wins(None)
+    assert [_candidates_per_sample(measured(-1, 0.1, e)) for e in (0.5, 0.076, 0.021)] == [
+        10,
+        14,
+        48,
+    ]
+    assert _candidates_per_sample(None) == 10 and _candidates_per_sample(measured(0, 0, 0.0)) == 10
+
+
 def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     from jsbi.inference import load_posterior
     from jsbi.inference.proxy_posterior import ProxyPosterior
@@ -151,9 +171,12 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     )
     h = post.history
     m = h["final_proxy"]
-    wins = m["proxy_minus_flow"] + 2 * m["proxy_minus_flow_se"] < 0 and m["proxy_ess"] >= 0.1
+    wins = m["proxy_minus_flow"] + m["proxy_minus_flow_se"] < 0 and m["proxy_ess"] >= 0.02
     assert h["posterior"] == ("proxy" if wins else "flow")
     assert isinstance(post, ProxyPosterior) == wins
+    if wins:  # about 1 / ESS fraction proposal draws per sample, 10 to 50
+        expected = min(50, max(10, math.ceil(1 / m["proxy_ess"])))
+        assert post.candidates_per_sample == expected
     proxy_post = ProxyPosterior(est.flow, est.step.proxy, prior, history=h)
     x_o = x[0]
     samples = proxy_post.sample((300,), x=x_o)

@@ -27,6 +27,8 @@ Example:
         --csv benchmarks/results/proxy_posterior/two_moons.csv
     $ .venv/bin/python benchmarks/proxy_posterior.py \
         --table benchmarks/results/proxy_posterior/*.csv
+    $ .venv/bin/python benchmarks/proxy_posterior.py \
+        --choices benchmarks/results/proxy_posterior/*.csv   # per cell, today's rule
     $ .venv/bin/python benchmarks/proxy_posterior.py --tasks two_moons --num-simulations 300 \
         --seeds 0 --observations 1 --max-epochs 3 --num-samples 200      # a smoke test
 """
@@ -35,12 +37,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from npe_parity import _fit_options, _read_rows, _throughput, _write_rows, table
+from npe_parity import _fit_options, _mse, _read_rows, _throughput, _write_rows, table
 
 import jsbi
 from jsbi.benchmark import DEV_TASKS
@@ -85,7 +88,61 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CSV",
         help="print the table of these --csv files and exit (nothing trained)",
     )
+    p.add_argument(
+        "--choices",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="per cell: the validation measurement, what posterior='auto' returns under "
+        "the estimator's current rule (the flow's or the proxy's rows of the same run) "
+        "and its paired C2ST difference to sbi NPE and to the flow; nothing trained",
+    )
     return p.parse_args(argv)
+
+
+def choices(rows: list[dict]) -> str:
+    r"""Per (task, budget, seed): what ``posterior="auto"`` returns under the estimator's
+    current rule (:func:`jsbi.inference.estimator._proxy_wins`) given the recorded
+    measurement, its mean C2ST, and the paired differences (± se over observations) to sbi
+    NPE and to the flow; the training time of jeffreys over npe's. Exact where the rule
+    resamples the proxy from as many candidates as the recorded run did (10 per sample:
+    a mean ESS fraction of at least 0.1)."""
+    from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
+
+    cells: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in rows:
+        key = (r["task"], r["num_simulations"], r["seed"])
+        cells.setdefault(key, {}).setdefault(r["method"], {})[r["observation"]] = r
+    head = (
+        f"{'task':<24} {'N':>6} {'seed':>4} {'proxy - flow':>15} {'ESS':>5} {'returns':>7} "
+        f"{'C2ST':>6} {'sbi':>6} {'flow':>6} {'minus sbi':>15} {'minus flow':>15} "
+        f"{'t/t_npe':>7} {'exact':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for (task, n, seed), by in sorted(cells.items()):
+        obs = sorted(by[SBI_NPE])
+        first = by["jsbi-jeffreys-auto"][obs[0]]
+        measured = {
+            k: float(first[k]) for k in ("proxy_minus_flow", "proxy_minus_flow_se", "proxy_ess")
+        }
+        chosen = "proxy" if _proxy_wins(measured) else "flow"
+        exact = chosen == "flow" or _candidates_per_sample(measured) == 10
+
+        mine, sbi, flow = (
+            [float(by[m][o]["c2st"]) for o in obs]
+            for m in (f"jsbi-jeffreys-{chosen}", SBI_NPE, "jsbi-jeffreys-flow")
+        )
+        ratio = float(first["train_time_s"]) / float(by["jsbi-npe"][obs[0]]["train_time_s"])
+        lines.append(
+            f"{task:<24} {n:>6} {seed:>4} "
+            f"{measured['proxy_minus_flow']:+7.3f} ± {measured['proxy_minus_flow_se']:.3f} "
+            f"{measured['proxy_ess']:5.3f} {chosen:>7} {statistics.fmean(mine):6.3f} "
+            f"{statistics.fmean(sbi):6.3f} {statistics.fmean(flow):6.3f} "
+            f"{_mse([a - b for a, b in zip(mine, sbi, strict=True)]):>15} "
+            f"{_mse([a - b for a, b in zip(mine, flow, strict=True)]):>15} {ratio:7.2f} "
+            f"{'yes' if exact else 'no':>5}"
+        )
+    return "\n".join(lines)
 
 
 def _posteriors(trained) -> dict[str, object]:
@@ -198,6 +255,9 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.choices:
+        print(choices([r for path in args.choices for r in _read_rows(path)]))
+        return 0
     if args.table:
         rows = [r for path in args.table for r in _read_rows(path)]
         print(table(rows))

@@ -125,6 +125,26 @@ def _train(method: str, task, theta, x, seed: int, args: argparse.Namespace, **o
     return trained.posterior, trained.seconds, trained.epochs
 
 
+def score(key: dict, method: str, posterior, t, epochs, t_sbi, x_o, ref, support) -> dict:
+    r"""One row: ``key`` (task, budget, seed, observation) and ``method``'s C2ST against
+    ``ref`` at ``x_o`` from as many samples (drawn with the seed), its training time,
+    epochs, sampling rate and samples outside the prior's ``support``."""
+    kw = {"show_progress_bars": False} if method == SBI_NPE else {}
+    with torch.random.fork_rng():
+        torch.manual_seed(key["seed"])
+        s, tp = _throughput(posterior, x_o, len(ref), **kw)
+    return {
+        **key,
+        "method": method,
+        "c2st": c2st(s, ref, seed=key["seed"]),
+        "train_time_s": t,
+        "samples_per_s": tp,
+        "epochs": epochs,
+        "time_ratio_over_sbi": t / t_sbi,
+        "samples_outside_prior": int((~support.contains(s)).sum()),
+    }
+
+
 def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> list[dict]:
     r"""Simulates once, trains every method on those pairs and scores each observation."""
     task = jsbi.get_task(task_name)
@@ -145,28 +165,10 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
     for obs in args.observations:
         x_o = task.observation(obs)
         ref = task.reference_samples(obs)[: args.num_samples]
-        n = len(ref)
         scores = []
         for method, (posterior, t, epochs) in trained.items():
-            kw = {"show_progress_bars": False} if method == "sbi-npe" else {}
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                s, tp = _throughput(posterior, x_o, n, **kw)
-            rows.append(
-                {
-                    "task": task_name,
-                    "num_simulations": n_sim,
-                    "seed": seed,
-                    "observation": obs,
-                    "method": method,
-                    "c2st": c2st(s, ref, seed=seed),
-                    "train_time_s": t,
-                    "samples_per_s": tp,
-                    "epochs": epochs,
-                    "time_ratio_over_sbi": t / t_sbi,
-                    "samples_outside_prior": int((~support.contains(s)).sum()),
-                }
-            )
+            key = {"task": task_name, "num_simulations": n_sim, "seed": seed, "observation": obs}
+            rows.append(score(key, method, posterior, t, epochs, t_sbi, x_o, ref, support))
             scores.append(f"{method} {rows[-1]['c2st']:.3f}")
         print(f"{task_name} N={n_sim} seed={seed} obs={obs}: " + ", ".join(scores), flush=True)
     return rows
@@ -196,10 +198,17 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    rows = _read_rows(args.csv)
     methods = {f"jsbi-npe-{s}" for s in args.supports} | {"sbi-npe"}
     if args.coupling:
         methods |= {f"jsbi-npe-{s}-coupling" for s in args.supports}
+    return run_cells(args, methods, _cell)
+
+
+def run_cells(args: argparse.Namespace, methods, cell) -> list[dict]:
+    r"""Every (budget, task, seed) cell of ``args`` that ``args.csv`` does not hold for
+    all ``methods`` and observations, by ``cell(task, budget, seed, args)``; the CSV is
+    rewritten after each cell, so a rerun resumes."""
+    rows = _read_rows(args.csv)
     # Small budgets first, so every task has a row early.
     for n_sim in sorted(args.num_simulations):
         for task_name in args.tasks:
@@ -213,7 +222,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 if all((m, o) in done for m in methods for o in args.observations):
                     continue
                 rows = [r for r in rows if (r["task"], r["num_simulations"], r["seed"]) != key]
-                rows += _cell(task_name, n_sim, seed, args)
+                rows += cell(task_name, n_sim, seed, args)
                 if args.csv is not None:
                     _write_rows(args.csv, rows)
     return rows

@@ -42,12 +42,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from npe_parity import _fit_options, _mse, _read_rows, _throughput, _write_rows, table
+from npe_parity import _fit_options, _mse, _read_rows, run_cells, score, table
 
 import jsbi
 from jsbi.benchmark import DEV_TASKS
-from jsbi.diagnostics.c2st import c2st
 from jsbi.inference import Posterior, Support
 from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.pipeline import SBI_NPE, train_method
@@ -202,24 +200,12 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
         scores = []
         for method in METHODS:
             posterior, t, epochs = posteriors[method]
-            kw = {"show_progress_bars": False} if method == SBI_NPE else {}
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                s, tp = _throughput(posterior, x_o, len(ref), **kw)
+            key = {"task": task_name, "num_simulations": n_sim, "seed": seed, "observation": obs}
+            row = score(key, method, posterior, t, epochs, t_sbi, x_o, ref, support)
             ess = getattr(posterior, "last_ess", None)
             rows.append(
                 {
-                    "task": task_name,
-                    "num_simulations": n_sim,
-                    "seed": seed,
-                    "observation": obs,
-                    "method": method,
-                    "c2st": c2st(s, ref, seed=seed),
-                    "train_time_s": t,
-                    "samples_per_s": tp,
-                    "epochs": epochs,
-                    "time_ratio_over_sbi": t / t_sbi,
-                    "samples_outside_prior": int((~support.contains(s)).sum()),
+                    **row,
                     "posterior": chosen if method == "jsbi-jeffreys-auto" else "",
                     "proxy_minus_flow": measured.get("proxy_minus_flow", ""),
                     "proxy_minus_flow_se": measured.get("proxy_minus_flow_se", ""),
@@ -234,23 +220,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    rows = _read_rows(args.csv)
-    for n_sim in sorted(args.num_simulations):
-        for task_name in args.tasks:
-            for seed in args.seeds:
-                key = (task_name, n_sim, seed)
-                done = {
-                    (r["method"], r["observation"])
-                    for r in rows
-                    if (r["task"], r["num_simulations"], r["seed"]) == key
-                }
-                if all((m, o) in done for m in METHODS for o in args.observations):
-                    continue
-                rows = [r for r in rows if (r["task"], r["num_simulations"], r["seed"]) != key]
-                rows += _cell(task_name, n_sim, seed, args)
-                if args.csv is not None:
-                    _write_rows(args.csv, rows)
-    return rows
+    return run_cells(args, METHODS, _cell)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

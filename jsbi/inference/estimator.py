@@ -403,7 +403,8 @@ class PosteriorEstimator:
             raise ValueError(f"posterior must be 'flow', 'proxy' or 'auto', got {posterior!r}")
         if posterior not in (None, "flow") and key == "npe":
             raise ValueError(f"posterior={posterior!r} needs a proxy: not with objective='npe'")
-        self.posterior = posterior or default_posterior(key, proxy)
+        given_proxy = proxy or dict(objective_kwargs or {}).get("proxy")
+        self.posterior = posterior or default_posterior(key, given_proxy)
         if proxy is not None and proxy not in PROXIES:
             raise ValueError(f"proxy must be one of {list(PROXIES)}, got {proxy!r}")
         if schedule is not None and schedule not in ("joint", "npe-first"):

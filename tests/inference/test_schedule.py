@@ -212,6 +212,8 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     for (objective, proxy), expected in defaults.items():
         kw = {} if proxy is None else {"proxy": proxy}
         assert PosteriorEstimator(prior, objective=objective, **kw).posterior == expected
+    ratio = PosteriorEstimator(prior, objective="jeffreys", objective_kwargs={"proxy": "ratio"})
+    assert ratio.posterior == "flow"
 
 
 def _npe_first_step(**options):

@@ -42,22 +42,7 @@ from jsbi.pipeline import SBI_NPE, train_method
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), help="task names")
-    p.add_argument(
-        "--num-simulations", nargs="+", type=int, default=[1000, 10_000], help="budgets"
-    )
-    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds")
-    p.add_argument(
-        "--num-samples",
-        type=int,
-        default=10_000,
-        help="posterior samples per observation (C2ST and throughput)",
-    )
-    p.add_argument("--max-epochs", type=int, default=2**31 - 1)
-    p.add_argument("--stop-after-epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--learning-rate", type=float, default=5e-4)
+    add_cell_args(p, seeds=[0, 1], num_samples=10_000)
     p.add_argument(
         "--supports",
         nargs="+",
@@ -77,6 +62,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the older spelling of --supports truncate",
     )
     p.add_argument("--n-jobs", type=int, default=1, help="simulation workers")
+    args = p.parse_args(argv)
+    if args.unbounded:
+        args.supports = ["truncate"]
+    return args
+
+
+def add_cell_args(p: argparse.ArgumentParser, *, seeds: list[int], num_samples: int) -> None:
+    r"""The options of a grid of (task, budget, seed) cells scored on observations:
+    the grid, the training options (sbi's defaults), ``--csv`` and ``--table``."""
+    p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), help="task names")
+    p.add_argument(
+        "--num-simulations", nargs="+", type=int, default=[1000, 10_000], help="budgets"
+    )
+    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--seeds", nargs="+", type=int, default=seeds, help="training seeds")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=num_samples,
+        help="posterior samples per observation (C2ST and throughput)",
+    )
+    p.add_argument("--max-epochs", type=int, default=2**31 - 1)
+    p.add_argument("--stop-after-epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument(
         "--csv",
         type=Path,
@@ -90,10 +100,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="CSV",
         help="print the table of these --csv files and exit (nothing trained)",
     )
-    args = p.parse_args(argv)
-    if args.unbounded:
-        args.supports = ["truncate"]
-    return args
 
 
 def _throughput(posterior, x_o: torch.Tensor, n: int, **kw) -> tuple[torch.Tensor, float]:

@@ -13,7 +13,8 @@ sbibm's definition (:func:`jsbi.diagnostics.c2st.c2st`).
 Each row also records what ``auto`` chose (``posterior``), the measurement it chose on
 (``proxy_minus_flow`` ± ``proxy_minus_flow_se``, ``proxy_ess``: validation pairs, 256
 importance samples each), which phase of ``npe-first`` won (``best_phase``) and, for the
-proxy, the ESS of the importance resampling on that observation (``sample_ess``). The
+proxy, the ESS of the importance resampling on that observation (``sample_ess``) and the
+proposal draws per sample (``candidates``: the proxy row uses auto's count). The
 table is :func:`npe_parity.table`'s: mean ± sd over observations and seeds, the paired
 difference to sbi NPE, training time over sbi's (``jsbi-jeffreys-*`` share one run's
 time).
@@ -42,11 +43,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from npe_parity import _fit_options, _mse, _read_rows, run_cells, score, table
+from npe_parity import _fit_options, _mse, _read_rows, add_cell_args, run_cells, score, table
 
 import jsbi
-from jsbi.benchmark import DEV_TASKS
 from jsbi.inference import Posterior, Support
+from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
 from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.pipeline import SBI_NPE, train_method
 
@@ -62,30 +63,7 @@ METHODS = (
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(DEV_TASKS), help="task names")
-    p.add_argument(
-        "--num-simulations", nargs="+", type=int, default=[1000, 10_000], help="budgets"
-    )
-    p.add_argument("--observations", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
-    p.add_argument("--num-samples", type=int, default=2000, help="posterior samples per C2ST")
-    p.add_argument("--max-epochs", type=int, default=2**31 - 1)
-    p.add_argument("--stop-after-epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--learning-rate", type=float, default=5e-4)
-    p.add_argument(
-        "--csv",
-        type=Path,
-        default=None,
-        help="per-observation rows, written after every cell; a rerun skips its finished cells",
-    )
-    p.add_argument(
-        "--table",
-        nargs="+",
-        type=Path,
-        metavar="CSV",
-        help="print the table of these --csv files and exit (nothing trained)",
-    )
+    add_cell_args(p, seeds=[0], num_samples=2000)
     p.add_argument(
         "--choices",
         nargs="+",
@@ -103,10 +81,8 @@ def choices(rows: list[dict]) -> str:
     current rule (:func:`jsbi.inference.estimator._proxy_wins`) given the recorded
     measurement, its mean C2ST, and the paired differences (± se over observations) to sbi
     NPE and to the flow; the training time of jeffreys over npe's. Exact where the rule
-    resamples the proxy from as many candidates as the recorded run did (10 per sample:
-    a mean ESS fraction of at least 0.1)."""
-    from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
-
+    resamples the proxy from as many candidates per sample as the recorded proxy rows
+    (the ``candidates`` column; rows written before it used 10)."""
     cells: dict[tuple, dict[str, dict[int, dict]]] = {}
     for r in rows:
         key = (r["task"], r["num_simulations"], r["seed"])
@@ -124,7 +100,8 @@ def choices(rows: list[dict]) -> str:
             k: float(first[k]) for k in ("proxy_minus_flow", "proxy_minus_flow_se", "proxy_ess")
         }
         chosen = "proxy" if _proxy_wins(measured) else "flow"
-        exact = chosen == "flow" or _candidates_per_sample(measured) == 10
+        recorded = int(by["jsbi-jeffreys-proxy"][obs[0]].get("candidates") or 10)
+        exact = chosen == "flow" or _candidates_per_sample(measured) == recorded
 
         mine, sbi, flow = (
             [float(by[m][o]["c2st"]) for o in obs]
@@ -144,13 +121,15 @@ def choices(rows: list[dict]) -> str:
 
 
 def _posteriors(trained) -> dict[str, object]:
-    # The flow, the proxy and auto's choice, all from the one jeffreys run.
+    # The flow, the proxy (resampled from as many candidates as auto's would be) and
+    # auto's choice, all from the one jeffreys run.
     est = trained.estimator
     history = trained.history
+    candidates = _candidates_per_sample(history.get("final_proxy"))
     return {
         "jsbi-jeffreys-flow": Posterior(est.flow, est.prior, history=history),
         "jsbi-jeffreys-proxy": ProxyPosterior(
-            est.flow, est.step.proxy, est.prior, history=history
+            est.flow, est.step.proxy, est.prior, candidates_per_sample=candidates, history=history
         ),
         "jsbi-jeffreys-auto": trained.posterior,
     }
@@ -212,6 +191,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
                     "proxy_ess": measured.get("proxy_ess", ""),
                     "best_phase": jeffreys.history.get("best_phase", ""),
                     "sample_ess": "" if ess is None else ess,
+                    "candidates": getattr(posterior, "candidates_per_sample", ""),
                 }
             )
             scores.append(f"{method} {rows[-1]['c2st']:.3f}")

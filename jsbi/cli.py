@@ -190,9 +190,9 @@ def _add_adaptive(p: argparse.ArgumentParser) -> None:
         "--posterior",
         choices=["flow", "proxy", "auto"],
         help="what training returns: the flow, the proxy (sampled by importance resampling "
-        "from the flow) or auto (the proxy where its validation NLL is clearly lower than "
-        "the flow's; history.json's 'posterior' says which; default: auto with the "
-        "likelihood proxy, else flow)",
+        "from the flow) or auto (the proxy where its validation NLL is lower than the "
+        "flow's by more than one standard error; history.json's 'posterior' says which; "
+        "default: auto with the likelihood proxy, else flow)",
     )
     g.add_argument(
         "--tau",

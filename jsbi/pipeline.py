@@ -249,5 +249,10 @@ def run_report(
     report.settings["num_simulations"] = int(theta.shape[0])
     if per_method:
         report.settings["method_options"] = per_method
+    # What each jsbi method returned, the flow or the proxy (posterior="auto" decides
+    # after training).
+    returned = {name: h["posterior"] for name, h in histories.items() if "posterior" in h}
+    if returned:
+        report.settings["returned"] = returned
     report.save(out)
     return report

@@ -164,6 +164,26 @@ def test_report_tiny(tmp_path, capsys):
         assert (out / name).exists(), name
 
 
+def test_report_says_what_each_symmetric_method_returned(tmp_path):
+    from jsbi.pipeline import run_report
+
+    report = run_report(
+        "two_moons",
+        200,
+        ("jeffreys", "npe"),
+        out=tmp_path / "r",
+        max_epochs=2,
+        observations=(1,),
+        num_sbc=10,
+        num_posterior_samples=20,
+        num_c2st_samples=100,
+        method_options={"jeffreys": {"posterior": "proxy"}},
+    )
+    assert report.settings["returned"] == {"jsbi-jeffreys": "proxy", "jsbi-npe": "flow"}
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "returned = {&#x27;jsbi-jeffreys&#x27;: &#x27;proxy&#x27;" in page
+
+
 def test_report_errors(tmp_path, capsys):
     rep = ["report", "--task", "two_moons", "--out", str(tmp_path)]
     assert "--objectives must be" in _fails([*rep, "--objectives", "npe,bogus"], capsys)

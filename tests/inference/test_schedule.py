@@ -174,9 +174,12 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     wins = m["proxy_minus_flow"] + m["proxy_minus_flow_se"] < 0 and m["proxy_ess"] >= 0.02
     assert h["posterior"] == ("proxy" if wins else "flow")
     assert isinstance(post, ProxyPosterior) == wins
-    if wins:  # about 1 / ESS fraction proposal draws per sample, 10 to 50
-        expected = min(50, max(10, math.ceil(1 / m["proxy_ess"])))
-        assert post.candidates_per_sample == expected
+    # The proxy resamples from about 1 / ESS fraction proposal draws per sample, 10 to 50
+    # (asked for whatever auto chose).
+    est.posterior = "proxy"
+    forced = est.build_posterior()
+    assert isinstance(forced, ProxyPosterior) and h["posterior"] == "proxy"
+    assert forced.candidates_per_sample == min(50, max(10, math.ceil(1 / m["proxy_ess"])))
     proxy_post = ProxyPosterior(est.flow, est.step.proxy, prior, history=h)
     x_o = x[0]
     samples = proxy_post.sample((300,), x=x_o)

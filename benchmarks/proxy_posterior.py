@@ -14,7 +14,8 @@ Each row also records what ``auto`` chose (``posterior``), the measurement it ch
 (``proxy_minus_flow`` ± ``proxy_minus_flow_se``, ``proxy_ess``: validation pairs, 256
 importance samples each), which phase of ``npe-first`` won (``best_phase``) and, for the
 proxy, the ESS of the importance resampling on that observation (``sample_ess``) and the
-proposal draws per sample (``candidates``: the proxy row uses auto's count). The
+proposal draws per sample (``candidates``: the proxy row uses auto's count; up to
+``max_candidates`` per sample where the ESS is short of the samples asked). The
 table is :func:`npe_parity.table`'s: mean ± sd over observations and seeds, the paired
 difference to sbi NPE, training time over sbi's (``jsbi-jeffreys-*`` share one run's
 time).
@@ -165,9 +166,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
         f"{measured.get('proxy_minus_flow_se', math.nan):.3f}, ESS fraction "
         f"{measured.get('proxy_ess', math.nan):.3f}); best phase "
         f"{jeffreys.history.get('best_phase')}; train s: "
-        + ", ".join(
-            f"{m} {p[1]:.0f}" for m, p in posteriors.items() if m != "jsbi-jeffreys-proxy"
-        ),
+        + ", ".join(f"{m} {r.seconds:.0f}" for m, r in (*runs.items(), ("jeffreys", jeffreys))),
         flush=True,
     )
     t_sbi = runs[SBI_NPE].seconds
@@ -192,6 +191,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
                     "best_phase": jeffreys.history.get("best_phase", ""),
                     "sample_ess": "" if ess is None else ess,
                     "candidates": getattr(posterior, "candidates_per_sample", ""),
+                    "max_candidates": getattr(posterior, "max_candidates_per_sample", ""),
                 }
             )
             scores.append(f"{method} {rows[-1]['c2st']:.3f}")

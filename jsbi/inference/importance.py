@@ -245,11 +245,18 @@ def importance_resample(
     num_candidates: int | None = None,
     prior_fraction: float = 0.5,
     chunk_size: int = 16_384,
+    *,
+    max_candidates: int | None = None,
+    target_ess: float | None = None,
 ) -> tuple[Tensor, float]:
     r"""Draws approximate samples of the proxy :math:`r_\psi(\cdot \mid x)` at one ``x``.
 
     Sampling-importance-resampling: ``num_candidates`` points from the defensive mixture
-    are resampled (with replacement) in proportion to :math:`e^{-E_\psi} / m`.
+    are resampled (with replacement) in proportion to :math:`e^{-E_\psi} / m`. With
+    ``max_candidates``, more chunks of candidates are drawn while the weights' ESS is
+    below ``target_ess`` (default ``num_samples``), up to ``max_candidates`` in all: the
+    candidates are independent draws of one proposal, so their union is a valid
+    importance sample, and a hard ``x`` gets more of them instead of repeated points.
 
     Arguments:
         energy, flow, prior, prior_fraction: See :func:`proxy_log_normalizer`.
@@ -257,6 +264,9 @@ def importance_resample(
         num_samples: Samples to return.
         num_candidates: Proposal draws (default ``10 * num_samples``).
         chunk_size: Candidates per chunk.
+        max_candidates: The most proposal draws while the ESS is short of ``target_ess``
+            (default: ``num_candidates``, no extra draws).
+        target_ess: The ESS that ends the extra draws (default ``num_samples``).
 
     Returns:
         Samples of shape ``(num_samples, d)`` and the weights' ESS (a count, not a
@@ -264,14 +274,33 @@ def importance_resample(
     """
     x = x.reshape(1, -1)
     n = int(num_candidates or 10 * num_samples)
+    cap = max(n, int(max_candidates or n))
+    target = float(num_samples if target_ess is None else target_ess)
     thetas, log_ws = [], []
-    for s in _chunks(n, chunk_size):
-        theta, log_m = defensive_samples(flow, prior, x, s.stop - s.start, prior_fraction)
-        log_ws.append((-energy(theta, x) - log_m)[:, 0])
-        thetas.append(theta[:, 0])
-    theta, log_w = torch.cat(thetas), torch.cat(log_ws)
+
+    def draw(count: int) -> None:
+        for s in _chunks(count, chunk_size):
+            theta, log_m = defensive_samples(flow, prior, x, s.stop - s.start, prior_fraction)
+            log_ws.append((-energy(theta, x) - log_m)[:, 0])
+            thetas.append(theta[:, 0])
+
+    def ess_of(log_w: Tensor) -> float:
+        return math.exp(float(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+
+    draw(n)
+    log_w = torch.cat(log_ws)
+    ess = ess_of(log_w) if torch.isfinite(log_w).any() else 0.0
+    while ess < target and n < cap:
+        # About enough more to reach the target at the ESS per candidate seen so far
+        # (at least as many again as drawn: a geometric growth, few rounds).
+        extra = n if ess <= 0 else math.ceil(n * (target / ess - 1))
+        extra = min(max(extra, n), cap - n)
+        draw(extra)
+        n += extra
+        log_w = torch.cat(log_ws)
+        ess = ess_of(log_w) if torch.isfinite(log_w).any() else 0.0
     if not torch.isfinite(log_w).any():
         raise ValueError("every candidate has zero proxy density: the proxy cannot be sampled")
-    ess = math.exp(float(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+    theta = torch.cat(thetas)
     pick = torch.multinomial(torch.softmax(log_w, 0), num_samples, replacement=True)
     return theta[pick], ess

@@ -655,6 +655,10 @@ def load_posterior(
             proxy.to(device),
             prior,
             candidates_per_sample=saved["candidates_per_sample"],
+            # Saved before the adaptive draws: the fixed count it sampled with.
+            max_candidates_per_sample=saved.get(
+                "max_candidates_per_sample", saved["candidates_per_sample"]
+            ),
             num_normalizer_samples=saved["num_normalizer_samples"],
             **common,
         )

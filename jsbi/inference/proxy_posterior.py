@@ -8,8 +8,11 @@ prior (:func:`jsbi.inference.importance.importance_resample`), densities
 importance sampling (cached per ``x``). The flow stays the fast amortised proposal; the
 proxy supplies the accuracy (METHOD.md section 4b).
 
-Every draw records the importance weights' effective sample size in :attr:`last_ess`; a
-resample of many more samples than that ESS repeats points, and is warned about.
+Every draw records the importance weights' effective sample size in :attr:`last_ess` (the
+smallest over the ``x`` asked). Where the ESS of ``candidates_per_sample`` draws per sample
+is short of the number of samples asked, more candidates are drawn for that ``x``, up to
+``max_candidates_per_sample``; a resample of many more samples than its ESS still repeats
+points, and is warned about.
 
 Example:
     >>> post = estimator.fit(theta, x)            # objective="jeffreys", posterior="proxy"
@@ -46,6 +49,8 @@ class ProxyPosterior(Posterior):
             (:class:`~jsbi.inference.ebm.LikelihoodEnergy`).
         prior: The prior (the defensive component and the support).
         candidates_per_sample: Proposal draws per returned sample.
+        max_candidates_per_sample: The most draws per returned sample at an ``x`` whose
+            ESS is short of the samples asked (``candidates_per_sample``: no extra draws).
         num_normalizer_samples: Importance samples for :math:`\log \hat Z_\psi(x)`.
         min_ess_fraction: Warn when the ESS falls below this fraction of the samples asked.
         kwargs: See :class:`~jsbi.inference.posterior.Posterior`.
@@ -58,6 +63,7 @@ class ProxyPosterior(Posterior):
         prior: Distribution,
         *,
         candidates_per_sample: int = 10,
+        max_candidates_per_sample: int = 100,
         num_normalizer_samples: int = 4096,
         min_ess_fraction: float = 0.1,
         **kwargs: Any,
@@ -69,9 +75,15 @@ class ProxyPosterior(Posterior):
                 "candidates_per_sample must be >= 1 and num_normalizer_samples >= 2, got "
                 f"{candidates_per_sample}, {num_normalizer_samples}"
             )
+        if int(max_candidates_per_sample) < int(candidates_per_sample):
+            raise ValueError(
+                "max_candidates_per_sample must be >= candidates_per_sample "
+                f"({candidates_per_sample}), got {max_candidates_per_sample}"
+            )
         super().__init__(flow, prior, **kwargs)
         self.proxy = proxy.eval()
         self.candidates_per_sample = int(candidates_per_sample)
+        self.max_candidates_per_sample = int(max_candidates_per_sample)
         self.num_normalizer_samples = int(num_normalizer_samples)
         self.min_ess_fraction = float(min_ess_fraction)
         self.last_ess: float | None = None
@@ -93,7 +105,13 @@ class ProxyPosterior(Posterior):
         ess = math.inf
         for b in range(len(x)):
             samples, e = importance_resample(
-                self.proxy, self.flow, self._prior, x[b], n, self.candidates_per_sample * n
+                self.proxy,
+                self.flow,
+                self._prior,
+                x[b],
+                n,
+                self.candidates_per_sample * n,
+                max_candidates=self.max_candidates_per_sample * n,
             )
             out[:, b] = samples
             ess = min(ess, e)
@@ -101,7 +119,7 @@ class ProxyPosterior(Posterior):
         if ess < self.min_ess_fraction * n:
             warnings.warn(
                 f"importance resampling of the proxy: ESS {ess:.0f} for {n} samples; the "
-                "samples repeat points (raise candidates_per_sample, or use the flow)",
+                "samples repeat points (raise max_candidates_per_sample, or use the flow)",
                 stacklevel=3,
             )
         return out
@@ -165,6 +183,7 @@ class ProxyPosterior(Posterior):
             "config": config,
             "state_dict": {k: v.detach().cpu() for k, v in self.proxy.state_dict().items()},
             "candidates_per_sample": self.candidates_per_sample,
+            "max_candidates_per_sample": self.max_candidates_per_sample,
             "num_normalizer_samples": self.num_normalizer_samples,
         }
         return state

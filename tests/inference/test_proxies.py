@@ -146,6 +146,31 @@ def test_importance_resampling_draws_the_proxy():
     assert float(log_z) == pytest.approx(1.7 + math.log(2 * math.pi * 0.09), abs=0.05)
 
 
+def test_importance_resampling_draws_more_candidates_where_the_ess_is_short():
+    prior = Independent(Normal(torch.zeros(2), 2 * torch.ones(2)), 1)
+    theta = prior.sample((300,))
+    flow = build_conditional_flow(theta, theta + 0.5 * torch.randn(300, 2), prior, **SMALL)
+    x_o = torch.tensor([0.8, -0.4])
+    args = (_GaussianEnergy(), flow, prior, x_o, 2000, 2000)  # 1 candidate per sample
+    torch.manual_seed(3)
+    fixed, ess_fixed = importance_resample(*args)
+    # Without max_candidates nothing changes: the same draws from the same seed.
+    torch.manual_seed(3)
+    same, ess_same = importance_resample(*args, max_candidates=None)
+    assert torch.equal(fixed, same) and ess_same == ess_fixed
+    assert ess_fixed < 500  # the untrained flow is a poor proposal: a short ESS
+    # Extra chunks until the ESS reaches the samples asked (2,000), within the cap.
+    torch.manual_seed(3)
+    more, ess_more = importance_resample(*args, max_candidates=200_000)
+    assert ess_more >= 2000 and more.shape == (2000, 2)
+    assert len(torch.unique(more, dim=0)) > 2 * len(torch.unique(fixed, dim=0))
+    torch.testing.assert_close(more.mean(0), x_o / 2, atol=0.05, rtol=0)
+    # The cap holds: at most 4,000 candidates cannot reach an ESS of 2,000 here.
+    torch.manual_seed(3)
+    _, ess_capped = importance_resample(*args, max_candidates=4000)
+    assert ess_fixed < ess_capped < 2000
+
+
 def test_nrec_reduces_to_nrea_and_pins_the_ratio():
     g_j, g_m = torch.randn(1, 7), torch.randn(1, 7)
     torch.testing.assert_close(nrec_loss(g_j, g_m), contrastive_ratio_loss(g_j[0], g_m[0]) / 2)

@@ -180,11 +180,21 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     forced = est.build_posterior()
     assert isinstance(forced, ProxyPosterior) and h["posterior"] == "proxy"
     assert forced.candidates_per_sample == min(50, max(10, math.ceil(1 / m["proxy_ess"])))
-    proxy_post = ProxyPosterior(est.flow, est.step.proxy, prior, history=h)
+    proxy_post = ProxyPosterior(
+        est.flow,
+        est.step.proxy,
+        prior,
+        candidates_per_sample=1,
+        max_candidates_per_sample=60,
+        history=h,
+    )
     x_o = x[0]
     samples = proxy_post.sample((300,), x=x_o)
     assert samples.shape == (300, 2) and (samples.abs() <= 1).all()
-    assert proxy_post.last_ess > 30 and proxy_post.last_leakage == 0.0
+    # 300 candidates have an ESS below 300: it grew with extra ones (at most 60 per sample).
+    assert proxy_post.last_ess >= 300 and proxy_post.last_leakage == 0.0
+    with pytest.raises(ValueError, match="max_candidates_per_sample must be >= "):
+        ProxyPosterior(est.flow, est.step.proxy, prior, max_candidates_per_sample=5)
     lp = proxy_post.log_prob(samples[:5], x=x_o)
     assert torch.isfinite(lp).all()
     assert torch.isinf(proxy_post.log_prob(torch.tensor([[1.5, 0.0]]), x=x_o)).all()
@@ -196,7 +206,7 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     path = tmp_path / "proxy.pt"
     proxy_post.save(path)
     loaded = load_posterior(path)
-    assert isinstance(loaded, ProxyPosterior)
+    assert isinstance(loaded, ProxyPosterior) and loaded.max_candidates_per_sample == 60
     torch.testing.assert_close(loaded.log_prob(samples[:5], x=x_o), lp)
     with pytest.raises(ValueError, match="posterior must be"):
         PosteriorEstimator(prior, objective="jeffreys", posterior="best")

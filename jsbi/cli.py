@@ -138,20 +138,6 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "the posterior samples (default: %(default)s)",
     )
     p.add_argument(
-        "--flow",
-        default="nsf",
-        help="conditional flow: nsf, maf, ncsf, realnvp or naf (default: %(default)s)",
-    )
-    p.add_argument(
-        "--support",
-        default=None,
-        choices=["transform", "truncate"],
-        help="how the flow respects a bounded prior: transform (it lives in the prior's "
-        "unconstrained space) or truncate (sbi's way: on theta, samples outside rejected, "
-        "log_prob renormalised) (default: the package's, "
-        "jsbi.inference.support.DEFAULT_SUPPORT)",
-    )
-    p.add_argument(
         "--observation",
         type=_POSITIVE_INT,
         default=1,
@@ -173,7 +159,14 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _add_flow(p)
     _add_adaptive(p)
+
+
+def _add_flow(p: argparse.ArgumentParser) -> None:
+    from jsbi.inference.config import add_flow_flags
+
+    add_flow_flags(p)  # one flag per jsbi.inference.FlowConfig field
 
 
 def _add_adaptive(p: argparse.ArgumentParser) -> None:
@@ -220,6 +213,13 @@ def _adaptive_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if rest:
         kwargs["objective_kwargs"] = rest
     return kwargs
+
+
+def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    # The PosteriorEstimator keywords of the flow flags the user gave.
+    from jsbi.inference.config import flow_options_from_args
+
+    return flow_options_from_args(args)
 
 
 def _option(key: str) -> str:
@@ -285,11 +285,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         est = PosteriorEstimator(
             task.prior,
-            flow=args.flow,
             objective=args.objective,
             device=args.device,
             seed=args.seed,
-            support=args.support,
+            **_flow_kwargs(args),
             **adaptive,
         )
     except (NotImplementedError, ValueError, TypeError) as e:
@@ -297,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     run = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     run.pop("func", None)
     run.pop("_parser", None)
-    run["support"] = est.support
+    run["flow"], run["support"] = est.flow_name, est.support
     # run.json says at every moment what the folder holds: a failed or interrupted run
     # leaves "status" at the last step reached, never an older run's files beside it.
     for name in _RUN_FILES:
@@ -436,6 +435,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
         default=1,
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
     )
+    _add_flow(p)
     _add_adaptive(p)
 
 
@@ -532,6 +532,7 @@ def _report(
         num_c2st_samples=args.num_c2st_samples,
         fit_options=fit_options,
         method_options=method_options,
+        estimator_kwargs=_flow_kwargs(args),
         n_jobs=args.n_jobs,
         device=args.device,
         show_progress_bar=None,  # on a terminal: simulation, each training, diagnostics
@@ -587,6 +588,7 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     add_train_flags(p, defaults={"max_epochs": DEMO["max_epochs"]})
     _add_threads(p)
     _add_device(p)
+    _add_flow(p)
     _add_adaptive(p)
 
 

@@ -215,8 +215,11 @@ def run_report(
     options = {m: {**(estimator_kwargs or {}), **per_method.get(m, {})} for m in objectives}
     from jsbi.inference import PosteriorEstimator
 
-    for method in per_method:  # a bad option fails here, before the simulations
-        PosteriorEstimator(task.prior, objective=method.removeprefix("jsbi-"), **options[method])
+    for method in objectives:  # a bad option fails here, before the simulations
+        if method != SBI_NPE and (estimator_kwargs or method in per_method):
+            PosteriorEstimator(
+                task.prior, objective=method.removeprefix("jsbi-"), **options[method]
+            )
     theta, x = jsbi.simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
@@ -247,6 +250,8 @@ def run_report(
         show_progress_bar=show_progress_bar,
     )
     report.settings["num_simulations"] = int(theta.shape[0])
+    if estimator_kwargs:
+        report.settings["estimator_options"] = dict(estimator_kwargs)
     if per_method:
         report.settings["method_options"] = per_method
     # What each jsbi method returned, the flow or the proxy (posterior="auto" decides

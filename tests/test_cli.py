@@ -91,6 +91,40 @@ def test_every_adaptive_option_has_a_flag_that_reaches_the_estimator():
     assert kwargs == {}
 
 
+def test_every_flow_option_has_the_same_flag_on_run_report_and_demo(tmp_path):
+    import dataclasses
+
+    from jsbi.cli import _flow_kwargs, build_parser
+    from jsbi.inference import FlowConfig
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    fields = {f.name for f in dataclasses.fields(FlowConfig)}
+    for command in ("run", "report", "demo"):
+        assert fields <= {a.dest for a in commands[command]._actions}, command
+    argv = ["report", "--task", "two_moons", "--hidden-features", "32,32", "--passes", "2"]
+    argv += ["--z-score-x", "robust", "--z-score-theta", "false", "--support", "transform"]
+    given = _flow_kwargs(parser.parse_args(argv))
+    assert given == {
+        "hidden_features": (32, 32),
+        "passes": 2,
+        "z_score_x": "robust",
+        "z_score_theta": False,
+        "support": "transform",
+    }
+    assert _flow_kwargs(parser.parse_args(["demo"])) == {}
+    # A run with them trains that flow, and run.json says which.
+    out = tmp_path / "coupling"
+    argv = ["run", "--task", "two_moons", "--num-simulations", "200", "--max-epochs", "1"]
+    argv += ["--num-samples", "10", "--out", str(out), "--quiet", "--passes", "2"]
+    assert main([*argv, "--num-transforms", "3", "--hidden-features", "16"]) == 0
+    flow = load_posterior(out / "posterior.pt").flow
+    assert flow.config["flow_kwargs"] == {"passes": 2}
+    assert flow.config["num_transforms"] == 3
+    run = json.loads((out / "run.json").read_text())
+    assert run["flow"] == "nsf" and run["passes"] == 2 and run["hidden_features"] == 16
+
+
 def _fails(argv, capsys) -> str:
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -110,7 +144,15 @@ def test_run_errors(tmp_path, capsys):
         [*run, "--objective", "jeffreys", "--tau", "0.5"], capsys
     )
     assert "invalid choice: 'kl'" in _fails([*run, "--objective", "kl"], capsys)
-    assert "flow must be one of" in _fails([*run, "--flow", "nope"], capsys)
+    assert "--flow: invalid choice: 'nope'" in _fails([*run, "--flow", "nope"], capsys)
+    # The flow's flags (FlowConfig's fields), checked before anything is simulated.
+    for flag, value, expected in (
+        ("--num-transforms", "0", "num_transforms must be a positive int"),
+        ("--hidden-features", "50,x", "expected comma-separated ints"),
+        ("--passes", "0", "passes must be an int >= 1"),
+        ("--z-score-x", "sometimes", "z_score_x must be True, False or 'robust'"),
+    ):
+        assert expected in _fails([*run, flag, value], capsys), flag
     assert "invalid choice" in _fails(["run", "--task", "no_such_task", "--out", "x"], capsys)
     assert "anneal" in _fails([*run, "--objective", "srfe", "--tau-schedule", "x"], capsys)
     # Numeric options are checked before anything is simulated, naming the flag.

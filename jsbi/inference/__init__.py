@@ -2,7 +2,7 @@ r"""What turns ``(theta, x)`` pairs into a posterior: flows, training, the poste
 
 from __future__ import annotations
 
-from jsbi.inference.config import AdaptiveConfig, TrainConfig
+from jsbi.inference.config import AdaptiveConfig, FlowConfig, TrainConfig
 from jsbi.inference.density import Density, DensityEstimator
 from jsbi.inference.estimator import OBJECTIVES, PosteriorEstimator
 from jsbi.inference.flows import (
@@ -34,6 +34,7 @@ __all__ = [
     "ProxyPosterior",
     "SetEmbedding",
     "Support",
+    "FlowConfig",
     "TrainConfig",
     "AdaptiveConfig",
     "TrainingStep",

@@ -1,9 +1,11 @@
-r"""Training options in one place: a frozen, validated dataclass.
+r"""Options in one place: frozen, validated dataclasses.
 
-:class:`TrainConfig` holds what :meth:`~jsbi.inference.PosteriorEstimator.fit` trains with.
-It is checked when built (each bad value named, a typo'd name answered with the closest
-one), and the command line's training flags are generated from its fields
-(:func:`add_train_flags`), so ``jsbi run``, ``report`` and ``demo`` share one spelling,
+:class:`TrainConfig` holds what :meth:`~jsbi.inference.PosteriorEstimator.fit` trains with,
+:class:`FlowConfig` the conditional flow every jsbi objective trains, and
+:class:`AdaptiveConfig` the symmetric step's options. Each is checked when built (each bad
+value named, a typo'd name answered with the closest one), and the command line's flags are
+generated from their fields (:func:`add_train_flags`, :func:`add_flow_flags`,
+:func:`add_adaptive_flags`), so ``jsbi run``, ``report`` and ``demo`` share one spelling,
 one default and one check per option.
 
 Example:
@@ -30,10 +32,13 @@ __all__ = [
     "JOINT_DEFAULTS",
     "NO_EPOCH_CAP",
     "AdaptiveConfig",
+    "FlowConfig",
     "TrainConfig",
     "adaptive_options_from_args",
     "add_adaptive_flags",
+    "add_flow_flags",
     "add_train_flags",
+    "flow_options_from_args",
     "train_config_from_args",
 ]
 
@@ -196,6 +201,171 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     their defaults)."""
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     return TrainConfig(**{k: getattr(args, k) for k in names if hasattr(args, k)})
+
+
+#: The flows :class:`FlowConfig` names (:data:`jsbi.inference.flows.FLOWS`' keys).
+FLOW_NAMES = ("nsf", "maf", "ncsf", "realnvp", "naf")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    r"""The conditional flow :math:`q_\phi(\theta \mid x)` of a jsbi estimator
+    (:func:`~jsbi.inference.flows.build_conditional_flow`), checked when built.
+
+    Arguments:
+        flow: A name in :data:`FLOW_NAMES` or a zuko flow class.
+        support: How a bounded prior is respected, ``"transform"`` or ``"truncate"``
+            (``None``: the package's default, :data:`~jsbi.inference.support.DEFAULT_SUPPORT`).
+        num_transforms: Flow transforms, >= 1.
+        num_bins: Spline bins per transform (``nsf``, ``ncsf``), >= 1.
+        hidden_features: The hidden-layer widths of each transform's network, or one
+            width (sbi's spelling: one layer of that width per transform).
+        passes: zuko's ``passes``: 2 is a coupling flow (one network pass to sample
+            instead of one per parameter); ``None``: fully autoregressive.
+        z_score_theta: ``True``, ``"independent"``, ``"local"`` or ``False`` (see
+            :func:`~jsbi.inference.flows.build_conditional_flow`).
+        z_score_x: ``True``, ``"robust"`` or ``False``.
+
+    Example:
+        >>> FlowConfig(passes=2).kwargs()
+        {'passes': 2}
+        >>> FlowConfig(num_transforms=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_transforms must be a positive int, got 0
+    """
+
+    flow: Any = _field("nsf", "conditional flow", choices=FLOW_NAMES)
+    support: str | None = _field(
+        None,
+        "how the flow respects a bounded prior: transform (it lives in the prior's "
+        "unconstrained space) or truncate (sbi's way: on theta, samples outside rejected, "
+        "log_prob renormalised)",
+        choices=("transform", "truncate"),
+    )
+    num_transforms: int = _field(5, "flow transforms, >= 1")
+    num_bins: int = _field(10, "spline bins per transform (nsf, ncsf), >= 1")
+    hidden_features: Any = _field(
+        (50,) * 5,
+        "hidden-layer widths of each transform's network, comma-separated (one number: "
+        "sbi's spelling, one layer of that width per transform)",
+    )
+    passes: int | None = _field(
+        None, "zuko's passes: 2 is a coupling flow (fast sampling), none fully autoregressive"
+    )
+    z_score_theta: Any = _field(
+        True, "standardise theta", choices=(True, False, "independent", "local")
+    )
+    z_score_x: Any = _field(True, "standardise x", choices=(True, False, "robust"))
+
+    def __post_init__(self) -> None:
+        from jsbi.inference.flows import FLOWS, check_flow_options
+
+        if isinstance(self.flow, str):
+            if self.flow.lower() not in FLOWS:
+                raise ValueError(
+                    f"flow must be one of {sorted(FLOWS)} or a zuko flow class, got {self.flow!r}"
+                )
+        elif not isinstance(self.flow, type):
+            raise ValueError(f"flow must be a name or a zuko flow class, got {self.flow!r}")
+        if self.support not in (None, "transform", "truncate"):
+            raise ValueError(
+                f"support must be 'transform', 'truncate' or None, got {self.support!r}"
+            )
+        if self.passes is not None and _int_below(self.passes, 1):
+            raise ValueError(f"passes must be an int >= 1 or None, got {self.passes!r}")
+        check_flow_options(
+            num_transforms=self.num_transforms,
+            num_bins=self.num_bins,
+            hidden_features=self.hidden_features,
+            z_score_theta=self.z_score_theta,
+            z_score_x=self.z_score_x,
+        )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> FlowConfig:
+        r"""Builds a config from keyword options; an unknown one is an error naming the
+        closest valid option."""
+        return cls(**_known(cls, options, "unknown flow option {!r}"))
+
+    def kwargs(self) -> dict[str, Any]:
+        r"""The architecture options that differ from the defaults, as
+        :func:`~jsbi.inference.flows.build_conditional_flow` keywords (``flow`` and
+        ``support`` are its own arguments)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("flow", "support") and getattr(self, f.name) != f.default
+        }
+
+    def replace(self, **changes: Any) -> FlowConfig:
+        r"""A copy with ``changes`` (checked like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _flow_flag_type(f: dataclasses.Field) -> Any:
+    # The parse of one FlowConfig flag, then FlowConfig's own check of that value, as a
+    # usage error naming the flag.
+    words = {"true": True, "false": False}
+
+    def parse(text: str) -> Any:
+        value: Any
+        if f.name == "hidden_features":
+            try:
+                widths = tuple(int(w) for w in text.split(","))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated ints, got {text!r}"
+                ) from None
+            value = widths[0] if len(widths) == 1 else widths
+        elif f.name in ("num_transforms", "num_bins", "passes"):
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected int, got {text!r}") from None
+        else:
+            value = words.get(text.lower(), text)
+        try:
+            FlowConfig(**{f.name: value})
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    parse.__name__ = f.name
+    return parse
+
+
+def add_flow_flags(parser: argparse.ArgumentParser) -> None:
+    r"""Adds one flag per :class:`FlowConfig` field (``num_transforms`` ->
+    ``--num-transforms``), each defaulting to "not given", so the estimator's own default
+    holds (:func:`flow_options_from_args` returns only the given ones)."""
+    g = parser.add_argument_group(
+        "the flow (every jsbi method; sbi-npe keeps sbi's own)",
+        "Left out, each takes the estimator's default (see jsbi.inference.FlowConfig).",
+    )
+    for f in dataclasses.fields(FlowConfig):
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        choices = f.metadata.get("choices")
+        if f.name in ("flow", "support"):
+            shown = "nsf" if f.name == "flow" else "the package's, DEFAULT_SUPPORT"
+            g.add_argument(flag, choices=choices, default=None, help=f"{help} (default: {shown})")
+            continue
+        if choices:
+            help += " (" + ", ".join(str(c).lower() for c in choices) + ")"
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        g.add_argument(
+            flag,
+            type=_flow_flag_type(f),
+            default=None,
+            help=f"{help} (default: {str(shown).lower() if shown is not None else 'none'})",
+        )
+
+
+def flow_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    r"""The :class:`FlowConfig` options a parsed command line gave (those left out are not
+    in the dict)."""
+    names = [f.name for f in dataclasses.fields(FlowConfig)]
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 #: The joint schedule's dual-variable and warm-up defaults (METHOD.md section 4);

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.inference.config import AdaptiveConfig, TrainConfig
+from jsbi.inference.config import AdaptiveConfig, FlowConfig, TrainConfig
 from jsbi.inference.ebm import (
     LikelihoodEnergy,
     MLPEnergy,
@@ -39,7 +39,6 @@ from jsbi.inference.flows import (
     FLOWS,
     ConditionalFlow,
     build_conditional_flow,
-    check_flow_options,
 )
 from jsbi.inference.posterior import Posterior
 from jsbi.inference.proxy_posterior import ProxyPosterior
@@ -454,18 +453,13 @@ class PosteriorEstimator:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         _check_flow_kwargs(flow, flow_kwargs)
-        check_flow_options(
-            **{
-                k: flow_kwargs[k]
-                for k in (
-                    "num_transforms",
-                    "num_bins",
-                    "hidden_features",
-                    "z_score_theta",
-                    "z_score_x",
-                )
-                if k in flow_kwargs
-            }
+        # The flow's options, checked in one place (FlowConfig); names it does not know
+        # and _check_flow_kwargs let through go to zuko as given.
+        fields = {f.name for f in dataclasses.fields(FlowConfig)} - {"flow", "support"}
+        self.flow_config = FlowConfig(
+            flow=flow,
+            support=self.support,
+            **{k: v for k, v in flow_kwargs.items() if k in fields},
         )
         self.flow_kwargs = flow_kwargs
         if key != "npe":

@@ -115,3 +115,31 @@ def test_adaptive_defaults_follow_the_schedule():
     assert not first.replace(gate=False).gated
     with pytest.raises(ValueError, match="num_proxy_samples must be >= 2"):
         first.replace(schedule="joint")  # K = 1 is npe-first's alone
+
+
+def test_flow_config_checks_each_option_and_passes_only_the_given_ones():
+    from jsbi.inference import FlowConfig
+
+    assert FlowConfig().kwargs() == {}
+    assert FlowConfig(num_transforms=3, passes=2).kwargs() == {"num_transforms": 3, "passes": 2}
+    with pytest.raises(ValueError, match="did you mean 'num_bins'"):
+        FlowConfig.from_options({"num_bin": 4})
+    for bad, message in (
+        ({"flow": "glow"}, "flow must be one of"),
+        ({"support": "clip"}, "support must be 'transform', 'truncate' or None"),
+        ({"passes": 1.5}, "passes must be an int >= 1"),
+        ({"num_bins": 0}, "num_bins must be a positive int"),
+        ({"z_score_theta": "global"}, "z_score_theta must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            FlowConfig(**bad)
+    # The estimator builds one (with its resolved support) and reports its errors at
+    # construction.
+    import jsbi
+    from jsbi.inference import PosteriorEstimator
+
+    prior = jsbi.get_task("two_moons").prior
+    est = PosteriorEstimator(prior, "maf", num_transforms=2)
+    assert est.flow_config == FlowConfig(flow="maf", support=est.support, num_transforms=2)
+    with pytest.raises(ValueError, match="passes must be an int >= 1"):
+        PosteriorEstimator(prior, passes=0)

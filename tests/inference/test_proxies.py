@@ -11,7 +11,12 @@ from torch.distributions import Independent, Normal
 
 from jsbi.inference.ebm import LikelihoodEnergy, PriorTimesRatioEnergy, ResidualEnergy
 from jsbi.inference.flows import build_conditional_flow
-from jsbi.inference.importance import importance_resample, proxy_log_normalizer, proxy_nll
+from jsbi.inference.importance import (
+    defensive_samples,
+    importance_resample,
+    proxy_log_normalizer,
+    proxy_nll,
+)
 from jsbi.inference.objectives import (
     contrastive_ratio_loss,
     forward_kl_from_proxy,
@@ -154,10 +159,15 @@ def test_importance_resampling_draws_more_candidates_where_the_ess_is_short():
     args = (_GaussianEnergy(), flow, prior, x_o, 2000, 2000)  # 1 candidate per sample
     torch.manual_seed(3)
     fixed, ess_fixed = importance_resample(*args)
-    # Without max_candidates nothing changes: the same draws from the same seed.
+    # Without max_candidates it is plain sampling-importance-resampling of one draw of
+    # 2,000 candidates: the same points as that, by hand, from the same seed.
     torch.manual_seed(3)
-    same, ess_same = importance_resample(*args, max_candidates=None)
-    assert torch.equal(fixed, same) and ess_same == ess_fixed
+    cand, log_m = defensive_samples(flow, prior, x_o[None], 2000)
+    log_w = (-_GaussianEnergy()(cand, x_o[None]) - log_m)[:, 0]
+    pick = torch.multinomial(torch.softmax(log_w, 0), 2000, replacement=True)
+    assert torch.equal(fixed, cand[:, 0][pick])
+    log_ess = float(2 * log_w.logsumexp(0) - (2 * log_w).logsumexp(0))
+    assert ess_fixed == pytest.approx(math.exp(log_ess))
     assert ess_fixed < 500  # the untrained flow is a poor proposal: a short ESS
     # Extra chunks until the ESS reaches the samples asked (2,000), within the cap.
     torch.manual_seed(3)

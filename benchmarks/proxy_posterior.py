@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from npe_parity import _fit_options, _mse, _read_rows, add_cell_args, run_cells, score, table
+from objectives import _value
 
 import jsbi
 from jsbi.inference import Posterior, Support
@@ -66,6 +67,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_cell_args(p, seeds=[0], num_samples=2000)
     p.add_argument(
+        "--jeffreys",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="options of the jeffreys run only, e.g. passes=2 (a coupling flow); recorded "
+        "in the rows' jeffreys_options column, and a CSV holding rows of other options "
+        "is refused",
+    )
+    p.add_argument(
         "--choices",
         nargs="+",
         type=Path,
@@ -74,7 +84,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "the estimator's current rule (the flow's or the proxy's rows of the same run) "
         "and its paired C2ST difference to sbi NPE and to the flow; nothing trained",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.jeffreys_options = {}
+    for item in args.jeffreys:
+        key, sep, value = item.partition("=")
+        if not (sep and key):
+            p.error(f"--jeffreys takes KEY=VALUE items, got {item!r}")
+        args.jeffreys_options[key] = _value(value)
+    return args
+
+
+def _options_text(options: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(options.items()))
 
 
 def choices(rows: list[dict]) -> str:
@@ -150,7 +171,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
             theta,
             x,
             seed=seed,
-            estimator_options={"posterior": "auto"},
+            estimator_options={"posterior": "auto", **args.jeffreys_options},
             fit_options=fit,
         ),
     }
@@ -192,6 +213,7 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
                     "sample_ess": "" if ess is None else ess,
                     "candidates": getattr(posterior, "candidates_per_sample", ""),
                     "max_candidates": getattr(posterior, "max_candidates_per_sample", ""),
+                    "jeffreys_options": _options_text(args.jeffreys_options),
                 }
             )
             scores.append(f"{method} {rows[-1]['c2st']:.3f}")
@@ -200,6 +222,13 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    wanted = _options_text(args.jeffreys_options)
+    held = {r.get("jeffreys_options") or "" for r in _read_rows(args.csv)}
+    if held - {wanted}:
+        raise SystemExit(
+            f"{args.csv} holds jeffreys rows with options {sorted(held - {wanted})}, not "
+            f"{wanted!r}: use another --csv"
+        )
     return run_cells(args, METHODS, _cell)
 
 

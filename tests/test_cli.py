@@ -224,6 +224,11 @@ def test_report_says_what_each_symmetric_method_returned(tmp_path):
     assert report.settings["returned"] == {"jsbi-jeffreys": "proxy", "jsbi-npe": "flow"}
     page = (tmp_path / "r" / "index.html").read_text()
     assert "returned = {&#x27;jsbi-jeffreys&#x27;: &#x27;proxy&#x27;" in page
+    # The method table says it too, in the printed summary and on the page.
+    lines = {line.split()[0]: line.split()[1] for line in report.summary().splitlines()[2:4]}
+    assert lines == {"jsbi-jeffreys": "proxy", "jsbi-npe": "flow"}
+    assert "jsbi-jeffreys</td><td>proxy</td>" in page
+    assert any("jsbi-jeffreys returns its likelihood proxy" in v for v in report.verdict())
 
 
 def test_report_errors(tmp_path, capsys):

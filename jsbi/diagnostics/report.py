@@ -137,7 +137,17 @@ class Report:
         Example:
             >>> print(report.summary())                  # doctest: +SKIP
         """
-        head = ["method", "C2ST", "coverage", "SBC", "TARP ATC", "NLTP", "epochs", "train (s)"]
+        head = [
+            "method",
+            "returns",
+            "C2ST",
+            "coverage",
+            "SBC",
+            "TARP ATC",
+            "NLTP",
+            "epochs",
+            "train (s)",
+        ]
         lines = [head]
         for name, res in self.methods.items():
             c2st = list(res.c2st.values())
@@ -146,6 +156,7 @@ class Report:
             lines.append(
                 [
                     name,
+                    self.returned(name),
                     f"{sum(c2st) / len(c2st):.3f}" if c2st else "-",
                     res.coverage.verdict,
                     "in band" if res.sbc.calibrated else "out of band",
@@ -160,6 +171,12 @@ class Report:
         text.insert(1, "  ".join("-" * w for w in widths))
         note = "C2ST: mean over observations, 0.5 is perfect; NLTP: lower is better"
         return "\n".join(text) + "\n" + note
+
+    def returned(self, method: str) -> str:
+        r"""What ``method``'s posterior is: ``"flow"``, ``"proxy"`` (the likelihood proxy,
+        sampled by importance resampling: ``posterior="auto"`` or ``"proxy"``) or ``"-"``
+        where its history does not say (sbi's NPE)."""
+        return str(self.histories.get(method, {}).get("posterior", "-"))
 
     def colors(self) -> dict[str, str]:
         r"""One matplotlib colour per method, the same in every figure (the reference
@@ -198,6 +215,12 @@ class Report:
             if calibrated
             else "No method is calibrated on both coverage and SBC."
         )
+        for name in self.methods:
+            if self.returned(name) == "proxy":
+                out.append(
+                    f"{name} returns its likelihood proxy (prior x likelihood, sampled by "
+                    "importance resampling from its flow), not the flow."
+                )
         for name, h in self.histories.items():
             if h.get("converged") is False and not h.get("interrupted"):
                 out.append(
@@ -366,7 +389,7 @@ class Report:
         colors = self.colors()
         verdicts = "".join(
             f'<tr><td><span style="color:{_css_color(colors[n])}">&#9632;</span> {e(n)}</td>'
-            f"<td>{c2st_cell(r)}</td><td>{e(r.coverage.verdict)}</td>"
+            f"<td>{e(self.returned(n))}</td><td>{c2st_cell(r)}</td><td>{e(r.coverage.verdict)}</td>"
             f"<td>{'yes' if r.sbc.calibrated else 'no'}</td>"
             f"<td>{r.tarp.atc:+.3f}</td><td>{r.nltp.mean:.3f} &plusmn; {r.nltp.stderr:.3f}</td>"
             f"<td>{e(epochs_cell(n))}</td><td>{r.seconds:.1f}</td></tr>"
@@ -412,8 +435,8 @@ figcaption {{ font-size: 0.9em; color: #444; }}
 {verdict}
 </ul>
 <table id="summary">
-<tr><th>method</th><th>C2ST (mean &plusmn; sd over observations)</th><th>coverage</th>
-<th>SBC in band</th><th>TARP ATC</th><th>NLTP (&plusmn; se)</th><th>epochs</th>
+<tr><th>method</th><th>returns</th><th>C2ST (mean &plusmn; sd over observations)</th>
+<th>coverage</th><th>SBC in band</th><th>TARP ATC</th><th>NLTP (&plusmn; se)</th><th>epochs</th>
 <th>diagnostics (s)</th></tr>
 {verdicts}
 </table>

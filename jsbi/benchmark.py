@@ -28,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "DEV_TASKS",
     "METHODS",
+    "Method",
     "comparison_table",
     "load_rows",
     "method_support",
@@ -42,52 +43,195 @@ __all__ = [
 ]
 
 import csv
+import dataclasses
+import difflib
+import inspect
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import joblib
 import torch
+from torch.distributions import Independent, Uniform
 
 from jsbi.seeding import seeded
 
 DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
 DEV_OBSERVATIONS = range(1, 6)
 
-#: method name -> PosteriorEstimator keyword arguments (``None``: sbi's NPE).
-METHODS: dict[str, dict[str, Any] | None] = {
-    "npe": {"objective": "npe"},
-    # The package default: the flow or the likelihood proxy, whichever is clearly the
-    # better model on the validation pairs (posterior="auto"; rows before the posterior
-    # column returned the flow, which is now jeffreys-flow).
-    "jeffreys": {"objective": "jeffreys"},
-    "jeffreys-flow": {"objective": "jeffreys", "posterior": "flow"},
-    "srfe": {"objective": "srfe"},  # tau = 0.5, constant (the estimator's default)
-    "srfe-anneal": {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1},
-    "jeffreys-fixed": {
-        "objective": "jeffreys",
-        "proxy": "ratio",
-        "schedule": "joint",
-        "adaptive": False,
-    },
-    "distill": {"objective": "distill"},
-    # posterior="auto" named, from before it was jeffreys' default (the same as jeffreys).
-    "jeffreys-proxy": {"objective": "jeffreys", "posterior": "auto"},
-    # METHOD.md section 4's reconstruction, the default before revision 2 (section 4b):
-    # the ratio proxy, warm-up then the joint primal-dual objective.
-    "jeffreys-joint": {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"},
-    "srfe-joint": {"objective": "srfe", "proxy": "ratio", "schedule": "joint"},
-    "srfe-anneal-joint": {
-        "objective": "srfe",
-        "tau_schedule": "anneal",
-        "tau": 0.1,
-        "proxy": "ratio",
-        "schedule": "joint",
-    },
-    "sbi-npe": None,
-}
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    r"""A benchmark method: a name and the :class:`~jsbi.inference.PosteriorEstimator`
+    keywords it trains with (``options=None``: sbi's NPE, with sbi's own flow).
+
+    The options are checked when the method is built, by the estimator's own checks: an
+    unknown or misplaced option is an error naming the method.
+
+    Example:
+        >>> Method("jeffreys-c2", {"objective": "jeffreys", "passes": 2}).kwargs()
+        {'objective': 'jeffreys', 'passes': 2}
+        >>> Method("typo", {"objective": "jeffreys", "proxi": "ratio"})
+        Traceback (most recent call last):
+        ...
+        ValueError: method 'typo': ...
+    """
+
+    name: str
+    options: Mapping[str, Any] | None
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a method's name must be a non-empty string, got {self.name!r}")
+        if self.options is not None:
+            options = dict(self.options)
+            if "objective" not in options:
+                raise ValueError(f"method {self.name!r}: options need an 'objective'")
+            object.__setattr__(self, "options", MappingProxyType(options))
+            self.check()
+
+    @property
+    def is_sbi(self) -> bool:
+        r"""Whether this is sbi's NPE."""
+        return self.options is None
+
+    def kwargs(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        r"""The estimator's keywords, with extra ``options``
+        (:func:`~jsbi.inference.estimator.split_options`): the symmetric objectives'
+        (``proxy``, ``gate_samples``, ...) for those methods only, every other (the flow's:
+        ``z_score_theta``, ``passes``, ...) for every jsbi method. ``device`` is not one
+        of them (:func:`run_unit` takes it for every method, sbi's too)."""
+        from jsbi.inference.estimator import split_options
+
+        if self.options is None:
+            raise ValueError(f"method {self.name!r} is sbi's NPE: it takes no jsbi options")
+        kwargs = dict(self.options)
+        extra = {k: v for k, v in (options or {}).items() if k != "device"}
+        named, objective_kwargs, other = split_options(extra)
+        kwargs.update(other)
+        if kwargs["objective"] != "npe":
+            kwargs.update(named)
+            if objective_kwargs:
+                kwargs["objective_kwargs"] = {
+                    **kwargs.get("objective_kwargs", {}),
+                    **objective_kwargs,
+                }
+        return kwargs
+
+    def check(self, options: Mapping[str, Any] | None = None) -> None:
+        r"""Raises the estimator's error, naming this method, for options it would refuse
+        (nothing is trained or built but the estimator's settings)."""
+        from jsbi.inference import PosteriorEstimator
+        from jsbi.inference.estimator import _FLOW_OPTIONS
+
+        if self.options is None:
+            return
+        prior = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
+        kwargs = self.kwargs(options)
+        # A name close to a known one is a typo, not one of zuko's own options.
+        known = set(inspect.signature(PosteriorEstimator).parameters) | set(_FLOW_OPTIONS)
+        for key in set(kwargs) - known:
+            if close := difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8):
+                raise ValueError(
+                    f"method {self.name!r}: unknown option {key!r}: did you mean {close[0]!r}?"
+                )
+        try:
+            PosteriorEstimator(prior, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"method {self.name!r}: {err}") from err
+
+    def support(self, options: Mapping[str, Any] | None = None) -> str:
+        r"""How the method respects a bounded prior: ``"transform"`` or ``"truncate"`` for
+        jsbi's methods, ``"sbi"`` for sbi's NPE (its own truncation)."""
+        from jsbi.inference.estimator import estimator_support
+
+        if self.is_sbi:
+            return "sbi"
+        k = self.kwargs(options)
+        return estimator_support(
+            k["objective"], k.get("schedule"), k.get("support"), k.get("bounded")
+        )
+
+    def transforms(self, task: str, options: Mapping[str, Any] | None = None) -> str:
+        r"""The kind of transforms the method's flow has on ``task``: ``"coupling"``
+        (zuko's ``passes`` below the number of parameters, or ``realnvp``) or
+        ``"autoregressive"`` for jsbi's methods (with two parameters and ``passes=2`` the
+        two are the same transform, called autoregressive), ``"sbi"`` for sbi's NPE."""
+        from jsbi.simulators import get_task
+
+        if self.is_sbi:
+            return "sbi"
+        k = self.kwargs(options)
+        d = get_task(task).dim_theta
+        passes = k.get("passes")
+        if str(k.get("flow", "nsf")).lower() == "realnvp" or (passes is not None and d > passes):
+            return "coupling"
+        return "autoregressive"
+
+    def posterior(self, options: Mapping[str, Any] | None = None) -> str:
+        r"""What the method returns: ``"flow"``, ``"proxy"`` or ``"auto"``
+        (:class:`~jsbi.inference.PosteriorEstimator`'s ``posterior``, its default
+        resolved) for jsbi's methods, ``"sbi"`` for sbi's NPE."""
+        from jsbi.inference.estimator import default_posterior
+
+        if self.is_sbi:
+            return "sbi"
+        k = self.kwargs(options)
+        proxy = k.get("proxy") or k.get("objective_kwargs", {}).get("proxy")
+        return k.get("posterior") or default_posterior(k["objective"], proxy)
+
+
+def _methods(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
+
+#: The benchmark's methods by name.
+METHODS: dict[str, Method] = _methods(
+    Method("npe", {"objective": "npe"}),
+    Method(
+        "jeffreys",
+        {"objective": "jeffreys"},
+        "the package default: the flow or the likelihood proxy, whichever is clearly the "
+        "better model on the validation pairs (posterior='auto'; rows before the posterior "
+        "column returned the flow, which is now jeffreys-flow)",
+    ),
+    Method("jeffreys-flow", {"objective": "jeffreys", "posterior": "flow"}),
+    Method("srfe", {"objective": "srfe"}, "tau = 0.5, constant (the estimator's default)"),
+    Method("srfe-anneal", {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1}),
+    Method(
+        "jeffreys-fixed",
+        {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint", "adaptive": False},
+        "the fixed-weight penalty ablation of the joint schedule",
+    ),
+    Method("distill", {"objective": "distill"}),
+    Method(
+        "jeffreys-proxy",
+        {"objective": "jeffreys", "posterior": "auto"},
+        "posterior='auto' named, from before it was jeffreys' default (the same as jeffreys)",
+    ),
+    Method(
+        "jeffreys-joint",
+        {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"},
+        "METHOD.md section 4's reconstruction, the default before revision 2 (section 4b): "
+        "the ratio proxy, warm-up then the joint primal-dual objective",
+    ),
+    Method("srfe-joint", {"objective": "srfe", "proxy": "ratio", "schedule": "joint"}),
+    Method(
+        "srfe-anneal-joint",
+        {
+            "objective": "srfe",
+            "tau_schedule": "anneal",
+            "tau": 0.1,
+            "proxy": "ratio",
+            "schedule": "joint",
+        },
+    ),
+    Method("sbi-npe", None, "sbi's NPE (zuko NSF), the baseline"),
+)
 
 _INT = ("num_simulations", "seed", "observation", "epochs")
 _FLOAT = ("c2st", "train_seconds", "seconds_per_epoch")
@@ -102,46 +246,24 @@ class FinishedUnitError(ValueError):
 
 
 def method_support(method: str, options: dict[str, Any] | None = None) -> str:
-    r"""How ``method`` (with ``options``) respects a bounded prior: ``"transform"`` or
-    ``"truncate"`` for jsbi's methods, ``"sbi"`` for sbi's NPE (its own truncation)."""
-    from jsbi.inference.estimator import estimator_support
-
-    if METHODS[method] is None:
-        return "sbi"
-    kwargs = {**METHODS[method], **(options or {})}
-    return estimator_support(
-        kwargs["objective"], kwargs.get("schedule"), kwargs.get("support"), kwargs.get("bounded")
-    )
+    r""":meth:`Method.support` of ``METHODS[method]``."""
+    return _method(method).support(options)
 
 
 def method_transforms(method: str, task: str, options: dict[str, Any] | None = None) -> str:
-    r"""The kind of transforms ``method``'s flow has on ``task``: ``"coupling"`` (zuko's
-    ``passes`` below the number of parameters, or ``realnvp``) or ``"autoregressive"`` for
-    jsbi's methods (with two parameters and ``passes=2`` the two are the same transform,
-    called autoregressive), ``"sbi"`` for sbi's NPE."""
-    from jsbi.simulators import get_task
-
-    if METHODS[method] is None:
-        return "sbi"
-    kwargs = {**METHODS[method], **(options or {})}
-    d = get_task(task).dim_theta
-    flow = str(kwargs.get("flow", "nsf")).lower()
-    passes = kwargs.get("passes")
-    if flow == "realnvp" or (passes is not None and d > passes):
-        return "coupling"
-    return "autoregressive"
+    r""":meth:`Method.transforms` of ``METHODS[method]``."""
+    return _method(method).transforms(task, options)
 
 
 def method_posterior(method: str, options: dict[str, Any] | None = None) -> str:
-    r"""What ``method`` (with ``options``) returns: ``"flow"``, ``"proxy"`` or ``"auto"``
-    (:class:`~jsbi.inference.PosteriorEstimator`'s ``posterior``, its default resolved)
-    for jsbi's methods, ``"sbi"`` for sbi's NPE."""
-    from jsbi.inference.estimator import default_posterior
+    r""":meth:`Method.posterior` of ``METHODS[method]``."""
+    return _method(method).posterior(options)
 
-    if METHODS[method] is None:
-        return "sbi"
-    kwargs = {**METHODS[method], **(options or {})}
-    return kwargs.get("posterior") or default_posterior(kwargs["objective"], kwargs.get("proxy"))
+
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]
 
 
 def _finished_rows(
@@ -196,30 +318,19 @@ def _train(
     options: dict[str, Any] | None,
     checkpoint: Path | None,
 ) -> tuple[Any, float, int]:
-    from jsbi.inference.estimator import split_options
     from jsbi.pipeline import SBI_NPE, train_method
 
     fit = {"max_epochs": max_epochs}
-    options = dict(options or {})
-    device = options.pop("device", None)  # every method's, sbi's too
-    if METHODS[method] is None:
+    device = (options or {}).get("device")  # every method's, sbi's too
+    spec = METHODS[method]
+    if spec.is_sbi:
         trained = train_method(
             SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit, device=device
         )
         return trained.posterior, trained.seconds, trained.epochs
-    kwargs = dict(METHODS[method])
-    # The flow's and the estimator's options (z_score_theta, passes, ...) apply to every
-    # jsbi method, the symmetric objectives' (AdaptiveConfig's fields, proxy, tau, ...) to
-    # those methods only.
-    named, objective_kwargs, other = split_options(options)
-    kwargs.update(other)
-    if kwargs["objective"] != "npe":
-        kwargs.update(named)
-        if objective_kwargs:
-            kwargs["objective_kwargs"] = objective_kwargs
-    objective = kwargs["objective"]
+    kwargs = spec.kwargs(options)
     trained = train_method(
-        objective,
+        kwargs["objective"],
         task.prior,
         theta,
         x,
@@ -272,8 +383,7 @@ def run_unit(
     import jsbi
     from jsbi.diagnostics.c2st import c2st
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    _method(method).check(options)
     torch.set_num_threads(threads)
     name = _unit_name(task_name, num_simulations, seed, method)
     done = checkpoint = None
@@ -367,6 +477,8 @@ def run_benchmark(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods must be among {sorted(METHODS)}, got {unknown}")
+    for m in methods:  # a bad option fails here, before any work
+        METHODS[m].check(options)
     for name in tasks:
         get_task(name)  # an unknown task fails here, before any work
     if any(int(b) < 1 for b in budgets):

@@ -109,6 +109,47 @@ def test_bad_grid_raises_before_work():
         run_benchmark(["no_such_task"], [100], ["npe"])
     with pytest.raises(ValueError, match="budgets must be positive"):
         run_benchmark(["two_moons"], [0], ["npe"])
+    # An option the estimator would refuse fails before any unit trains, naming the method
+    # and the closest option.
+    with pytest.raises(ValueError, match="method 'jeffreys': .*did you mean 'gate_samples'"):
+        run_benchmark(["two_moons"], [100], ["npe", "jeffreys"], options={"gate_sample": 8})
+    with pytest.raises(ValueError, match="method 'jeffreys': warmup_epochs apply to sched"):
+        run_benchmark(["two_moons"], [100], ["jeffreys"], options={"warmup_epochs": 0})
+
+
+def test_a_method_is_a_named_config_checked_when_built():
+    from jsbi.benchmark import METHODS, Method
+
+    m = Method("jeffreys-c2", {"objective": "jeffreys", "passes": 2})
+    with pytest.raises(TypeError):  # frozen, options included
+        m.options["passes"] = 3
+    assert m.kwargs() == {"objective": "jeffreys", "passes": 2}
+    # Extra options: the flow's to every jsbi method, the symmetric objectives' to those
+    # only; device to none (run_unit takes it for every method).
+    extra = {"passes": 2, "proxy": "ratio", "gate_samples": 8, "device": "cpu"}
+    assert METHODS["npe"].kwargs(extra) == {"objective": "npe", "passes": 2}
+    assert METHODS["jeffreys"].kwargs(extra) == {
+        "objective": "jeffreys",
+        "passes": 2,
+        "proxy": "ratio",
+        "objective_kwargs": {"gate_samples": 8},
+    }
+    # What a unit records follows the same options the unit trains with.
+    assert METHODS["npe"].posterior({"posterior": "proxy"}) == "flow"
+    assert METHODS["jeffreys"].posterior() == "auto"
+    assert METHODS["jeffreys"].posterior({"proxy": "ratio"}) == "flow"
+    assert m.transforms("slcp") == "coupling" and m.transforms("two_moons") == "autoregressive"
+    assert METHODS["sbi-npe"].is_sbi and METHODS["sbi-npe"].support() == "sbi"
+    with pytest.raises(ValueError, match="sbi's NPE: it takes no jsbi options"):
+        METHODS["sbi-npe"].kwargs()
+    for options, match in (
+        ({"objective": "jeffreys", "proxi": "ratio"}, "method 'bad': .*did you mean 'proxy'"),
+        ({"objective": "npe", "proxy": "ratio"}, "method 'bad': .* not to objective='npe'"),
+        ({"objective": "jefreys"}, "method 'bad': objective must be one of"),
+        ({"proxy": "ratio"}, "method 'bad': options need an 'objective'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Method("bad", options)
 
 
 def test_cli_benchmark_and_summarise(tmp_path, capsys):

@@ -598,19 +598,12 @@ def train(
     val_idx, tr_idx = split_indices(len(theta), validation_fraction, generator)
     theta, x = theta.to(device), x.to(device)
     val, tr = (theta[val_idx], x[val_idx]), (theta[tr_idx], x[tr_idx])
-    history: dict[str, Any] = {
-        "epoch": [],
-        "train_loss": [],
-        "validation_loss": [],
-        "epoch_time": [],
-    }
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty()
     # A total when there is a real cap; the bar stays, with a summary line after it.
     total = max_epochs if max_epochs < 2**31 - 1 else None
     bar = tqdm(desc="Training", unit="epoch", total=total, disable=not show_progress_bar)
     stopping = EarlyStopping(stop_after_epochs)
-    stopped, interrupted, epoch = "the epoch cap", False, 0
     with seeded(seed, [device]):
         step.to(device)
         step.on_train_start(
@@ -621,86 +614,10 @@ def train(
                 "seed": int(seed),
             }
         )
-        fingerprint = None
-        if checkpoint is not None:
-            fingerprint = _fingerprint(
-                step, theta, x, seed, batch_size, validation_fraction, max_epochs
-            )
-        if checkpoint is not None and os.path.exists(checkpoint):
-            saved = _load_checkpoint(
-                checkpoint, seed=int(seed), n=len(theta), fingerprint=fingerprint
-            )
-            step.load_state_dict(saved["state"])
-            history, epoch = saved["history"], saved["epoch"]
-            stopping.load(saved)
-            torch.set_rng_state(saved["rng"])
-            generator.set_state(saved["generator"])
-            bar.update(epoch)
-        try:
-            while epoch < max_epochs:
-                epoch += 1
-                start = time.perf_counter()
-                epoch_logs = _run_epoch(step, epoch, tr, val, generator, batch_size)
-                _append_epoch(history, epoch, time.perf_counter() - start, epoch_logs)
-                stopping.record(step, epoch, epoch_logs["validation_loss"])
-                bar.update(1)
-                bar.set_postfix(
-                    train=f"{epoch_logs.get('train_loss', math.nan):.4g}",
-                    val=f"{epoch_logs['validation_loss']:.4g}",
-                    best=f"{stopping.best_loss:.4g}",
-                )
-                if checkpoint is not None:
-                    run = {"seed": int(seed), "n": len(theta), "fingerprint": fingerprint}
-                    _save_checkpoint(checkpoint, run, epoch, step, stopping, history, generator)
-                if not math.isfinite(epoch_logs.get("train_loss", 0.0)):
-                    if stopping.best_state is not None:
-                        warnings.warn(
-                            f"non-finite training loss at epoch {epoch}; stopping and "
-                            f"restoring the best state (epoch {stopping.best_epoch})",
-                            stacklevel=2,
-                        )
-                    stopped = "a non-finite training loss"
-                    break
-                if stopping.exhausted(epoch):
-                    if stopping.next_phase(step, epoch):
-                        continue
-                    stopped = (
-                        f"early stopping ({stopping.patience} epochs without a better "
-                        "validation NLL)"
-                    )
-                    break
-                if callback is not None and callback(epoch, epoch_logs):
-                    stopped = "the callback"
-                    break
-        except FloatingPointError as err:
-            stopped = "repeated faults"
-            # A step that cannot recover (repeated blow-ups) ends training; the best
-            # finite state is restored below, never a NaN model.
-            _trim_history(history)
-            warnings.warn(
-                f"training stopped at epoch {epoch}: {err}; returning the best state "
-                f"(epoch {stopping.best_epoch})",
-                stacklevel=2,
-            )
-        except KeyboardInterrupt:
-            interrupted, stopped = True, "an interrupt"
-            _trim_history(history)
-            if stopping.best_state is None:
-                # Untrained (or never selectable) weights are not a posterior: say so
-                # rather than hand them back.
-                bar.close()
-                raise KeyboardInterrupt(
-                    f"training interrupted at epoch {epoch}, before any epoch gave a "
-                    "selectable state: there is no trained posterior to return"
-                    + (f" (the run so far is in {os.fspath(checkpoint)!r})" if checkpoint else "")
-                ) from None
-            warnings.warn(
-                f"training interrupted at epoch {epoch}; returning the best state so far "
-                f"(epoch {stopping.best_epoch}, validation loss {stopping.best_loss:.4g})",
-                stacklevel=2,
-            )
-        finally:
-            bar.close()
+        saver = _Checkpoint(checkpoint, step, theta, x, seed, batch_size, validation_fraction)
+        history, epoch = saver.resume(step, stopping, generator, bar)
+        loop = _EpochLoop(step, tr, val, generator, batch_size, stopping, saver, bar)
+        stopped, interrupted = loop.run(history, epoch, max_epochs, callback)
         if show_progress_bar:
             tqdm.write(
                 f"Training: best epoch {stopping.best_epoch} of {len(history['epoch'])}, "
@@ -725,6 +642,158 @@ def train(
         num_dropped=num_dropped + dropped,
     )
     return history
+
+
+class _EpochLoop:
+    r"""The epochs of :func:`train`: each one trained and validated, recorded in the
+    history, early stopping and the checkpoint, then the reasons to stop (a non-finite
+    loss, the patience spent in the last phase, the callback; repeated faults and an
+    interrupt end it too, with the best state kept)."""
+
+    def __init__(
+        self,
+        step: TrainingStep,
+        tr: tuple[Tensor, Tensor],
+        val: tuple[Tensor, Tensor],
+        generator: torch.Generator,
+        batch_size: int,
+        stopping: EarlyStopping,
+        saver: _Checkpoint,
+        bar: tqdm,
+    ) -> None:
+        self.step, self.tr, self.val, self.generator = step, tr, val, generator
+        self.batch_size, self.stopping, self.saver, self.bar = batch_size, stopping, saver, bar
+
+    def run(
+        self,
+        history: dict[str, Any],
+        epoch: int,
+        max_epochs: int,
+        callback: Callable[[int, dict[str, float]], bool | None] | None,
+    ) -> tuple[str, bool]:
+        r"""Trains from ``epoch`` on; returns what stopped it and whether an interrupt."""
+        stopping, stopped = self.stopping, "the epoch cap"
+        try:
+            while epoch < max_epochs:
+                epoch += 1
+                reason = self.epoch(history, epoch)
+                if reason == "next phase":
+                    continue
+                if reason is None and callback is not None and callback(epoch, self.logs):
+                    reason = "the callback"
+                if reason is not None:
+                    return reason, False
+        except FloatingPointError as err:
+            stopped = "repeated faults"
+            # A step that cannot recover (repeated blow-ups) ends training; the best
+            # finite state is restored below, never a NaN model.
+            _trim_history(history)
+            warnings.warn(
+                f"training stopped at epoch {epoch}: {err}; returning the best state "
+                f"(epoch {stopping.best_epoch})",
+                stacklevel=3,
+            )
+        except KeyboardInterrupt:
+            _trim_history(history)
+            if stopping.best_state is None:
+                # Untrained (or never selectable) weights are not a posterior: say so
+                # rather than hand them back.
+                self.bar.close()
+                where = self.saver.path
+                raise KeyboardInterrupt(
+                    f"training interrupted at epoch {epoch}, before any epoch gave a "
+                    "selectable state: there is no trained posterior to return"
+                    + (f" (the run so far is in {os.fspath(where)!r})" if where else "")
+                ) from None
+            warnings.warn(
+                f"training interrupted at epoch {epoch}; returning the best state so far "
+                f"(epoch {stopping.best_epoch}, validation loss {stopping.best_loss:.4g})",
+                stacklevel=3,
+            )
+            return "an interrupt", True
+        finally:
+            self.bar.close()
+        return stopped, False
+
+    def epoch(self, history: dict[str, Any], epoch: int) -> str | None:
+        r"""One epoch; returns why training stops after it (``"next phase"``: it goes on
+        in the step's next phase), or ``None``."""
+        stopping = self.stopping
+        start = time.perf_counter()
+        self.logs = logs = _run_epoch(
+            self.step, epoch, self.tr, self.val, self.generator, self.batch_size
+        )
+        _append_epoch(history, epoch, time.perf_counter() - start, logs)
+        stopping.record(self.step, epoch, logs["validation_loss"])
+        self.bar.update(1)
+        self.bar.set_postfix(
+            train=f"{logs.get('train_loss', math.nan):.4g}",
+            val=f"{logs['validation_loss']:.4g}",
+            best=f"{stopping.best_loss:.4g}",
+        )
+        self.saver.save(epoch, self.step, stopping, history, self.generator)
+        if not math.isfinite(logs.get("train_loss", 0.0)):
+            if stopping.best_state is not None:
+                warnings.warn(
+                    f"non-finite training loss at epoch {epoch}; stopping and "
+                    f"restoring the best state (epoch {stopping.best_epoch})",
+                    stacklevel=4,
+                )
+            return "a non-finite training loss"
+        if stopping.exhausted(epoch):
+            if stopping.next_phase(self.step, epoch):
+                return "next phase"
+            return f"early stopping ({stopping.patience} epochs without a better validation NLL)"
+        return None
+
+
+class _Checkpoint:
+    r"""The training checkpoint of one run (``path=None``: none): resumed from when it
+    exists, saved after every epoch; it resumes only the run with the same fingerprint."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        step: TrainingStep,
+        theta: Tensor,
+        x: Tensor,
+        seed: int,
+        batch_size: int,
+        validation_fraction: float,
+    ) -> None:
+        self.path = path
+        self.run: dict[str, Any] = {"seed": int(seed), "n": len(theta), "fingerprint": None}
+        if path is not None:
+            self.run["fingerprint"] = _fingerprint(
+                step, theta, x, seed, batch_size, validation_fraction
+            )
+
+    def resume(
+        self, step: TrainingStep, stopping: EarlyStopping, generator: torch.Generator, bar: tqdm
+    ) -> tuple[dict[str, Any], int]:
+        r"""The history and the last finished epoch: the saved ones (the step, early
+        stopping and the random states restored), or a fresh history and epoch 0."""
+        if self.path is None or not os.path.exists(self.path):
+            return {"epoch": [], "train_loss": [], "validation_loss": [], "epoch_time": []}, 0
+        r = self.run
+        saved = _load_checkpoint(self.path, seed=r["seed"], n=r["n"], fingerprint=r["fingerprint"])
+        step.load_state_dict(saved["state"])
+        stopping.load(saved)
+        torch.set_rng_state(saved["rng"])
+        generator.set_state(saved["generator"])
+        bar.update(saved["epoch"])
+        return saved["history"], saved["epoch"]
+
+    def save(
+        self,
+        epoch: int,
+        step: TrainingStep,
+        stopping: EarlyStopping,
+        history: dict[str, Any],
+        generator: torch.Generator,
+    ) -> None:
+        if self.path is not None:
+            _save_checkpoint(self.path, self.run, epoch, step, stopping, history, generator)
 
 
 class EarlyStopping:
@@ -916,7 +985,6 @@ def _fingerprint(
     seed: int,
     batch_size: int,
     validation_fraction: float,
-    max_epochs: int,
 ) -> str:
     r"""What makes a run this run: the data, the step's configuration and the seed.
 

@@ -190,6 +190,6 @@ def test_the_fingerprint_reads_objects_by_their_settings_not_their_address():
             prior, objective="srfe", tau_schedule=Halfway(tau), hidden_features=(16,)
         )
         est.fit(theta, x, max_epochs=1, show_progress_bar=False)
-        return _fingerprint(est.step, theta, x, 0, 200, 0.1, 1)
+        return _fingerprint(est.step, theta, x, 0, 200, 0.1)
 
     assert fingerprint(0.3) == fingerprint(0.3) != fingerprint(0.4)

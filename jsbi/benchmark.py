@@ -123,8 +123,9 @@ class Method:
         return kwargs
 
     def check(self, options: Mapping[str, Any] | None = None) -> None:
-        r"""Raises the estimator's error, naming this method, for options it would refuse
-        (nothing is trained or built but the estimator's settings)."""
+        r"""Raises the estimator's error, naming this method, for options it would refuse.
+        Nothing trains: the estimator is built on a stand-in 2-D box prior (a symmetric
+        objective's check builds a small stand-in flow and step)."""
         from jsbi.inference import PosteriorEstimator
         from jsbi.inference.estimator import _FLOW_OPTIONS
 

@@ -595,6 +595,16 @@ class AdaptiveConfig:
         r"""Whether the gate is on (``gate=None``: on for ``npe-first``)."""
         return self.schedule == "npe-first" if self.gate is None else bool(self.gate)
 
+    def needs_prior(self) -> list[str]:
+        r"""What in this config needs the prior: ``num_prior_samples > 0``, ``distill``
+        (its proposal mixes in the prior) and the gate (its measurement does)."""
+        needs = (
+            (self.num_prior_samples > 0, "num_prior_samples > 0"),
+            (self.objective == "distill", "objective='distill'"),
+            (self.gated, "the gate (gate=True)"),
+        )
+        return [what for need, what in needs if need]
+
     def joint(self) -> dict[str, Any]:
         r"""The joint schedule's options, each ``None`` replaced by its
         :data:`JOINT_DEFAULTS` value (what ``npe-first``'s unused dual is built with)."""

@@ -288,14 +288,8 @@ class AdaptiveStep(TrainingStep):
             raise ValueError(f"learning_rate must be > 0 and finite, got {learning_rate}")
         c = self.config = config
         self.gate = c.gated
-        if prior is None:
-            for needs, what in (
-                (c.num_prior_samples > 0, "num_prior_samples > 0"),
-                (c.objective == "distill", "objective='distill'"),
-                (self.gate, "the gate (gate=True)"),
-            ):
-                if needs:
-                    raise ValueError(f"{what} needs the prior: pass prior=")
+        if prior is None and (needs := c.needs_prior()):
+            raise ValueError(f"{needs[0]} needs the prior: pass prior=")
         self.flow, self.proxy, self.prior = flow, proxy, prior
         self.objective, self.schedule = c.objective, c.schedule
         self.reverse = ReverseEstimator(flow, proxy, prior, c)
@@ -414,19 +408,7 @@ class AdaptiveStep(TrainingStep):
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
             return self.faults.restore("non-finite loss")
         self.optim.descend(loss_flow, loss_proxy)
-        logs = {
-            "loss": loss_flow.item(),
-            "F": F.item(),
-            "R": r.flow.item(),
-            self.plan.fit_name(self): fit.item(),
-            "lambda": self.dual.value,
-            "u": self.dual.slack,
-            "collapsed": float(w.collapsed),
-            "outside": float(r.outside),
-            "faults": 0.0,
-        }
-        if r.ess is not None:
-            logs["ess"] = ess
+        logs = _symmetric_logs(self, loss_flow, F, r, fit, w.collapsed, ess)
         fault = self.plan.finish(self, logs, fit, F)
         if fault is not None:
             return self.faults.restore(fault)
@@ -434,6 +416,27 @@ class AdaptiveStep(TrainingStep):
             logs["tau"] = self.tau
         self.faults.last_logs = logs
         return logs
+
+
+def _symmetric_logs(
+    step: AdaptiveStep, loss: Tensor, F: Tensor, r: Any, fit: Tensor, collapsed: bool, ess: float
+) -> dict[str, float]:
+    # One symmetric step's scalars: what the flow descended (loss), its terms, the dual,
+    # the faults seen and, where the term has importance weights, their ESS.
+    logs = {
+        "loss": loss.item(),
+        "F": F.item(),
+        "R": r.flow.item(),
+        step.plan.fit_name(step): fit.item(),
+        "lambda": step.dual.value,
+        "u": step.dual.slack,
+        "collapsed": float(collapsed),
+        "outside": float(r.outside),
+        "faults": 0.0,
+    }
+    if r.ess is not None:
+        logs["ess"] = ess
+    return logs
 
 
 def check_training_data(

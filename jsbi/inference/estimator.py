@@ -749,10 +749,12 @@ def _check_flow_kwargs(flow: str | type, flow_kwargs: dict[str, Any]) -> None:
         if "__init__" in vars(c):
             known |= set(inspect.signature(c.__init__).parameters)
     known -= {"self", "kwargs", "theta", "x", "prior", "features", "context", "transforms"}
+    # A typo of one of the estimator's own keywords (proxi) lands here too.
+    candidates = sorted(known | set(inspect.signature(PosteriorEstimator).parameters))
     for key in flow_kwargs:
         if key in known:
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.8)
         if close:
             raise ValueError(
                 f"unknown option {key!r} for PosteriorEstimator: did you mean {close[0]!r}?"

@@ -679,10 +679,10 @@ class _EpochLoop:
         try:
             while epoch < max_epochs:
                 epoch += 1
-                reason = self.epoch(history, epoch)
+                reason, logs = self.epoch(history, epoch)
                 if reason == "next phase":
                     continue
-                if reason is None and callback is not None and callback(epoch, self.logs):
+                if reason is None and callback is not None and callback(epoch, logs):
                     reason = "the callback"
                 if reason is not None:
                     return reason, False
@@ -718,14 +718,12 @@ class _EpochLoop:
             self.bar.close()
         return stopped, False
 
-    def epoch(self, history: dict[str, Any], epoch: int) -> str | None:
+    def epoch(self, history: dict[str, Any], epoch: int) -> tuple[str | None, dict[str, float]]:
         r"""One epoch; returns why training stops after it (``"next phase"``: it goes on
-        in the step's next phase), or ``None``."""
+        in the step's next phase; ``None``: it goes on) and the epoch's logs."""
         stopping = self.stopping
         start = time.perf_counter()
-        self.logs = logs = _run_epoch(
-            self.step, epoch, self.tr, self.val, self.generator, self.batch_size
-        )
+        logs = _run_epoch(self.step, epoch, self.tr, self.val, self.generator, self.batch_size)
         _append_epoch(history, epoch, time.perf_counter() - start, logs)
         stopping.record(self.step, epoch, logs["validation_loss"])
         self.bar.update(1)
@@ -742,12 +740,13 @@ class _EpochLoop:
                     f"restoring the best state (epoch {stopping.best_epoch})",
                     stacklevel=4,
                 )
-            return "a non-finite training loss"
+            return "a non-finite training loss", logs
         if stopping.exhausted(epoch):
             if stopping.next_phase(self.step, epoch):
-                return "next phase"
-            return f"early stopping ({stopping.patience} epochs without a better validation NLL)"
-        return None
+                return "next phase", logs
+            reason = f"early stopping ({stopping.patience} epochs without a better validation NLL)"
+            return reason, logs
+        return None, logs
 
 
 class _Checkpoint:

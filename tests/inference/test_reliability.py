@@ -99,6 +99,9 @@ def test_a_typo_in_an_option_is_an_error_at_construction_naming_the_option():
     with pytest.raises(ValueError, match="num_bins must be >= 1|did you mean"):
         PosteriorEstimator(prior, num_bin=0)
     PosteriorEstimator(prior, passes=2, num_bins=4)  # zuko's own options pass
+    # A typo of the estimator's own keyword is named too, not handed to zuko.
+    with pytest.raises(ValueError, match="'proxi'.*did you mean 'proxy'"):
+        PosteriorEstimator(prior, objective="jeffreys", proxi="ratio")
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,16 @@ It prints, per proxy, the NLL of fresh held-out pairs (the proxy's ``log Z`` by 
 importance sampling, half flow and half prior samples, with the smallest ESS fraction)
 against the flow's, the paired difference (negative: the proxy is the better model), and
 with ``--observations`` the C2ST of proxy samples (importance resampling) and of flow
-samples against the reference posterior. Development tasks only.
+samples against the reference posterior. ``--likelihood-variant NAME KEY=VALUE ...`` adds
+a likelihood proxy built with other options (e.g. ``likelihood-t2 num_transforms=2``), so
+that a cheaper proxy is scored against the default on the same pairs; the ``fit s`` column
+and the time per epoch say what it saves. Development tasks only.
 
 Example:
     $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/proxy_table.py --tasks two_moons \
         --num-simulations 1000 --out benchmarks/results/proxy_table
+    $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/proxy_table.py --tasks two_moons \
+        --proxies likelihood --likelihood-variant likelihood-t2 num_transforms=2
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from objectives import _value
 
 import jsbi
 from jsbi.benchmark import DEV_TASKS
@@ -102,8 +108,10 @@ def _roll_atoms(theta: torch.Tensor, K: int, start: int) -> torch.Tensor:
 
 def build(name, task, flow, theta_tr, x_tr, args):
     m = x_tr.shape[1]
-    if name == "likelihood":
-        proxy = LikelihoodEnergy(task.prior, m).set_standardization(theta_tr, x_tr)
+    variants = dict(args.likelihood_variant)
+    if name == "likelihood" or name in variants:
+        options = variants.get(name, {})
+        proxy = LikelihoodEnergy(task.prior, m, **options).set_standardization(theta_tr, x_tr)
 
         def loss(mod, th, x):
             return mod.data_loss(th, x)
@@ -134,6 +142,19 @@ def build(name, task, flow, theta_tr, x_tr, args):
     else:
         raise ValueError(name)
     return proxy, loss
+
+
+def _variant(words, parser):
+    # ["likelihood-t2", "num_transforms=2"] -> ("likelihood-t2", {"num_transforms": 2})
+    name, *pairs = words
+    if name in PROXIES or any("=" not in kv for kv in pairs) or "=" in name:
+        parser.error(f"--likelihood-variant: expected a new NAME then KEY=VALUE, got {words}")
+    options = {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
+    try:  # an unknown option is an error now, not after the npe flow trained
+        LikelihoodEnergy(torch.distributions.Normal(torch.zeros(1), 1.0), 1, **options)
+    except TypeError as err:
+        parser.error(f"--likelihood-variant {name}: {err}")
+    return name, options
 
 
 def _read(path):
@@ -177,6 +198,15 @@ def main() -> None:
     p.add_argument("--atoms", type=int, default=10, help="NRE-C's K")
     p.add_argument("--gamma", type=float, default=1.0, help="NRE-C's gamma")
     p.add_argument("--residual-samples", type=int, default=16)
+    p.add_argument(
+        "--likelihood-variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="also fit a likelihood proxy NAME with these LikelihoodEnergy options "
+        "(repeatable), e.g. likelihood-t2 num_transforms=2",
+    )
     p.add_argument("--out", default=None, help="folder for rows.csv (appended)")
     p.add_argument(
         "--support",
@@ -191,6 +221,7 @@ def main() -> None:
         help="print the markdown table of these rows.csv files and exit (nothing trained)",
     )
     args = p.parse_args()
+    args.likelihood_variant = [_variant(v, p) for v in args.likelihood_variant]
     if args.table:
         print(markdown_table([r for path in args.table for r in _read(path)]))
         return
@@ -237,11 +268,12 @@ def main() -> None:
             rows = [row0]
             print(
                 f"{task_name} {n}: flow held-out NLL {row0['nll']:.3f} "
-                f"({row0['epochs']} epochs, {flow_time:.0f} s)"
+                f"({row0['epochs']} epochs, {flow_time:.0f} s, "
+                f"{1e3 * flow_time / row0['epochs']:.0f} ms/epoch)"
                 + (f", C2ST {statistics.fmean(flow_c2st):.3f}" if flow_c2st else ""),
                 flush=True,
             )
-            for name in args.proxies:
+            for name in [*args.proxies, *(v for v, _ in args.likelihood_variant)]:
                 torch.manual_seed(args.seed)
                 proxy, loss = build(name, task, flow, theta[tr], x[tr], args)
                 start = time.perf_counter()
@@ -280,7 +312,8 @@ def main() -> None:
                 print(
                     f"  {name:<11} NLL {row['nll']:.3f}, minus flow {row['nll_minus_flow']:+.3f} "
                     f"± {row['nll_diff_sd']:.3f} (se), min ESS fraction {row['min_ess']:.3f}, "
-                    f"{info['epochs']} epochs, {fit_time:.0f} s"
+                    f"{info['epochs']} epochs, {fit_time:.0f} s "
+                    f"({1e3 * fit_time / info['epochs']:.0f} ms/epoch)"
                     + (
                         f", C2ST {statistics.fmean(proxy_c2st):.3f} "
                         f"(SIR ESS min {min(sir_ess):.0f})"

@@ -585,6 +585,18 @@ class AdaptiveConfig:
             make_tau_schedule(self.tau)  # its own error names tau
 
     @classmethod
+    def coerce(
+        cls, config: AdaptiveConfig | None, options: Mapping[str, Any] | None = None
+    ) -> AdaptiveConfig:
+        r"""``config``, or one built from ``options`` when it is ``None``; both is an
+        error."""
+        if config is None:
+            return cls.from_options(options)
+        if options:
+            raise TypeError(f"pass config= or options {sorted(options)}, not both")
+        return config
+
+    @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None) -> AdaptiveConfig:
         r"""Builds a config from keyword options; an unknown one is an error naming the
         closest valid option."""

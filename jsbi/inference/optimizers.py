@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -37,6 +38,9 @@ class PrimalOptimizers:
         learning_rate: The flow's learning rate.
         proxy_learning_rate: The proxy's (``None``: the flow's).
         clip_max_norm: Gradient norm clip for both models (``None``: off).
+
+    Raises:
+        ValueError: If ``learning_rate`` is not finite and > 0.
     """
 
     def __init__(
@@ -47,6 +51,8 @@ class PrimalOptimizers:
         proxy_learning_rate: float | None = None,
         clip_max_norm: float | None = 5.0,
     ) -> None:
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0 and finite, got {learning_rate}")
         self.flow, self.proxy = flow, proxy
         self.learning_rate = float(learning_rate)
         self.proxy_learning_rate = float(proxy_learning_rate or learning_rate)
@@ -58,6 +64,15 @@ class PrimalOptimizers:
         r"""The proxy's parameters that are not the flow's."""
         shared = {id(p) for p in self.flow.parameters()}
         return [p for p in self.proxy.parameters() if id(p) not in shared]
+
+    def settings(self) -> dict[str, Any]:
+        r"""The learning rates and the clip as set (not as a fault recovery shrank them),
+        for a checkpoint's fingerprint."""
+        return {
+            "learning_rate": self.learning_rate,
+            "proxy_learning_rate": self.proxy_learning_rate,
+            "clip_max_norm": self.clip_max_norm,
+        }
 
     def start(self) -> None:
         r"""Fresh optimisers (at the start of training)."""

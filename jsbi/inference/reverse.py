@@ -71,7 +71,7 @@ class ReverseEstimator:
         proxy: The conditional energy :math:`E_\psi`.
         prior: The prior (for prior samples in :math:`\log Z` and for ``distill``).
         config: The step's options: ``objective``, ``num_proxy_samples`` (``K``),
-            ``num_prior_samples`` (``M``) and ``path_gradient``.
+            ``num_prior_samples`` (``M``), ``path_gradient`` and ``reverse_batch_size``.
     """
 
     def __init__(
@@ -88,6 +88,12 @@ class ReverseEstimator:
             config.num_prior_samples,
         )
         self.path_gradient = config.path_gradient and config.objective in ("jeffreys", "reverse")
+        self.batch_size = config.reverse_batch_size
+
+    def batch(self, x: Tensor) -> Tensor:
+        r"""The observations of a batch that enter the term (its first ``reverse_batch_size``;
+        all by default)."""
+        return x if self.batch_size is None else x[: self.batch_size]
 
     def __call__(
         self, x: Tensor, *, tau: float | None = None, needs_log_z: bool = True

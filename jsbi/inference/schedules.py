@@ -43,6 +43,7 @@ from torch import Tensor
 from jsbi.inference.config import AdaptiveConfig
 from jsbi.inference.importance import proxy_minus_flow
 from jsbi.inference.objectives import constraint_violation, proxy_fit
+from jsbi.inference.tau import make_tau_schedule
 from jsbi.seeding import seeded
 
 __all__ = [
@@ -73,6 +74,10 @@ class Weights:
     proxy: float
     lam: float
     collapsed: bool = False
+
+    def kwargs(self) -> dict[str, float]:
+        r"""The weights as :func:`~jsbi.inference.objectives.primal_losses`' keywords."""
+        return {"lam": self.lam, "flow_weight": self.flow, "proxy_weight": self.proxy}
 
 
 def own_fit(step: Any, theta: Tensor, x: Tensor, xr: Tensor) -> Tensor:
@@ -119,6 +124,8 @@ class Schedule:
         validation: The last validation pairs.
         summary: What the run found (e.g. ``phase2_start``), for the history.
         steps: Batches taken without the reverse term (``proxy_every`` counts them).
+        tau_schedule: SRFE's order over the symmetric epochs (``None`` for the other
+            objectives).
     """
 
     name: str
@@ -129,6 +136,8 @@ class Schedule:
         self.gate_value = 1.0
         self.steps = 0
         self.validation: tuple[Tensor, Tensor] | None = None
+        srfe = config.objective == "srfe"
+        self.tau_schedule = make_tau_schedule(config.tau) if srfe else None
         self.start(None)
 
     def start(self, step: Any) -> None:
@@ -143,6 +152,15 @@ class Schedule:
     def symmetric(self, epoch: int) -> bool:
         r"""Whether ``epoch`` runs the symmetric objective (not warm-up or phase 1)."""
         return epoch >= self.symmetric_from
+
+    def tau(self, epoch: int) -> float | None:
+        r"""SRFE's order in ``epoch``: the tau schedule at the fraction of ``tau_epochs``
+        done since the symmetric objective began (its start before then); ``None`` for
+        the other objectives."""
+        if self.tau_schedule is None:
+            return None
+        done = epoch - self.symmetric_from if self.symmetric(epoch) else 0
+        return float(self.tau_schedule(min(1.0, max(0, done) / self.config.tau_epochs)))
 
     def state_dict(self) -> dict[str, Any]:
         r"""The position in the schedule, so a checkpointed run resumes in its phase."""

@@ -67,7 +67,6 @@ from jsbi.inference.objectives import forward_kl, primal_losses
 from jsbi.inference.optimizers import PrimalOptimizers
 from jsbi.inference.reverse import ReverseEstimator
 from jsbi.inference.schedules import make_schedule, measure_proxy, own_fit, own_fit_name
-from jsbi.inference.tau import make_tau_schedule
 from jsbi.seeding import seeded
 
 __all__ = [
@@ -233,20 +232,20 @@ class AdaptiveStep(TrainingStep):
     :func:`~jsbi.inference.objectives.primal_losses`; the reverse term's estimate from the
     flow's samples is :class:`~jsbi.inference.reverse.ReverseEstimator`; when the reverse
     term is on, and how strongly, is the schedule (:mod:`jsbi.inference.schedules`):
-    ``"joint"`` (warm-up, then the primal-dual objective with the dual variable, or with
-    ``adaptive=False`` the fixed-weight penalty ablation) or ``"npe-first"`` (``npe`` up
+    ``"joint"`` (warm-up, then the primal-dual objective) or ``"npe-first"`` (``npe`` up
     to its early stop, then the gated reverse term from its best state; the loop keeps the
     best validation NLL over both phases, and ``history["best_phase"]`` says which won).
-    This class orchestrates them: the two optimisers, the update, restores and logging.
+    This class orchestrates them: the two optimisers
+    (:class:`~jsbi.inference.optimizers.PrimalOptimizers`), the dual variable, the update
+    and logging.
 
     A reverse-term sample outside the prior's support has infinite energy: it is left out
-    of the term (never a NaN), and counted in ``history["train_outside"]``. Faults
-    (METHOD.md section 6) are detected, not hidden: a batch whose importance sampling
-    collapsed (joint schedule) updates the flow on :math:`F` only and is counted in
-    ``history["train_collapsed"]``; a non-finite loss or a dual above ``max_lambda``
-    restores the state of the last finished epoch, halves both learning rates and the dual
-    step, and warns; after ``max_restores`` restores training stops (the loop then returns
-    the best state, never a NaN posterior).
+    of the term (never a NaN), and counted in ``history["train_outside"]``. A joint batch
+    whose importance sampling collapsed updates the flow on :math:`F` only
+    (``history["train_collapsed"]``). A non-finite loss or a dual above ``max_lambda``
+    is a fault (METHOD.md section 6): :class:`~jsbi.inference.dual.FaultRecovery`
+    restores the last finished epoch with smaller steps and warns, and stops training
+    after ``max_restores`` (the loop then returns the best state, never a NaN posterior).
 
     Arguments:
         flow: The conditional flow :math:`q_\phi`.
@@ -280,27 +279,19 @@ class AdaptiveStep(TrainingStep):
         clip_max_norm: float | None = 5.0,
         **options: Any,
     ) -> None:
-        if config is None:
-            config = AdaptiveConfig.from_options(options)
-        elif options:
-            raise TypeError(f"pass config= or options {sorted(options)}, not both")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0 and finite, got {learning_rate}")
-        c = self.config = config
-        self.gate = c.gated
+        c = self.config = AdaptiveConfig.coerce(config, options)
         if prior is None and (needs := c.needs_prior()):
             raise ValueError(f"{needs[0]} needs the prior: pass prior=")
+        self.optim = PrimalOptimizers(
+            flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
+        )
         self.flow, self.proxy, self.prior = flow, proxy, prior
-        self.objective, self.schedule = c.objective, c.schedule
+        self.objective, self.schedule, self.gate = c.objective, c.schedule, c.gated
         self.reverse = ReverseEstimator(flow, proxy, prior, c)
         self.plan = make_schedule(c)
-        self.tau_schedule = make_tau_schedule(c.tau) if c.objective == "srfe" else None
         joint = c.joint()
         self.dual = DualVariable(
             joint["lambda_init"], joint["alpha"], joint["dual_lr"], joint["adaptive"], c.max_lambda
-        )
-        self.optim = PrimalOptimizers(
-            flow, proxy, learning_rate, c.proxy_learning_rate, clip_max_norm
         )
         self.faults = FaultRecovery(self, c.max_restores)
         self.epoch = 0
@@ -317,10 +308,7 @@ class AdaptiveStep(TrainingStep):
         self.faults.start()
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.tau_schedule is not None:
-            done = epoch - self.plan.symmetric_from if self.plan.symmetric(epoch) else 0
-            self.tau = float(self.tau_schedule(min(1.0, max(0, done) / self.config.tau_epochs)))
+        self.epoch, self.tau = epoch, self.plan.tau(epoch)
 
     def selectable(self, epoch: int) -> bool:
         return self.plan.selectable(self, epoch)
@@ -331,20 +319,14 @@ class AdaptiveStep(TrainingStep):
     def measure_proxy(
         self, theta: Tensor, x: Tensor, num_samples: int | None = None
     ) -> dict[str, float]:
-        r"""The gate's measurement on pairs
-        (:func:`~jsbi.inference.importance.proxy_minus_flow`, with ``num_samples``
-        importance samples per pair, default ``gate_samples``, and the same random
-        numbers every call): sets the gate to 1 while the proxy is the better model, and
-        returns the measurement with ``gate``."""
+        r"""The gate's measurement on pairs: :func:`~jsbi.inference.schedules.measure_proxy`."""
         return measure_proxy(self, theta, x, num_samples)
 
     def summary(self) -> dict[str, Any]:
         return dict(self.plan.summary)
 
     def fingerprint(self) -> dict[str, Any]:
-        o = self.optim  # its settings, not its training-time state
-        lrs = {"learning_rate": o.learning_rate, "proxy_learning_rate": o.proxy_learning_rate}
-        return {**super().fingerprint(), **lrs, "clip_max_norm": o.clip_max_norm}
+        return {**super().fingerprint(), **self.optim.settings()}
 
     def on_converged(self, best_state: dict[str, Any] | None) -> bool | int:
         return self.plan.converged(self, best_state)
@@ -354,9 +336,7 @@ class AdaptiveStep(TrainingStep):
 
     def state_dict(self) -> dict[str, Any]:
         state = {**super().state_dict(), **self.optim.state_dict()}
-        state["lambda"] = self.dual.value
-        state["schedule"] = self.plan.state_dict()
-        return state
+        return {**state, "lambda": self.dual.value, "schedule": self.plan.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -366,14 +346,11 @@ class AdaptiveStep(TrainingStep):
             self.plan.load_state_dict(state["schedule"])
 
     # -- the update ----------------------------------------------------------------------
-    def _reverse_batch(self, x: Tensor) -> Tensor:
-        return x if self.config.reverse_batch_size is None else x[: self.config.reverse_batch_size]
-
     def _npe_step(self, theta: Tensor, x: Tensor) -> dict[str, float]:
         # The flow on F, the proxy on its own fit when due (warm-up, phase 1, gated off).
         F = forward_kl(self.flow.log_prob(theta, x))
         self.plan.steps += 1
-        fit = own_fit(self, theta, x, self._reverse_batch(x)) if self.plan.fit_due(self) else None
+        fit = own_fit(self, theta, x, self.reverse.batch(x)) if self.plan.fit_due(self) else None
         self.optim.descend(F, fit)
         logs = {"loss": F.item(), "F": F.item()}
         if fit is not None:
@@ -388,23 +365,15 @@ class AdaptiveStep(TrainingStep):
         if self.plan.skips_reverse(self):
             return {**self._npe_step(theta, x), "phase": 2.0, "gate": 0.0}
         F = forward_kl(self.flow.log_prob(theta, x))
-        xr = self._reverse_batch(x)
+        xr = self.reverse.batch(x)
         r = self.reverse(xr, tau=self.tau, needs_log_z=self.plan.needs_log_z)
         fit = self.plan.fit(self, theta, x, xr, r.log_z)
         ess = math.nan if r.ess is None else float(r.ess.mean())
         w = self.plan.weights(self, ess)
+        forward = self.objective != "reverse"  # reverse: R alone, collapsed or not
         loss_flow, loss_proxy = primal_losses(
-            F,
-            r.flow,
-            fit,
-            r.proxy,
-            lam=w.lam,
-            flow_weight=w.flow,
-            proxy_weight=w.proxy,
-            forward=self.objective != "reverse",
+            F, r.flow, fit, r.proxy, forward=forward, **w.kwargs()
         )
-        if self.objective == "reverse" and w.collapsed:
-            loss_flow = r.flow
         if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
             return self.faults.restore("non-finite loss")
         self.optim.descend(loss_flow, loss_proxy)
@@ -412,8 +381,6 @@ class AdaptiveStep(TrainingStep):
         fault = self.plan.finish(self, logs, fit, F)
         if fault is not None:
             return self.faults.restore(fault)
-        if self.tau is not None:
-            logs["tau"] = self.tau
         self.faults.last_logs = logs
         return logs
 
@@ -436,6 +403,8 @@ def _symmetric_logs(
     }
     if r.ess is not None:
         logs["ess"] = ess
+    if step.tau is not None:
+        logs["tau"] = step.tau
     return logs
 
 

@@ -83,7 +83,13 @@ def main() -> None:
             f"{args.task} {args.num_simulations} {name:<12} held-out NLL {nll:.3f}, C2ST "
             f"{statistics.fmean(scores):.3f} {[round(s, 3) for s in scores]}, epochs "
             f"{h['epochs_trained']} (best {h['best_epoch']}, phase {h.get('best_phase')}), "
-            f"{seconds:.0f} s = {seconds / npe_time:.1f}x npe"
+            f"returns {h.get('posterior', 'flow')}, "
+            + (
+                f"proxy stopped at epoch {h['proxy_stopped_epoch']}, "
+                if "proxy_stopped_epoch" in h
+                else ""
+            )
+            + f"{seconds:.0f} s = {seconds / npe_time:.1f}x npe"
             + (f", at the switch {h['phase2_start']}" if "phase2_start" in h else ""),
             flush=True,
         )

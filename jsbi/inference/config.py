@@ -426,6 +426,11 @@ class AdaptiveConfig:
             >= 1 (``None``: all).
         proxy_every: In npe-first's phase 1 (and gated-off phase-2 steps), the proxy fits
             its data on every ``proxy_every``-th batch only, >= 1.
+        proxy_patience: ``npe-first``: the proxy's own early stopping, >= 1. Its own fit on
+            the validation pairs is measured every epoch of both phases; after this many
+            epochs without a better one it is restored to its best state and stops
+            fitting (with ``proxy_reverse_weight=0`` it then no longer moves at all).
+            ``None``: it fits to the end, its best state kept only at the switch.
         proxy_learning_rate: The proxy's Adam learning rate (``None``: the flow's).
         min_ess: ESS fraction below which a joint batch counts as collapsed (``None``:
             ``1.5 / (num_proxy_samples + num_prior_samples)``).
@@ -499,6 +504,11 @@ class AdaptiveConfig:
     proxy_every: int = _field(
         1, "npe-first: in phase 1 the proxy fits its data on every n-th batch, >= 1"
     )
+    proxy_patience: int | None = _field(
+        None,
+        "npe-first: the proxy stops fitting, at its best state, after this many epochs "
+        "without a better own validation fit, >= 1 (default: it fits to the end)",
+    )
     proxy_learning_rate: float | None = _field(
         None, "the proxy's Adam learning rate, > 0 (default: the flow's)"
     )
@@ -566,9 +576,14 @@ class AdaptiveConfig:
             ("max_restores", 0),
             ("phase2_patience", 1),
             ("reverse_batch_size", 1),
+            ("proxy_patience", 1),
         ):
             value = getattr(self, name)
-            if value is None and name in ("phase2_patience", "reverse_batch_size"):
+            if value is None and name in (
+                "phase2_patience",
+                "reverse_batch_size",
+                "proxy_patience",
+            ):
                 continue
             if _int_below(value, minimum):
                 raise ValueError(f"{name} must be >= {minimum} (an int), got {value!r}")
@@ -577,6 +592,13 @@ class AdaptiveConfig:
             raise ValueError(f"proxy_learning_rate must be > 0 or None (the flow's), got {lr!r}")
         if ess is not None and not (math.isfinite(ess) and ess >= 0):
             raise ValueError(f"min_ess must be finite and >= 0 or None, got {ess!r}")
+        if self.proxy_patience is not None and (
+            self.schedule != "npe-first" or self.proxy_reverse_weight
+        ):
+            raise ValueError(
+                "proxy_patience applies to schedule='npe-first' with proxy_reverse_weight=0 "
+                "(a proxy that shares the reverse term has no own early stopping)"
+            )
         if self.gate not in (None, True, False):
             raise ValueError(f"gate must be True, False or None, got {self.gate!r}")
         if self.objective == "srfe":

@@ -681,14 +681,14 @@ def proxy_loss(R: Tensor, C: Tensor, lam: Tensor | float, weight: float = 1.0) -
 def primal_losses(
     F: Tensor,
     R_flow: Tensor,
-    fit: Tensor,
+    fit: Tensor | None,
     R_proxy: Tensor | None = None,
     *,
     lam: float = 1.0,
     flow_weight: float = 1.0,
     proxy_weight: float = 0.0,
     forward: bool = True,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None]:
     r"""The whole method in one place: what each model descends, each step.
 
     .. math:: \mathcal{L}_\phi = F(\phi) + w_\phi R(\phi, \psi), \qquad
@@ -699,7 +699,9 @@ def primal_losses(
       reparameterised, :math:`\log Z` detached), ``R_proxy`` the proxy's (samples
       detached, :math:`\log Z` with its gradient).
     - ``fit`` is the proxy's data fit: :math:`C` (:func:`proxy_fit`), a contrastive loss,
-      or the likelihood proxy's exact maximum likelihood.
+      or the likelihood proxy's exact maximum likelihood. ``None`` (its own early stopping
+      ended it, ``npe-first``'s ``proxy_patience``) with no reverse share: the proxy's loss
+      is ``None``, and the proxy does not move.
     - Schedule ``joint`` (METHOD.md section 4): :math:`w_\phi = w_\psi = \beta`,
       :math:`\lambda` the dual variable. Schedule ``npe-first`` (section 4b, phase 2):
       :math:`w_\phi = \beta \cdot \text{gate}` (0 while the proxy's validation NLL is worse
@@ -715,12 +717,11 @@ def primal_losses(
         (tensor(3.), tensor(5.5000))
     """
     loss_flow = flow_loss(F, R_flow, flow_weight) if forward else R_flow
-    loss_proxy = (
-        lam * fit
-        if R_proxy is None or proxy_weight == 0
-        else proxy_loss(R_proxy, fit, lam, proxy_weight)
-    )
-    return loss_flow, loss_proxy
+    if R_proxy is None or proxy_weight == 0:
+        return loss_flow, None if fit is None else lam * fit
+    if fit is None:
+        raise ValueError("a proxy with a share of the reverse term needs its fit")
+    return loss_flow, proxy_loss(R_proxy, fit, lam, proxy_weight)
 
 
 def lagrangian(

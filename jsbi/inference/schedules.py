@@ -120,7 +120,11 @@ class Schedule:
         phase: 0 (joint), 1 or 2 (npe-first).
         symmetric_from: The first epoch of the symmetric objective.
         gate_value: The gate, 1 (the reverse term on) or 0.
-        proxy_best: The proxy's best own fit in phase 1, ``(value, state_dict)``.
+        proxy_best: The proxy's best own validation fit, ``(value, state_dict)``: in phase
+            1, and in phase 2 too with ``proxy_patience``.
+        proxy_stale: Epochs since ``proxy_best`` last improved.
+        proxy_frozen: Whether the proxy's own early stopping has ended its fit
+            (``proxy_patience``).
         validation: The last validation pairs.
         summary: What the run found (e.g. ``phase2_start``), for the history.
         steps: Batches taken without the reverse term (``proxy_every`` counts them).
@@ -144,6 +148,7 @@ class Schedule:
         r"""A run starts: its first phase, nothing found yet."""
         self.phase, self.symmetric_from = self.first_phase()
         self.proxy_best: tuple[float, dict[str, Any]] | None = None
+        self.proxy_stale, self.proxy_frozen = 0, False
         self.summary: dict[str, Any] = {}
 
     def first_phase(self) -> tuple[int, float]:
@@ -169,6 +174,8 @@ class Schedule:
             "symmetric_from": self.symmetric_from,
             "gate": self.gate_value,
             "proxy_best": self.proxy_best,
+            "proxy_stale": self.proxy_stale,
+            "proxy_frozen": self.proxy_frozen,
             "summary": self.summary,
             "steps": self.steps,
         }
@@ -177,6 +184,8 @@ class Schedule:
         self.phase, self.symmetric_from = state["phase"], state["symmetric_from"]
         self.gate_value, self.proxy_best = state["gate"], state["proxy_best"]
         self.steps = int(state.get("steps", 0))
+        self.proxy_stale = int(state.get("proxy_stale", 0))
+        self.proxy_frozen = bool(state.get("proxy_frozen", False))
         # What the run found so far outlives a restore of an earlier epoch's state.
         self.summary = {**state.get("summary", {}), **self.summary}
 
@@ -257,20 +266,31 @@ class NpeFirstSchedule(Schedule):
         fit = getattr(step.proxy, "fit_loss", None)
         # The same random numbers every epoch (comparable values), drawn off the
         # training stream.
-        with seeded(0, [theta.device]):
-            if fit is not None and self.phase == 1:
-                # The proxy's own early stopping in phase 1, on the flow's validation pairs.
-                value = float(fit(theta, x))
-                logs["proxy_fit"] = value
-                best = self.proxy_best
-                if math.isfinite(value) and (best is None or value < best[0]):
-                    self.proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
+        own = self.phase == 1 or self.config.proxy_patience is not None
+        with seeded(0, [theta.device]), torch.no_grad():
+            if fit is not None and own and not self.proxy_frozen:
+                # The proxy's own early stopping, on the flow's validation pairs.
+                logs["proxy_fit"] = value = float(fit(theta, x))
+                self._record_proxy_fit(step, value)
         if step.gate and self.phase == 2:
             # Every gate_every-th phase-2 epoch (the first included); in between the
             # gate keeps its last value.
             if (step.epoch - self.symmetric_from) % self.config.gate_every == 0:
                 logs.update(measure_proxy(step, theta, x))
         return logs
+
+    def _record_proxy_fit(self, step: Any, value: float) -> None:
+        best, patience = self.proxy_best, self.config.proxy_patience
+        if math.isfinite(value) and (best is None or value < best[0]):
+            self.proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
+            self.proxy_stale = 0
+        else:
+            self.proxy_stale += 1
+        if patience is not None and self.proxy_stale >= patience and self.proxy_best:
+            # Its own early stop: back to its best state, and no more fitting.
+            step.proxy.load_state_dict(self.proxy_best[1])
+            self.proxy_frozen = True
+            self.summary["proxy_stopped_epoch"] = step.epoch
 
     def converged(self, step: Any, best_state: dict[str, Any] | None) -> bool | int:
         if self.phase != 1:
@@ -298,16 +318,19 @@ class NpeFirstSchedule(Schedule):
         return True if self.config.phase2_patience is None else self.config.phase2_patience
 
     def fit_due(self, step: Any) -> bool:
-        return (self.steps - 1) % self.config.proxy_every == 0
+        return not self.proxy_frozen and (self.steps - 1) % self.config.proxy_every == 0
 
     def skips_reverse(self, step: Any) -> bool:
         # Gated off, the reverse term moves neither model: an npe step, without drawing
         # the reverse term's samples.
         return self.phase == 2 and not self.gate_value and not self.config.proxy_reverse_weight
 
-    def fit(self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None) -> Tensor:
-        # The proxy keeps its own fit (exact likelihood, contrastive, ...).
-        return own_fit(step, theta, x, xr)
+    def fit(
+        self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None
+    ) -> Tensor | None:
+        # The proxy keeps its own fit (exact likelihood, contrastive, ...), until its own
+        # early stopping ends it (None: the proxy does not move).
+        return None if self.proxy_frozen else own_fit(step, theta, x, xr)
 
     def fit_name(self, step: Any) -> str:
         return own_fit_name(step.proxy)

@@ -374,7 +374,7 @@ class AdaptiveStep(TrainingStep):
         loss_flow, loss_proxy = primal_losses(
             F, r.flow, fit, r.proxy, forward=forward, **w.kwargs()
         )
-        if not (torch.isfinite(loss_flow) and torch.isfinite(loss_proxy)):
+        if not all(torch.isfinite(v) for v in (loss_flow, loss_proxy) if v is not None):
             return self.faults.restore("non-finite loss")
         self.optim.descend(loss_flow, loss_proxy)
         logs = _symmetric_logs(self, loss_flow, F, r, fit, w.collapsed, ess)
@@ -386,7 +386,13 @@ class AdaptiveStep(TrainingStep):
 
 
 def _symmetric_logs(
-    step: AdaptiveStep, loss: Tensor, F: Tensor, r: Any, fit: Tensor, collapsed: bool, ess: float
+    step: AdaptiveStep,
+    loss: Tensor,
+    F: Tensor,
+    r: Any,
+    fit: Tensor | None,
+    collapsed: bool,
+    ess: float,
 ) -> dict[str, float]:
     # One symmetric step's scalars: what the flow descended (loss), its terms, the dual,
     # the faults seen and, where the term has importance weights, their ESS.
@@ -394,13 +400,14 @@ def _symmetric_logs(
         "loss": loss.item(),
         "F": F.item(),
         "R": r.flow.item(),
-        step.plan.fit_name(step): fit.item(),
         "lambda": step.dual.value,
         "u": step.dual.slack,
         "collapsed": float(collapsed),
         "outside": float(r.outside),
         "faults": 0.0,
     }
+    if fit is not None:  # None: the proxy's own early stopping ended its fit
+        logs[step.plan.fit_name(step)] = fit.item()
     if r.ess is not None:
         logs["ess"] = ess
     if step.tau is not None:

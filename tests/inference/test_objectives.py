@@ -538,3 +538,17 @@ def test_reverse_terms_split_the_gradients_and_leave_outside_samples_out(tau):
     if tau is None:
         keep = torch.isfinite(e)
         assert torch.allclose(R_flow, (log_q + e)[keep].mean())
+
+
+def test_primal_losses_weigh_each_term_and_a_stopped_proxy_gets_no_loss():
+    from jsbi.inference.objectives import primal_losses
+
+    F, R, fit, R_proxy = (torch.tensor(v) for v in (1.0, 2.0, 3.0, 4.0))
+    flow, proxy = primal_losses(F, R, fit, R_proxy, lam=0.5, flow_weight=0.25, proxy_weight=2)
+    assert (float(flow), float(proxy)) == (1.0 + 0.25 * 2.0, 0.5 * 3.0 + 2 * 4.0)
+    flow, proxy = primal_losses(F, R, fit, forward=False)  # objective "reverse": R alone
+    assert (float(flow), float(proxy)) == (2.0, 3.0)
+    # fit None (proxy_patience ended it): no proxy loss, unless it shares the reverse term.
+    assert primal_losses(F, R, None, R_proxy)[1] is None
+    with pytest.raises(ValueError, match="needs its fit"):
+        primal_losses(F, R, None, R_proxy, proxy_weight=1.0)

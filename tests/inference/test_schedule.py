@@ -352,3 +352,69 @@ def test_the_gate_uses_gate_samples_and_a_caller_may_ask_for_more(monkeypatch):
     assert asked == [16, 16, 256]
     assert first == again  # the same random numbers every call
     assert more["proxy_nll"] != first["proxy_nll"] and more["gate"] in (0.0, 1.0)
+
+
+def test_proxy_patience_stops_the_proxy_at_its_best_state_in_both_phases():
+    step, _, proxy, _, theta, x = _npe_first_step(proxy_patience=2, num_proxy_samples=2)
+    val = (theta[:40], x[:40])
+
+    def params():
+        return [p.detach().clone() for p in proxy.parameters()]
+
+    # Epoch 1 sets the best own fit; then the validation fit is made worse twice (a
+    # proxy the data disagree with), so its own early stopping ends the fit.
+    step.on_epoch_start(1)
+    step.step(theta[40:90], x[40:90])
+    logs = step.validate(*val)
+    best_value, best = step.plan.proxy_best[0], params()
+    assert logs["proxy_fit"] == best_value and not step.plan.proxy_frozen
+    for epoch in (2, 3):
+        step.on_epoch_start(epoch)
+        with torch.no_grad():
+            for p in proxy.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        step.validate(*val)
+    assert step.plan.proxy_frozen and step.plan.summary["proxy_stopped_epoch"] == 3
+    restored = params()
+    assert all(torch.equal(a, b) for a, b in zip(restored, best, strict=True))
+    # Frozen: neither a phase-1 step, a phase-2 step nor a validation moves or refits it.
+    step.on_epoch_start(4)
+    logs = step.step(theta[90:140], x[90:140])
+    assert "fit" not in logs
+    step.plan.phase, step.plan.symmetric_from, step.plan.gate_value = 2, 5, 1.0
+    step.on_epoch_start(5)
+    logs = step.step(theta[140:190], x[140:190])
+    assert "fit" not in logs and math.isfinite(logs["R"]) and logs["gate"] == 1.0
+    assert "proxy_fit" not in step.validate(*val)
+    assert all(torch.equal(a, b) for a, b in zip(params(), best, strict=True))
+    # A checkpoint or a fault restore keeps it stopped.
+    state = step.state_dict()
+    step.plan.proxy_frozen = False
+    step.load_state_dict(state)
+    assert step.plan.proxy_frozen and step.plan.proxy_stale == 2
+
+
+def test_without_proxy_patience_the_proxy_fits_to_the_end():
+    step, _, proxy, _, theta, x = _npe_first_step(num_proxy_samples=2)
+    step.plan.phase, step.plan.symmetric_from, step.plan.gate_value = 2, 0, 1.0
+    for epoch in (1, 2, 3, 4):
+        step.on_epoch_start(epoch)
+        logs = step.step(theta[:50], x[:50])
+        assert "fit" in logs
+        assert "proxy_fit" not in step.validate(theta[:40], x[:40])  # phase 1 only
+    assert not step.plan.proxy_frozen
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"proxy_patience": 0}, r"proxy_patience must be >= 1 \(an int\)"),
+        ({"proxy_patience": 5, "schedule": "joint"}, "proxy_patience applies to schedule"),
+        ({"proxy_patience": 5, "proxy_reverse_weight": 0.5}, "proxy_reverse_weight=0"),
+    ],
+)
+def test_proxy_patience_is_checked_at_construction(options, match):
+    from jsbi.inference.config import AdaptiveConfig
+
+    with pytest.raises(ValueError, match=match):
+        AdaptiveConfig(**{"schedule": "npe-first", **options})

@@ -3,7 +3,8 @@ r"""Phase 2 of ``npe-first``, variant by variant, on one development cell.
 Trains jsbi ``npe`` and then each variant of the symmetric objective (``--variant
 NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
 likelihood proxy and ``schedule="npe-first"``; ``flow.key=value`` is an option of the flow,
-e.g. ``flow.passes=2`` for a coupling flow; ``objective=npe`` is an ``npe`` variant) on the
+e.g. ``flow.passes=2`` for a coupling flow; ``proxy.key=value`` one of the proxy, e.g.
+``proxy.flow=maf`` for a MAF likelihood; ``objective=npe`` is an ``npe`` variant) on the
 same simulations, and prints per variant: the NLL of fresh held-out pairs, C2ST (sbibm's
 definition) on the given observations, which phase won, and the wall time relative to
 ``npe``. Development tasks only: it is how the default was chosen.
@@ -53,8 +54,12 @@ def main() -> None:
         named = {
             k: options.pop(k) for k in ("objective", "proxy", "schedule", "gate") if k in options
         }
-        # flow.KEY=VALUE is the flow's option (e.g. flow.passes=2, a coupling flow).
+        # flow.KEY=VALUE is the flow's option (e.g. flow.passes=2, a coupling flow);
+        # proxy.KEY=VALUE the proxy's (e.g. proxy.flow=maf, a MAF likelihood).
         flow = {k[5:]: options.pop(k) for k in list(options) if k.startswith("flow.")}
+        proxy = {k[6:]: options.pop(k) for k in list(options) if k.startswith("proxy.")}
+        if proxy:
+            options["proxy_kwargs"] = proxy
         named.setdefault("objective", args.objective)
         if named["objective"] == "npe":
             if extra := sorted(set(options) | (set(named) - {"objective"})):

@@ -4,10 +4,10 @@ Trains jsbi ``npe`` and then each variant of the symmetric objective (``--varian
 NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
 likelihood proxy and ``schedule="npe-first"``; ``flow.key=value`` is an option of the flow,
 e.g. ``flow.passes=2`` for a coupling flow; ``proxy.key=value`` one of the proxy, e.g.
-``proxy.flow=maf`` for a MAF likelihood; ``objective=npe`` is an ``npe`` variant) on the
-same simulations, and prints per variant: the NLL of fresh held-out pairs, C2ST (sbibm's
-definition) on the given observations, which phase won, and the wall time relative to
-``npe``. Development tasks only: it is how the default was chosen.
+``proxy.flow=maf`` for a MAF likelihood, a JSON value read as JSON; ``objective=npe`` is an
+``npe`` variant) on the same simulations, and prints per variant: the NLL of fresh
+held-out pairs, C2ST (sbibm's definition) on the given observations, which phase won, and
+the wall time relative to ``npe``. Development tasks only: it is how the default was chosen.
 
 Example:
     $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phase2.py --task two_moons \
@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -50,7 +51,12 @@ def main() -> None:
     )
     runs = [] if args.no_npe else [("npe", {"objective": "npe"})]
     for name, *kv in args.variant:
-        options = {k: _value(v) for k, v in (s.split("=", 1) for s in kv)}
+        # A JSON value (list or dict) is read as JSON, e.g.
+        # proxy.alternatives='[{"flow": "maf", "num_transforms": 3}]'.
+        options = {
+            k: json.loads(v) if v[:1] in "[{" else _value(v)
+            for k, v in (s.split("=", 1) for s in kv)
+        }
         named = {
             k: options.pop(k) for k in ("objective", "proxy", "schedule", "gate") if k in options
         }
@@ -95,7 +101,8 @@ def main() -> None:
                 else ""
             )
             + f"{seconds:.0f} s = {seconds / npe_time:.1f}x npe"
-            + (f", at the switch {h['phase2_start']}" if "phase2_start" in h else ""),
+            + (f", at the switch {h['phase2_start']}" if "phase2_start" in h else "")
+            + (f", candidates {h['proxy_candidates']}" if "proxy_candidates" in h else ""),
             flush=True,
         )
 

@@ -28,7 +28,8 @@ __all__ = [
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -458,6 +459,11 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         num_transforms: The flow's number of transforms.
         num_bins: Spline bins (``nsf``).
         outside_energy: The energy outside the support.
+        alternatives: Further candidate likelihoods, each a dict of this class's flow
+            options that differ from the first's (e.g. ``{"flow": "maf",
+            "num_transforms": 3}``). Until :meth:`select` picks one, every candidate fits
+            the data (:meth:`data_loss` is the sum of their losses) and the energy is the
+            first's; after, only the selected one fits and gives the energy.
         theta_loc, theta_scale, x_loc, x_scale: Standardisation statistics (default 0 and
             1); see :meth:`set_standardization`.
         flow_kwargs: Passed to zuko (e.g. ``passes=2`` for a coupling flow).
@@ -486,6 +492,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         num_transforms: int = 5,
         num_bins: int = 10,
         outside_energy: float = math.inf,
+        alternatives: Sequence[Mapping[str, Any]] = (),
         theta_loc: Tensor | None = None,
         theta_scale: Tensor | None = None,
         x_loc: Tensor | None = None,
@@ -512,15 +519,18 @@ class LikelihoodEnergy(_Standardized, nn.Module):
             "outside_energy": self.outside_energy,
             "flow_kwargs": dict(flow_kwargs),
         }
-        self.likelihood = build_flow(
-            flow,
-            self.dim_x,
-            self.dim_theta,
-            hidden_features=hidden_features,
-            num_transforms=num_transforms,
-            num_bins=num_bins,
-            **flow_kwargs,
-        )
+        first = {k: self.config[k] for k in ("flow", "hidden_features", "num_transforms")}
+        first.update(num_bins=self.config["num_bins"], **flow_kwargs)
+        candidates = [first] + [_candidate(first, a) for a in alternatives]
+        if len(candidates) > 1:
+            self.config["alternatives"] = [dict(a) for a in alternatives]
+        flows = [build_flow(o.pop("flow"), self.dim_x, self.dim_theta, **o) for o in candidates]
+        self.likelihood = flows[0]
+        #: The other candidates (empty without ``alternatives``).
+        self.alternatives = nn.ModuleList(flows[1:])
+        #: The selected candidate's index; -1 until :meth:`select` (the first gives the
+        #: energy, all fit).
+        self.register_buffer("selected", torch.tensor(-1 if len(flows) > 1 else 0))
         self._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
 
     @classmethod
@@ -533,17 +543,38 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         r""":math:`\log \pi(\theta)`, ``-inf`` outside the support, shape ``(...)``."""
         return self.prior_density(theta)
 
-    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A selection, once made, outlives a restore of an earlier state (the loop's best
+        # epoch, a fault recovery) whose candidates were all still fitting; a state saved
+        # before there were candidates has no "selected" at all.
+        key = prefix + "selected"
+        if key not in state_dict or int(state_dict[key]) < 0 <= int(self.selected):
+            state_dict[key] = self.selected.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def candidates(self) -> list[nn.Module]:
+        r"""Every candidate likelihood flow, the first (:attr:`likelihood`) first."""
+        return [self.likelihood, *self.alternatives]
+
+    def log_likelihood(self, theta: Tensor, x: Tensor, candidate: int | None = None) -> Tensor:
         r""":math:`\log l_\psi(x \mid \theta)`, a density over ``x`` itself.
 
         Arguments:
             theta: Parameters, shape ``(..., B, d)``.
             x: Data, shape ``(B, m)`` (broadcast over ``theta``'s sample dimensions).
+            candidate: Which candidate likelihood (``None``: the selected one, or the
+                first before :meth:`select`).
 
         Returns:
             Log-likelihoods, shape ``(..., B)``. Outside the support the value is that
             of a finite stand-in point (the energy masks it).
         """
+        c, u = self._standardized(theta, x)
+        if candidate is None:
+            candidate = max(int(self.selected), 0)
+        return self.candidates()[candidate](c).log_prob(u) - self.x_scale.log().sum()
+
+    def _standardized(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(theta, x)
         inside = self.prior_density.inside(theta)
         safe = self.prior_density._safe_theta.to(theta)
@@ -551,11 +582,31 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         batch = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
         c = ((theta - self.theta_loc) / self.theta_scale).expand(*batch, self.dim_theta)
         u = ((x - self.x_loc) / self.x_scale).expand(*batch, self.dim_x)
-        return self.likelihood(c).log_prob(u) - self.x_scale.log().sum()
+        return c, u
 
     def data_loss(self, theta: Tensor, x: Tensor) -> Tensor:
-        r"""The maximum-likelihood loss :math:`-\frac{1}{B} \sum_i \log l_\psi(x_i|\theta_i)`."""
-        return -self.log_likelihood(theta, x).mean()
+        r"""The maximum-likelihood loss :math:`-\frac{1}{B} \sum_i \log l_\psi(x_i|\theta_i)`
+        (before :meth:`select` with ``alternatives``: the sum over the candidates, each
+        fitted on its own)."""
+        if int(self.selected) >= 0:
+            return -self.log_likelihood(theta, x).mean()
+        return sum(-self.log_likelihood(theta, x, k).mean() for k in range(len(self.candidates())))
+
+    @torch.no_grad()
+    def select(self, theta: Tensor, x: Tensor) -> list[float]:
+        r"""Selects the candidate with the smallest NLL of ``x`` given ``theta`` on these
+        (validation) pairs; all candidates are normalised densities over the same
+        standardised ``x``, so their NLLs compare directly.
+
+        Returns:
+            Each candidate's NLL, in order.
+        """
+        nlls = [
+            float(-self.log_likelihood(theta, x, k).mean()) for k in range(len(self.candidates()))
+        ]
+        finite = [v if math.isfinite(v) else math.inf for v in nlls]
+        self.selected.fill_(min(range(len(finite)), key=finite.__getitem__))
+        return nlls
 
     def fit_loss(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The proxy's own data fit: :meth:`data_loss` (exact maximum likelihood)."""
@@ -568,6 +619,26 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         lp = lp.expand_as(ll) if lp.shape != ll.shape else lp
         log_density = torch.where(torch.isneginf(lp), lp, lp + ll)
         return _energy_from_log_density(log_density, self.outside_energy)
+
+
+_CANDIDATE_OPTIONS = ("flow", "hidden_features", "num_transforms", "num_bins")
+
+
+def _candidate(first: dict[str, Any], alternative: Mapping[str, Any]) -> dict[str, Any]:
+    # One alternative's flow options: the first candidate's, with these changed.
+    if not isinstance(alternative, Mapping):
+        raise TypeError(
+            f"each of alternatives must be a dict of flow options, got {alternative!r}"
+        )
+    unknown = sorted(set(alternative) - set(_CANDIDATE_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"alternatives: unknown option {unknown[0]!r}; expected some of "
+            f"{list(_CANDIDATE_OPTIONS)}"
+        )
+    options = {k: first[k] for k in _CANDIDATE_OPTIONS}  # not the first's zuko kwargs
+    options.update(alternative)
+    return options
 
 
 class ResidualEnergy(ConditionalEnergy):

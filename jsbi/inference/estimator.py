@@ -669,12 +669,19 @@ class PosteriorEstimator:
         self.history["objective"] = self.objective
         if proposal is not None and proposal is not self.prior:
             self.history["proposal"] = repr(proposal)
+        val, _ = split_indices(len(theta), validation_fraction, self.seed)
+        val = val.to(theta.device)
+        proxy = getattr(self.step, "proxy", None)
+        if len(getattr(proxy, "alternatives", ())) and int(proxy.selected) < 0:
+            # A run that never reached npe-first's switch: its candidate likelihoods are
+            # chosen now, on the same validation pairs.
+            proxy.eval()
+            nlls = proxy.select(theta[val].to(self.device), x[val].to(self.device))
+            self.history["proxy_candidates"] = {"nll": nlls, "selected": int(proxy.selected)}
         if self.posterior == "auto":
             # The gate's measurement on the run's own validation pairs, after training,
             # with 256 importance samples per pair whatever the gate used: fewer bias
             # log Z low, so the proxy's NLL too, and this choice is final.
-            val, _ = split_indices(len(theta), validation_fraction, self.seed)
-            val = val.to(theta.device)
             measured = self.step.measure_proxy(
                 theta[val].to(self.device), x[val].to(self.device), num_samples=256
             )

@@ -89,6 +89,71 @@ def test_likelihood_proxy_fits_a_gaussian_likelihood():
     assert float(proxy.data_loss(theta, x).detach()) < float(true_nll) + 0.1
 
 
+MAF1 = {"flow": "maf", "num_transforms": 1}
+
+
+def test_likelihood_candidates_all_fit_until_one_is_selected_by_its_nll():
+    prior, theta, x = _box()
+    torch.manual_seed(0)
+    proxy = LikelihoodEnergy(prior, 2, alternatives=[MAF1], **SMALL).set_standardization(theta, x)
+    first, other = proxy.candidates()
+    assert first is proxy.likelihood and int(proxy.selected) == -1
+    nll = [-proxy.log_likelihood(theta, x, k).mean() for k in (0, 1)]
+    # Undecided: every candidate fits (the sum of their losses), the first gives the energy.
+    torch.testing.assert_close(proxy.data_loss(theta, x), nll[0] + nll[1])
+    torch.testing.assert_close(proxy.log_likelihood(theta, x), proxy.log_likelihood(theta, x, 0))
+    # Make the second candidate clearly the better model of x given theta, then select.
+    opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = -proxy.log_likelihood(theta, x, 1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    nlls = proxy.select(theta, x)
+    assert nlls[1] < nlls[0] and int(proxy.selected) == 1
+    # Selected: only it fits, and it gives the energy.
+    torch.testing.assert_close(
+        proxy.data_loss(theta, x), -proxy.log_likelihood(theta, x, 1).mean()
+    )
+    grads = torch.autograd.grad(
+        proxy.data_loss(theta, x), list(first.parameters()), allow_unused=True
+    )
+    assert all(g is None for g in grads)
+    expected = -prior.log_prob(theta) - proxy.log_likelihood(theta, x, 1)
+    torch.testing.assert_close(proxy(theta, x), expected)
+
+
+def test_a_selection_survives_restoring_an_earlier_state_and_the_config_rebuilds_it():
+    prior, theta, x = _box()
+    proxy = LikelihoodEnergy(prior, 2, alternatives=[MAF1], **SMALL).set_standardization(theta, x)
+    undecided = {k: v.clone() for k, v in proxy.state_dict().items()}
+    proxy.selected.fill_(1)
+    proxy.load_state_dict(undecided)  # the loop's best epoch, from before the switch
+    assert int(proxy.selected) == 1
+    again = LikelihoodEnergy.from_config(proxy.config, prior)
+    assert len(again.alternatives) == 1 and again.config == proxy.config
+    again.load_state_dict(proxy.state_dict())
+    torch.testing.assert_close(again(theta, x), proxy(theta, x))
+    # A state saved before there were candidates (no "selected") still loads.
+    plain = LikelihoodEnergy(prior, 2, **SMALL)
+    old = {k: v for k, v in plain.state_dict().items() if k != "selected"}
+    plain.load_state_dict(old)
+    assert int(plain.selected) == 0
+
+
+@pytest.mark.parametrize(
+    ("alternative", "error", "match"),
+    [
+        ("maf", TypeError, "each of alternatives must be a dict"),
+        ({"flow": "maf", "bins": 3}, ValueError, "unknown option 'bins'"),
+    ],
+)
+def test_likelihood_alternatives_are_checked_at_construction(alternative, error, match):
+    prior, _, _ = _box()
+    with pytest.raises(error, match=match):
+        LikelihoodEnergy(prior, 2, alternatives=[alternative])
+
+
 def test_residual_with_a_truncated_flow_is_cut_at_the_support():
     prior, theta, x = _box()
     flow = build_conditional_flow(theta, x, prior, support="truncate", **SMALL)

@@ -418,3 +418,24 @@ def test_proxy_patience_is_checked_at_construction(options, match):
 
     with pytest.raises(ValueError, match=match):
         AdaptiveConfig(**{"schedule": "npe-first", **options})
+
+
+def test_npe_first_selects_the_likelihood_candidate_at_the_switch():
+    prior, theta, x = _box()
+    alternatives = [{"flow": "maf", "num_transforms": 1}]
+    est, post = _fit(
+        prior,
+        theta,
+        x,
+        "jeffreys",
+        objective_kwargs={
+            "num_proxy_samples": 2,
+            "proxy_kwargs": {**SMALL, "alternatives": alternatives},
+        },
+    )
+    chosen = post.history["proxy_candidates"]
+    proxy = est.step.proxy
+    assert chosen["selected"] == int(proxy.selected) in (0, 1)
+    assert chosen["nll"][chosen["selected"]] == min(chosen["nll"])
+    assert len(chosen["nll"]) == 2 and all(math.isfinite(v) for v in chosen["nll"])
+    assert "phase2_start" in post.history  # chosen at the switch, before the gate measured

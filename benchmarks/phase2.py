@@ -58,7 +58,9 @@ def main() -> None:
             for k, v in (s.split("=", 1) for s in kv)
         }
         named = {
-            k: options.pop(k) for k in ("objective", "proxy", "schedule", "gate") if k in options
+            k: options.pop(k)
+            for k in ("objective", "proxy", "schedule", "gate", "posterior")
+            if k in options
         }
         # flow.KEY=VALUE is the flow's option (e.g. flow.passes=2, a coupling flow);
         # proxy.KEY=VALUE the proxy's (e.g. proxy.flow=maf, a MAF likelihood).

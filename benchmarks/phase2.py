@@ -1,17 +1,26 @@
 r"""Phase 2 of ``npe-first``, variant by variant, on one development cell.
 
 Trains jsbi ``npe`` and then each variant of the symmetric objective (``--variant
-NAME key=value ...``, options of :class:`~jsbi.inference.trainer.AdaptiveStep` with the
-likelihood proxy and ``schedule="npe-first"``; ``flow.key=value`` is an option of the flow,
-e.g. ``flow.passes=2`` for a coupling flow; ``proxy.key=value`` one of the proxy, e.g.
-``proxy.flow=maf`` for a MAF likelihood, a JSON value read as JSON; ``objective=npe`` is an
-``npe`` variant) on the same simulations, and prints per variant: the NLL of fresh
-held-out pairs, C2ST (sbibm's definition) on the given observations, which phase won, and
-the wall time relative to ``npe``. Development tasks only: it is how the default was chosen.
+NAME key=value ...``) on the same simulations. A variant's options are those of
+:class:`~jsbi.inference.trainer.AdaptiveStep`, with the likelihood proxy and
+``schedule="npe-first"``, and:
+
+- ``flow.key=value``, an option of the flow (e.g. ``flow.passes=2``, a coupling flow);
+- ``proxy.key=value``, one of the proxy (e.g. ``proxy.flow=maf``, a MAF likelihood; a
+  JSON value is read as JSON);
+- ``posterior=flow``, what the run returns;
+- ``objective=npe``, an ``npe`` variant.
+
+Per variant it prints the NLL of fresh held-out pairs, C2ST (sbibm's definition) on the
+given observations, which phase won, what the run returned (flow or proxy), which
+candidate likelihood was chosen (with candidates), and the wall time relative to ``npe``.
+Development tasks only: it is how the default was chosen.
 
 Example:
     $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phase2.py --task two_moons \
         --variant k4 num_proxy_samples=4 --variant stl num_proxy_samples=1 path_gradient=True
+    $ OMP_NUM_THREADS=1 .venv/bin/python benchmarks/phase2.py --task slcp --variant sel \
+        'proxy.alternatives=[{"flow": "maf", "num_transforms": 3}]'
 """
 
 from __future__ import annotations

@@ -174,7 +174,9 @@ def build_proxy(
             (trained by the flow's loss only) instead of its own z-scored ``x``.
         hidden_features: The energy MLP's hidden sizes (not the likelihood flow's).
         proxy_kwargs: Further arguments of the proxy's class (e.g. ``contrastive="nrec"``
-            for the ratio proxy, ``num_transforms`` for the likelihood proxy).
+            for the ratio proxy, ``num_transforms`` for the likelihood proxy, or its
+            candidate likelihoods ``alternatives=[{"flow": "maf", "num_transforms": 3}]``,
+            of which ``npe-first`` keeps the best fit).
 
     Returns:
         The energy module.

@@ -17,6 +17,7 @@ in the working tree.
 Example:
     $ python benchmarks/npe_parity.py --csv benchmarks/results/npe_parity_v2.csv  # full run
     $ python benchmarks/npe_parity.py --table benchmarks/results/npe_parity_v2/*.csv
+    # (then, per seed: training time, epochs and time per epoch against sbi NPE's)
     $ python benchmarks/npe_parity.py --tasks two_moons --num-simulations 300 \
         --seeds 0 --observations 1 --max-epochs 3 --num-samples 500     # a smoke test
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import sys
 import time
@@ -275,6 +277,31 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(rows: list[dict]) -> str:
+    r"""Per (task, budget, seed, method): the training time, the epochs it took and the time
+    per epoch, each over sbi NPE's in the same cell. A total time ratio mixes the
+    per-epoch cost with where early stopping happened to end; this separates them."""
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in rows:  # one row per observation; the training is the same for all of them
+        cells.setdefault((r["task"], r["num_simulations"], r["seed"]), {})[r["method"]] = r
+    head = (
+        f"{'task':<24} {'N':>6} {'seed':>4} {'method':<19} {'train s':>8} {'epochs':>6} "
+        f"{'ms/epoch':>8} {'t/t_sbi':>8} {'per-epoch / sbi':>15}"
+    )
+    lines = [head, "-" * len(head)]
+    for (task, n, seed), methods in sorted(cells.items()):
+        sbi = methods.get("sbi-npe")
+        for method, r in sorted(methods.items()):
+            per_epoch = r["train_time_s"] / max(r["epochs"], 1)
+            ratio = per_epoch / (sbi["train_time_s"] / max(sbi["epochs"], 1)) if sbi else math.nan
+            lines.append(
+                f"{task:<24} {n:>6} {seed:>4} {method:<19} {r['train_time_s']:>8.0f} "
+                f"{r['epochs']:>6} {1e3 * per_epoch:>8.0f} {r['time_ratio_over_sbi']:>8.2f} "
+                f"{ratio:>15.2f}"
+            )
+    return "\n".join(lines)
+
+
 def _mse(values: list[float]) -> str:
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
@@ -291,9 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = (r["task"], r["num_simulations"], r["seed"], r["observation"])
                 rows.setdefault((*key, r["method"]), r)
         print(table(list(rows.values())))
+        print()
+        print(seed_table(list(rows.values())))
         return 0
     rows = run(args)
     print(table(rows))
+    print()
+    print(seed_table(rows))
     return 0
 
 

@@ -36,6 +36,7 @@ from objectives import _value
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
+from jsbi.inference.proxy_posterior import ProxyPosterior
 
 
 def main() -> None:
@@ -48,6 +49,15 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=5000)
     p.add_argument("--held-out", type=int, default=1000)
     p.add_argument("--no-npe", action="store_true", help="skip the npe reference run")
+    p.add_argument(
+        "--proxy-ess",
+        nargs="*",
+        type=float,
+        default=[],
+        metavar="K",
+        help="where a run returns its proxy, also score it resampled at each ESS of K times "
+        "the samples asked (ProxyPosterior.ess_per_sample; fewer repeated samples)",
+    )
     p.add_argument(
         "--variant", nargs="+", action="append", default=[], metavar="NAME [KEY=VALUE ...]"
     )
@@ -101,6 +111,17 @@ def main() -> None:
             samples = post.sample((args.num_samples,), x=task.observation(obs))
             scores.append(c2st(samples, task.reference_samples(obs, args.num_samples)))
         h = post.history
+        extra = []
+        for k in args.proxy_ess if isinstance(post, ProxyPosterior) else []:
+            post.ess_per_sample = k
+            again = []
+            for obs in args.observations:
+                torch.manual_seed(args.seed)
+                samples = post.sample((args.num_samples,), x=task.observation(obs))
+                again.append(c2st(samples, task.reference_samples(obs, args.num_samples)))
+            extra.append(
+                f"{statistics.fmean(again):.3f} {[round(s, 3) for s in again]} at ESS {k:g}x"
+            )
         print(
             f"{args.task} {args.num_simulations} {name:<12} held-out NLL {nll:.3f}, C2ST "
             f"{statistics.fmean(scores):.3f} {[round(s, 3) for s in scores]}, epochs "
@@ -113,7 +134,8 @@ def main() -> None:
             )
             + f"{seconds:.0f} s = {seconds / npe_time:.1f}x npe"
             + (f", at the switch {h['phase2_start']}" if "phase2_start" in h else "")
-            + (f", candidates {h['proxy_candidates']}" if "proxy_candidates" in h else ""),
+            + (f", candidates {h['proxy_candidates']}" if "proxy_candidates" in h else "")
+            + (f"; the proxy's C2ST {'; '.join(extra)}" if extra else ""),
             flush=True,
         )
 

@@ -660,6 +660,7 @@ def load_posterior(
                 "max_candidates_per_sample", saved["candidates_per_sample"]
             ),
             num_normalizer_samples=saved["num_normalizer_samples"],
+            ess_per_sample=saved.get("ess_per_sample", 1.0),
             **common,
         )
     return Posterior(module.to(device), prior, **common)

@@ -246,6 +246,29 @@ def test_importance_resampling_draws_more_candidates_where_the_ess_is_short():
     assert ess_fixed < ess_capped < 2000
 
 
+def test_a_proxy_posterior_aims_at_ess_per_sample_times_the_samples_asked():
+    from jsbi.inference.proxy_posterior import ProxyPosterior
+
+    prior = Independent(Normal(torch.zeros(2), 2 * torch.ones(2)), 1)
+    theta = prior.sample((300,))
+    flow = build_conditional_flow(theta, theta + 0.5 * torch.randn(300, 2), prior, **SMALL)
+    x_o = torch.tensor([0.8, -0.4])
+    distinct = {}
+    for k in (1.0, 4.0):
+        post = ProxyPosterior(
+            flow, _GaussianEnergy(), prior, max_candidates_per_sample=1000, ess_per_sample=k
+        )
+        torch.manual_seed(0)
+        samples = post.sample((500,), x=x_o)
+        assert post.last_ess >= k * 500 and samples.shape == (500, 2)
+        distinct[k] = len(torch.unique(samples, dim=0))
+    # n draws with replacement from equal weights with an ESS of k n leave about
+    # k (1 - exp(-1 / k)) n distinct: 0.63 n for k = 1, 0.88 n for k = 4.
+    assert distinct[1.0] < 0.75 * 500 < 0.82 * 500 < distinct[4.0]
+    with pytest.raises(ValueError, match="ess_per_sample must be finite and >= 1"):
+        ProxyPosterior(flow, _GaussianEnergy(), prior, ess_per_sample=0.5)
+
+
 def test_nrec_reduces_to_nrea_and_pins_the_ratio():
     g_j, g_m = torch.randn(1, 7), torch.randn(1, 7)
     torch.testing.assert_close(nrec_loss(g_j, g_m), contrastive_ratio_loss(g_j[0], g_m[0]) / 2)

@@ -186,13 +186,14 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
         prior,
         candidates_per_sample=1,
         max_candidates_per_sample=60,
+        ess_per_sample=1.5,
         history=h,
     )
     x_o = x[0]
     samples = proxy_post.sample((300,), x=x_o)
     assert samples.shape == (300, 2) and (samples.abs() <= 1).all()
-    # 300 candidates have an ESS below 300: it grew with extra ones (at most 60 per sample).
-    assert proxy_post.last_ess >= 300 and proxy_post.last_leakage == 0.0
+    # 300 candidates have an ESS below 450: it grew with extra ones (at most 60 per sample).
+    assert proxy_post.last_ess >= 450 and proxy_post.last_leakage == 0.0
     with pytest.raises(ValueError, match="max_candidates_per_sample must be >= "):
         ProxyPosterior(est.flow, est.step.proxy, prior, max_candidates_per_sample=5)
     lp = proxy_post.log_prob(samples[:5], x=x_o)
@@ -207,6 +208,7 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     proxy_post.save(path)
     loaded = load_posterior(path)
     assert isinstance(loaded, ProxyPosterior) and loaded.max_candidates_per_sample == 60
+    assert loaded.ess_per_sample == 1.5
     torch.testing.assert_close(loaded.log_prob(samples[:5], x=x_o), lp)
     with pytest.raises(ValueError, match="posterior must be"):
         PosteriorEstimator(prior, objective="jeffreys", posterior="best")

@@ -16,9 +16,10 @@ its ESS still repeats points, and is warned about.
 
 The resample draws with replacement, so even at an ESS equal to the samples asked about a
 third of them repeat another. Repeats are not independent draws, and a classifier
-two-sample test (C2ST) recognises them: on exact reference samples, repeats alone raised
-C2ST from 0.50 to 0.53 with 5 parameters and far more with 10
-(``benchmarks/repeats_c2st.py``). ``ess_per_sample`` above 1 makes them rarer, at more
+two-sample test (C2ST) recognises them. On exact reference samples at an ESS equal to
+the samples asked, repeats alone raised C2ST from 0.49 to 0.53 with 5 parameters (slcp)
+and from 0.50 to 0.67 with 10 (gaussian_linear_uniform), and not at all with 2
+(``benchmarks/results/repeats_c2st.txt``). ``ess_per_sample`` above 1 makes them rarer, at more
 proposal draws.
 
 Example:

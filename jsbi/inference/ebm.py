@@ -529,8 +529,10 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         #: The other candidates (empty without ``alternatives``).
         self.alternatives = nn.ModuleList(flows[1:])
         #: The selected candidate's index; -1 until :meth:`select` (the first gives the
-        #: energy, all fit).
-        self.register_buffer("selected", torch.tensor(-1 if len(flows) > 1 else 0))
+        #: energy, all fit). A buffer, so it is saved; ``_selected`` is the same index as
+        #: an int, read on every call without a device sync.
+        self._selected = -1 if len(flows) > 1 else 0
+        self.register_buffer("selected", torch.tensor(self._selected))
         self._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
 
     @classmethod
@@ -548,9 +550,10 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         # epoch, a fault recovery) whose candidates were all still fitting; a state saved
         # before there were candidates has no "selected" at all.
         key = prefix + "selected"
-        if key not in state_dict or int(state_dict[key]) < 0 <= int(self.selected):
+        if key not in state_dict or int(state_dict[key]) < 0 <= self._selected:
             state_dict[key] = self.selected.clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._selected = int(self.selected)
 
     def candidates(self) -> list[nn.Module]:
         r"""Every candidate likelihood flow, the first (:attr:`likelihood`) first."""
@@ -571,7 +574,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         """
         c, u = self._standardized(theta, x)
         if candidate is None:
-            candidate = max(int(self.selected), 0)
+            candidate = max(self._selected, 0)
         return self.candidates()[candidate](c).log_prob(u) - self.x_scale.log().sum()
 
     def _standardized(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -588,7 +591,7 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         r"""The maximum-likelihood loss :math:`-\frac{1}{B} \sum_i \log l_\psi(x_i|\theta_i)`
         (before :meth:`select` with ``alternatives``: the sum over the candidates, each
         fitted on its own)."""
-        if int(self.selected) >= 0:
+        if self._selected >= 0:
             return -self.log_likelihood(theta, x).mean()
         return sum(-self.log_likelihood(theta, x, k).mean() for k in range(len(self.candidates())))
 
@@ -605,7 +608,8 @@ class LikelihoodEnergy(_Standardized, nn.Module):
             float(-self.log_likelihood(theta, x, k).mean()) for k in range(len(self.candidates()))
         ]
         finite = [v if math.isfinite(v) else math.inf for v in nlls]
-        self.selected.fill_(min(range(len(finite)), key=finite.__getitem__))
+        self._selected = min(range(len(finite)), key=finite.__getitem__)
+        self.selected.fill_(self._selected)
         return nlls
 
     def fit_loss(self, theta: Tensor, x: Tensor) -> Tensor:

@@ -125,14 +125,19 @@ def test_likelihood_candidates_all_fit_until_one_is_selected_by_its_nll():
 
 def test_a_selection_survives_restoring_an_earlier_state_and_the_config_rebuilds_it():
     prior, theta, x = _box()
+    torch.manual_seed(0)
     proxy = LikelihoodEnergy(prior, 2, alternatives=[MAF1], **SMALL).set_standardization(theta, x)
     undecided = {k: v.clone() for k, v in proxy.state_dict().items()}
-    proxy.selected.fill_(1)
+    chosen = int(torch.tensor(proxy.select(theta, x)).argmin())
     proxy.load_state_dict(undecided)  # the loop's best epoch, from before the switch
-    assert int(proxy.selected) == 1
+    assert int(proxy.selected) == chosen
+    # The energy is still the chosen candidate's, not the first's (the undecided default).
+    expected = -prior.log_prob(theta) - proxy.log_likelihood(theta, x, chosen)
+    torch.testing.assert_close(proxy(theta, x), expected)
     again = LikelihoodEnergy.from_config(proxy.config, prior)
     assert len(again.alternatives) == 1 and again.config == proxy.config
     again.load_state_dict(proxy.state_dict())
+    assert int(again.selected) == chosen
     torch.testing.assert_close(again(theta, x), proxy(theta, x))
     # A state saved before there were candidates (no "selected") still loads.
     plain = LikelihoodEnergy(prior, 2, **SMALL)

@@ -73,7 +73,7 @@ def main() -> None:
         # A JSON value (list or dict) is read as JSON, e.g.
         # proxy.alternatives='[{"flow": "maf", "num_transforms": 3}]'.
         options = {
-            k: json.loads(v) if v[:1] in "[{" else _value(v)
+            k: json.loads(v) if v[:1] in ("[", "{") else _value(v)
             for k, v in (s.split("=", 1) for s in kv)
         }
         named = {

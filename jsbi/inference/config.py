@@ -568,22 +568,19 @@ class AdaptiveConfig:
                 f"warmup_epochs must be >= 0 and tau_epochs >= 1, got "
                 f"{joint['warmup_epochs']}, {self.tau_epochs}"
             )
-        for name, minimum in (
-            ("num_prior_samples", 0),
-            ("gate_samples", 2),
-            ("gate_every", 1),
-            ("proxy_every", 1),
-            ("max_restores", 0),
-            ("phase2_patience", 1),
-            ("reverse_batch_size", 1),
-            ("proxy_patience", 1),
+        # (name, minimum, whether None is allowed)
+        for name, minimum, optional in (
+            ("num_prior_samples", 0, False),
+            ("gate_samples", 2, False),
+            ("gate_every", 1, False),
+            ("proxy_every", 1, False),
+            ("max_restores", 0, False),
+            ("phase2_patience", 1, True),
+            ("reverse_batch_size", 1, True),
+            ("proxy_patience", 1, True),
         ):
             value = getattr(self, name)
-            if value is None and name in (
-                "phase2_patience",
-                "reverse_batch_size",
-                "proxy_patience",
-            ):
+            if value is None and optional:
                 continue
             if _int_below(value, minimum):
                 raise ValueError(f"{name} must be >= {minimum} (an int), got {value!r}")

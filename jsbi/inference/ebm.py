@@ -575,7 +575,15 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         c, u = self._standardized(theta, x)
         if candidate is None:
             candidate = max(self._selected, 0)
-        return self.candidates()[candidate](c).log_prob(u) - self.x_scale.log().sum()
+        return self._log_likelihood(self.candidates()[candidate], c, u)
+
+    def _log_likelihood(self, flow: nn.Module, c: Tensor, u: Tensor) -> Tensor:
+        return flow(c).log_prob(u) - self.x_scale.log().sum()
+
+    @property
+    def undecided(self) -> bool:
+        r"""Whether there are candidates and :meth:`select` has not chosen one yet."""
+        return self._selected < 0
 
     def _standardized(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(theta, x)
@@ -591,26 +599,30 @@ class LikelihoodEnergy(_Standardized, nn.Module):
         r"""The maximum-likelihood loss :math:`-\frac{1}{B} \sum_i \log l_\psi(x_i|\theta_i)`
         (before :meth:`select` with ``alternatives``: the sum over the candidates, each
         fitted on its own)."""
-        if self._selected >= 0:
+        if not self.undecided:
             return -self.log_likelihood(theta, x).mean()
-        return sum(-self.log_likelihood(theta, x, k).mean() for k in range(len(self.candidates())))
+        return sum(self._candidate_nlls(theta, x))
+
+    def _candidate_nlls(self, theta: Tensor, x: Tensor) -> list[Tensor]:
+        # Every candidate's mean NLL on the same standardised pairs (standardised once).
+        c, u = self._standardized(theta, x)
+        return [-self._log_likelihood(flow, c, u).mean() for flow in self.candidates()]
 
     @torch.no_grad()
-    def select(self, theta: Tensor, x: Tensor) -> list[float]:
+    def select(self, theta: Tensor, x: Tensor) -> dict[str, Any]:
         r"""Selects the candidate with the smallest NLL of ``x`` given ``theta`` on these
         (validation) pairs; all candidates are normalised densities over the same
         standardised ``x``, so their NLLs compare directly.
 
         Returns:
-            Each candidate's NLL, in order.
+            ``{"nll": each candidate's NLL, in order, "selected": the chosen index}``, the
+            record ``history["proxy_candidates"]`` keeps.
         """
-        nlls = [
-            float(-self.log_likelihood(theta, x, k).mean()) for k in range(len(self.candidates()))
-        ]
-        finite = [v if math.isfinite(v) else math.inf for v in nlls]
+        nlls = [float(v) for v in self._candidate_nlls(theta, x)]
+        finite = [v if math.isfinite(v) else math.inf for v in nlls]  # NaN is never chosen
         self._selected = min(range(len(finite)), key=finite.__getitem__)
         self.selected.fill_(self._selected)
-        return nlls
+        return {"nll": nlls, "selected": self._selected}
 
     def fit_loss(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The proxy's own data fit: :meth:`data_loss` (exact maximum likelihood)."""

@@ -674,12 +674,12 @@ class PosteriorEstimator:
         val, _ = split_indices(len(theta), validation_fraction, self.seed)
         val = val.to(theta.device)
         proxy = getattr(self.step, "proxy", None)
-        if len(getattr(proxy, "alternatives", ())) and int(proxy.selected) < 0:
+        if getattr(proxy, "undecided", False):
             # A run that never reached npe-first's switch: its candidate likelihoods are
             # chosen now, on the same validation pairs.
             proxy.eval()
-            nlls = proxy.select(theta[val].to(self.device), x[val].to(self.device))
-            self.history["proxy_candidates"] = {"nll": nlls, "selected": int(proxy.selected)}
+            pairs = (theta[val].to(self.device), x[val].to(self.device))
+            self.history["proxy_candidates"] = proxy.select(*pairs)
         if self.posterior == "auto":
             # The gate's measurement on the run's own validation pairs, after training,
             # with 256 importance samples per pair whatever the gate used: fewer bias

@@ -302,11 +302,10 @@ class NpeFirstSchedule(Schedule):
             step.optim.load_state_dict(best_state, proxy=False)
         if self.proxy_best is not None:
             step.proxy.load_state_dict(self.proxy_best[1])
-        if len(getattr(step.proxy, "alternatives", ())) and self.validation is not None:
+        if getattr(step.proxy, "undecided", False) and self.validation is not None:
             # The likelihood proxy's candidates: the best own validation fit is kept.
             step.proxy.eval()
-            nlls = step.proxy.select(*self.validation)
-            self.summary["proxy_candidates"] = {"nll": nlls, "selected": int(step.proxy.selected)}
+            self.summary["proxy_candidates"] = step.proxy.select(*self.validation)
         if step.gate and self.validation is not None:
             # A proxy that is not the better model at the switch would be gated off
             # throughout: phase 2 is skipped, and the result is npe's.

@@ -97,7 +97,7 @@ def test_likelihood_candidates_all_fit_until_one_is_selected_by_its_nll():
     torch.manual_seed(0)
     proxy = LikelihoodEnergy(prior, 2, alternatives=[MAF1], **SMALL).set_standardization(theta, x)
     first, other = proxy.candidates()
-    assert first is proxy.likelihood and int(proxy.selected) == -1
+    assert first is proxy.likelihood and int(proxy.selected) == -1 and proxy.undecided
     nll = [-proxy.log_likelihood(theta, x, k).mean() for k in (0, 1)]
     # Undecided: every candidate fits (the sum of their losses), the first gives the energy.
     torch.testing.assert_close(proxy.data_loss(theta, x), nll[0] + nll[1])
@@ -109,8 +109,8 @@ def test_likelihood_candidates_all_fit_until_one_is_selected_by_its_nll():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    nlls = proxy.select(theta, x)
-    assert nlls[1] < nlls[0] and int(proxy.selected) == 1
+    nlls = proxy.select(theta, x)["nll"]
+    assert nlls[1] < nlls[0] and int(proxy.selected) == 1 and not proxy.undecided
     # Selected: only it fits, and it gives the energy.
     torch.testing.assert_close(
         proxy.data_loss(theta, x), -proxy.log_likelihood(theta, x, 1).mean()
@@ -128,7 +128,7 @@ def test_a_selection_survives_restoring_an_earlier_state_and_the_config_rebuilds
     torch.manual_seed(0)
     proxy = LikelihoodEnergy(prior, 2, alternatives=[MAF1], **SMALL).set_standardization(theta, x)
     undecided = {k: v.clone() for k, v in proxy.state_dict().items()}
-    chosen = int(torch.tensor(proxy.select(theta, x)).argmin())
+    chosen = proxy.select(theta, x)["selected"]
     proxy.load_state_dict(undecided)  # the loop's best epoch, from before the switch
     assert int(proxy.selected) == chosen
     # The energy is still the chosen candidate's, not the first's (the undecided default).

@@ -424,8 +424,14 @@ class AdaptiveConfig:
             importance sampler of :math:`\log Z` (and of ``distill``'s proposal).
         reverse_batch_size: How many observations of each batch enter the reverse term,
             >= 1 (``None``: all).
-        proxy_every: In npe-first's phase 1 (and gated-off phase-2 steps), the proxy fits
-            its data on every ``proxy_every``-th batch only, >= 1.
+        proxy_every: In npe-first's phase 1 (and phase-2 steps without the reverse term),
+            the proxy fits its data on every ``proxy_every``-th batch only, >= 1.
+        reverse_every: ``npe-first``: in phase 2 the reverse term enters every
+            ``reverse_every``-th batch only (the first included), with its weights
+            (``reverse_weight``, ``proxy_reverse_weight``) times ``reverse_every``, so the
+            gradient is the same in expectation; the batches in between are npe steps
+            (with the proxy's own fit), >= 1. A reverse-term step costs several npe steps
+            (``benchmarks/results/phase_cost.txt``).
         proxy_patience: ``npe-first``: the proxy's own early stopping, >= 1. Its own fit on
             the validation pairs is measured every epoch of both phases; after this many
             epochs without a better one it is restored to its best state and stops
@@ -504,6 +510,9 @@ class AdaptiveConfig:
     proxy_every: int = _field(
         1, "npe-first: in phase 1 the proxy fits its data on every n-th batch, >= 1"
     )
+    reverse_every: int = _field(
+        1, "npe-first: in phase 2 the reverse term on every n-th batch only, its weight times n"
+    )
     proxy_patience: int | None = _field(
         None,
         "npe-first: the proxy stops fitting, at its best state, after this many epochs "
@@ -574,6 +583,7 @@ class AdaptiveConfig:
             ("gate_samples", 2, False),
             ("gate_every", 1, False),
             ("proxy_every", 1, False),
+            ("reverse_every", 1, False),
             ("max_restores", 0, False),
             ("phase2_patience", 1, True),
             ("reverse_batch_size", 1, True),
@@ -595,6 +605,11 @@ class AdaptiveConfig:
             raise ValueError(
                 "proxy_patience applies to schedule='npe-first' with proxy_reverse_weight=0 "
                 "(a proxy that shares the reverse term has no own early stopping)"
+            )
+        if self.reverse_every != 1 and self.schedule != "npe-first":
+            raise ValueError(
+                "reverse_every applies to schedule='npe-first' (the joint schedule's dual "
+                "variable steps on every batch)"
             )
         if self.gate not in (None, True, False):
             raise ValueError(f"gate must be True, False or None, got {self.gate!r}")

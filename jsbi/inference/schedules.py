@@ -128,6 +128,7 @@ class Schedule:
         validation: The last validation pairs.
         summary: What the run found (e.g. ``phase2_start``), for the history.
         steps: Batches taken without the reverse term (``proxy_every`` counts them).
+        reverse_batches: Phase-2 batches with the gate on (``reverse_every`` counts them).
         tau_schedule: SRFE's order over the symmetric epochs (``None`` for the other
             objectives).
     """
@@ -138,7 +139,7 @@ class Schedule:
     def __init__(self, config: AdaptiveConfig) -> None:
         self.config = config
         self.gate_value = 1.0
-        self.steps = 0
+        self.steps = self.reverse_batches = 0
         self.validation: tuple[Tensor, Tensor] | None = None
         srfe = config.objective == "srfe"
         self.tau_schedule = make_tau_schedule(config.tau) if srfe else None
@@ -178,12 +179,14 @@ class Schedule:
             "proxy_frozen": self.proxy_frozen,
             "summary": self.summary,
             "steps": self.steps,
+            "reverse_batches": self.reverse_batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.phase, self.symmetric_from = state["phase"], state["symmetric_from"]
         self.gate_value, self.proxy_best = state["gate"], state["proxy_best"]
         self.steps = int(state.get("steps", 0))
+        self.reverse_batches = int(state.get("reverse_batches", 0))
         self.proxy_stale = int(state.get("proxy_stale", 0))
         self.proxy_frozen = bool(state.get("proxy_frozen", False))
         # What the run found so far outlives a restore of an earlier epoch's state.
@@ -325,9 +328,15 @@ class NpeFirstSchedule(Schedule):
         return not self.proxy_frozen and (self.steps - 1) % self.config.proxy_every == 0
 
     def skips_reverse(self, step: Any) -> bool:
-        # Gated off, the reverse term moves neither model: an npe step, without drawing
-        # the reverse term's samples.
-        return self.phase == 2 and not self.gate_value and not self.config.proxy_reverse_weight
+        # Called once per phase-2 batch. Gated off, the reverse term moves neither model:
+        # an npe step, without drawing the reverse term's samples. With the gate on, so
+        # are the batches between reverse_every's.
+        if self.phase != 2:
+            return False
+        if not self.gate_value and not self.config.proxy_reverse_weight:
+            return True
+        self.reverse_batches += 1
+        return (self.reverse_batches - 1) % self.config.reverse_every != 0
 
     def fit(
         self, step: Any, theta: Tensor, x: Tensor, xr: Tensor, log_z: Tensor | None
@@ -340,8 +349,9 @@ class NpeFirstSchedule(Schedule):
         return own_fit_name(step.proxy)
 
     def weights(self, step: Any, ess: float) -> Weights:
-        c = self.config
-        return Weights(c.reverse_weight * self.gate_value, c.proxy_reverse_weight, 1.0)
+        # reverse_every: the reverse term on one batch in n, n times as heavy.
+        c, n = self.config, self.config.reverse_every
+        return Weights(n * c.reverse_weight * self.gate_value, n * c.proxy_reverse_weight, 1.0)
 
     def finish(self, step: Any, logs: dict[str, float], fit: Tensor, F: Tensor) -> str | None:
         logs["phase"] = 2.0

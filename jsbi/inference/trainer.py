@@ -363,7 +363,7 @@ class AdaptiveStep(TrainingStep):
         if not self.plan.symmetric(self.epoch):
             return self._npe_step(theta, x)
         if self.plan.skips_reverse(self):
-            return {**self._npe_step(theta, x), "phase": 2.0, "gate": 0.0}
+            return {**self._npe_step(theta, x), "phase": 2.0, "gate": self.plan.gate_value}
         F = forward_kl(self.flow.log_prob(theta, x))
         xr = self.reverse.batch(x)
         r = self.reverse(xr, tau=self.tau, needs_log_z=self.plan.needs_log_z)
@@ -843,11 +843,11 @@ def _run_epoch(
 ) -> dict[str, float]:
     # One epoch: the step's hooks, the training pass, validation; the averaged logs.
     step.on_epoch_start(epoch)
-    sums, n_seen = _train_epoch(step, *train_pairs, generator, batch_size)
+    means = _train_epoch(step, *train_pairs, generator, batch_size)
     val_loss, extra, diverged = _validate_epoch(step, *validation_pairs)
     if diverged:  # a NaN epoch: the loop stops on it, the best state kept
-        sums["loss"] = math.nan
-    logs = {f"train_{k}": v / n_seen for k, v in sums.items()}
+        means["loss"] = math.nan
+    logs = {f"train_{k}": v for k, v in means.items()}
     logs["validation_loss"] = val_loss
     logs.update({f"validation_{k}": float(v) for k, v in extra.items()})
     step.on_epoch_end(epoch, logs)
@@ -880,12 +880,14 @@ def _train_epoch(
     x: Tensor,
     generator: torch.Generator,
     batch_size: int,
-) -> tuple[dict[str, float], int]:
-    # One pass over the training pairs in a seeded order: the step's logs summed over the
-    # pairs, and how many pairs were seen.
+) -> dict[str, float]:
+    # One pass over the training pairs in a seeded order: each of the step's logs averaged
+    # over the pairs of the batches that logged it (a term on some batches only, e.g.
+    # proxy_every's fit or reverse_every's R, is its mean where it was computed).
     step.train()
     n = len(theta)
     sums: dict[str, float] = {}
+    seen: dict[str, int] = {}
     order = torch.randperm(n, generator=generator).to(theta.device)
     # A short last batch would give one noisy step per epoch; like sbi, drop it (its pairs
     # are in other batches in other epochs).
@@ -902,7 +904,8 @@ def _train_epoch(
             logs = {"loss": math.nan}
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-    return sums, n_seen
+            seen[k] = seen.get(k, 0) + len(idx)
+    return {k: v / seen[k] for k, v in sums.items()}
 
 
 def _validate_epoch(

@@ -322,6 +322,70 @@ def test_proxy_every_fits_the_proxy_on_every_kth_phase_one_batch_only():
         AdaptiveStep(flow, proxy, schedule="npe-first", prior=prior, proxy_every=0)
 
 
+def test_reverse_every_takes_the_reverse_term_on_every_nth_phase_two_batch_n_times_heavier():
+    step, flow, proxy, _, theta, x = _npe_first_step(num_proxy_samples=2, reverse_every=3)
+    step.plan.phase, step.plan.symmetric_from, step.plan.gate_value = 2, 0, 1.0
+    step.on_epoch_start(1)
+    calls = []
+    sample = flow.rsample_and_log_prob
+    flow.rsample_and_log_prob = lambda *a, **k: calls.append(1) or sample(*a, **k)
+    reverse = []
+    for k in range(6):
+        n = len(calls)
+        logs = step.step(theta[50 * k : 50 * (k + 1)], x[50 * k : 50 * (k + 1)])
+        reverse.append(len(calls) > n)
+        # Either way the gate is on and the proxy fits its data; R only with the samples.
+        assert logs["gate"] == 1.0 and logs["phase"] == 2.0 and "fit" in logs
+        assert ("R" in logs) == reverse[-1]
+        if not reverse[-1]:
+            assert logs["loss"] == logs["F"]
+    assert reverse == [True, False, False, True, False, False]
+    # The one batch in three carries three times the weight: the same gradient on average.
+    assert step.plan.weights(step, math.nan).flow == 3.0
+    # The count is part of the schedule's state, so a resumed run keeps its rhythm.
+    state = step.state_dict()
+    step.plan.reverse_batches = 0
+    step.load_state_dict(state)
+    assert step.plan.reverse_batches == 6
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"reverse_every": 0}, r"reverse_every must be >= 1 \(an int\)"),
+        ({"reverse_every": 2, "schedule": "joint"}, "reverse_every applies to schedule"),
+    ],
+)
+def test_reverse_every_is_checked_at_construction(options, match):
+    from jsbi.inference.config import AdaptiveConfig
+
+    with pytest.raises(ValueError, match=match):
+        AdaptiveConfig(**{"schedule": "npe-first", **options})
+
+
+def test_an_epochs_logs_average_each_term_over_the_batches_that_computed_it():
+    from jsbi.inference.trainer import _train_epoch
+
+    class Half:
+        # Logs "a" on every batch and "b" (its batch index) on every second one.
+        calls = 0
+
+        def train(self):
+            pass
+
+        def step(self, theta, x):
+            self.calls += 1
+            logs = {"loss": 1.0, "a": float(self.calls)}
+            if self.calls % 2:
+                logs["b"] = float(self.calls)
+            return logs
+
+    theta = torch.zeros(40, 2)
+    means = _train_epoch(Half(), theta, theta, torch.Generator().manual_seed(0), 10)
+    # Four batches of 10: a = 1..4 on every one, b = 1 and 3 on two.
+    assert means == {"loss": 1.0, "a": 2.5, "b": 2.0}
+
+
 def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
     step, _, _, _, theta, x = _npe_first_step(gate_every=3)
     step.plan.phase, step.plan.symmetric_from = 2, 5

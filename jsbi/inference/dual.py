@@ -8,12 +8,12 @@ restores a training step's last good state after a fault (section 6). Both serve
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from typing import Any
 
 from jsbi.inference.objectives import dual_update, resilient_slack
+from jsbi.inference.state import copy_state
 
 __all__ = ["DualVariable", "FaultRecovery"]
 
@@ -85,14 +85,14 @@ class FaultRecovery:
         self._good_state: dict[str, Any] | None = None
 
     def start(self) -> None:
-        self._good_state = copy.deepcopy(self.step.state_dict())
+        self._good_state = copy_state(self.step.state_dict())
 
     def epoch_finished(self, logs: dict[str, float]) -> None:
         # The training side decides (validation diagnostics such as the gate's proxy NLL
         # may be infinite without anything to restore).
         trained = [v for k, v in logs.items() if k.startswith("train_") or k == "validation_loss"]
         if all(math.isfinite(v) for v in trained):
-            self._good_state = copy.deepcopy(self.step.state_dict())
+            self._good_state = copy_state(self.step.state_dict())
 
     def restore(self, why: str) -> dict[str, float]:
         step = self.step

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from torch import Tensor
 from jsbi.inference.config import AdaptiveConfig
 from jsbi.inference.importance import proxy_minus_flow
 from jsbi.inference.objectives import constraint_violation, proxy_fit
+from jsbi.inference.state import copy_state
 from jsbi.inference.tau import make_tau_schedule
 from jsbi.seeding import seeded
 
@@ -285,7 +285,7 @@ class NpeFirstSchedule(Schedule):
     def _record_proxy_fit(self, step: Any, value: float) -> None:
         best, patience = self.proxy_best, self.config.proxy_patience
         if math.isfinite(value) and (best is None or value < best[0]):
-            self.proxy_best = (value, copy.deepcopy(step.proxy.state_dict()))
+            self.proxy_best = (value, copy_state(step.proxy.state_dict()))
             self.proxy_stale = 0
         else:
             self.proxy_stale += 1

@@ -18,7 +18,7 @@ point. The loop calls, in order::
         validation NLL of step.flow (computed by the loop, no grad)
         extra = step.validate(theta_val, x_val)             # optional extra scalars
         step.on_epoch_end(epoch, epoch_logs)                # dual updates, ...
-        if NLL improved: best = deepcopy(step.state_dict())
+        if NLL improved: best = copy_state(step.state_dict())
     step.load_state_dict(best)
 
 :class:`NPEStep` is the forward KL step (``F = mean(-log q)``, one Adam optimiser, gradient
@@ -44,7 +44,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
@@ -67,6 +66,7 @@ from jsbi.inference.objectives import forward_kl, primal_losses
 from jsbi.inference.optimizers import PrimalOptimizers
 from jsbi.inference.reverse import ReverseEstimator
 from jsbi.inference.schedules import make_schedule, measure_proxy, own_fit, own_fit_name
+from jsbi.inference.state import copy_state
 from jsbi.seeding import seeded
 
 __all__ = [
@@ -800,7 +800,7 @@ class EarlyStopping:
             self.patience_from = epoch
         elif math.isfinite(loss) and loss < self.best_loss:
             self.best_loss, self.best_epoch = loss, epoch
-            self.best_state = copy.deepcopy(step.state_dict())
+            self.best_state = copy_state(step.state_dict())
 
     def exhausted(self, epoch: int) -> bool:
         return epoch - max(self.best_epoch, self.patience_from) >= self.patience

@@ -210,3 +210,32 @@ def test_the_progress_bar_has_its_total_and_a_closing_summary(capsys):
     assert "/3 " in err  # the bar's total is the epoch cap
     assert "Training: best epoch" in err and "of 3, validation NLL" in err
     assert err.rstrip().endswith("stopped by the epoch cap")
+
+
+def test_copy_state_is_an_independent_deep_copy_like_deepcopy():
+    import copy
+
+    from jsbi.inference.state import copy_state
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(8, 2)).sum().backward()
+    opt.step()
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "best": (1.5, [2, "a"])}
+    fast, slow = copy_state(state), copy.deepcopy(state)
+    # The same structure and values as deepcopy's, the module's version metadata included.
+    assert fast["net"]._metadata == state["net"]._metadata
+    assert fast["best"] == slow["best"]
+    assert fast["opt"]["param_groups"] == slow["opt"]["param_groups"]
+    for key in state["net"]:
+        assert torch.equal(fast["net"][key], slow["net"][key]), key
+    for i, moments in state["opt"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(fast["opt"]["state"][i][name], value), (i, name)
+    # Independent of the live weights: a later update does not reach the copy.
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert torch.equal(fast["net"]["0.weight"] + 1.0, net[0].weight)
+    net.load_state_dict(fast["net"])
+    opt.load_state_dict(fast["opt"])
+    assert torch.equal(net[0].weight, slow["net"]["0.weight"])

@@ -35,10 +35,6 @@ from pathlib import Path
 
 import torch
 
-# torch imports torch._dynamo when a process builds its first optimiser (about 5 s on the
-# 2-core CPU): done here, so the first method trained is not charged for it.
-import torch._dynamo  # noqa: F401
-
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st

@@ -40,6 +40,7 @@ from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
 from jsbi.inference import SUPPORT_MODES, Support
 from jsbi.pipeline import SBI_NPE, train_method
+from jsbi.seeding import seeded
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -172,7 +173,10 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
     rows = []
     for obs in args.observations:
         x_o = task.observation(obs)
-        ref = task.reference_samples(obs)[: args.num_samples]
+        # Analytic references are drawn from torch's random state: seeded, so that a rerun
+        # scores against the same samples.
+        with seeded(seed):
+            ref = task.reference_samples(obs)[: args.num_samples]
         scores = []
         for method, (posterior, t, epochs) in trained.items():
             key = {"task": task_name, "num_simulations": n_sim, "seed": seed, "observation": obs}

@@ -52,6 +52,7 @@ from jsbi.inference import Posterior, Support
 from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
 from jsbi.inference.proxy_posterior import ProxyPosterior
 from jsbi.pipeline import SBI_NPE, train_method
+from jsbi.seeding import seeded
 
 #: The methods scored per cell (the last three from one jeffreys run).
 METHODS = (
@@ -195,7 +196,10 @@ def _cell(task_name: str, n_sim: int, seed: int, args: argparse.Namespace) -> li
     rows = []
     for obs in args.observations:
         x_o = task.observation(obs)
-        ref = task.reference_samples(obs)[: args.num_samples]
+        # Analytic references are drawn from torch's random state: seeded, so that a rerun
+        # scores against the same samples.
+        with seeded(seed):
+            ref = task.reference_samples(obs)[: args.num_samples]
         scores = []
         for method in METHODS:
             posterior, t, epochs = posteriors[method]

@@ -86,8 +86,6 @@ class ProxyPosterior(Posterior):
                 "candidates_per_sample must be >= 1 and num_normalizer_samples >= 2, got "
                 f"{candidates_per_sample}, {num_normalizer_samples}"
             )
-        if not (math.isfinite(ess_per_sample) and ess_per_sample >= 1):
-            raise ValueError(f"ess_per_sample must be finite and >= 1, got {ess_per_sample}")
         if int(max_candidates_per_sample) < int(candidates_per_sample):
             raise ValueError(
                 "max_candidates_per_sample must be >= candidates_per_sample "
@@ -98,10 +96,23 @@ class ProxyPosterior(Posterior):
         self.candidates_per_sample = int(candidates_per_sample)
         self.max_candidates_per_sample = int(max_candidates_per_sample)
         self.num_normalizer_samples = int(num_normalizer_samples)
-        self.ess_per_sample = float(ess_per_sample)
+        self.ess_per_sample = ess_per_sample  # checked by its setter
         self.min_ess_fraction = float(min_ess_fraction)
         self.last_ess: float | None = None
         self._log_z: dict[bytes, float] = {}
+
+    @property
+    def ess_per_sample(self) -> float:
+        r"""The ESS the extra draws aim at, as a multiple of the samples asked; setting it
+        checks it (finite, >= 1)."""
+        return self._ess_per_sample
+
+    @ess_per_sample.setter
+    def ess_per_sample(self, value: float) -> None:
+        value = float(value)
+        if not (math.isfinite(value) and value >= 1):
+            raise ValueError(f"ess_per_sample must be finite and >= 1, got {value}")
+        self._ess_per_sample = value
 
     def __repr__(self) -> str:
         flow = self.flow.config.get("flow")

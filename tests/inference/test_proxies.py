@@ -272,6 +272,10 @@ def test_a_proxy_posterior_aims_at_ess_per_sample_times_the_samples_asked():
     assert distinct[1.0] < 0.75 * 500 < 0.82 * 500 < distinct[4.0]
     with pytest.raises(ValueError, match="ess_per_sample must be finite and >= 1"):
         ProxyPosterior(flow, _GaussianEnergy(), prior, ess_per_sample=0.5)
+    # Set afterwards (benchmarks/phase2.py --proxy-ess does), it is checked the same way.
+    with pytest.raises(ValueError, match="ess_per_sample must be finite and >= 1"):
+        post.ess_per_sample = math.nan
+    assert post.ess_per_sample == 4.0
 
 
 def test_nrec_reduces_to_nrea_and_pins_the_ratio():

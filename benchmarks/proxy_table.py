@@ -55,6 +55,7 @@ from jsbi.inference.objectives import (
     proxy_fit,
 )
 from jsbi.inference.trainer import split_indices
+from jsbi.seeding import seeded
 
 PROXIES = ("likelihood", "ratio-nrea", "ratio-nrec", "residual")
 
@@ -246,12 +247,17 @@ def main() -> None:
             )
             with torch.no_grad():
                 nll_flow = -flow.log_prob(theta_h, x_h)
+            # One reference set per observation, drawn once and seeded, for every model
+            # alike (an analytic task's reference is drawn from torch's random state).
+            refs = {}
+            for obs in args.observations:
+                with seeded(args.seed):
+                    refs[obs] = task.reference_samples(obs, args.num_samples)
             flow_c2st = []
             for obs in args.observations:
                 torch.manual_seed(args.seed)
                 samples = posterior.sample((args.num_samples,), x=task.observation(obs))
-                ref = task.reference_samples(obs, args.num_samples)
-                flow_c2st.append(c2st(samples, ref, seed=args.seed))
+                flow_c2st.append(c2st(samples, refs[obs], seed=args.seed))
             row0 = {
                 "task": task_name,
                 "num_simulations": n,
@@ -292,8 +298,7 @@ def main() -> None:
                     samples, e = importance_resample(
                         proxy, flow, task.prior, task.observation(obs), args.num_samples
                     )
-                    ref = task.reference_samples(obs, args.num_samples)
-                    proxy_c2st.append(c2st(samples, ref, seed=args.seed))
+                    proxy_c2st.append(c2st(samples, refs[obs], seed=args.seed))
                     sir_ess.append(e)
                 row = {
                     "task": task_name,

@@ -282,26 +282,37 @@ def table(rows: list[dict]) -> str:
 
 
 def seed_table(rows: list[dict]) -> str:
-    r"""Per (task, budget, seed, method): the training time, the epochs it took and the time
-    per epoch, each over sbi NPE's in the same cell. A total time ratio mixes the
-    per-epoch cost with where early stopping happened to end; this separates them."""
-    cells: dict[tuple, dict[str, dict]] = {}
+    r"""Per (task, budget, seed, method): the mean C2ST over the cell's observations and
+    its paired difference to sbi NPE's (same observations), then the training time, the
+    epochs it took and the time per epoch, each over sbi NPE's in the same cell. A total
+    time ratio mixes the per-epoch cost with where early stopping happened to end; this
+    separates them, and shows whether a seed's C2ST went with where it stopped."""
+    cells: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:  # one row per observation; the training is the same for all of them
-        cells.setdefault((r["task"], r["num_simulations"], r["seed"]), {})[r["method"]] = r
+        key = (r["task"], r["num_simulations"], r["seed"])
+        cells.setdefault(key, {}).setdefault(r["method"], []).append(r)
     head = (
-        f"{'task':<24} {'N':>6} {'seed':>4} {'method':<19} {'train s':>8} {'epochs':>6} "
-        f"{'ms/epoch':>8} {'t/t_sbi':>8} {'per-epoch / sbi':>15}"
+        f"{'task':<24} {'N':>6} {'seed':>4} {'method':<19} {'C2ST':>6} {'- sbi':>7} "
+        f"{'train s':>8} {'epochs':>6} {'ms/epoch':>8} {'t/t_sbi':>8} {'per-epoch / sbi':>15}"
     )
     lines = [head, "-" * len(head)]
     for (task, n, seed), methods in sorted(cells.items()):
-        sbi = methods.get("sbi-npe")
-        for method, r in sorted(methods.items()):
+        sbi_rows = methods.get("sbi-npe")
+        sbi = sbi_rows[0] if sbi_rows else None
+        sbi_c2st = {s["observation"]: s["c2st"] for s in sbi_rows or []}
+        for method, rs in sorted(methods.items()):
+            r = rs[0]
             per_epoch = r["train_time_s"] / max(r["epochs"], 1)
             ratio = per_epoch / (sbi["train_time_s"] / max(sbi["epochs"], 1)) if sbi else math.nan
+            diffs = [
+                o["c2st"] - sbi_c2st[o["observation"]] for o in rs if o["observation"] in sbi_c2st
+            ]
+            paired = f"{statistics.fmean(diffs):+.3f}" if diffs and method != "sbi-npe" else ""
             lines.append(
-                f"{task:<24} {n:>6} {seed:>4} {method:<19} {r['train_time_s']:>8.0f} "
-                f"{r['epochs']:>6} {1e3 * per_epoch:>8.0f} {r['time_ratio_over_sbi']:>8.2f} "
-                f"{ratio:>15.2f}"
+                f"{task:<24} {n:>6} {seed:>4} {method:<19} "
+                f"{statistics.fmean(o['c2st'] for o in rs):>6.3f} {paired:>7} "
+                f"{r['train_time_s']:>8.0f} {r['epochs']:>6} {1e3 * per_epoch:>8.0f} "
+                f"{r['time_ratio_over_sbi']:>8.2f} {ratio:>15.2f}"
             )
     return "\n".join(lines)
 

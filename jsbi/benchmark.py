@@ -554,21 +554,26 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
 def comparison_table(
     rows: Sequence[dict[str, Any]],
     methods: Sequence[str] = ("npe", "jeffreys", "srfe", "sbi-npe"),
-    difference: tuple[str, str] = ("jeffreys", "sbi-npe"),
+    differences: Sequence[tuple[str, str]] = (("jeffreys", "sbi-npe"),),
 ) -> str:
     r"""One Markdown line per (task, set, budget) with each method's C2ST mean ± sd side by
-    side, ``n`` (observations x seeds per method, the smallest when they differ) and the
-    paired difference ``difference[0] - difference[1]`` (mean ± sd over the (seed,
-    observation) pairs both methods scored; negative favours ``difference[0]``). A missing
+    side, ``n`` (observations x seeds per method, the smallest when they differ) and, for
+    each pair ``(a, b)`` in ``differences``, the paired difference ``a - b`` (mean ± sd over
+    the (seed, observation) pairs both methods scored; negative favours ``a``). A missing
     cell is ``-``."""
+    if not differences or any(len(pair) != 2 for pair in differences):
+        raise ValueError(
+            f"differences must be a non-empty sequence of (method, method) pairs, "
+            f"got {differences!r}"
+        )
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         key = (r["task"], "dev" if _is_dev(r) else "held-out", r["num_simulations"])
         groups.setdefault(key, []).append(r)
-    a, b = difference
+    paired = " | ".join(f"{a} − {b} (paired)" for a, b in differences)
     lines = [
-        "| task | set | sims | " + " | ".join(methods) + f" | n | {a} − {b} (paired) |",
-        "|---|---|---|" + "---|" * len(methods) + "---|---|",
+        "| task | set | sims | " + " | ".join(methods) + f" | n | {paired} |",
+        "|---|---|---|" + "---|" * (len(methods) + 1 + len(differences)),
     ]
     for (task, split, n), cell in sorted(groups.items()):
         cols, counts = [], []
@@ -578,13 +583,14 @@ def comparison_table(
             cols.append(_mean_sd(c) if c else "-")
         if not counts:
             continue
-        by_pair = {
-            m: {(r["seed"], r["observation"]): r["c2st"] for r in cell if r["method"] == m}
-            for m in (a, b)
-        }
-        diffs = [by_pair[a][k] - by_pair[b][k] for k in by_pair[a] if k in by_pair[b]]
         cols.append(str(min(counts)))
-        cols.append(_mean_sd(diffs, signed=True) if diffs else "-")
+        for a, b in differences:
+            by_pair = {
+                m: {(r["seed"], r["observation"]): r["c2st"] for r in cell if r["method"] == m}
+                for m in (a, b)
+            }
+            diffs = [by_pair[a][k] - by_pair[b][k] for k in by_pair[a] if k in by_pair[b]]
+            cols.append(_mean_sd(diffs, signed=True) if diffs else "-")
         lines.append(f"| {task} | {split} | {n} | " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
@@ -650,15 +656,21 @@ def write_results(
     return summary
 
 
-def _table_methods(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], tuple[str, str]]:
+def _table_methods(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     r"""The comparison table's columns (the methods present, in :data:`METHODS`' order) and
-    its paired difference: the default symmetric objective against sbi's NPE, or revision
+    its paired differences: the default symmetric objective against sbi's NPE, or revision
     1's default (``jeffreys-joint``) where the rows have no ``jeffreys``, or jsbi's ``npe``
-    where they have neither."""
+    where they have neither; and, where the rows hold a symmetric objective and ``npe``,
+    that objective against jsbi's ``npe`` too (issue 16's "never worse than npe")."""
     present = {r["method"] for r in rows}
     methods = tuple(m for m in METHODS if m in present) + tuple(sorted(present - set(METHODS)))
     first = next((m for m in ("jeffreys", "jeffreys-joint") if m in present), "npe")
-    return methods, (first, "sbi-npe")
+    differences = ((first, "sbi-npe"),)
+    if first != "npe" and "npe" in present:
+        differences += ((first, "npe"),)
+    return methods, differences
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:

@@ -240,7 +240,7 @@ def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference
     rows += [row("sbi-npe", 1, 0.6), row("sbi-npe", 2, 0.6)]  # observation 3 unscored
     rows += [row("npe", 7, 0.55)]  # a held-out observation of a development task
     rows += [row("npe", 1, 0.8, task="sir")]
-    table = comparison_table(rows, methods=("npe", "sbi-npe"), difference=("npe", "sbi-npe"))
+    table = comparison_table(rows, methods=("npe", "sbi-npe"), differences=[("npe", "sbi-npe")])
     lines = table.splitlines()
     assert lines[0] == "| task | set | sims | npe | sbi-npe | n | npe − sbi-npe (paired) |"
     # npe 0.8 ± 0.1 over 3; the paired differences are 0.1 and 0.3 (observations 1, 2)
@@ -252,16 +252,49 @@ def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference
     assert len(lines) == 5
 
 
+def test_comparison_table_gives_one_paired_column_per_difference():
+    def row(method, obs, c2st):
+        return dict(
+            task="two_moons",
+            num_simulations=1000,
+            seed=0,
+            method=method,
+            observation=obs,
+            c2st=c2st,
+            train_seconds=1.0,
+            epochs=1,
+            seconds_per_epoch=1.0,
+        )
+
+    rows = [row("jeffreys", 1, 0.6), row("jeffreys", 2, 0.7)]
+    rows += [row("npe", 1, 0.7), row("npe", 2, 0.7)]
+    rows += [row("sbi-npe", 1, 0.5), row("sbi-npe", 2, 0.5)]
+    pairs = [("jeffreys", "sbi-npe"), ("jeffreys", "npe")]
+    lines = comparison_table(rows, methods=("npe", "jeffreys", "sbi-npe"), differences=pairs)
+    lines = lines.splitlines()
+    assert lines[0].endswith("| n | jeffreys − sbi-npe (paired) | jeffreys − npe (paired) |")
+    assert lines[1].count("---") == 3 + 3 + 1 + 2
+    # jeffreys - sbi: 0.1 and 0.2; jeffreys - npe: -0.1 and 0.0.
+    assert lines[2].endswith("| 2 | +0.150 ± 0.071 | -0.050 ± 0.071 |")
+    with pytest.raises(ValueError, match="differences"):
+        comparison_table(rows, differences=[])
+
+
 def test_the_paired_column_compares_what_the_rows_hold():
     from jsbi.benchmark import _table_methods
 
     def rows(*methods):
         return [{"method": m} for m in methods]
 
-    assert _table_methods(rows("npe", "jeffreys", "sbi-npe"))[1] == ("jeffreys", "sbi-npe")
-    assert _table_methods(rows("npe", "jeffreys-joint", "sbi-npe"))[1] == (
-        "jeffreys-joint",
-        "sbi-npe",
+    assert _table_methods(rows("npe", "jeffreys", "sbi-npe"))[1] == (
+        ("jeffreys", "sbi-npe"),
+        ("jeffreys", "npe"),
     )
+    assert _table_methods(rows("npe", "jeffreys-joint", "sbi-npe"))[1] == (
+        ("jeffreys-joint", "sbi-npe"),
+        ("jeffreys-joint", "npe"),
+    )
+    # No npe to compare with: only the difference to sbi's NPE.
+    assert _table_methods(rows("jeffreys", "sbi-npe"))[1] == (("jeffreys", "sbi-npe"),)
     # Without a symmetric objective: jsbi's npe against sbi's (was jeffreys-joint, all "-").
-    assert _table_methods(rows("npe", "sbi-npe")) == (("npe", "sbi-npe"), ("npe", "sbi-npe"))
+    assert _table_methods(rows("npe", "sbi-npe")) == (("npe", "sbi-npe"), (("npe", "sbi-npe"),))

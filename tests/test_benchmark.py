@@ -238,11 +238,11 @@ def _c2st_row(method, obs, c2st, task="two_moons", seed=0):
 
 
 def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference():
-    row = _c2st_row
-    rows = [row("npe", 1, 0.7), row("npe", 2, 0.9), row("npe", 3, 0.8)]
-    rows += [row("sbi-npe", 1, 0.6), row("sbi-npe", 2, 0.6)]  # observation 3 unscored
-    rows += [row("npe", 7, 0.55)]  # a held-out observation of a development task
-    rows += [row("npe", 1, 0.8, task="sir")]
+    rows = [_c2st_row("npe", 1, 0.7), _c2st_row("npe", 2, 0.9), _c2st_row("npe", 3, 0.8)]
+    # sbi's NPE leaves observation 3 unscored.
+    rows += [_c2st_row("sbi-npe", 1, 0.6), _c2st_row("sbi-npe", 2, 0.6)]
+    rows += [_c2st_row("npe", 7, 0.55)]  # a held-out observation of a development task
+    rows += [_c2st_row("npe", 1, 0.8, task="sir")]
     table = comparison_table(rows, methods=("npe", "sbi-npe"), differences=[("npe", "sbi-npe")])
     lines = table.splitlines()
     assert lines[0] == "| task | set | sims | npe | sbi-npe | n | npe − sbi-npe (paired) |"
@@ -256,10 +256,9 @@ def test_comparison_table_puts_methods_side_by_side_with_their_paired_difference
 
 
 def test_comparison_table_gives_one_paired_column_per_difference():
-    row = _c2st_row
-    rows = [row("jeffreys", 1, 0.6), row("jeffreys", 2, 0.7)]
-    rows += [row("npe", 1, 0.7), row("npe", 2, 0.7)]
-    rows += [row("sbi-npe", 1, 0.5), row("sbi-npe", 2, 0.5)]
+    rows = [_c2st_row("jeffreys", 1, 0.6), _c2st_row("jeffreys", 2, 0.7)]
+    rows += [_c2st_row("npe", 1, 0.7), _c2st_row("npe", 2, 0.7)]
+    rows += [_c2st_row("sbi-npe", 1, 0.5), _c2st_row("sbi-npe", 2, 0.5)]
     pairs = [("jeffreys", "sbi-npe"), ("jeffreys", "npe")]
     lines = comparison_table(rows, methods=("npe", "jeffreys", "sbi-npe"), differences=pairs)
     lines = lines.splitlines()

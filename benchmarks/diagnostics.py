@@ -48,17 +48,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
 
     import jsbi
-    from jsbi.diagnostics import (
-        coverage_from_log_probs,
-        draw_samples,
-        expected_coverage,
-        log_prob_batched,
-        run_sbc,
-        run_tarp,
-        sbc_ranks,
-        tarp_from_samples,
-        train_sbi_npe,
-    )
+    from jsbi.diagnostics import expected_coverage, run_sbc, run_tarp, train_sbi_npe
+    from jsbi.diagnostics.coverage import coverage_from_log_probs
+    from jsbi.diagnostics.sbc import draw_samples, log_prob_batched, sbc_ranks
+    from jsbi.diagnostics.tarp import tarp_from_samples
 
     warnings.filterwarnings("ignore")
     task = jsbi.get_task(args.task)

@@ -25,7 +25,7 @@ import torch
 
 import jsbi
 from jsbi.diagnostics import c2st
-from jsbi.inference import PosteriorEstimator
+from jsbi.estimator import PosteriorEstimator
 
 
 def _run(method: str, device: str, theta, x, task, args) -> tuple[float, int, float]:

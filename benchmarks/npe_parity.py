@@ -38,7 +38,7 @@ import torch
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference import SUPPORT_MODES, Support
+from jsbi.flows.support import SUPPORT_MODES, Support
 from jsbi.pipeline import SBI_NPE, train_method
 from jsbi.seeding import seeded
 

@@ -37,7 +37,7 @@ from objectives import _value
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.posteriors.proxy import ProxyPosterior
 from jsbi.seeding import seeded
 
 

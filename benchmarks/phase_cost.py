@@ -24,7 +24,7 @@ import time
 import torch
 
 import jsbi
-from jsbi.inference import PosteriorEstimator
+from jsbi.estimator import PosteriorEstimator
 
 VARIANTS = {
     "K=1 path gradient (default)": {},

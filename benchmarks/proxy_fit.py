@@ -30,7 +30,7 @@ from objectives import _value
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference import PosteriorEstimator
+from jsbi.estimator import PosteriorEstimator
 
 
 @torch.no_grad()

@@ -44,14 +44,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
 from npe_parity import _fit_options, _mse, _read_rows, add_cell_args, run_cells, score, table
 from objectives import _value
 
 import jsbi
-from jsbi.inference import Posterior, Support
-from jsbi.inference.estimator import _candidates_per_sample, _proxy_wins
-from jsbi.inference.proxy_posterior import ProxyPosterior
+from jsbi.flows.support import Support
 from jsbi.pipeline import SBI_NPE, train_method
+from jsbi.posteriors.posterior import Posterior
+from jsbi.posteriors.proxy import ProxyPosterior
 from jsbi.seeding import seeded
 
 #: The methods scored per cell (the last three from one jeffreys run).

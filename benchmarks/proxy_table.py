@@ -45,17 +45,14 @@ from objectives import _value
 import jsbi
 from jsbi.benchmark import DEV_TASKS
 from jsbi.diagnostics.c2st import c2st
-from jsbi.inference import PosteriorEstimator
-from jsbi.inference.ebm import LikelihoodEnergy, PriorTimesRatioEnergy, ResidualEnergy
-from jsbi.inference.importance import importance_resample, proxy_nll
-from jsbi.inference.objectives import (
-    contrastive_ratio_loss,
-    log_normalizer,
-    nrec_loss,
-    proxy_fit,
-)
-from jsbi.inference.trainer import split_indices
+from jsbi.estimator import PosteriorEstimator
+from jsbi.objectives import contrastive_ratio_loss, log_normalizer, nrec_loss, proxy_fit
+from jsbi.proxies.importance import importance_resample, proxy_nll
+from jsbi.proxies.likelihood import LikelihoodEnergy
+from jsbi.proxies.ratio import PriorTimesRatioEnergy
+from jsbi.proxies.residual import ResidualEnergy
 from jsbi.seeding import seeded
+from jsbi.training.data import split_indices
 
 PROXIES = ("likelihood", "ratio-nrea", "ratio-nrec", "residual")
 

@@ -1,7 +1,7 @@
 r"""How much do repeated samples inflate C2ST? Reference samples resampled with replacement.
 
 Importance resampling (the likelihood proxy's sampler,
-:func:`jsbi.inference.importance.importance_resample`) draws its samples with replacement
+:func:`jsbi.proxies.importance.importance_resample`) draws its samples with replacement
 from weighted candidates, so a resample of ``n`` samples from candidates whose ESS is ``k
 n`` repeats points. This script isolates that effect from any model error. For each task it
 scores, against ``n`` fresh reference samples of observation 1:

@@ -29,7 +29,8 @@ import torch
 
 import jsbi
 from jsbi.diagnostics.baselines import train_sbi_npe
-from jsbi.inference import SUPPORT_MODES, PosteriorEstimator, Support
+from jsbi.estimator import PosteriorEstimator
+from jsbi.flows.support import SUPPORT_MODES, Support
 
 
 def _sample(post, method: str, x_o, n: int, reject: bool) -> torch.Tensor:

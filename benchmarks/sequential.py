@@ -25,7 +25,8 @@ import torch
 
 import jsbi
 from jsbi.diagnostics import c2st
-from jsbi.inference import PosteriorEstimator, TruncatedProposal
+from jsbi.estimator import PosteriorEstimator
+from jsbi.posteriors.sequential import TruncatedProposal
 
 
 def _fit(prior, theta, x, seed, **kwargs):

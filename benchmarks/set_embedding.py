@@ -27,7 +27,8 @@ import torch
 from sbi.utils import BoxUniform
 
 from jsbi.diagnostics.c2st import nltp
-from jsbi.inference import PosteriorEstimator, SetEmbedding
+from jsbi.estimator import PosteriorEstimator
+from jsbi.flows.embeddings import SetEmbedding
 
 LOW, HIGH = torch.tensor([-3.0, 0.1]), torch.tensor([3.0, 3.0])
 N_SET = 10

@@ -19,7 +19,7 @@ import argparse
 import torch
 
 import jsbi
-from jsbi.inference import PosteriorEstimator
+from jsbi.estimator import PosteriorEstimator
 
 JOINT = {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"}
 CONFIGS = {

@@ -2,7 +2,7 @@ r"""Sphinx configuration of jsbi's documentation (``make docs``).
 
 The API reference is generated at build time from the package itself: every name in a
 module's ``__all__`` is documented once, under the shortest public path that exports it
-(``jsbi.inference.Posterior`` rather than ``jsbi.inference.posterior.Posterior``), so a
+(``jsbi.inference.Posterior`` rather than ``jsbi.posteriors.posterior.Posterior``), so a
 new public name cannot be left out, and none is documented twice.
 """
 
@@ -44,7 +44,16 @@ napoleon_use_rtype = False
 
 # Private helpers and the data-making script are not API.
 _SKIP = ("jsbi.simulators.tasks._common", "jsbi.simulators.data")
-_PAGES = ("jsbi", "jsbi.simulators", "jsbi.inference", "jsbi.diagnostics")
+_PAGES = (
+    "jsbi",
+    "jsbi.simulators",
+    "jsbi.flows",
+    "jsbi.proxies",
+    "jsbi.methods",
+    "jsbi.training",
+    "jsbi.posteriors",
+    "jsbi.diagnostics",
+)
 
 
 def _modules() -> list[str]:

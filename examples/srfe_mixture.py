@@ -1,7 +1,7 @@
 r"""SRFE between forward and reverse KL: one Gaussian fitted to a mixture of three.
 
 Reproduces the four experiments of the Surprisal-Rényi Free Energy paper (its section 4 and
-appendices D/E) with jsbi's own estimators (:mod:`jsbi.inference.objectives`):
+appendices D/E) with jsbi's own estimators (:mod:`jsbi.objectives`):
 
 1. forward KL, reverse KL and SRFE at a few tau;
 2. a sweep of tau (0.1 ... 0.9, several trials): where does mass covering turn into mode
@@ -42,13 +42,8 @@ from pathlib import Path
 import torch
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
-from jsbi.inference.objectives import (
-    TauSchedule,
-    forward_kl,
-    make_tau_schedule,
-    reverse_kl,
-    srfe,
-)
+from jsbi.objectives import forward_kl, reverse_kl, srfe
+from jsbi.tau import TauSchedule, make_tau_schedule
 
 MEANS = torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]])
 WEIGHTS = torch.tensor([0.3, 0.3, 0.4])

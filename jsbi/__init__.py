@@ -16,14 +16,30 @@ _EXPORTS = {
     "wrap": "jsbi.simulators",
     "Simulator": "jsbi.simulators",
     "Task": "jsbi.simulators",
-    "PosteriorEstimator": "jsbi.inference",
-    "DensityEstimator": "jsbi.inference",
-    "Posterior": "jsbi.inference",
-    "load_posterior": "jsbi.inference",
+    "PosteriorEstimator": "jsbi.estimator",
+    "DensityEstimator": "jsbi.density",
+    "FlowConfig": "jsbi.flows",
+    "SymmetricConfig": "jsbi.methods",
+    "NPEConfig": "jsbi.methods",
+    "TrainConfig": "jsbi.training",
+    "Posterior": "jsbi.posteriors",
+    "ProxyPosterior": "jsbi.posteriors",
+    "TruncatedProposal": "jsbi.posteriors",
+    "load_posterior": "jsbi.posteriors",
     "train_method": "jsbi.pipeline",
     "run_report": "jsbi.pipeline",
 }
-_SUBPACKAGES = ("simulators", "inference", "diagnostics")
+_SUBPACKAGES = (
+    "simulators",
+    "flows",
+    "proxies",
+    "methods",
+    "training",
+    "posteriors",
+    "diagnostics",
+)
+#: The old layout's face, importable for one release (jsbi.inference), not public.
+_DEPRECATED = ("inference",)
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES]
 
@@ -31,7 +47,7 @@ __all__ = [*_EXPORTS, *_SUBPACKAGES]
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _SUBPACKAGES:
+    if name in _SUBPACKAGES or name in _DEPRECATED:
         return importlib.import_module(f"jsbi.{name}")
     raise AttributeError(f"module 'jsbi' has no attribute {name!r}")
 

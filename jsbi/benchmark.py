@@ -25,203 +25,71 @@ Example:
 
 from __future__ import annotations
 
-__all__ = [
-    "DEV_TASKS",
-    "METHODS",
-    "Method",
-    "comparison_table",
-    "load_rows",
-    "method_support",
-    "method_posterior",
-    "method_transforms",
-    "plot_budgets",
-    "run_benchmark",
-    "run_unit",
-    "summary_table",
-    "write_results",
-    "write_rows",
-]
+__all__ = ["comparison_table", "load_rows", "run_benchmark", "summary_table", "write_results"]
 
 import csv
-import dataclasses
 import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import joblib
 import torch
-from torch.distributions import Independent, Uniform
 
+from jsbi.methods import BASELINE, NPEConfig, SymmetricConfig, method_config, method_names
 from jsbi.seeding import seeded
 
 DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
 DEV_OBSERVATIONS = range(1, 6)
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-    r"""A benchmark method: a name and the :class:`~jsbi.inference.PosteriorEstimator`
-    keywords it trains with (``options=None``: sbi's NPE, with sbi's own flow).
-
-    The options are checked when the method is built, by the estimator's own checks: an
-    unknown or misplaced option is an error naming the method.
-
-    Example:
-        >>> Method("jeffreys-c2", {"objective": "jeffreys", "passes": 2}).kwargs()
-        {'objective': 'jeffreys', 'passes': 2}
-        >>> Method("typo", {"objective": "jeffreys", "proxi": "ratio"})
-        Traceback (most recent call last):
-        ...
-        ValueError: method 'typo': ...
-    """
-
-    name: str
-    options: Mapping[str, Any] | None
-    comment: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a method's name must be a non-empty string, got {self.name!r}")
-        if self.options is not None:
-            options = dict(self.options)
-            if "objective" not in options:
-                raise ValueError(f"method {self.name!r}: options need an 'objective'")
-            object.__setattr__(self, "options", MappingProxyType(options))
-            self.check()
-
-    @property
-    def is_sbi(self) -> bool:
-        r"""Whether this is sbi's NPE."""
-        return self.options is None
-
-    def kwargs(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        r"""The estimator's keywords, with extra ``options``
-        (:func:`~jsbi.inference.estimator.split_options`): the symmetric objectives'
-        (``proxy``, ``gate_samples``, ...) for those methods only, every other (the flow's:
-        ``z_score_theta``, ``passes``, ...) for every jsbi method. ``device`` is not one
-        of them (:func:`run_unit` takes it for every method, sbi's too)."""
-        from jsbi.inference.estimator import split_options
-
-        if self.options is None:
-            raise ValueError(f"method {self.name!r} is sbi's NPE: it takes no jsbi options")
-        kwargs = dict(self.options)
-        extra = {k: v for k, v in (options or {}).items() if k != "device"}
-        named, objective_kwargs, other = split_options(extra)
-        kwargs.update(other)
-        if kwargs["objective"] != "npe":
-            kwargs.update(named)
-            if objective_kwargs:
-                kwargs["objective_kwargs"] = {
-                    **kwargs.get("objective_kwargs", {}),
-                    **objective_kwargs,
-                }
-        return kwargs
-
-    def check(self, options: Mapping[str, Any] | None = None) -> None:
-        r"""Raises the estimator's error, naming this method, for options it would refuse.
-        Nothing trains: the estimator is built on a stand-in 2-D box prior (a symmetric
-        objective's check builds a small stand-in flow and step)."""
-        from jsbi.inference import PosteriorEstimator
-
-        if self.options is None:
-            return
-        prior = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
-        try:
-            PosteriorEstimator(prior, **self.kwargs(options))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"method {self.name!r}: {err}") from err
-
-    def support(self, options: Mapping[str, Any] | None = None) -> str:
-        r"""How the method respects a bounded prior: ``"transform"`` or ``"truncate"`` for
-        jsbi's methods, ``"sbi"`` for sbi's NPE (its own truncation)."""
-        from jsbi.inference.estimator import estimator_support
-
-        if self.is_sbi:
-            return "sbi"
-        k = self.kwargs(options)
-        return estimator_support(
-            k["objective"], k.get("schedule"), k.get("support"), k.get("bounded")
-        )
-
-    def transforms(self, task: str, options: Mapping[str, Any] | None = None) -> str:
-        r"""The kind of transforms the method's flow has on ``task``: ``"coupling"``
-        (zuko's ``passes`` below the number of parameters, or ``realnvp``) or
-        ``"autoregressive"`` for jsbi's methods (with two parameters and ``passes=2`` the
-        two are the same transform, called autoregressive), ``"sbi"`` for sbi's NPE."""
-        from jsbi.simulators import get_task
-
-        if self.is_sbi:
-            return "sbi"
-        k = self.kwargs(options)
-        d = get_task(task).dim_theta
-        passes = k.get("passes")
-        if str(k.get("flow", "nsf")).lower() == "realnvp" or (passes is not None and d > passes):
-            return "coupling"
-        return "autoregressive"
-
-    def posterior(self, options: Mapping[str, Any] | None = None) -> str:
-        r"""What the method returns: ``"flow"``, ``"proxy"`` or ``"auto"``
-        (:class:`~jsbi.inference.PosteriorEstimator`'s ``posterior``, its default
-        resolved) for jsbi's methods, ``"sbi"`` for sbi's NPE."""
-        from jsbi.inference.estimator import default_posterior
-
-        if self.is_sbi:
-            return "sbi"
-        k = self.kwargs(options)
-        proxy = k.get("proxy") or k.get("objective_kwargs", {}).get("proxy")
-        return k.get("posterior") or default_posterior(k["objective"], proxy)
+#: The benchmark's methods: the registry's (:data:`jsbi.methods.METHODS`) and sbi's NPE.
+METHODS: tuple[str, ...] = tuple(method_names())
+#: The tables' roles: the package default, and jsbi's own NPE that it must never trail.
+DEFAULT, REFERENCE = "jeffreys", "npe"
 
 
-def _methods(*methods: Method) -> dict[str, Method]:
-    return {m.name: m for m in methods}
+def method_options(method: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    r"""The estimator options of ``method`` among ``options`` (every jsbi method's): a
+    symmetric method's option does not reach ``npe``, and ``device`` is the unit's."""
+    out = {}
+    npe = isinstance(method_config(method), NPEConfig)
+    for key, value in (options or {}).items():
+        if key == "device" or (npe and key in SymmetricConfig.names()):
+            continue
+        out[key] = value
+    return out
 
 
-#: The benchmark's methods by name.
-METHODS: dict[str, Method] = _methods(
-    Method("npe", {"objective": "npe"}),
-    Method(
-        "jeffreys",
-        {"objective": "jeffreys"},
-        "the package default: the flow or the likelihood proxy, whichever is clearly the "
-        "better model on the validation pairs (posterior='auto'; rows before the posterior "
-        "column returned the flow, which is now jeffreys-flow)",
-    ),
-    Method("jeffreys-flow", {"objective": "jeffreys", "posterior": "flow"}),
-    Method("srfe", {"objective": "srfe"}, "tau = 0.5, constant (the estimator's default)"),
-    Method("srfe-anneal", {"objective": "srfe", "tau_schedule": "anneal", "tau": 0.1}),
-    Method(
-        "jeffreys-fixed",
-        {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint", "adaptive": False},
-        "the fixed-weight penalty ablation of the joint schedule",
-    ),
-    Method("distill", {"objective": "distill"}),
-    Method(
-        "jeffreys-proxy",
-        {"objective": "jeffreys", "posterior": "auto"},
-        "posterior='auto' named, from before it was jeffreys' default (the same as jeffreys)",
-    ),
-    Method(
-        "jeffreys-joint",
-        {"objective": "jeffreys", "proxy": "ratio", "schedule": "joint"},
-        "METHOD.md section 4's reconstruction, the default before revision 2 (section 4b): "
-        "the ratio proxy, warm-up then the joint primal-dual objective",
-    ),
-    Method("srfe-joint", {"objective": "srfe", "proxy": "ratio", "schedule": "joint"}),
-    Method(
-        "srfe-anneal-joint",
-        {
-            "objective": "srfe",
-            "tau_schedule": "anneal",
-            "tau": 0.1,
-            "proxy": "ratio",
-            "schedule": "joint",
-        },
-    ),
-    Method("sbi-npe", None, "sbi's NPE (zuko NSF), the baseline"),
-)
+def _estimator(method: str, task: Any, options: Mapping[str, Any] | None) -> Any:
+    # The estimator a jsbi method trains (nothing trains): its errors name the method.
+    from jsbi.estimator import PosteriorEstimator
+
+    try:
+        return PosteriorEstimator(task.prior, objective=method, **method_options(method, options))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"method {method!r}: {err}") from err
+
+
+def method_columns(method: str, task: Any, options: Mapping[str, Any] | None = None) -> dict:
+    r"""What a unit's rows say of its method: the ``support`` mode (``"sbi"`` for sbi's
+    NPE), the flow's ``transforms`` (``"coupling"`` where zuko's ``passes`` is below the
+    number of parameters, or ``realnvp``; else ``"autoregressive"``) and what it returns
+    (``posterior``: ``"flow"``, ``"proxy"`` or ``"auto"``)."""
+    if method == BASELINE:
+        return {"support": "sbi", "transforms": "sbi", "posterior": "sbi"}
+    est = _estimator(method, task, options)
+    fc = est.flow_config
+    coupling = str(fc.flow).lower() == "realnvp" or (
+        fc.passes is not None and task.dim_theta > fc.passes
+    )
+    return {
+        "support": est.support,
+        "transforms": "coupling" if coupling else "autoregressive",
+        "posterior": est.method.returns,
+    }
+
 
 _INT = ("num_simulations", "seed", "observation", "epochs")
 _FLOAT = ("c2st", "train_seconds", "seconds_per_epoch")
@@ -235,25 +103,9 @@ class FinishedUnitError(ValueError):
     r"""A finished unit was asked for observations it was not scored on."""
 
 
-def method_support(method: str, options: dict[str, Any] | None = None) -> str:
-    r""":meth:`Method.support` of ``METHODS[method]``."""
-    return _method(method).support(options)
-
-
-def method_transforms(method: str, task: str, options: dict[str, Any] | None = None) -> str:
-    r""":meth:`Method.transforms` of ``METHODS[method]``."""
-    return _method(method).transforms(task, options)
-
-
-def method_posterior(method: str, options: dict[str, Any] | None = None) -> str:
-    r""":meth:`Method.posterior` of ``METHODS[method]``."""
-    return _method(method).posterior(options)
-
-
-def _method(name: str) -> Method:
+def _check_method(name: str) -> None:
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
-    return METHODS[name]
 
 
 def _finished_rows(
@@ -270,24 +122,21 @@ def _finished_rows(
     if not done.exists():
         return None
     rows = _read_csv(done)
-    if support is not None and (old := {r["support"] for r in rows}) != {support}:
+    wanted = {"support": support, "transforms": transforms, "posterior": posterior}
+    missing = sorted({c for c in wanted for r in rows if c not in r})
+    if missing:
         raise FinishedUnitError(
-            f"the finished unit {done} was trained with support={sorted(old)[0]!r}, but the "
-            f"method now uses support={support!r} (the default changed, or --option "
-            "support=...): give it a fresh out folder, or pass the old support"
+            f"the finished unit {done} has no {missing[0]!r} column (written by an older "
+            "jsbi): give this run a fresh out folder"
         )
-    if transforms is not None and (old := {r["transforms"] for r in rows}) != {transforms}:
-        raise FinishedUnitError(
-            f"the finished unit {done} was trained with {sorted(old)[0]} transforms, but the "
-            f"method now uses {transforms} ones (the passes option): give it a fresh out "
-            "folder, or pass the old passes"
-        )
-    if posterior is not None and (old := {r["posterior"] for r in rows}) != {posterior}:
-        raise FinishedUnitError(
-            f"the finished unit {done} returned posterior={sorted(old)[0]!r}, but the method "
-            f"now uses posterior={posterior!r} (the default changed, or --option "
-            "posterior=...): give it a fresh out folder, or pass the old posterior"
-        )
+    for column, now in wanted.items():
+        old = sorted({r[column] for r in rows})
+        if now is not None and old != [now]:
+            raise FinishedUnitError(
+                f"the finished unit {done} was trained with {column}={old[0]!r}, but the "
+                f"method now uses {column}={now!r} (the default changed, or an option): "
+                "give it a fresh out folder, or pass the old setting"
+            )
     scored = {r["observation"] for r in rows}
     if missing := sorted(set(observations) - scored):
         raise FinishedUnitError(
@@ -312,20 +161,18 @@ def _train(
 
     fit = {"max_epochs": max_epochs}
     device = (options or {}).get("device")  # every method's, sbi's too
-    spec = METHODS[method]
-    if spec.is_sbi:
+    if method == BASELINE:
         trained = train_method(
             SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit, device=device
         )
         return trained.posterior, trained.seconds, trained.epochs
-    kwargs = spec.kwargs(options)
     trained = train_method(
-        kwargs["objective"],
+        method,
         task.prior,
         theta,
         x,
         seed=seed,
-        estimator_options=kwargs,
+        estimator_options=method_options(method, options),
         fit_options=fit,
         checkpoint=checkpoint,
         device=device,
@@ -359,7 +206,7 @@ def run_unit(
         observations: Observation numbers to score.
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
-        options: Extra jsbi options (:func:`~jsbi.inference.estimator.split_options`): the
+        options: Extra jsbi options (:func:`~jsbi.estimator.split_options`): the
             symmetric objectives' (``proxy``, ``gate_samples``, ...) for those methods
             only, every other (the flow's: ``z_score_theta``, ``passes``, ...) for every
             jsbi method.
@@ -370,16 +217,16 @@ def run_unit(
         One row per observation: task, num_simulations, seed, method, observation, c2st,
         train_seconds, epochs, seconds_per_epoch.
     """
-    import jsbi
     from jsbi.diagnostics.c2st import c2st
+    from jsbi.simulators import get_task, simulate
 
-    _method(method).check(options)
+    _check_method(method)
+    task = get_task(task_name)
+    columns = method_columns(method, task, options)
     torch.set_num_threads(threads)
     name = _unit_name(task_name, num_simulations, seed, method)
     done = checkpoint = None
-    support = method_support(method, options)
-    transforms = method_transforms(method, task_name, options)
-    returns = method_posterior(method, options)
+    support, transforms, returns = (columns[k] for k in ("support", "transforms", "posterior"))
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
@@ -388,8 +235,7 @@ def run_unit(
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
-    task = jsbi.get_task(task_name)
-    theta, x = jsbi.simulate(task, num_simulations, seed=seed, show_progress_bar=False)
+    theta, x = simulate(task, num_simulations, seed=seed, show_progress_bar=False)
     posterior, seconds, epochs = _train(
         method, task, theta, x, seed, max_epochs, options, checkpoint
     )
@@ -468,7 +314,7 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"methods must be among {sorted(METHODS)}, got {unknown}")
     for m in methods:  # a bad option fails here, before any work
-        METHODS[m].check(options)
+        _check_method(m)
     for name in tasks:
         get_task(name)  # an unknown task fails here, before any work
     if any(int(b) < 1 for b in budgets):
@@ -477,15 +323,13 @@ def run_benchmark(
         (t, int(n), int(s), m) for t in tasks for n in budgets for s in seeds for m in methods
     ]
     # Longest first keeps the workers busy to the end: big budgets, adaptive methods.
-    units.sort(key=lambda u: (-u[1], u[3] in ("npe", "sbi-npe")))
+    units.sort(key=lambda u: (-u[1], u[3] in (REFERENCE, BASELINE)))
     if out is not None:  # a finished unit that cannot answer fails here, before any work
         for unit in units:
             _finished_rows(
                 Path(out, "rows", f"{_unit_name(*unit)}.csv"),
                 observations,
-                method_support(unit[3], options),
-                method_transforms(unit[3], unit[0], options),
-                method_posterior(unit[3], options),
+                *method_columns(unit[3], get_task(unit[0]), options).values(),
             )
     kwargs = dict(
         observations=list(observations),
@@ -529,7 +373,7 @@ def summary_table(rows: Sequence[dict[str, Any]], methods: Sequence[str] | None 
         key = (r["task"], r["num_simulations"], "dev" if _is_dev(r) else "held-out")
         groups.setdefault(key, []).append(r)
     for (task, n, split), cell in sorted(groups.items()):
-        npe = [r["seconds_per_epoch"] for r in cell if r["method"] == "npe"]
+        npe = [r["seconds_per_epoch"] for r in cell if r["method"] == REFERENCE]
         for method in methods:
             mine = [r for r in cell if r["method"] == method]
             if not mine:
@@ -660,16 +504,15 @@ def _table_methods(
     rows: Sequence[dict[str, Any]],
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     r"""The comparison table's columns (the methods present, in :data:`METHODS`' order) and
-    its paired differences: the default symmetric objective against sbi's NPE, or revision
-    1's default (``jeffreys-joint``) where the rows have no ``jeffreys``, or jsbi's ``npe``
-    where they have neither; and, where the rows hold a symmetric objective and ``npe``,
-    that objective against jsbi's ``npe`` too (issue 16's "never worse than npe")."""
+    its paired differences: the default method against sbi's NPE (jsbi's ``npe`` where the
+    rows have no default), and the default against jsbi's ``npe`` too, where both are
+    present (the symmetric objective must never be worse than npe)."""
     present = {r["method"] for r in rows}
     methods = tuple(m for m in METHODS if m in present) + tuple(sorted(present - set(METHODS)))
-    first = next((m for m in ("jeffreys", "jeffreys-joint") if m in present), "npe")
-    differences = ((first, "sbi-npe"),)
-    if first != "npe" and "npe" in present:
-        differences += ((first, "npe"),)
+    first = DEFAULT if DEFAULT in present else REFERENCE
+    differences = ((first, BASELINE),)
+    if first != REFERENCE and REFERENCE in present:
+        differences += ((first, REFERENCE),)
     return methods, differences
 
 
@@ -679,16 +522,6 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r.update({k: int(r[k]) for k in _INT})
         r.update({k: float(r[k]) for k in _FLOAT})
-        # Rows written before the support column were all support="transform", and those
-        # written before the transforms column all autoregressive.
-        r.setdefault("support", "sbi" if r["method"] == "sbi-npe" else "transform")
-        r.setdefault("transforms", "sbi" if r["method"] == "sbi-npe" else "autoregressive")
-        # Those written before the posterior column returned the flow (sbi's: its own),
-        # but jeffreys-proxy's, which were posterior="auto" (what they returned unknown).
-        if "posterior" not in r:
-            old = {"sbi-npe": "sbi", "jeffreys-proxy": "auto"}.get(r["method"], "flow")
-            r["posterior"] = old
-            r["returned"] = "" if old == "auto" else old
     return rows
 
 

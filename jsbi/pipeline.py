@@ -3,7 +3,7 @@ r"""One pipeline: train a method by name on given pairs, and simulate-train-repo
 "Train this method on these pairs" is one function, :func:`train_method`, whether the
 method is one of jsbi's objectives or sbi's NPE (``"sbi-npe"``); the CLI, the benchmark
 harness and :func:`run_report` all go through it, so a method means the same thing
-everywhere. This module sits above :mod:`jsbi.inference` and :mod:`jsbi.diagnostics`.
+everywhere. This module sits above the estimator and :mod:`jsbi.diagnostics`.
 
 Example:
     >>> trained = train_method("npe", task.prior, theta, x, seed=0, fit_options={"max_epochs": 3})
@@ -24,10 +24,13 @@ from typing import Any
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["SBI_NPE", "TrainedMethod", "method_label", "run_report", "train_method"]
+from jsbi.methods.registry import BASELINE
+from jsbi.simulators import get_task, simulate
+
+__all__ = ["TrainedMethod", "run_report", "train_method"]
 
 #: The external baseline's name: sbi's NPE (zuko NSF, sbi's defaults).
-SBI_NPE = "sbi-npe"
+SBI_NPE = BASELINE
 
 # jsbi's fit() option -> sbi's train() spelling.
 _SBI_FIT = {
@@ -46,13 +49,13 @@ class TrainedMethod:
 
     Attributes:
         name: The method's label (``"jsbi-<objective>"`` or ``"sbi-npe"``).
-        posterior: The posterior (jsbi's :class:`~jsbi.inference.Posterior` or sbi's).
+        posterior: The posterior (jsbi's :class:`~jsbi.posteriors.Posterior` or sbi's).
         history: The training history (per-epoch series, ``epochs_trained``, and
             ``wall_time``).
         seconds: Training wall time; for a run resumed from its checkpoint, the sum of
             all its epochs' times.
         epochs: Epochs trained.
-        estimator: The :class:`~jsbi.inference.PosteriorEstimator` (``None`` for sbi).
+        estimator: The :class:`~jsbi.PosteriorEstimator` (``None`` for sbi).
     """
 
     name: str
@@ -89,9 +92,9 @@ def train_method(
         theta: Parameters, shape ``(n, d)``.
         x: Simulations, shape ``(n, m)``.
         seed: Seeds the initialisation, the split and the batches.
-        estimator_options: :class:`~jsbi.inference.PosteriorEstimator` options (jsbi
+        estimator_options: :class:`~jsbi.PosteriorEstimator` options (jsbi
             methods only: an error with ``"sbi-npe"``).
-        fit_options: :meth:`~jsbi.inference.PosteriorEstimator.fit` options
+        fit_options: :meth:`~jsbi.PosteriorEstimator.fit` options
             (``max_epochs``, ``batch_size``, ``learning_rate``, ``stop_after_epochs``,
             ``validation_fraction``, ...); for ``"sbi-npe"`` they are passed under sbi's
             names and any other is an error.
@@ -127,7 +130,7 @@ def train_method(
         posterior, history = train_sbi_npe(theta, x, prior, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         return TrainedMethod(SBI_NPE, posterior, history, seconds, history["epochs_trained"])
-    from jsbi.inference import PosteriorEstimator
+    from jsbi.estimator import PosteriorEstimator
 
     objective = method.removeprefix("jsbi-")
     options = dict(estimator_options or {})
@@ -184,14 +187,11 @@ def run_report(
         estimator_kwargs: Options of every jsbi estimator.
         n_jobs: Simulation workers.
         device: Where every method trains (see :func:`train_method`).
-        show_progress_bar: Progress bars for the simulations, each method's training and
-            the diagnostics (``None``: only on a terminal).
-        fit_options: Every method's training options (a
-            :class:`~jsbi.inference.config.TrainConfig`'s fields; checked by it).
+        show_progress_bar: Progress bars (``None``: only on a terminal).
+        fit_options: Every method's :class:`~jsbi.training.TrainConfig` fields.
         method_options: Estimator options of single methods, by name in ``objectives``
-            (for example ``{"jeffreys": {"proxy": "ratio"}}``), over ``estimator_kwargs``;
-            each is checked when its estimator is built, before anything is simulated.
-            The report's settings record them.
+            (``{"jeffreys": {"proxy": "ratio"}}``), over ``estimator_kwargs``; each
+            checked before anything is simulated.
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -200,33 +200,15 @@ def run_report(
         >>> run_report("two_moons", 10_000, ("npe", "jeffreys", "sbi-npe"), "report/")
         ... # doctest: +SKIP
     """
-    import jsbi
     from jsbi.diagnostics.report import compare
-    from jsbi.inference.config import TrainConfig
 
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty()
-    fit = dict(fit_options or {})
-    if max_epochs is not None:
-        fit["max_epochs"] = max_epochs
-    fit = TrainConfig.from_options(fit).fit_options()  # checked before simulating
-    per_method = {k: dict(v) for k, v in (method_options or {}).items()}
-    unknown = sorted(set(per_method) - set(objectives))
-    if unknown or SBI_NPE in per_method:
-        raise ValueError(
-            f"method_options must name jsbi methods among objectives {tuple(objectives)}, "
-            f"got {sorted(per_method)}"
-        )
-    task = jsbi.get_task(task_name)
-    options = {m: {**(estimator_kwargs or {}), **per_method.get(m, {})} for m in objectives}
-    from jsbi.inference import PosteriorEstimator
-
-    for method in objectives:  # a bad option fails here, before the simulations
-        if method != SBI_NPE and (estimator_kwargs or method in per_method):
-            PosteriorEstimator(
-                task.prior, objective=method.removeprefix("jsbi-"), **options[method]
-            )
-    theta, x = jsbi.simulate(
+    task = get_task(task_name)
+    fit, options = _checked(
+        task, objectives, fit_options, max_epochs, estimator_kwargs, method_options
+    )
+    theta, x = simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
     posteriors, histories = {}, {}
@@ -258,6 +240,7 @@ def run_report(
     report.settings["num_simulations"] = int(theta.shape[0])
     if estimator_kwargs:
         report.settings["estimator_options"] = dict(estimator_kwargs)
+    per_method = {k: dict(v) for k, v in (method_options or {}).items()}
     if per_method:
         report.settings["method_options"] = per_method
     # What each jsbi method returned, the flow or the proxy (posterior="auto" decides
@@ -267,3 +250,36 @@ def run_report(
         report.settings["returned"] = returned
     report.save(out)
     return report
+
+
+def _checked(
+    task: Any,
+    objectives: Sequence[str],
+    fit_options: Mapping[str, Any] | None,
+    max_epochs: int | None,
+    estimator_kwargs: Mapping[str, Any] | None,
+    method_options: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    # Every method's training options and estimator options, each checked before anything
+    # is simulated (a bad one fails here, naming it).
+    from jsbi.estimator import PosteriorEstimator
+    from jsbi.training import TrainConfig
+
+    fit = dict(fit_options or {})
+    if max_epochs is not None:
+        fit["max_epochs"] = max_epochs
+    fit = TrainConfig.from_options(fit).asdict()
+    per_method = {k: dict(v) for k, v in (method_options or {}).items()}
+    unknown = sorted(set(per_method) - set(objectives))
+    if unknown or SBI_NPE in per_method:
+        raise ValueError(
+            f"method_options must name jsbi methods among objectives {tuple(objectives)}, "
+            f"got {sorted(per_method)}"
+        )
+    options = {m: {**(estimator_kwargs or {}), **per_method.get(m, {})} for m in objectives}
+    for method in objectives:
+        if method != SBI_NPE:
+            PosteriorEstimator(
+                task.prior, objective=method.removeprefix("jsbi-"), **options[method]
+            )
+    return fit, options

@@ -52,37 +52,35 @@ def test_units_rows_resume_and_summary(tmp_path):
             ["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY
         )
     assert {r["support"] for r in rows if r["method"] == "sbi-npe"} == {"sbi"}
-    # So is one trained with other transforms: a row file written before the transforms
-    # column (autoregressive) for slcp, asked for with coupling ones (passes=2).
+    # So is one trained with other transforms: a row file of autoregressive ones for
+    # slcp, asked for with coupling ones (passes=2).
     assert {r["transforms"] for r in rows} == {"autoregressive", "sbi"}
-    old = [
-        {k: v for k, v in r.items() if k != "transforms"} | {"task": "slcp"}
-        for r in rows
-        if r["method"] == "npe"
-    ]
+    old = [r | {"task": "slcp"} for r in rows if r["method"] == "npe"]
     write_rows(tmp_path / "rows" / "slcp_200_0_npe.csv", old)
-    with pytest.raises(ValueError, match="trained with autoregressive transforms"):
+    with pytest.raises(ValueError, match="trained with transforms='autoregressive'"):
         run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, options={"passes": 2}, **TINY)
     # With the default (autoregressive) transforms the old unit answers.
     kept = run_benchmark(["slcp"], [200], ["npe"], out=tmp_path, **TINY)
     assert [r["c2st"] for r in kept] == [r["c2st"] for r in old]
     (tmp_path / "rows" / "slcp_200_0_npe.csv").unlink()
-    # And one that returned another posterior: a jeffreys row file written before the
-    # posterior column returned the flow; jeffreys now returns auto's choice.
+    # And one that returned another posterior: a jeffreys row file that returned the
+    # flow; jeffreys now returns auto's choice.
     assert {(r["posterior"], r["returned"]) for r in rows} == {("flow", "flow"), ("sbi", "sbi")}
-    old = [
-        {k: v for k, v in r.items() if k not in ("posterior", "returned")} | {"method": "jeffreys"}
-        for r in rows
-        if r["method"] == "npe"
-    ]
+    old = [r | {"method": "jeffreys"} for r in rows if r["method"] == "npe"]
     write_rows(tmp_path / "rows" / "two_moons_200_0_jeffreys.csv", old)
-    with pytest.raises(ValueError, match="returned posterior='flow'.* posterior='auto'"):
+    with pytest.raises(ValueError, match="trained with posterior='flow'.* posterior='auto'"):
         run_benchmark(["two_moons"], [200], ["jeffreys"], out=tmp_path, **TINY)
     kept = run_benchmark(
         ["two_moons"], [200], ["jeffreys"], out=tmp_path, options={"posterior": "flow"}, **TINY
     )
     assert [r["c2st"] for r in kept] == [r["c2st"] for r in old]
     (tmp_path / "rows" / "two_moons_200_0_jeffreys.csv").unlink()
+    # A row file of an older jsbi, without a column the harness now writes, is refused.
+    old = [{k: v for k, v in r.items() if k != "transforms"} for r in rows]
+    write_rows(tmp_path / "rows" / "two_moons_200_0_srfe.csv", old)
+    with pytest.raises(ValueError, match="written by an older jsbi"):
+        run_benchmark(["two_moons"], [200], ["srfe"], out=tmp_path, **TINY)
+    (tmp_path / "rows" / "two_moons_200_0_srfe.csv").unlink()
 
     table = summary_table(rows)
     # two_moons is a development task: observation 1 is development, 6 held out.
@@ -118,44 +116,40 @@ def test_bad_grid_raises_before_work():
 
 
 def test_a_method_is_a_named_config_checked_when_built():
-    from jsbi.benchmark import METHODS, Method
+    import jsbi
+    from jsbi.benchmark import METHODS, method_columns, method_options
+    from jsbi.methods import METHODS as REGISTRY
 
-    m = Method("jeffreys-c2", {"objective": "jeffreys", "passes": 2})
-    with pytest.raises(TypeError):  # frozen, options included
-        m.options["passes"] = 3
-    assert m.kwargs() == {"objective": "jeffreys", "passes": 2}
+    assert list(METHODS) == [*REGISTRY, "sbi-npe"]  # the one registry, and sbi's NPE
     # Extra options: the flow's to every jsbi method, the symmetric objectives' to those
     # only; device to none (run_unit takes it for every method).
     extra = {"passes": 2, "proxy": "ratio", "gate_samples": 8, "device": "cpu"}
-    assert METHODS["npe"].kwargs(extra) == {"objective": "npe", "passes": 2}
-    assert METHODS["jeffreys"].kwargs(extra) == {
-        "objective": "jeffreys",
-        "passes": 2,
-        "proxy": "ratio",
-        "objective_kwargs": {"gate_samples": 8},
-    }
+    assert method_options("npe", extra) == {"passes": 2}
+    assert method_options("jeffreys", extra) == {"passes": 2, "proxy": "ratio", "gate_samples": 8}
     # What a unit records follows the same options the unit trains with.
-    assert METHODS["npe"].posterior({"posterior": "proxy"}) == "flow"
-    assert METHODS["jeffreys"].posterior() == "auto"
-    assert METHODS["jeffreys"].posterior({"proxy": "ratio"}) == "flow"
-    assert m.transforms("slcp") == "coupling" and m.transforms("two_moons") == "autoregressive"
-    assert METHODS["sbi-npe"].is_sbi and METHODS["sbi-npe"].support() == "sbi"
-    with pytest.raises(ValueError, match="sbi's NPE: it takes no jsbi options"):
-        METHODS["sbi-npe"].kwargs()
+    slcp, moons = jsbi.get_task("slcp"), jsbi.get_task("two_moons")
+    assert method_columns("npe", moons, {"posterior": "proxy"})["posterior"] == "flow"
+    assert method_columns("jeffreys", moons)["posterior"] == "auto"
+    assert method_columns("jeffreys", moons, {"proxy": "ratio"})["posterior"] == "flow"
+    assert method_columns("jeffreys", slcp, {"passes": 2})["transforms"] == "coupling"
+    assert method_columns("jeffreys", moons, {"passes": 2})["transforms"] == "autoregressive"
+    assert method_columns("sbi-npe", moons) == {
+        "support": "sbi",
+        "transforms": "sbi",
+        "posterior": "sbi",
+    }
     for options, match in (
-        ({"objective": "jeffreys", "proxi": "ratio"}, "method 'bad': .*did you mean 'proxy'"),
-        ({"objective": "npe", "proxy": "ratio"}, "method 'bad': .* not to objective='npe'"),
-        ({"objective": "jefreys"}, "method 'bad': objective must be one of"),
-        ({"proxy": "ratio"}, "method 'bad': options need an 'objective'"),
+        ({"proxi": "ratio"}, "method 'jeffreys': .*did you mean 'proxy'"),
+        ({"gate_samples": 1}, "method 'jeffreys': gate_samples must be an int >= 2"),
     ):
         with pytest.raises(ValueError, match=match):
-            Method("bad", options)
+            method_columns("jeffreys", moons, options)
 
 
 def test_cli_benchmark_and_summarise(tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["benchmark", "--tasks", "two_moons", "--num-simulations", "200"]
-    argv += ["--objectives", "npe", "--observations", "2", "--num-samples", "200"]
+    argv += ["--objectives", "npe", "--observations", "2", "--num-c2st-samples", "200"]
     argv += ["--max-epochs", "2", "--out", str(out)]
     assert main(argv) == 0
     assert "| two_moons | 200 | dev | npe |" in capsys.readouterr().out
@@ -280,11 +274,7 @@ def test_the_paired_column_compares_what_the_rows_hold():
         ("jeffreys", "sbi-npe"),
         ("jeffreys", "npe"),
     )
-    assert _table_methods(rows("npe", "jeffreys-joint", "sbi-npe"))[1] == (
-        ("jeffreys-joint", "sbi-npe"),
-        ("jeffreys-joint", "npe"),
-    )
     # No npe to compare with: only the difference to sbi's NPE.
     assert _table_methods(rows("jeffreys", "sbi-npe"))[1] == (("jeffreys", "sbi-npe"),)
-    # Without a symmetric objective: jsbi's npe against sbi's (was jeffreys-joint, all "-").
+    # Without the default: jsbi's npe against sbi's.
     assert _table_methods(rows("npe", "sbi-npe")) == (("npe", "sbi-npe"), (("npe", "sbi-npe"),))

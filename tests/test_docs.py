@@ -101,7 +101,7 @@ def test_api_reference_has_every_public_name(built):
             if not found:
                 missing.append(f"{module}.{name}")
     assert not missing, missing
-    assert {"jsbi.inference.objectives", "jsbi.inference.PosteriorEstimator"} <= documented
+    assert {"jsbi.objectives", "jsbi.estimator.PosteriorEstimator"} <= documented
 
 
 def test_cli_reference_lists_every_command(built):

@@ -46,11 +46,10 @@ def test_options_that_do_not_apply_are_errors():
     assert method_label("jeffreys") == "jsbi-jeffreys" and method_label("sbi-npe") == "sbi-npe"
 
 
-def test_run_report_moved_up_to_the_pipeline():
+def test_run_report_lives_in_the_pipeline():
     import jsbi
     import jsbi.diagnostics
     from jsbi.pipeline import run_report
 
     assert jsbi.run_report is run_report
-    with pytest.warns(FutureWarning, match="moved to jsbi.pipeline.run_report"):
-        assert jsbi.diagnostics.run_report is run_report
+    assert not hasattr(jsbi.diagnostics, "run_report")  # the diagnostics never train

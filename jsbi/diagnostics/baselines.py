@@ -16,7 +16,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["NullTracker", "train_sbi_npe"]
+__all__ = ["train_sbi_npe"]
 
 import time
 from typing import Any

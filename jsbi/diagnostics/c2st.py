@@ -157,7 +157,7 @@ def nltp(
 
 
 def _in_support(prior: Distribution, theta: Tensor) -> Tensor:
-    from jsbi.inference.support import Support
+    from jsbi.flows.support import Support
 
     return Support.from_prior(prior, theta.shape[-1]).cpu().contains(theta.cpu())
 

@@ -15,12 +15,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = [
-    "CoverageResult",
-    "coverage_from_log_probs",
-    "expected_coverage",
-    "plot_coverage",
-]
+__all__ = ["CoverageResult", "expected_coverage", "plot_coverage"]
 
 from collections.abc import Mapping
 from dataclasses import dataclass

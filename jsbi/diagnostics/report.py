@@ -23,6 +23,7 @@ __all__ = ["MethodResult", "Report", "compare"]
 
 import html
 import math
+import numbers
 import re
 import sys
 import time
@@ -697,23 +698,10 @@ def compare(
     """
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")
-    if test_pairs is None:
-        with seeded(seed + 1):
-            theta = task.prior.sample((num_sbc,))
-            x = torch.as_tensor(task.simulate(theta))
-    else:
-        theta, x = (torch.as_tensor(t) for t in test_pairs)
-    ok = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
-    theta, x = theta[ok].float(), x[ok].float()
+    theta, x = _held_out_pairs(task, num_sbc, test_pairs, seed)
     d = theta.shape[1]
     theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
-    if isinstance(observations, Mapping):
-        obs = {int(i): _observed(v, x.shape[1:], i) for i, v in observations.items()}
-        refs = {}
-    else:
-        refs = _references(task, observations)
-        obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
-    methods = {}
+    obs, refs = _observations(task, observations, x.shape[1:])
     if show_progress_bar is None:
         show_progress_bar = sys.stderr.isatty()
     # One tick per diagnostic per method: SBC sampling, coverage, TARP, NLTP, then each
@@ -724,42 +712,17 @@ def compare(
         unit="step",
         disable=not show_progress_bar,
     )
-
-    def doing(name: str, what: str) -> None:
-        bar.set_description(f"Diagnostics: {name}, {what}")
-
+    budget = {
+        "num_posterior_samples": num_posterior_samples,
+        "num_c2st_samples": num_c2st_samples,
+        "batch_size": batch_size,
+    }
+    methods = {}
     for k, (name, posterior) in enumerate(posteriors.items()):
-        start = time.perf_counter()
-        s = seed + 100 * (k + 1)
-        doing(name, f"SBC ({len(theta)} pairs x {num_posterior_samples} samples)")
-        samples = draw_samples(posterior, x, num_posterior_samples, batch_size=batch_size, seed=s)
-        sbc = check_sbc(sbc_ranks(samples, theta), num_posterior_samples, theta_names=theta_names)
-        bar.update(1)
-        doing(name, "expected coverage")
-        lq = log_prob_batched(
-            posterior, torch.cat([theta[None], samples]), x, batch_size=batch_size, normalize=False
+        pairs = (theta, x, theta_names)
+        methods[name] = _diagnose(
+            name, posterior, task, pairs, obs, refs, budget, seed, seed + 100 * (k + 1), bar
         )
-        cov = coverage_from_log_probs(lq[1:], lq[0])
-        bar.update(1)
-        doing(name, "TARP")
-        tarp = tarp_from_samples(samples, theta, seed=s)
-        del samples, lq
-        bar.update(1)
-        doing(name, "NLTP")
-        res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
-        bar.update(1)
-        for i, x_o in obs.items():
-            doing(name, f"observation {i}" + (" (C2ST)" if i in refs else ""))
-            n = min(num_c2st_samples, len(refs[i])) if i in refs else num_c2st_samples
-            draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
-            res.samples[i] = draws
-            if i in refs:
-                res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
-            if hasattr(task, "prior"):
-                res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
-            bar.update(1)
-        res.seconds = time.perf_counter() - start
-        methods[name] = res
     bar.close()
     settings = {
         "task": getattr(task, "name", "task"),
@@ -778,3 +741,90 @@ def compare(
         histories={k: dict(v) for k, v in (histories or {}).items()},
         settings=settings,
     )
+
+
+def _held_out_pairs(
+    task: Any, num_sbc: int, test_pairs: tuple[Tensor, Tensor] | None, seed: int
+) -> tuple[Tensor, Tensor]:
+    # The prior-predictive pairs of SBC, coverage, TARP and NLTP (the finite ones).
+    if test_pairs is None:
+        with seeded(seed + 1):
+            theta = task.prior.sample((num_sbc,))
+            x = torch.as_tensor(task.simulate(theta))
+    else:
+        theta, x = (torch.as_tensor(t) for t in test_pairs)
+    ok = torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    return theta[ok].float(), x[ok].float()
+
+
+def _observations(
+    task: Any, observations: Sequence[int] | Mapping[int, Tensor], shape: torch.Size
+) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
+    # The observations by number, and the reference samples of those that have them.
+    if isinstance(observations, Mapping):
+        bad = [
+            k for k in observations if isinstance(k, bool) or not isinstance(k, numbers.Integral)
+        ]
+        if bad:
+            raise ValueError(
+                f"observations' keys must be ints (they number the observations), got {bad}"
+            )
+        return {int(i): _observed(v, shape, i) for i, v in observations.items()}, {}
+    refs = _references(task, observations)
+    obs = {i: torch.as_tensor(task.observation(i), dtype=torch.float32) for i in observations}
+    return obs, refs
+
+
+def _diagnose(
+    name: str,
+    posterior: Any,
+    task: Any,
+    pairs: tuple[Tensor, Tensor, list[str]],
+    obs: dict[int, Tensor],
+    refs: dict[int, Tensor],
+    budget: dict[str, int],
+    seed: int,
+    s: int,
+    bar: Any,
+) -> MethodResult:
+    # Every diagnostic of one posterior: on the held-out pairs, then at each observation.
+    theta, x, theta_names = pairs
+    n_post, batch_size = budget["num_posterior_samples"], budget["batch_size"]
+    start = time.perf_counter()
+
+    def doing(what: str) -> None:
+        bar.set_description(f"Diagnostics: {name}, {what}")
+
+    doing(f"SBC ({len(theta)} pairs x {n_post} samples)")
+    samples = draw_samples(posterior, x, n_post, batch_size=batch_size, seed=s)
+    sbc = check_sbc(sbc_ranks(samples, theta), n_post, theta_names=theta_names)
+    bar.update(1)
+    doing("expected coverage")
+    lq = log_prob_batched(
+        posterior, torch.cat([theta[None], samples]), x, batch_size=batch_size, normalize=False
+    )
+    cov = coverage_from_log_probs(lq[1:], lq[0])
+    bar.update(1)
+    doing("TARP")
+    tarp = tarp_from_samples(samples, theta, seed=s)
+    del samples, lq
+    bar.update(1)
+    doing("NLTP")
+    res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
+    bar.update(1)
+    for i, x_o in obs.items():
+        doing(f"observation {i}" + (" (C2ST)" if i in refs else ""))
+        n = (
+            min(budget["num_c2st_samples"], len(refs[i]))
+            if i in refs
+            else budget["num_c2st_samples"]
+        )
+        draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
+        res.samples[i] = draws
+        if i in refs:
+            res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
+        if hasattr(task, "prior"):
+            res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
+        bar.update(1)
+    res.seconds = time.perf_counter() - start
+    return res

@@ -23,16 +23,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = [
-    "SBCResult",
-    "check_sbc",
-    "draw_samples",
-    "ecdf_band",
-    "log_prob_batched",
-    "plot_sbc_ecdf",
-    "run_sbc",
-    "sbc_ranks",
-]
+__all__ = ["SBCResult", "check_sbc", "plot_sbc_ecdf", "run_sbc"]
 
 import warnings
 from collections.abc import Sequence

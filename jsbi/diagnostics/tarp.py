@@ -16,7 +16,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["TARPResult", "plot_tarp", "run_tarp", "tarp_from_samples"]
+__all__ = ["TARPResult", "plot_tarp", "run_tarp"]
 
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.seeding import seeded
+from jsbi.seeding import seeded as seeded  # the diagnostics use it from here
 
 
 @runtime_checkable
 class PosteriorLike(Protocol):
     r"""What the diagnostics need of a posterior: batched sampling and batched densities.
 
-    jsbi's :class:`~jsbi.inference.Posterior` and sbi's posteriors both qualify (sbi's
+    jsbi's :class:`~jsbi.posteriors.Posterior` and sbi's posteriors both qualify (sbi's
     extra keywords, such as ``show_progress_bars``, are passed only where accepted).
     """
 
@@ -49,17 +49,7 @@ class MetricRows:
         ]
 
 
-__all__ = [
-    "MetricRows",
-    "PosteriorLike",
-    "accepted_kwargs",
-    "band_points",
-    "check_pairs",
-    "no_sbi_options",
-    "sbi_order",
-    "seeded",
-    "simultaneous_band",
-]
+__all__: list[str] = []
 
 
 def accepted_kwargs(fn: Any, **candidates: Any) -> dict[str, Any]:

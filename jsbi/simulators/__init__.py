@@ -3,6 +3,7 @@ r"""What produces ``(theta, x)``: the simulator protocol, built-in tasks, campai
 from __future__ import annotations
 
 from jsbi.simulators.base import Simulator, Task, wrap
+from jsbi.simulators.simulate import simulate
 from jsbi.simulators.tasks import TASKS, get_task
 
-__all__ = ["Simulator", "Task", "wrap", "get_task", "TASKS"]
+__all__ = ["TASKS", "Simulator", "Task", "get_task", "simulate", "wrap"]

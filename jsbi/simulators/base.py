@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-__all__ = ["Simulator", "Task", "simulator_fingerprint", "wrap"]
+__all__ = ["Simulator", "Task", "wrap"]
 
 
 class Simulator:

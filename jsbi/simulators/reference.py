@@ -26,13 +26,7 @@ from torch.distributions import Distribution, MultivariateNormal, constraints
 
 from jsbi.simulators.base import Task
 
-__all__ = [
-    "ANALYTIC",
-    "BoxTruncatedNormal",
-    "analytic_posterior",
-    "reference_samples",
-    "sbibm_reference_samples",
-]
+__all__: list[str] = []
 
 ANALYTIC = ("gaussian_linear", "gaussian_linear_uniform")
 

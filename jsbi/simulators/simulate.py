@@ -40,7 +40,7 @@ from torch.distributions import Distribution
 
 from jsbi.simulators.base import Simulator, simulator_fingerprint, wrap
 
-__all__ = ["BACKENDS", "parallel_backend", "simulate"]
+__all__ = ["simulate"]
 
 BACKENDS = ("loky", "threading", "multiprocessing", "sequential", "dask", "ray")
 NONFINITE_POLICIES = ("drop", "raise", "keep")
@@ -68,10 +68,8 @@ def simulate(
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     r"""Simulates ``num_simulations`` pairs ``theta ~ p(theta)``, ``x ~ p(x | theta)``.
 
-    Batch ``b`` seeds torch's, numpy's and Python's global random generators from
-    ``SeedSequence(seed, spawn_key=(b,))``, then draws ``theta`` from the prior and calls
-    the simulator; the caller's random state is restored afterwards. The same
-    ``(seed, batch_size)`` gives the same pairs whatever ``n_jobs`` and ``backend``.
+    The same ``(seed, batch_size)`` gives the same pairs whatever ``n_jobs`` and
+    ``backend`` (see the module's docstring).
 
     Arguments:
         task_or_simulator: A :class:`~jsbi.simulators.base.Simulator` or
@@ -92,23 +90,18 @@ def simulate(
             ``"multiprocessing"``, ``"sequential"``, ``"dask"`` (needs a running
             ``dask.distributed.Client``; the cluster's workers set the parallelism) or
             ``"ray"`` (registers ray's joblib backend).
-        store: A directory. Each finished batch is written there (``batch_00012.pt``)
-            with a ``meta.json`` describing the campaign; calling again with the same
-            arguments loads the stored batches and simulates only the missing ones. A
-            store written by another campaign (seed, batch size, simulator name or
-            dimensions) raises an error. ``num_simulations`` may change between calls,
-            which extends or shortens the campaign.
+        store: A directory where each finished batch is written; calling again with the
+            same arguments simulates only the missing batches, and ``num_simulations``
+            may change between calls. A store of another campaign is an error.
         on_nonfinite: What to do with simulations containing NaN or infinity: ``"drop"``
             them (with a warning giving the count), ``"raise"`` an error, or ``"keep"``
             them (with a warning).
         return_mask: If ``True``, nothing is dropped: returns all rows and a boolean mask
             of the finite ones (with a warning giving the count of the others).
-        show_progress_bar: Whether to show a progress bar over batches. ``None`` shows
-            one when stderr is a terminal and there is more than one batch to simulate.
+        show_progress_bar: A progress bar over batches (``None``: on a terminal, with
+            more than one batch to simulate).
         proposal: Draw the parameters from this distribution instead of the prior, e.g. a
-            :class:`~jsbi.inference.sequential.TruncatedProposal` for a second round
-            (TSNPE). Drawn in the calling process, batch by batch under the same seeds,
-            so the workers need not receive it.
+            :class:`~jsbi.posteriors.TruncatedProposal` for a second round (TSNPE).
 
     Returns:
         ``(theta, x)``, float32 tensors with shapes ``(n, d)`` and ``(n, m)``, where ``n``
@@ -126,20 +119,7 @@ def simulate(
     simulator = _as_simulator(task_or_simulator)
     num_simulations = _check_positive_int(num_simulations, "num_simulations")
     batch_size = _check_positive_int(batch_size, "batch_size")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    seed = int(seed)
-    if n_jobs is not None and (
-        isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0
-    ):
-        raise ValueError(
-            f"n_jobs must be a non-zero int (-1 for all cores) or None, got {n_jobs!r}"
-        )
-    if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
-    if on_nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
-
+    seed = _check_options(seed, n_jobs, backend, on_nonfinite)
     name = str(getattr(simulator, "name", type(simulator).__name__))
     dim_theta = _dim_theta(simulator.prior)
     if proposal is not None and tuple(getattr(proposal, "event_shape", ())) != (dim_theta,):
@@ -148,13 +128,10 @@ def simulate(
             f"prior; got {type(proposal).__name__} with event shape "
             f"{tuple(getattr(proposal, 'event_shape', ()))}"
         )
-    source = simulator.prior if proposal is None else proposal
-    what = "prior" if proposal is None else "proposal"
     num_batches = math.ceil(num_simulations / batch_size)
     sizes = [min(batch_size, num_simulations - b * batch_size) for b in range(num_batches)]
-
-    done: dict[int, tuple[Tensor, Tensor]] = {}
-    meta = None
+    campaign = _Campaign(simulator, name, seed, sizes, proposal)
+    done, meta = {}, None
     if store is not None:
         store = Path(store)
         meta = _open_store(
@@ -166,9 +143,55 @@ def simulate(
             dim_theta,
             simulator_fingerprint(simulator),
         )
-        done = _load_batches(store, sizes, dim_theta, meta)
+        done = campaign.resume(store, meta)
+    todo = [b for b in range(num_batches) if b not in done]
+    if show_progress_bar is None:
+        show_progress_bar = len(todo) > 1 and _stderr_isatty()
+    if todo:
+        campaign.run(todo, done, store, meta, n_jobs, backend, show_progress_bar)
+    theta, x = campaign.assemble(done)
+    return _nonfinite(theta, x, name, on_nonfinite, return_mask)
+
+
+def _check_options(seed: int, n_jobs: int | None, backend: str | None, on_nonfinite: str) -> int:
+    # The campaign's options, each checked and named; the seed as an int.
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0
+    ):
+        raise ValueError(
+            f"n_jobs must be a non-zero int (-1 for all cores) or None, got {n_jobs!r}"
+        )
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+    return int(seed)
+
+
+class _Campaign:
+    r"""One campaign's batches: those a store holds, those simulated now, and the pairs."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        name: str,
+        seed: int,
+        sizes: list[int],
+        proposal: Distribution | None,
+    ) -> None:
+        self.simulator, self.name, self.seed, self.sizes = simulator, name, seed, sizes
+        self.proposal = proposal
+
+    def resume(self, store: Path, meta: dict) -> dict[int, tuple[Tensor, Tensor]]:
+        r"""The stored batches of this campaign (a batch file of another is redone, never
+        served)."""
+        done = _load_batches(store, self.sizes, _dim_theta(self.simulator.prior), meta)
+        proposal, seed = self.proposal, self.seed
+        source = self.simulator.prior if proposal is None else proposal
+        what = "prior" if proposal is None else "proposal"
         for b in sorted(done):
-            # Every batch: a batch file of another campaign is redone, never served.
             if not _same_theta(source, seed, b, done[b][0], 0 if proposal is None else 1):
                 if b == min(done):
                     raise ValueError(
@@ -180,73 +203,86 @@ def simulate(
                 warnings.warn(
                     f"stored batch {b} of {store} does not hold this campaign's prior draws: "
                     "simulating it again",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 del done[b]
-    todo = [b for b in range(num_batches) if b not in done]
+        return done
 
-    if show_progress_bar is None:
-        show_progress_bar = len(todo) > 1 and _stderr_isatty()
-
-    if todo:
+    def run(
+        self,
+        todo: list[int],
+        done: dict[int, tuple[Tensor, Tensor]],
+        store: Path | None,
+        meta: dict | None,
+        n_jobs: int | None,
+        backend: str | None,
+        show_progress_bar: bool,
+    ) -> None:
+        r"""Simulates the batches ``todo`` into ``done`` (and the store)."""
         from tqdm.auto import tqdm
 
         bar = tqdm(
-            total=num_batches,
+            total=len(self.sizes),
             initial=len(done),
-            desc=f"Simulating {name}",
+            desc=f"Simulating {self.name}",
             unit="batch",
             disable=not show_progress_bar,
         )
         with bar, parallel_backend(backend):
             drawn = None
-            if proposal is not None:
+            if self.proposal is not None:
                 drawn = {}
                 for b in todo:
-                    with _seeded(seed, b, stream=1):
-                        drawn[b] = _draw_theta(proposal, sizes[b])
+                    with _seeded(self.seed, b, stream=1):
+                        drawn[b] = _draw_theta(self.proposal, self.sizes[b])
             # Process backends only: threads start at no cost, and a cluster's workers
             # (dask, ray) are where the user asked the work to run.
             probe = backend in (None, "loky", "multiprocessing")
-            for b, theta, x in _run(simulator, todo, sizes, seed, n_jobs, drawn, probe):
+            batches = _run(self.simulator, todo, self.sizes, self.seed, n_jobs, drawn, probe)
+            for b, theta, x in batches:
                 if meta is not None:
                     meta = _store_batch(store, meta, b, theta, x)
                 done[b] = (theta, x)
                 bar.update(1)
 
-    theta = torch.cat([done[b][0] for b in range(num_batches)])
-    widths = {done[b][1].shape[1] for b in range(num_batches)}
-    if len(widths) > 1:
-        raise ValueError(
-            f"simulator '{name}' returned x with different numbers of columns across "
-            f"batches: {sorted(widths)}; it must return shape (n, m) with a fixed m"
-        )
-    # x on the device of theta (the prior's), whatever device the simulator returned.
-    x = torch.cat([done[b][1] for b in range(num_batches)]).to(theta.device)
+    def assemble(self, done: dict[int, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        r"""The pairs of every batch, in order, ``x`` on ``theta``'s device."""
+        batches = range(len(self.sizes))
+        theta = torch.cat([done[b][0] for b in batches])
+        widths = {done[b][1].shape[1] for b in batches}
+        if len(widths) > 1:
+            raise ValueError(
+                f"simulator '{self.name}' returned x with different numbers of columns across "
+                f"batches: {sorted(widths)}; it must return shape (n, m) with a fixed m"
+            )
+        # x on the device of theta (the prior's), whatever device the simulator returned.
+        return theta, torch.cat([done[b][1] for b in batches]).to(theta.device)
 
+
+def _nonfinite(
+    theta: Tensor, x: Tensor, name: str, on_nonfinite: str, return_mask: bool
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    # The simulations with NaN or inf: dropped, kept or refused, and always counted.
     mask = torch.isfinite(x).all(dim=1) & torch.isfinite(theta).all(dim=1)
-    num_bad = int((~mask).sum())
+    num_bad, n = int((~mask).sum()), len(mask)
     if num_bad:
-        what = f"{num_bad} of {num_simulations} simulations of '{name}' have non-finite values"
+        what = f"{num_bad} of {n} simulations of '{name}' have non-finite values"
         if on_nonfinite == "raise":
             raise ValueError(f"{what} (NaN or inf); pass on_nonfinite='drop' to drop them")
         if return_mask:
-            warnings.warn(f"{what}; they are kept and marked False in the mask", stacklevel=2)
+            warnings.warn(f"{what}; they are kept and marked False in the mask", stacklevel=3)
         elif on_nonfinite == "keep":
-            warnings.warn(f"{what}; they are kept (on_nonfinite='keep')", stacklevel=2)
+            warnings.warn(f"{what}; they are kept (on_nonfinite='keep')", stacklevel=3)
         else:
-            if num_bad == num_simulations:
+            if num_bad == n:
                 raise ValueError(f"all {what}: nothing left to return")
             warnings.warn(
-                f"dropped {num_bad} of {num_simulations} simulations of '{name}' with "
-                "non-finite values (NaN or inf)",
-                stacklevel=2,
+                f"dropped {num_bad} of {n} simulations of '{name}' with non-finite values "
+                "(NaN or inf)",
+                stacklevel=3,
             )
             theta, x = theta[mask], x[mask]
-
-    if return_mask:
-        return theta, x, mask
-    return theta, x
+    return (theta, x, mask) if return_mask else (theta, x)
 
 
 def _as_simulator(obj) -> Simulator:

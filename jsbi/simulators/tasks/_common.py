@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 
 from jsbi.simulators.base import Task
 
-__all__ = ["SbibmTask", "box_prior", "rk4", "task_data"]
+__all__: list[str] = []
 
 DATA_FILE = "sbibm_tasks.json"
 

@@ -24,14 +24,7 @@ from torch.distributions import MultivariateNormal
 
 from jsbi.simulators.tasks._common import SbibmTask, task_data
 
-__all__ = [
-    "BernoulliGLM",
-    "design_matrix",
-    "prior_precision",
-    "stimulus",
-    "summary_statistics",
-    "task",
-]
+__all__: list[str] = []
 
 DIM = 10
 DURATION = 100

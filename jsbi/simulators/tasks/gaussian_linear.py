@@ -16,7 +16,7 @@ from torch.distributions import MultivariateNormal
 
 from jsbi.simulators.tasks._common import SbibmTask
 
-__all__ = ["GaussianLinear", "task"]
+__all__: list[str] = []
 
 
 class GaussianLinear(SbibmTask):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from jsbi.simulators.tasks._common import SbibmTask, box_prior
 
-__all__ = ["GaussianLinearUniform", "task"]
+__all__: list[str] = []
 
 
 class GaussianLinearUniform(SbibmTask):

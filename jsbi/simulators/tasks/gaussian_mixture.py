@@ -18,7 +18,7 @@ from torch import Tensor
 
 from jsbi.simulators.tasks._common import SbibmTask, box_prior
 
-__all__ = ["GaussianMixture", "task"]
+__all__: list[str] = []
 
 
 class GaussianMixture(SbibmTask):

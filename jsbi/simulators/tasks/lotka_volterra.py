@@ -26,7 +26,7 @@ from torch.distributions import Independent, LogNormal
 
 from jsbi.simulators.tasks._common import SbibmTask, rk4
 
-__all__ = ["LotkaVolterra", "task"]
+__all__: list[str] = []
 
 T_END = 20.0
 SAVE_EVERY = 21  # sbibm keeps every 21st value of its 0.1-spaced grid

@@ -27,7 +27,7 @@ from torch.distributions import Independent, LogNormal
 
 from jsbi.simulators.tasks._common import SbibmTask, rk4
 
-__all__ = ["SIR", "task"]
+__all__: list[str] = []
 
 POPULATION = 1_000_000.0
 DAYS = 160.0

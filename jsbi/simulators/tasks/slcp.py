@@ -29,7 +29,7 @@ from torch import Tensor
 
 from jsbi.simulators.tasks._common import SbibmTask, box_prior
 
-__all__ = ["SLCP", "distractor_parameters", "task"]
+__all__: list[str] = []
 
 NUM_DRAWS = 4
 NOISE_DIM = 92

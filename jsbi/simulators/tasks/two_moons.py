@@ -21,7 +21,7 @@ from torch import Tensor
 
 from jsbi.simulators.tasks._common import SbibmTask, box_prior
 
-__all__ = ["TwoMoons", "task"]
+__all__: list[str] = []
 
 
 class TwoMoons(SbibmTask):

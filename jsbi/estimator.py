@@ -1,0 +1,388 @@
+r"""The front door: prior + flow + method -> a trained :class:`~jsbi.posteriors.Posterior`.
+
+:class:`PosteriorEstimator` holds three configs, each built and checked once at
+construction: the flow's (:class:`~jsbi.flows.FlowConfig`), the method's (a name of
+:data:`~jsbi.methods.METHODS` or a :class:`~jsbi.methods.SymmetricConfig`) and the
+training's (:class:`~jsbi.training.TrainConfig`). Keyword overrides go to the config that
+has the field; an unknown one is an error naming the config with the closest field.
+
+Example:
+    >>> import torch, jsbi
+    >>> from torch.distributions import Independent, Normal
+    >>> prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    >>> theta = prior.sample((500,)); x = theta + 0.5 * torch.randn(500, 2)
+    >>> est = jsbi.PosteriorEstimator(prior, flow="nsf", num_transforms=2)
+    >>> posterior = est.fit(theta, x, max_epochs=5, show_progress_bar=False)
+    >>> posterior.sample((10,), x=x[0]).shape
+    torch.Size([10, 2])
+    >>> jsbi.PosteriorEstimator(prior, num_transfroms=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown option 'num_transfroms': did you mean 'num_transforms' (FlowConfig)?
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.distributions import Distribution
+
+from jsbi.config import closest
+from jsbi.flows import ConditionalFlow, FlowConfig, build_conditional_flow
+from jsbi.flows.support import Support, prior_device
+from jsbi.methods import MethodConfig, NPEConfig, SymmetricConfig, build_step, method_config
+from jsbi.methods.base import TrainingStep
+from jsbi.posteriors import Posterior, ProxyPosterior, TruncatedProposal
+from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
+from jsbi.seeding import seeded
+from jsbi.training import TrainConfig, train
+from jsbi.training.data import check_training_data, split_indices
+
+__all__ = ["PosteriorEstimator"]
+
+#: sbi's names for jsbi's options, accepted with a note.
+SBI_NAMES = {
+    "density_estimator": "flow",
+    "max_num_epochs": "max_epochs",
+    "training_batch_size": "batch_size",
+}
+
+
+class PosteriorEstimator:
+    r"""Trains an amortised posterior :math:`q(\theta \mid x)` from simulations.
+
+    Arguments:
+        prior: The prior, a torch distribution with event shape ``(d,)``.
+        flow: A flow name (``"nsf"``, ``"maf"``, ``"ncsf"``, ``"realnvp"``, ``"naf"``), a
+            zuko flow class or a :class:`~jsbi.flows.FlowConfig`.
+        objective: A method's name (``"npe"``, ``"jeffreys"``, ``"srfe"``, ``"distill"``,
+            ``"reverse"``, or another of :data:`~jsbi.methods.METHODS`) or a method config.
+        embedding_net: A module mapping ``x`` (z-scored) to features, trained jointly, e.g.
+            :class:`~jsbi.flows.MLPEmbedding` or :class:`~jsbi.flows.SetEmbedding`.
+        device: The training device.
+        seed: Seeds the initialisation, the validation split and the shuffling.
+        overrides: Fields of the flow's config (``num_transforms``, ``support``, ...), the
+            method's (``proxy``, ``posterior``, ``tau``, ...) or the training's
+            (``learning_rate``, ``max_epochs``, ...; :meth:`fit`'s defaults).
+    """
+
+    def __init__(
+        self,
+        prior: Distribution,
+        flow: str | type | FlowConfig = "nsf",
+        objective: str | MethodConfig = "npe",
+        *,
+        embedding_net: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        **overrides: Any,
+    ) -> None:
+        _check_prior(prior)
+        self.prior = prior
+        self.embedding_net = embedding_net
+        self.device = _device(device)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = int(seed)
+        flow_config = flow if isinstance(flow, FlowConfig) else FlowConfig(flow=flow)
+        parts = _route(overrides, method_config(objective))
+        self.method: MethodConfig = method_config(objective, **parts["method"])
+        self.train_config = TrainConfig.from_options(parts["train"])
+        flow_config = flow_config.replace(**parts["flow"])
+        bounded = Support.from_prior(prior).is_bounded
+        support = self.method.support(flow_config.support, bounded)
+        self.flow_config = flow_config.replace(support=support)
+        self.flow: ConditionalFlow | None = None
+        self.step: TrainingStep | None = None
+        self.history: dict[str, Any] | None = None
+        self._theta: Tensor | None = None
+        self._x: Tensor | None = None
+        self._proposal: Distribution | None = None
+
+    @property
+    def objective(self) -> str:
+        r"""The method's objective (``"npe"``, ``"jeffreys"``, ...)."""
+        return self.method.objective
+
+    @property
+    def support(self) -> str:
+        r"""How the flow respects a bounded prior: ``"truncate"`` or ``"transform"``."""
+        return self.flow_config.support
+
+    @property
+    def dim_theta(self) -> int:
+        return int(self.prior.event_shape[0])
+
+    def append_simulations(
+        self, theta: Tensor, x: Tensor, proposal: Distribution | None = None
+    ) -> PosteriorEstimator:
+        r"""Adds training pairs (sbi's habit); :meth:`train` fits on all of them.
+        ``proposal``: what ``theta`` was drawn from (see :meth:`fit`)."""
+        if proposal is not None and proposal is not self.prior:
+            self._proposal = proposal
+        theta, x = torch.as_tensor(theta), torch.as_tensor(x)
+        if self._theta is None:
+            self._theta, self._x = theta, x
+        else:
+            self._theta = torch.cat([self._theta, theta.to(self._theta)])
+            self._x = torch.cat([self._x, x.to(self._x)])
+        return self
+
+    def train(self, **training_kwargs: Any) -> Posterior:
+        r"""Fits on the appended simulations (sbi's habit); see :meth:`fit`. sbi options
+        jsbi does not have are an error that says so."""
+        if self._theta is None:
+            raise ValueError("no simulations: call append_simulations(theta, x) first")
+        unsupported = sorted(set(training_kwargs) & _SBI_TRAIN_UNSUPPORTED)
+        if unsupported:
+            raise TypeError(
+                f"sbi's {', '.join(unsupported)} has no jsbi equivalent: every train() builds "
+                "a fresh flow on all appended simulations (checkpoint= resumes a run)"
+            )
+        training_kwargs.setdefault("proposal", self._proposal)
+        return self.fit(self._theta, self._x, **training_kwargs)
+
+    def fit(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        train_config: TrainConfig | None = None,
+        *,
+        show_progress_bar: bool | None = None,
+        show_train_summary: bool = False,
+        callback: Callable[[int, dict[str, float]], bool | None] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        proposal: Distribution | None = None,
+        **train_overrides: Any,
+    ) -> Posterior:
+        r"""Builds a fresh flow (and proxy) and trains it on ``(theta, x)``.
+
+        Arguments:
+            theta: Parameters, shape ``(n, d)``; rows should lie in the prior's support.
+            x: Simulations, shape ``(n, m)``; non-finite rows are dropped with a warning.
+            train_config: The :class:`~jsbi.training.TrainConfig` (default: the
+                estimator's).
+            show_progress_bar: tqdm bar (``None``: only on a TTY).
+            show_train_summary: Print the epochs and the best validation loss at the end.
+            callback: ``callback(epoch, logs)``; returning ``True`` stops.
+            checkpoint: A file saving the run after every epoch; rerunning ``fit`` with the
+                same data, seed and file resumes where it stopped.
+            proposal: What ``theta`` was drawn from: ``None`` or the prior, or a
+                :class:`~jsbi.posteriors.TruncatedProposal` (TSNPE). Any other proposal would
+                bias the NPE loss, and is an error.
+            train_overrides: :class:`~jsbi.training.TrainConfig` fields (``max_epochs``,
+                ``learning_rate``, ...; sbi's ``max_num_epochs`` too).
+
+        Returns:
+            The trained posterior (its ``history`` holds the run).
+        """
+        config = (train_config or self.train_config).replace(**_sbi_names(train_overrides))
+        self._check_proposal(proposal)
+        theta, x, dropped = check_training_data(theta, x, self.dim_theta)
+        self._check_support(theta)
+        device = self.device
+        with _interrupt_says("building the flow, before training started"):
+            with seeded(self.seed, [device]):
+                fc = self.flow_config
+                self.flow = build_conditional_flow(
+                    theta.to(device),
+                    x.to(device),
+                    self.prior,
+                    flow=fc.flow,
+                    embedding_net=self.embedding_net,
+                    support=fc.support,
+                    **fc.kwargs(),
+                )
+                self.step = build_step(
+                    self.method, self.flow, self.prior, theta.to(device), x.to(device)
+                )
+        self.history = train(
+            self.step,
+            theta,
+            x,
+            config,
+            seed=self.seed,
+            device=device,
+            show_progress_bar=show_progress_bar,
+            callback=callback,
+            num_dropped=dropped,
+            checkpoint=checkpoint,
+        )
+        self.history["objective"] = self.objective
+        if proposal is not None and proposal is not self.prior:
+            self.history["proposal"] = repr(proposal)
+        val, _ = split_indices(len(theta), config.validation_fraction, self.seed)
+        self._decide(theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device))
+        if show_train_summary:
+            print(self.train_summary())
+        return self.build_posterior()
+
+    def _decide(self, theta_val: Tensor, x_val: Tensor) -> None:
+        # After training, on the run's own validation pairs: the proxy's candidate
+        # likelihoods chosen (if the run never reached npe-first's switch), and for
+        # posterior="auto" the proxy measured against the flow, with 256 importance
+        # samples per pair whatever the gate used (fewer bias log Z low, and this choice
+        # is final).
+        if not isinstance(self.method, SymmetricConfig):
+            return
+        chosen = self.step.choose_candidates((theta_val, x_val))
+        if chosen is not None:
+            self.history["proxy_candidates"] = chosen
+        if self.method.returns == "auto":
+            measured = self.step.measure_proxy(theta_val, x_val, num_samples=256)
+            self.history["final_proxy"] = measured
+
+    def build_posterior(self) -> Posterior:
+        r"""The posterior of the last fit: the flow's, or the proxy's."""
+        if self.flow is None:
+            raise RuntimeError("the estimator has not been fitted: call fit(theta, x) first")
+        returns = self.method.returns
+        measured = self.history.get("final_proxy")
+        use_proxy = returns == "proxy" or (returns == "auto" and proxy_wins(measured))
+        self.history["posterior"] = "proxy" if use_proxy else "flow"
+        if use_proxy:
+            return ProxyPosterior(
+                self.flow,
+                self.step.proxy,
+                self.prior,
+                candidates_per_sample=candidates_per_sample(measured),
+                history=self.history,
+            )
+        return Posterior(self.flow, self.prior, history=self.history)
+
+    def train_summary(self) -> str:
+        r"""A short text summary of the last fit (as sbi's ``show_train_summary``)."""
+        h = self.history or {}
+        if not h:
+            return "not trained"
+        status = (
+            "interrupted"
+            if h["interrupted"]
+            else "converged"
+            if h["converged"]
+            else "stopped (max_epochs or callback)"
+        )
+        best = h["best_validation_loss"]
+        return (
+            f"Training {status} after {h['epochs_trained']} epochs "
+            f"({h['num_train']} train / {h['num_validation']} validation pairs, "
+            f"{h['num_dropped']} dropped).\n"
+            f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
+            f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
+        )
+
+    def _check_proposal(self, proposal: Distribution | None) -> None:
+        if proposal is None or proposal is self.prior:
+            return
+        if not isinstance(proposal, TruncatedProposal):
+            raise ValueError(
+                "proposal must be None, the prior, or a jsbi.posteriors.TruncatedProposal "
+                f"(got {type(proposal).__name__}): NPE's loss on pairs from any other "
+                "proposal fits the proposal's posterior, not the prior's"
+            )
+        if proposal.prior is not self.prior:
+            raise ValueError("proposal must truncate this estimator's prior")
+
+    def _check_support(self, theta: Tensor) -> None:
+        inside = Support.from_prior(self.prior, self.dim_theta).contains(
+            theta.to(prior_device(self.prior))
+        )
+        outside = int((~inside.cpu()).sum())
+        if outside and self.support == "transform":
+            raise ValueError(
+                f"{outside} of {len(theta)} rows of theta lie outside the prior's support; "
+                "a flow with support='transform' gives them zero density (drop them or pass "
+                "support='truncate')"
+            )
+        if outside:
+            warnings.warn(
+                f"{outside} of {len(theta)} rows of theta lie outside the prior's support: "
+                "the flow fits them, the truncated posterior gives them zero density",
+                stacklevel=3,
+            )
+
+
+def _route(overrides: dict[str, Any], method: MethodConfig) -> dict[str, dict[str, Any]]:
+    # Each override to the config that has the field: the flow's, the method's or the
+    # training's; sbi's names are translated; an unknown name names the closest field.
+    parts: dict[str, dict[str, Any]] = {"flow": {}, "method": {}, "train": {}}
+    owners = {"flow": FlowConfig, "method": type(method), "train": TrainConfig}
+    for key, value in _sbi_names(overrides).items():
+        owner = next((k for k, cls in owners.items() if key in cls.names()), None)
+        if owner is None and isinstance(method, NPEConfig) and key in SymmetricConfig.names():
+            raise ValueError(
+                f"{key!r} applies to the symmetric objectives (jeffreys, srfe, distill, "
+                "reverse), not to objective='npe'"
+            )
+        if owner is None:
+            fields = {n: cls.__name__ for cls in owners.values() for n in cls.names()}
+            near = closest(key, fields)
+            hint = f": did you mean {near!r} ({fields[near]})?" if near else ""
+            raise ValueError(f"unknown option {key!r}{hint}")
+        if key == "objective":
+            raise ValueError("pass the method as objective=..., not among the overrides")
+        parts[owner][key] = value
+    return parts
+
+
+def _sbi_names(options: dict[str, Any]) -> dict[str, Any]:
+    # sbi's names for jsbi's options, translated with a one-time note.
+    out = dict(options)
+    for theirs, ours in SBI_NAMES.items():
+        if theirs in out:
+            if ours in out:
+                raise TypeError(f"pass {ours}= or sbi's {theirs}=, not both")
+            warnings.warn(f"{theirs}= is sbi's name; jsbi calls it {ours}=", stacklevel=4)
+            out[ours] = out.pop(theirs)
+    return out
+
+
+def _check_prior(prior: Any) -> None:
+    if not isinstance(prior, Distribution):
+        raise TypeError(
+            f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
+        )
+    if len(prior.event_shape) != 1:
+        raise ValueError(f"prior must have event shape (d,), got {tuple(prior.event_shape)}")
+
+
+def _device(device: Any) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
+    return device
+
+
+@contextlib.contextmanager
+def _interrupt_says(where: str) -> Iterator[None]:
+    # Ctrl-C during set-up names where it happened and that nothing was trained.
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if err.args:
+            raise
+        raise KeyboardInterrupt(f"fit interrupted while {where}: nothing to return") from None
+
+
+_SBI_TRAIN_UNSUPPORTED = {
+    "resume_training",
+    "force_first_round_loss",
+    "discard_prior_samples",
+    "retrain_from_scratch",
+    "dataloader_kwargs",
+    "exclude_invalid_x",
+    "calibration_kernel",
+}

@@ -1,0 +1,126 @@
+r"""The one list of named methods: what ``objective=``, ``jsbi run --objective`` and the
+benchmark's ``--objectives`` mean.
+
+Each name is a method config (:class:`~jsbi.methods.NPEConfig` or a
+:class:`~jsbi.methods.SymmetricConfig` preset); :data:`BASELINE` names sbi's NPE, which the
+pipeline trains with sbi itself. :func:`build_step` turns a config into the training step.
+
+Example:
+    >>> method_config("jeffreys").gate_every
+    5
+    >>> method_config("jeffreys", posterior="flow").posterior
+    'flow'
+    >>> method_config("jeffreys", schedule="joint").num_proxy_samples   # the generic K
+    8
+    >>> method_config("jefreys")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown method 'jefreys': did you mean 'jeffreys'? (...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+from torch.distributions import Distribution
+
+from jsbi.config import closest
+from jsbi.flows.conditional import ConditionalFlow
+from jsbi.methods.base import TrainingStep
+from jsbi.methods.config import MethodConfig, NPEConfig, SymmetricConfig
+from jsbi.methods.npe import NPEStep
+from jsbi.methods.symmetric import SymmetricStep
+from jsbi.proxies.build import build_proxy
+
+__all__ = ["BASELINE", "METHODS", "build_step", "method_config", "method_names"]
+
+#: sbi's NPE (zuko NSF, sbi's defaults), trained by sbi on the same simulations: the
+#: external baseline.
+BASELINE = "sbi-npe"
+
+#: Each named method: its preset and the preset's arguments. A name with overrides is its
+#: preset built with them (``jeffreys`` with ``schedule="joint"`` is the joint schedule with
+#: the generic defaults, not npe-first's tuning).
+_PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
+    "npe": (NPEConfig, {}),
+    "jeffreys": (SymmetricConfig.jeffreys, {}),
+    "srfe": (SymmetricConfig.srfe, {}),
+    "distill": (SymmetricConfig.distill, {}),
+    "reverse": (SymmetricConfig.reverse, {}),
+    "jeffreys-flow": (SymmetricConfig.jeffreys, {"posterior": "flow"}),
+    "srfe-anneal": (SymmetricConfig.srfe, {"tau_schedule": "anneal", "tau": 0.1}),
+    "jeffreys-joint": (SymmetricConfig.jeffreys, {"proxy": "ratio", "schedule": "joint"}),
+    "jeffreys-fixed": (
+        SymmetricConfig.jeffreys,
+        {"proxy": "ratio", "schedule": "joint", "adaptive": False},
+    ),
+    "srfe-joint": (SymmetricConfig.srfe, {"proxy": "ratio", "schedule": "joint"}),
+    "srfe-anneal-joint": (
+        SymmetricConfig.srfe,
+        {"proxy": "ratio", "schedule": "joint", "tau_schedule": "anneal", "tau": 0.1},
+    ),
+}
+
+#: The named methods. The first five are the objectives; the others are variants the
+#: benchmark compares.
+METHODS: dict[str, MethodConfig] = {name: f(**kw) for name, (f, kw) in _PRESETS.items()}
+
+#: What each variant is, for ``--help`` and the docs.
+DESCRIPTIONS: dict[str, str] = {
+    "npe": "the flow on the forward KL alone (maximum likelihood, sbi's NPE loss)",
+    "jeffreys": "the default: npe first, then forward plus reverse KL through the likelihood "
+    "proxy while it is the better model; returns the better of the flow and the proxy",
+    "srfe": "forward KL plus the Surprisal-Renyi free energy (tau 0.5)",
+    "distill": "forward KL plus the forward KL from the proxy, by importance sampling",
+    "reverse": "reverse KL only (an ablation): the ratio proxy, the joint schedule",
+    "jeffreys-flow": "jeffreys, always returning the flow",
+    "srfe-anneal": "srfe with tau annealed from 0.9 to 0.1",
+    "jeffreys-joint": "METHOD.md section 4's reconstruction: the ratio proxy, warm-up, then "
+    "the joint primal-dual objective",
+    "jeffreys-fixed": "the fixed-weight penalty ablation of jeffreys-joint",
+    "srfe-joint": "srfe under the joint schedule with the ratio proxy",
+    "srfe-anneal-joint": "srfe-anneal under the joint schedule with the ratio proxy",
+    BASELINE: "sbi's NPE (zuko NSF, sbi's defaults), the baseline",
+}
+
+
+def method_names(baseline: bool = True) -> list[str]:
+    r"""The registry's names (and sbi's NPE, :data:`BASELINE`, with ``baseline``)."""
+    return [*METHODS, *([BASELINE] if baseline else [])]
+
+
+def method_config(method: str | MethodConfig, **overrides: Any) -> MethodConfig:
+    r"""The config of a named method (or ``method`` itself), with ``overrides`` of its
+    fields; an unknown name is an error naming the closest."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            near = closest(method, METHODS)
+            hint = f"did you mean {near!r}? " if near else ""
+            raise ValueError(
+                f"unknown method {method!r}: {hint}(the methods are {', '.join(METHODS)})"
+            )
+        build, kwargs = _PRESETS[method]
+        return build(**{**kwargs, **overrides})
+    if not isinstance(method, (NPEConfig, SymmetricConfig)):
+        raise TypeError(
+            f"a method is a name ({', '.join(METHODS)}) or a method config (NPEConfig, "
+            f"SymmetricConfig), got {type(method).__name__}"
+        )
+    return method.replace(**overrides) if overrides else method
+
+
+def build_step(
+    config: MethodConfig,
+    flow: ConditionalFlow,
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+) -> TrainingStep:
+    r"""The training step of ``config``: the flow's, and for a symmetric method its proxy,
+    built and standardised on the training pairs."""
+    if isinstance(config, NPEConfig):
+        return NPEStep(flow, config)
+    proxy = build_proxy(config.proxy_config(), flow, prior, theta, x)
+    return SymmetricStep(flow, proxy, config, prior)

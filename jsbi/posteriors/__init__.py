@@ -1,0 +1,17 @@
+r"""What fit returns: the flow's :class:`Posterior`, the proxy's :class:`ProxyPosterior`,
+sequential proposals and loading."""
+
+from __future__ import annotations
+
+from jsbi.posteriors.io import PosteriorLoadError, load_posterior
+from jsbi.posteriors.posterior import Posterior
+from jsbi.posteriors.proxy import ProxyPosterior
+from jsbi.posteriors.sequential import TruncatedProposal
+
+__all__ = [
+    "Posterior",
+    "PosteriorLoadError",
+    "ProxyPosterior",
+    "TruncatedProposal",
+    "load_posterior",
+]

@@ -1,0 +1,114 @@
+r"""Loading a saved posterior: :func:`load_posterior`, for the flow's and the proxy's.
+
+Example:
+    >>> posterior.save("posterior.pt")                     # doctest: +SKIP
+    >>> same = load_posterior("posterior.pt")              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+from torch.distributions import Distribution
+
+from jsbi.flows.conditional import conditional_flow_from_config
+from jsbi.posteriors.posterior import Posterior
+from jsbi.posteriors.proxy import ProxyPosterior
+from jsbi.posteriors.spec import FORMAT, VERSION, prior_from_spec
+from jsbi.proxies.likelihood import LikelihoodEnergy
+
+__all__ = ["PosteriorLoadError", "load_posterior"]
+
+
+class PosteriorLoadError(ValueError):
+    r"""A file is not a readable jsbi posterior (missing, truncated, corrupt or foreign)."""
+
+
+def load_posterior(
+    path: str | os.PathLike,
+    *,
+    prior: Distribution | None = None,
+    embedding_net: nn.Module | None = None,
+    flow: type | None = None,
+    device: str | torch.device = "cpu",
+) -> Posterior:
+    r"""Loads a posterior saved by :meth:`Posterior.save` (``torch.load(weights_only=True)``).
+
+    Arguments:
+        path: The file.
+        prior: The prior; required when the saved one was not a supported type.
+        embedding_net: An instance of the custom embedding module (architecture only; its
+            trained weights come from the file); required when one was used.
+        flow: The flow class, required when it was not a zuko class.
+        device: Where to put the posterior.
+
+    Returns:
+        The :class:`Posterior`, with the same ``log_prob`` as the saved one.
+
+    Raises:
+        PosteriorLoadError: (a ``ValueError``) if the file is missing, truncated, corrupt
+        or not a jsbi posterior.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as e:
+        raise PosteriorLoadError(f"no posterior file at {os.fspath(path)!r}") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        raise PosteriorLoadError(
+            f"could not read a jsbi posterior from {os.fspath(path)!r} (truncated, corrupt or "
+            f"not a torch file): {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PosteriorLoadError(f"{os.fspath(path)!r} is not a jsbi posterior file")
+    if state.get("version", 0) > VERSION:
+        raise PosteriorLoadError(
+            f"{os.fspath(path)!r} was written by a newer jsbi (format version "
+            f"{state['version']} > {VERSION})"
+        )
+    if prior is None:
+        if state["prior"] is not None:
+            prior = prior_from_spec(state["prior"], device)
+        elif state.get("prior_type") is not None:
+            raise ValueError(
+                f"the saved posterior's prior ({state['prior_type']}) is not stored in "
+                f"{os.fspath(path)!r}; pass it as load_posterior(path, prior=...)"
+            )
+    try:
+        module = conditional_flow_from_config(
+            state["config"], prior, embedding_net=embedding_net, flow=flow
+        )
+        module.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError) as e:
+        raise PosteriorLoadError(
+            f"{os.fspath(path)!r} does not match the flow it describes: {e}"
+        ) from e
+    common = {
+        "history": state.get("history"),
+        "default_x": state.get("default_x"),
+        "num_mass_samples": state.get("num_mass_samples", 10_000),
+    }
+    if "proxy" in state:
+        saved = state["proxy"]
+        try:
+            proxy = LikelihoodEnergy.from_config(saved["config"], prior)
+            proxy.load_state_dict(saved["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise PosteriorLoadError(
+                f"{os.fspath(path)!r} does not match the proxy it describes: {e}"
+            ) from e
+        return ProxyPosterior(
+            module.to(device),
+            proxy.to(device),
+            prior,
+            candidates_per_sample=saved["candidates_per_sample"],
+            # Saved before the adaptive draws: the fixed count it sampled with.
+            max_candidates_per_sample=saved.get(
+                "max_candidates_per_sample", saved["candidates_per_sample"]
+            ),
+            num_normalizer_samples=saved["num_normalizer_samples"],
+            ess_per_sample=saved.get("ess_per_sample", 1.0),
+            **common,
+        )
+    return Posterior(module.to(device), prior, **common)

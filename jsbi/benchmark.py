@@ -28,8 +28,12 @@ from __future__ import annotations
 __all__ = ["comparison_table", "load_rows", "run_benchmark", "summary_table", "write_results"]
 
 import csv
+import io
+import math
 import os
 import statistics
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from typing import Any
 import joblib
 import torch
 
+from jsbi.files import atomic_write_text
 from jsbi.methods import BASELINE, NPEConfig, SymmetricConfig, method_config, method_names
 from jsbi.seeding import seeded
 
@@ -92,7 +97,24 @@ def method_columns(method: str, task: Any, options: Mapping[str, Any] | None = N
 
 
 _INT = ("num_simulations", "seed", "observation", "epochs")
-_FLOAT = ("c2st", "train_seconds", "seconds_per_epoch")
+_FLOAT = (
+    "c2st",
+    "c2st_rf",
+    "distinct",
+    "train_seconds",
+    "seconds_per_epoch",
+    "simulation_seconds",
+    "sample_seconds",
+    "imh_acceptance",
+    "rhat",
+    "drift",
+    "coverage_max_deviation",
+    "coverage_mean_deviation",
+    "tarp_atc",
+    "nltp",
+    "nltp_se",
+)
+_BOOL = ("coverage_outside_band", "sbc_in_band")
 
 
 def _unit_name(task: str, n: int, seed: int, method: str) -> str:
@@ -193,6 +215,8 @@ def run_unit(
     options: dict[str, Any] | None = None,
     out: str | os.PathLike | None = None,
     threads: int = 1,
+    calibration_pairs: int = 500,
+    calibration_samples: int = 200,
 ) -> list[dict[str, Any]]:
     r"""Simulates, trains one method and scores it on each observation (or reads the rows
     a previous run of the same unit wrote to ``out``; asking that finished unit for an
@@ -206,18 +230,20 @@ def run_unit(
         observations: Observation numbers to score.
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
-        options: Extra jsbi options (:func:`~jsbi.estimator.split_options`): the
-            symmetric objectives' (``proxy``, ``gate_samples``, ...) for those methods
-            only, every other (the flow's: ``z_score_theta``, ``passes``, ...) for every
-            jsbi method.
+        options: Extra estimator options of every jsbi method (:func:`method_options`).
         out: The resumable run's folder (``None``: nothing is written).
         threads: Torch threads of this unit (units run side by side).
+        calibration_pairs: Fresh prior-predictive pairs for the calibration columns (the
+            same pairs for every method of a cell; 0: none).
+        calibration_samples: Posterior samples per calibration pair.
 
     Returns:
-        One row per observation: task, num_simulations, seed, method, observation, c2st,
-        train_seconds, epochs, seconds_per_epoch.
+        One row per observation: the unit (task, num_simulations, seed, method), the
+        observation, C2ST (``c2st``: sbibm's MLP; ``c2st_rf``: sbi's random forest), the
+        share of distinct samples, the times (``simulation_seconds``, ``train_seconds``,
+        ``sample_seconds``: 10,000 samples at the first observation), what the method
+        returned, and the unit's calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
-    from jsbi.diagnostics.c2st import c2st
     from jsbi.simulators import get_task, simulate
 
     _check_method(method)
@@ -226,56 +252,95 @@ def run_unit(
     torch.set_num_threads(threads)
     name = _unit_name(task_name, num_simulations, seed, method)
     done = checkpoint = None
-    support, transforms, returns = (columns[k] for k in ("support", "transforms", "posterior"))
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        finished = _finished_rows(done, observations, support, transforms, returns)
+        finished = _finished_rows(done, observations, *columns.values())
         if finished is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
+    start = time.perf_counter()
     theta, x = simulate(task, num_simulations, seed=seed, show_progress_bar=False)
+    simulated = time.perf_counter() - start
     posterior, seconds, epochs = _train(
         method, task, theta, x, seed, max_epochs, options, checkpoint
     )
-    # What auto chose (the flow or the proxy); the setting itself otherwise.
-    returned = (getattr(posterior, "history", None) or {}).get("posterior", returns)
-    rows = []
-    for obs in observations:
-        # The same draws as before, and the caller's random stream left where it was.
-        with seeded(seed, [getattr(posterior, "device", "cpu")]):
-            samples = posterior.sample((num_samples,), x=task.observation(obs))
-            reference = task.reference_samples(obs, num_samples)
-        rows.append(
-            {
-                "task": task_name,
-                "num_simulations": num_simulations,
-                "seed": seed,
-                "method": method,
-                "observation": obs,
-                "c2st": c2st(samples, reference, seed=seed),
-                "train_seconds": seconds,
-                "epochs": epochs,
-                "seconds_per_epoch": seconds / max(epochs, 1),
-                "support": support,
-                "transforms": transforms,
-                "posterior": returns,
-                "returned": returned,
-            }
-        )
+    unit = {
+        "task": task_name,
+        "num_simulations": num_simulations,
+        "seed": seed,
+        "method": method,
+        "simulation_seconds": simulated,
+        "train_seconds": seconds,
+        "epochs": epochs,
+        "seconds_per_epoch": seconds / max(epochs, 1),
+        **columns,
+        # What auto chose (the flow or the proxy); the setting itself otherwise.
+        "returned": (getattr(posterior, "history", None) or {}).get(
+            "posterior", columns["posterior"]
+        ),
+        "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
+        **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
+    }
+    rows = [
+        {**unit, "observation": obs, **_score(posterior, task, obs, num_samples, seed)}
+        for obs in observations
+    ]
     mean = statistics.fmean(r["c2st"] for r in rows)
-    chose = f", returned the {returned}" if returns == "auto" else ""
-    print(
-        f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs{chose})",
-        flush=True,
-    )
+    chose = f", returned the {unit['returned']}" if columns["posterior"] == "auto" else ""
+    print(f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs{chose})", flush=True)
     if done is not None:
         done.parent.mkdir(parents=True, exist_ok=True)
-        write_rows(done.with_suffix(".tmp"), rows)
-        done.with_suffix(".tmp").replace(done)
+        write_rows(done, rows)
         checkpoint.unlink(missing_ok=True)
     return rows
+
+
+def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> dict:
+    # C2ST (both kinds) and the share of distinct samples at one observation.
+    from jsbi.diagnostics.c2st import c2st
+
+    # The same draws for every rerun, and the caller's random stream left where it was.
+    with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a proxy's mixing warning is in its own column
+        samples = posterior.sample((num_samples,), x=task.observation(obs)).cpu()
+        reference = task.reference_samples(obs, num_samples)
+    mixing = getattr(posterior, "last_mixing", None)
+    return {
+        "c2st": c2st(samples, reference, seed=seed),
+        "c2st_rf": c2st(samples, reference, seed=seed, classifier="rf"),
+        "distinct": len(torch.unique(samples, dim=0)) / len(samples),
+        "imh_acceptance": math.nan if mixing is None else mixing.imh_acceptance,
+        "rhat": math.nan if mixing is None else mixing.rhat,
+        "drift": math.nan if mixing is None else mixing.drift,
+    }
+
+
+def _sample_seconds(posterior: Any, task: Any, obs: int, seed: int) -> float:
+    # The wall time of 10,000 samples at one observation.
+    x_o = task.observation(obs)
+    with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        posterior.sample((10_000,), x=x_o)
+        return time.perf_counter() - start
+
+
+def _calibration(posterior: Any, task: Any, seed: int, pairs: int, samples: int) -> dict:
+    # The calibration columns on fresh prior-predictive pairs, the same for every method
+    # of a cell (seeded by the cell's seed alone).
+    from jsbi.diagnostics.calibration import COLUMNS, calibration
+
+    if pairs <= 0:
+        return dict.fromkeys(COLUMNS, math.nan)
+    with seeded(10_000 + seed):
+        theta = task.prior.sample((pairs,))
+        x = task.simulate(theta)
+    ok = torch.isfinite(x).all(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return calibration(posterior, theta[ok], x[ok], samples, seed=seed)
 
 
 def run_benchmark(
@@ -485,7 +550,8 @@ def write_results(
         plot_budgets(rows, task, results / f"c2st_{task}.png")
     figures = "\n".join(f"![{t}](c2st_{t}.png)" for t in tasks)
     summary = results / "summary.md"
-    summary.write_text(
+    atomic_write_text(
+        summary,
         "# jsbi benchmark\n\nC2ST against the reference posterior (sbibm's definition; 0.5 is "
         "perfect), mean ± sd over observations x seeds; `dev` rows are the development set "
         "(tuned on), `held-out` rows were never tuned on.\n\n"
@@ -495,7 +561,7 @@ def write_results(
             else ""
         )
         + f"{comparison_table(rows, *_table_methods(rows))}\n\nPer method, with training cost:\n\n"
-        + f"{summary_table(rows)}\n\n{figures}\n"
+        + f"{summary_table(rows)}\n\n{figures}\n",
     )
     return summary
 
@@ -521,13 +587,17 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r.update({k: int(r[k]) for k in _INT})
-        r.update({k: float(r[k]) for k in _FLOAT})
+        r.update({k: float(r[k]) for k in _FLOAT if k in r})
+        r.update({k: r[k] == "True" for k in _BOOL if k in r})
     return rows
 
 
 def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-    r"""Writes rows (dicts with the same keys) as a CSV file."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    r"""Writes rows (dicts with the same keys) as a CSV file: to a fresh temporary file
+    beside it, then renamed over it, so a crash leaves no half file and a link planted at
+    a fixed name redirects nothing."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())

@@ -19,6 +19,14 @@ from jsbi.cli import main
 TINY = dict(observations=[1, 6], num_samples=200, max_epochs=2)
 
 
+def _same(a, b):
+    # Rows equal, NaN (a flow posterior's MCMC columns) equal to NaN.
+    def key(rows):
+        return [{k: ("nan" if v != v else v) for k, v in r.items()} for r in rows]
+
+    return key(a) == key(b)
+
+
 def test_units_rows_resume_and_summary(tmp_path):
     rows = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
     assert len(rows) == 4  # 2 methods x 2 observations
@@ -31,13 +39,15 @@ def test_units_rows_resume_and_summary(tmp_path):
     # A rerun reads the finished units instead of training again.
     stamps = {f: os.stat(f).st_mtime_ns for f in files}
     again = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
-    assert again == rows and stamps == {f: os.stat(f).st_mtime_ns for f in files}
-    assert load_rows(tmp_path) == sorted(rows, key=lambda r: r["method"])
+    assert _same(again, rows) and stamps == {f: os.stat(f).st_mtime_ns for f in files}
+    assert _same(load_rows(tmp_path), sorted(rows, key=lambda r: r["method"]))
     # A finished unit answers for the observations it was scored on, and refuses new ones.
     (only_6,) = run_benchmark(
         ["two_moons"], [200], ["npe"], out=tmp_path, **{**TINY, "observations": [6]}
     )
-    assert only_6 == next(r for r in rows if r["method"] == "npe" and r["observation"] == 6)
+    assert _same(
+        [only_6], [next(r for r in rows if r["method"] == "npe" and r["observation"] == 6)]
+    )
     with pytest.raises(ValueError, match=r"observations \[3\] were asked for"):
         run_benchmark(  # refused before the unfinished srfe unit starts
             ["two_moons"], [200], ["npe", "srfe"], out=tmp_path, **{**TINY, "observations": [1, 3]}

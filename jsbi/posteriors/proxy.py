@@ -1,20 +1,21 @@
-r"""The proxy as the posterior: sampled by importance resampling from the flow.
+r"""The proxy as the posterior, sampled by MCMC proposed by the flow.
 
 Where the energy-based proxy :math:`r_\psi` (e.g. the likelihood proxy :math:`\pi \,
 l_\psi`) is the better model of the posterior, a :class:`ProxyPosterior` answers with it:
-samples by sampling-importance-resampling from the defensive mixture of the flow and the
-prior (:func:`jsbi.proxies.importance.importance_resample`), densities
+samples by MCMC on its energy, started from and proposed by the flow
+(:func:`~jsbi.posteriors.mcmc.sample_proxy`, ``sampler="mcmc"``, the default), densities
 :math:`-E_\psi(\theta, x) - \log \hat Z_\psi(x)` with :math:`\log \hat Z` by defensive
 importance sampling (cached per ``x``). The flow stays the fast amortised proposal; the
-proxy supplies the accuracy (METHOD.md section 4b).
+proxy supplies the accuracy (METHOD.md sections 4b and 4c). Every MCMC draw records its
+:class:`~jsbi.posteriors.mcmc.MixingInfo` in :attr:`last_mixing`, and warns when the chains
+did not mix.
 
-Every draw records the importance weights' effective sample size in :attr:`last_ess` (the
-smallest over the ``x`` asked). Where the ESS of ``candidates_per_sample`` draws per sample
-is short of ``ess_per_sample`` times the number of samples asked, more candidates are drawn
-for that ``x``, up to ``max_candidates_per_sample``; a resample of many more samples than
-its ESS still repeats points, and is warned about.
-
-The resample draws with replacement, so even at an ESS equal to the samples asked about a
+``sampler="importance"`` keeps importance resampling from the defensive mixture of the
+flow and the prior (:func:`jsbi.proxies.importance.importance_resample`); every draw then
+records the weights' effective sample size in :attr:`last_ess`. Where the ESS of
+``candidates_per_sample`` draws per sample is short of ``ess_per_sample`` times the number
+of samples asked, more candidates are drawn, up to ``max_candidates_per_sample``. The
+resample draws with replacement, so even at an ESS equal to the samples asked about a
 third of them repeat another. Repeats are not independent draws, and a classifier
 two-sample test (C2ST) recognises them. On exact reference samples at an ESS equal to
 the samples asked, repeats alone raised C2ST from 0.49 to 0.53 with 5 parameters (slcp)
@@ -41,9 +42,9 @@ from torch.distributions import Distribution
 
 from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass
+from jsbi.posteriors.mcmc import MixingInfo, check_mixing, sample_proxy
 from jsbi.posteriors.posterior import Posterior, sample_shape_tuple
-from jsbi.proxies.importance import importance_resample, proxy_log_normalizer
-from jsbi.seeding import seeded
+from jsbi.proxies.importance import importance_resample
 
 __all__ = ["ProxyPosterior"]
 
@@ -63,6 +64,10 @@ class ProxyPosterior(Posterior):
         ess_per_sample: The ESS the extra draws aim at, as a multiple of the samples asked,
             >= 1 (more: fewer repeated samples).
         min_ess_fraction: Warn when the ESS falls below this fraction of the samples asked.
+        sampler: ``"mcmc"`` (exact in the limit of steps, no repeated samples) or
+            ``"importance"`` (importance resampling).
+        mcmc_steps: Steps per chain (each one independence and ``mcmc_mala`` MALA steps).
+        mcmc_mala: MALA steps per independence step.
         kwargs: See :class:`~jsbi.posteriors.posterior.Posterior`.
     """
 
@@ -77,8 +82,17 @@ class ProxyPosterior(Posterior):
         num_normalizer_samples: int = 4096,
         ess_per_sample: float = 1.0,
         min_ess_fraction: float = 0.1,
+        sampler: str = "mcmc",
+        mcmc_steps: int = 20,
+        mcmc_mala: int = 1,
         **kwargs: Any,
     ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if int(mcmc_steps) < 1 or int(mcmc_mala) < 0:
+            raise ValueError(
+                f"mcmc_steps must be >= 1 and mcmc_mala >= 0, got {mcmc_steps}, {mcmc_mala}"
+            )
         if prior is None:
             raise ValueError("a ProxyPosterior needs the prior (the proposal's defensive part)")
         if int(candidates_per_sample) < 1 or int(num_normalizer_samples) < 2:
@@ -91,15 +105,16 @@ class ProxyPosterior(Posterior):
                 "max_candidates_per_sample must be >= candidates_per_sample "
                 f"({candidates_per_sample}), got {max_candidates_per_sample}"
             )
-        super().__init__(flow, prior, **kwargs)
-        self.proxy = proxy.eval()
+        super().__init__(
+            flow, prior, proxy=proxy, num_normalizer_samples=num_normalizer_samples, **kwargs
+        )
         self.candidates_per_sample = int(candidates_per_sample)
         self.max_candidates_per_sample = int(max_candidates_per_sample)
-        self.num_normalizer_samples = int(num_normalizer_samples)
         self.ess_per_sample = ess_per_sample  # checked by its setter
         self.min_ess_fraction = float(min_ess_fraction)
+        self.sampler, self.mcmc_steps, self.mcmc_mala = sampler, int(mcmc_steps), int(mcmc_mala)
         self.last_ess: float | None = None
-        self._log_z: dict[bytes, float] = {}
+        self.last_mixing: MixingInfo | None = None
 
     @property
     def ess_per_sample(self) -> float:
@@ -118,14 +133,61 @@ class ProxyPosterior(Posterior):
         flow = self.flow.config.get("flow")
         return f"ProxyPosterior(proxy={type(self.proxy).__name__}, flow={flow})"
 
-    def to(self, device: str | torch.device) -> ProxyPosterior:
-        super().to(device)
-        self.proxy.to(device)
-        self._log_z.clear()
-        return self
+    def _outside(self, x: Tensor) -> Tensor:
+        # The rows of x outside the proxy's domain (where it ignores theta and would
+        # answer with the prior), with a warning: the flow answers there.
+        in_domain = getattr(self.proxy, "in_domain", None)  # any energy module serves
+        if in_domain is None:
+            return torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        outside = ~in_domain(x)
+        if bool(outside.any()):
+            bound = getattr(self.proxy, "domain_bound", None)
+            warnings.warn(
+                f"{int(outside.sum())} of {len(x)} observation(s) lie outside the likelihood "
+                f"proxy's domain (a standardised coordinate beyond its splines' bound "
+                f"{bound}): there it no longer depends on the parameters and would return "
+                "the prior, so the flow answers for them. The observation is far from the "
+                "simulations: check the model (see observation_p_value)",
+                stacklevel=5,
+            )
+        return outside
 
     @torch.no_grad()
     def _sample(self, n: int, x: Tensor, reject: bool, max_rounds: int = 1000) -> Tensor:
+        outside = self._outside(x)
+        if bool(outside.any()):
+            out = torch.empty(n, len(x), self.dim_theta, device=self.device)
+            try:
+                out[:, outside] = super()._sample(n, x[outside], reject, max_rounds)
+            except RuntimeError as e:
+                raise ValueError(
+                    "the observation lies outside the likelihood proxy's domain, and the "
+                    f"flow cannot answer there either ({e}): it is far from every "
+                    "simulation. Check the model against the data (observation_p_value), "
+                    "or simulate where the observation lies"
+                ) from e
+            if not bool(outside.all()):
+                out[:, ~outside] = self._sample_proxy(n, x[~outside])
+            return out
+        return self._sample_proxy(n, x)
+
+    def _sample_proxy(self, n: int, x: Tensor) -> Tensor:
+        self.last_leakage = 0.0  # zero proxy density outside the prior
+        if self.sampler == "mcmc":
+            samples, self.last_mixing = sample_proxy(
+                self.proxy,
+                self.flow,
+                self._prior,
+                x,
+                n,
+                num_steps=self.mcmc_steps,
+                num_mala=self.mcmc_mala,
+            )
+            check_mixing(self.last_mixing, stacklevel=5)  # the caller of sample()
+            return samples
+        return self._resample(n, x)
+
+    def _resample(self, n: int, x: Tensor) -> Tensor:
         out = torch.empty(n, len(x), self.dim_theta, device=self.device)
         ess = math.inf
         for b in range(len(x)):
@@ -141,7 +203,7 @@ class ProxyPosterior(Posterior):
             )
             out[:, b] = samples
             ess = min(ess, e)
-        self.last_ess, self.last_leakage = ess, 0.0  # zero proxy density outside the prior
+        self.last_ess = ess
         if ess < self.min_ess_fraction * n:
             warnings.warn(
                 f"importance resampling of the proxy: ESS {ess:.0f} for {n} samples; the "
@@ -150,27 +212,19 @@ class ProxyPosterior(Posterior):
             )
         return out
 
-    def _draw(self, n: int, x: Tensor) -> Tensor:
-        return self._sample(n, x, False)
-
-    def _log_normalizer(self, x: Tensor) -> Tensor:
-        keys = [row.cpu().numpy().tobytes() for row in x]
-        missing = [i for i, k in enumerate(keys) if k not in self._log_z]
-        if missing:
-            with seeded(0, [self.device]):  # the same log Z for the same x, in any instance
-                log_z, _ = proxy_log_normalizer(
-                    self.proxy, self.flow, self._prior, x[missing], self.num_normalizer_samples
-                )
-            for i, v in zip(missing, log_z.tolist(), strict=True):
-                self._log_z[keys[i]] = v
-        return torch.tensor([self._log_z[k] for k in keys], device=self.device)
-
     def _log_prob(
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
     ) -> Tensor:
-        log_z = self._log_normalizer(x) if normalize else 0.0
+        outside = self._outside(x)
+        if bool(outside.all()):
+            return super()._log_prob(theta, x, track_gradients, normalize)
+        log_z = self._log_normalizer(x)[0] if normalize else 0.0
         with torch.set_grad_enabled(track_gradients):
-            return -self.proxy(theta, x) - log_z
+            value = -self.proxy(theta, x) - log_z
+        if bool(outside.any()):
+            flow = super()._log_prob(theta, x, track_gradients, normalize)
+            value = torch.where(outside, flow, value)
+        return value
 
     def sample_and_log_prob(self, sample_shape=(), x: Tensor | None = None):
         shape = sample_shape_tuple(sample_shape)
@@ -182,6 +236,13 @@ class ProxyPosterior(Posterior):
 
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
         return 0.0
+
+    def recalibrate(self, *args: Any, **kwargs: Any) -> float:
+        r"""Not for the proxy: its samples do not depend on the flow's temperature."""
+        raise ValueError(
+            "recalibrate applies to a flow posterior: this one samples the proxy, which the "
+            "flow only proposes for (posterior='flow' returns the flow)"
+        )
 
     def accepted_mass(self, x=None, num_samples=None, *, many: bool = False) -> AcceptedMass:
         # The proxy has the prior's support: all of its mass is inside.
@@ -206,15 +267,20 @@ class ProxyPosterior(Posterior):
             )
         state = super()._state()
         state["proxy"] = {
-            "config": config,
-            "state_dict": {k: v.detach().cpu() for k, v in self.proxy.state_dict().items()},
+            **state["proxy"],
+            "returned": True,  # the proxy is the posterior (not only the evidence's)
             "candidates_per_sample": self.candidates_per_sample,
             "max_candidates_per_sample": self.max_candidates_per_sample,
-            "num_normalizer_samples": self.num_normalizer_samples,
             "ess_per_sample": self.ess_per_sample,
+            "sampler": self.sampler,
+            "mcmc_steps": self.mcmc_steps,
+            "mcmc_mala": self.mcmc_mala,
         }
         return state
 
+
+#: How a proxy posterior draws its samples.
+SAMPLERS = ("mcmc", "importance")
 
 #: ``posterior="auto"``: the proxy is returned where its validation NLL is lower than the
 #: flow's by more than this many standard errors, ...

@@ -186,6 +186,7 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
         max_candidates_per_sample=60,
         ess_per_sample=1.5,
         history=h,
+        sampler="importance",
     )
     x_o = x[0]
     samples = proxy_post.sample((300,), x=x_o)

@@ -263,7 +263,12 @@ def test_a_proxy_posterior_aims_at_ess_per_sample_times_the_samples_asked():
     distinct = {}
     for k in (1.0, 4.0):
         post = ProxyPosterior(
-            flow, _GaussianEnergy(), prior, max_candidates_per_sample=1000, ess_per_sample=k
+            flow,
+            _GaussianEnergy(),
+            prior,
+            max_candidates_per_sample=1000,
+            ess_per_sample=k,
+            sampler="importance",
         )
         torch.manual_seed(0)
         samples = post.sample((500,), x=x_o)

@@ -26,6 +26,7 @@ _EXPORTS = {
     "ProxyPosterior": "jsbi.posteriors",
     "TruncatedProposal": "jsbi.posteriors",
     "load_posterior": "jsbi.posteriors",
+    "compare_models": "jsbi.diagnostics",
     "train_method": "jsbi.pipeline",
     "run_report": "jsbi.pipeline",
 }

@@ -37,8 +37,16 @@ from torch.distributions import Distribution
 
 from jsbi.config import closest
 from jsbi.flows import ConditionalFlow, FlowConfig, build_conditional_flow
+from jsbi.flows.ensemble import FlowEnsemble
 from jsbi.flows.support import Support, prior_device
-from jsbi.methods import MethodConfig, NPEConfig, SymmetricConfig, build_step, method_config
+from jsbi.methods import (
+    MethodConfig,
+    NPEConfig,
+    SymmetricConfig,
+    build_step,
+    method_config,
+    method_overrides,
+)
 from jsbi.methods.base import TrainingStep
 from jsbi.posteriors import Posterior, ProxyPosterior, TruncatedProposal
 from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
@@ -93,6 +101,7 @@ class PosteriorEstimator:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         flow_config = flow if isinstance(flow, FlowConfig) else FlowConfig(flow=flow)
+        overrides = {**method_overrides(objective), **overrides}
         parts = _route(overrides, method_config(objective))
         self.method: MethodConfig = method_config(objective, **parts["method"])
         self.train_config = TrainConfig.from_options(parts["train"])
@@ -100,12 +109,19 @@ class PosteriorEstimator:
         bounded = Support.from_prior(prior).is_bounded
         support = self.method.support(flow_config.support, bounded)
         self.flow_config = flow_config.replace(support=support)
+        if self.flow_config.ensemble > 1 and not isinstance(self.method, NPEConfig):
+            raise ValueError(
+                f"ensemble={self.flow_config.ensemble} applies to objective='npe' for now: a "
+                "symmetric method trains one flow and one proxy"
+            )
+        self._check_recalibrate(self.train_config)
         self.flow: ConditionalFlow | None = None
         self.step: TrainingStep | None = None
         self.history: dict[str, Any] | None = None
         self._theta: Tensor | None = None
         self._x: Tensor | None = None
         self._proposal: Distribution | None = None
+        self._typicality: Any = None
 
     @property
     def objective(self) -> str:
@@ -185,22 +201,14 @@ class PosteriorEstimator:
             The trained posterior (its ``history`` holds the run).
         """
         config = (train_config or self.train_config).replace(**_sbi_names(train_overrides))
+        self._check_recalibrate(config)
         self._check_proposal(proposal)
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
         self._check_support(theta)
         device = self.device
         with _interrupt_says("building the flow, before training started"):
             with seeded(self.seed, [device]):
-                fc = self.flow_config
-                self.flow = build_conditional_flow(
-                    theta.to(device),
-                    x.to(device),
-                    self.prior,
-                    flow=fc.flow,
-                    embedding_net=self.embedding_net,
-                    support=fc.support,
-                    **fc.kwargs(),
-                )
+                self.flow = self._build_flow(theta.to(device), x.to(device))
                 self.step = build_step(
                     self.method, self.flow, self.prior, theta.to(device), x.to(device)
                 )
@@ -220,25 +228,61 @@ class PosteriorEstimator:
         if proposal is not None and proposal is not self.prior:
             self.history["proposal"] = repr(proposal)
         val, _ = split_indices(len(theta), config.validation_fraction, self.seed)
-        self._decide(theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device))
+        theta_val, x_val = theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device)
+        self._decide(theta_val, x_val, x.to(device))
+        posterior = self.build_posterior()
+        if config.recalibrate and not isinstance(posterior, ProxyPosterior):
+            posterior.recalibrate(theta_val, x_val)
         if show_train_summary:
             print(self.train_summary())
-        return self.build_posterior()
+        return posterior
 
-    def _decide(self, theta_val: Tensor, x_val: Tensor) -> None:
+    def _build_flow(self, theta: Tensor, x: Tensor) -> Any:
+        # The flow (on the current random stream), or K of them as one ensemble, member
+        # k >= 1 initialised from seed + k.
+        fc = self.flow_config
+        members = []
+        for k in range(fc.ensemble):
+            with contextlib.nullcontext() if k == 0 else seeded(self.seed + k, [self.device]):
+                members.append(
+                    build_conditional_flow(
+                        theta,
+                        x,
+                        self.prior,
+                        flow=fc.flow,
+                        embedding_net=self.embedding_net if k == 0 else _copy(self.embedding_net),
+                        support=fc.support,
+                        **fc.kwargs(),
+                    )
+                )
+        return members[0] if fc.ensemble == 1 else FlowEnsemble(members)
+
+    def _decide(self, theta_val: Tensor, x_val: Tensor, x_all: Tensor) -> None:
         # After training, on the run's own validation pairs: the proxy's candidate
-        # likelihoods chosen (if the run never reached npe-first's switch), and for
-        # posterior="auto" the proxy measured against the flow, with 256 importance
-        # samples per pair whatever the gate used (fewer bias log Z low, and this choice
-        # is final).
+        # likelihoods chosen (if the run never reached npe-first's switch), the reference
+        # of the misspecification check, and for posterior="auto" the proxy measured
+        # against the flow, with 256 importance samples per pair whatever the gate used
+        # (fewer bias log Z low, and this choice is final).
+        if isinstance(self.method, SymmetricConfig):
+            chosen = self.step.choose_candidates((theta_val, x_val))
+            if chosen is not None:
+                self.history["proxy_candidates"] = chosen
+        proxy = self._finite_proxy()
+        self._typicality = _typicality(self.flow, proxy, self.prior, x_all)
         if not isinstance(self.method, SymmetricConfig):
             return
-        chosen = self.step.choose_candidates((theta_val, x_val))
-        if chosen is not None:
-            self.history["proxy_candidates"] = chosen
-        if self.method.returns == "auto":
+        if self.method.returns == "auto" and "proxy_abandoned_epoch" not in self.history:
+            # (An abandoned proxy lost already: the flow is returned, unmeasured.)
             measured = self.step.measure_proxy(theta_val, x_val, num_samples=256)
             self.history["final_proxy"] = measured
+
+    def _finite_proxy(self) -> Any:
+        # The step's proxy, or None where it has none or its weights are not finite.
+        proxy = getattr(self.step, "proxy", None)
+        if proxy is None or all(bool(torch.isfinite(p).all()) for p in proxy.parameters()):
+            return proxy
+        self.history["proxy_not_finite"] = True
+        return None
 
     def build_posterior(self) -> Posterior:
         r"""The posterior of the last fit: the flow's, or the proxy's."""
@@ -247,16 +291,28 @@ class PosteriorEstimator:
         returns = self.method.returns
         measured = self.history.get("final_proxy")
         use_proxy = returns == "proxy" or (returns == "auto" and proxy_wins(measured))
+        proxy = self._finite_proxy()
+        if proxy is None and getattr(self.step, "proxy", None) is not None:
+            if returns == "proxy":
+                raise RuntimeError(
+                    "the proxy's weights are not finite after training (a learning rate too "
+                    "large for it?): posterior='proxy' cannot be built; fit again with a "
+                    "smaller proxy_learning_rate, or posterior='flow'"
+                )
+            use_proxy = False  # never a NaN proxy, nor its evidence
         self.history["posterior"] = "proxy" if use_proxy else "flow"
+        common = {"history": self.history, "typicality": self._typicality}
         if use_proxy:
             return ProxyPosterior(
                 self.flow,
-                self.step.proxy,
+                proxy,
                 self.prior,
                 candidates_per_sample=candidates_per_sample(measured),
-                history=self.history,
+                **common,
             )
-        return Posterior(self.flow, self.prior, history=self.history)
+        # The flow's posterior keeps a likelihood proxy for the evidence.
+        keep = proxy if proxy is not None and proxy.has_likelihood else None
+        return Posterior(self.flow, self.prior, proxy=keep, **common)
 
     def train_summary(self) -> str:
         r"""A short text summary of the last fit (as sbi's ``show_train_summary``)."""
@@ -278,6 +334,13 @@ class PosteriorEstimator:
             f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
             f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
         )
+
+    def _check_recalibrate(self, config: TrainConfig) -> None:
+        if config.recalibrate and self.flow_config.flow == "ncsf":
+            raise ValueError(
+                "recalibrate=True needs a flow with a Gaussian base; flow='ncsf' has a uniform "
+                "base on the circle, so no temperature"
+            )
 
     def _check_proposal(self, proposal: Distribution | None) -> None:
         if proposal is None or proposal is self.prior:
@@ -308,6 +371,47 @@ class PosteriorEstimator:
                 "the flow fits them, the truncated posterior gives them zero density",
                 stacklevel=3,
             )
+
+
+#: Reference statistics of the misspecification check (its p-values are >= 1 / (n + 1)).
+TYPICALITY_REFERENCE = 1000
+
+
+@torch.no_grad()
+def _typicality(flow: ConditionalFlow, proxy: Any, prior: Distribution, x: Tensor) -> Any:
+    # The reference of the misspecification check. With a likelihood proxy: the log
+    # evidence of TYPICALITY_REFERENCE draws of the learned model's own prior predictive
+    # (theta ~ prior, x ~ l(x | theta)), a null without the fit's optimism about its
+    # training pairs and as large as asked; else the flow's embedding of (at most that
+    # many of) the simulations.
+    from jsbi.posteriors.posterior import TYPICALITY_SAMPLES
+    from jsbi.posteriors.typicality import Typicality
+    from jsbi.proxies.importance import proxy_log_normalizer
+
+    n = TYPICALITY_REFERENCE
+    with seeded(0, [x.device]), torch.no_grad():
+        if proxy is not None and proxy.has_likelihood:
+            proxy.eval()
+            theta = prior.sample((n,)).to(x.device).reshape(n, -1)
+            x_model = proxy.simulate(theta)
+            log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, TYPICALITY_SAMPLES)
+            return Typicality("evidence", log_z[torch.isfinite(log_z)])
+        rows = torch.randperm(len(x), device=x.device)[:n]
+        return Typicality("embedding", flow.embed(x[rows]))
+
+
+def _copy(module: nn.Module | None) -> nn.Module | None:
+    # A fresh copy of the user's embedding for each further member (re-initialised by
+    # the member's seed where the module can reset itself).
+    import copy
+
+    if module is None:
+        return None
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return twin
 
 
 def _route(overrides: dict[str, Any], method: MethodConfig) -> dict[str, dict[str, Any]]:

@@ -120,6 +120,10 @@ def train_method(
                 f"estimator options {sorted(estimator_options)} apply to jsbi's methods, "
                 "not to sbi-npe (sbi's defaults)"
             )
+        if fit_options.pop("recalibrate", False):
+            raise ValueError(
+                "recalibrate applies to jsbi's posteriors (a flow's temperature), not to sbi-npe"
+            )
         unknown = sorted(set(fit_options) - set(_SBI_FIT) - {"show_progress_bar"})
         if unknown:
             raise ValueError(f"sbi-npe takes no fit option {unknown}")

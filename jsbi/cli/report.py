@@ -198,6 +198,10 @@ def _report(
     flow = given(args, FlowConfig)
     try:  # every option checked before anything is simulated
         fit = TrainConfig.from_options(fit).asdict()
+        if fit["recalibrate"] and BASELINE in objectives:
+            raise ValueError(
+                "--recalibrate applies to jsbi's posteriors, not to sbi-npe: drop one of them"
+            )
         for o in objectives:
             if o != BASELINE:
                 PosteriorEstimator(task.prior, objective=o, **flow, **options.get(o, {}))

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from jsbi.diagnostics.baselines import train_sbi_npe
 from jsbi.diagnostics.c2st import NLTPResult, c2st, leakage, nltp
+from jsbi.diagnostics.calibration import calibration
 from jsbi.diagnostics.coverage import CoverageResult, expected_coverage, plot_coverage
+from jsbi.diagnostics.evidence import ModelComparison, compare_models
 from jsbi.diagnostics.report import MethodResult, Report, compare
 from jsbi.diagnostics.sbc import SBCResult, check_sbc, plot_sbc_ecdf, run_sbc
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, run_tarp
@@ -28,11 +30,14 @@ from jsbi.diagnostics.tarp import TARPResult, plot_tarp, run_tarp
 __all__ = [
     "CoverageResult",
     "MethodResult",
+    "ModelComparison",
     "NLTPResult",
     "Report",
     "SBCResult",
     "TARPResult",
     "c2st",
+    "calibration",
+    "compare_models",
     "check_sbc",
     "compare",
     "expected_coverage",

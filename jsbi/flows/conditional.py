@@ -54,6 +54,7 @@ import torch.nn as nn
 import zuko
 from torch import Tensor
 from torch.distributions import Distribution
+from zuko.distributions import DiagNormal, NormalizingFlow
 from zuko.lazy import LazyDistribution
 
 from jsbi.flows.embeddings import embedding_from_spec, embedding_spec, qualname
@@ -136,12 +137,13 @@ def build_flow(
 def x_standardization(x: Tensor, robust: bool = False) -> tuple[Tensor, Tensor]:
     r"""The location and scale that z-score ``x`` (n, m), with checks.
 
-    A column that is constant in the training data keeps scale 1 (a near-zero scale would
-    blow up any other value of it), with a warning. A column whose standard deviation is
-    dominated by a few rows (more than 10 times the deviation without its 0.5 % most
-    extreme rows) gets a warning: those rows would squash the others' information; pass
-    ``robust=True`` (``z_score_x="robust"``) to use the median and the interquartile
-    range instead.
+    A column that is constant in the training data (a single value, or a spread below a
+    millionth of its magnitude: float32 noise) keeps scale 1 (a near-zero scale would
+    blow up any other value of it), with a warning; small units are not constant. A
+    column whose standard deviation is dominated by a few rows (more than 10 times the
+    deviation without its 0.5 % most extreme rows) gets a warning: those rows would
+    squash the others' information; pass ``robust=True`` (``z_score_x="robust"``) to use
+    the median and the interquartile range instead.
 
     Arguments:
         x: Training data, shape ``(n, m)``.
@@ -171,7 +173,9 @@ def _x_location_scale(x: Tensor, robust: bool) -> tuple[Tensor, Tensor]:
         scale = torch.where(scale > 0, scale, x.std(0))
     else:
         loc, scale = x.mean(0), x.std(0)
-    constant = ~(scale > 1e-8 + 1e-6 * loc.abs())
+    # Constant: one value, or a spread below float32's resolution of the values
+    # themselves. x in small units (1e-9 m) is not constant: its spread is z-scored.
+    constant = (x.amax(0) == x.amin(0)) | ~(scale > 1e-6 * loc.abs()) | ~(scale > 0)
     if bool(constant.any()):
         cols = torch.nonzero(constant).flatten().tolist()
         warnings.warn(
@@ -260,6 +264,8 @@ class ConditionalFlow(nn.Module):
         self.maps = support_mode == "transform" and bounded and not circular
         #: Whether the flow may put mass outside the support (the posterior truncates).
         self.leaks = support_mode == "truncate" and bounded and not circular
+        #: Whether the base is Gaussian, so a temperature applies (not ``ncsf``'s uniform).
+        self.temperable = not circular
         if self.maps:
             self.support.transform()  # fails here, not in training, if there is no map
         self.config = dict(config or {})
@@ -267,6 +273,25 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("theta_scale", torch.ones(dim_theta))
         self.register_buffer("x_loc", torch.zeros(dim_x))
         self.register_buffer("x_scale", torch.ones(dim_x))
+        #: The base distribution's temperature T: z ~ N(0, T^2 I). 1 is the trained flow;
+        #: a recalibration (:meth:`jsbi.posteriors.Posterior.recalibrate`) sets another,
+        #: widening (T > 1) or narrowing every credible region, the density still exact.
+        self.register_buffer("temperature", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # Files saved before the temperature existed hold a flow at T = 1.
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _dist(self, c: Tensor) -> Any:
+        # The zuko flow at context c, its base's scale times the temperature (an exact
+        # no-op at T = 1, and no data-dependent branch, so vmap can batch an ensemble).
+        dist = self.flow(c)
+        if not self.temperable:
+            return dist
+        base = dist.base
+        tempered = DiagNormal(base.base_dist.loc, base.base_dist.scale * self.temperature)
+        return NormalizingFlow(dist.transform, tempered)
 
     # -- standardisation ---------------------------------------------------------------
     def to_unconstrained(self, theta: Tensor) -> Tensor:
@@ -334,7 +359,7 @@ class ConditionalFlow(nn.Module):
         else:
             z, ladj = theta, 0.0
         u = (z - self.theta_loc) / self.theta_scale
-        lp = self.flow(c).log_prob(u) - self.theta_scale.log().sum() - ladj
+        lp = self._dist(c).log_prob(u) - self.theta_scale.log().sum() - ladj
         if inside is not None:
             lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
         return lp
@@ -397,7 +422,7 @@ class ConditionalFlow(nn.Module):
             ``(*S, *B)``.
         """
         c = self.embed(x)
-        u, lp = self.flow(c).rsample_and_log_prob(torch.Size(shape))
+        u, lp = self._dist(c).rsample_and_log_prob(torch.Size(shape))
         z = u * self.theta_scale + self.theta_loc
         lp = lp - self.theta_scale.log().sum()
         if self.maps:
@@ -408,7 +433,7 @@ class ConditionalFlow(nn.Module):
     def rsample(self, shape: Sequence[int], x: Tensor) -> Tensor:
         r"""Draws reparameterised samples, shape ``(*S, *B, d)``."""
         c = self.embed(x)
-        z = self.flow(c).rsample(torch.Size(shape)) * self.theta_scale + self.theta_loc
+        z = self._dist(c).rsample(torch.Size(shape)) * self.theta_scale + self.theta_loc
         return self.support.from_unconstrained(z)[0] if self.maps else z
 
     @torch.no_grad()

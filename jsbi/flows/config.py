@@ -43,6 +43,9 @@ class FlowConfig(Config):
         z_score_theta: ``True``, ``"independent"``, ``"local"`` or ``False`` (see
             :func:`~jsbi.flows.build_conditional_flow`).
         z_score_x: ``True``, ``"robust"`` or ``False``.
+        ensemble: ``K`` flows from ``K`` initialisations, trained as one module with a
+            member dimension; the posterior is their equal-weight mixture
+            (:class:`~jsbi.flows.ensemble.FlowEnsemble`).
         zuko_options: Further keywords of the zuko flow class.
     """
 
@@ -74,6 +77,12 @@ class FlowConfig(Config):
         True, "standardise theta", choices=(True, False, "independent", "local"), advanced=True
     )
     z_score_x: Any = option(True, "standardise x", choices=(True, False, "robust"), advanced=True)
+    ensemble: int = option(
+        1,
+        "members of an ensemble of flows trained as one batched module, their mixture the "
+        "posterior (npe)",
+        minimum=1,
+    )
     zuko_options: Mapping[str, Any] = option(
         {}, "further keywords of the zuko flow class", advanced=True
     )
@@ -101,5 +110,6 @@ class FlowConfig(Config):
         :func:`~jsbi.flows.build_conditional_flow` keywords (``flow`` and ``support`` are
         its own arguments)."""
         changed = self.changed()
-        kwargs = {k: v for k, v in changed.items() if k not in ("flow", "support", "zuko_options")}
+        own = ("flow", "support", "zuko_options", "ensemble")
+        kwargs = {k: v for k, v in changed.items() if k not in own}
         return {**kwargs, **dict(self.zuko_options)}

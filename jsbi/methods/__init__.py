@@ -6,7 +6,14 @@ from __future__ import annotations
 from jsbi.methods.base import StepFault, TrainingStep
 from jsbi.methods.config import MethodConfig, NPEConfig, SymmetricConfig
 from jsbi.methods.npe import NPEStep
-from jsbi.methods.registry import BASELINE, METHODS, build_step, method_config, method_names
+from jsbi.methods.registry import (
+    BASELINE,
+    METHODS,
+    build_step,
+    method_config,
+    method_names,
+    method_overrides,
+)
 from jsbi.methods.symmetric import SymmetricStep
 
 __all__ = [
@@ -22,4 +29,5 @@ __all__ = [
     "build_step",
     "method_config",
     "method_names",
+    "method_overrides",
 ]

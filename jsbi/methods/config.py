@@ -54,11 +54,35 @@ RETURNS = ("auto", "flow", "proxy")
 
 @dataclasses.dataclass(frozen=True)
 class NPEConfig(Config):
-    r"""Neural posterior estimation: the flow on the forward KL alone (sbi's NPE loss)."""
+    r"""Neural posterior estimation: the flow on the forward KL (sbi's NPE loss), with an
+    optional calibration penalty.
+
+    Arguments:
+        objective: ``"npe"``.
+        calibration_weight: :math:`\gamma`: the loss is :math:`F + \gamma \cdot`
+            :func:`~jsbi.objectives.coverage_penalty` on ``calibration_pairs`` pairs of each
+            batch with ``calibration_samples`` flow samples each (its conservative
+            variant: over-confidence only). 0 is plain NPE.
+        calibration_samples: :math:`L`.
+        calibration_pairs: Pairs of each batch in the penalty.
+    """
 
     what = "method"
 
     objective: str = option("npe", "the objective", choices=("npe",))
+    calibration_weight: float = option(
+        0.0,
+        "npe: the weight of a differentiable coverage penalty in the loss (Falkiewicz et al. "
+        "2023; 0: off)",
+        nonnegative=True,
+        advanced=True,
+    )
+    calibration_samples: int = option(
+        16, "npe: flow samples per pair of the coverage penalty", minimum=2, advanced=True
+    )
+    calibration_pairs: int = option(
+        32, "npe: pairs of each batch in the coverage penalty", minimum=2, advanced=True
+    )
 
     @property
     def returns(self) -> str:
@@ -98,6 +122,11 @@ class SymmetricConfig(Config):
             the flow's (``None``: on for ``npe-first``).
         gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
         gate_every: In phase 2, the gate is measured on every ``gate_every``-th epoch.
+        gate_pairs: The gate measures on the first ``gate_pairs`` validation pairs
+            (``None``: all).
+        phase2: ``npe-first``: whether phase 2 trains after the switch; ``False`` stops
+            there, with npe's flow and the proxy's best own fit (what ``posterior="auto"``
+            then chooses between).
         proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
         path_gradient: The path (sticking-the-landing) gradient of the reverse KL.
         phase2_patience: ``npe-first``: phase 2's early-stopping patience (``None``: the
@@ -122,6 +151,12 @@ class SymmetricConfig(Config):
             phase-2 batch only, its weights times ``reverse_every``.
         proxy_patience: ``npe-first``: the proxy's own early stopping (``None``: it fits
             to the end, its best state kept at the switch).
+        probe_every: ``npe-first``: measure the proxy against the flow (the gate's
+            measurement, on ``gate_pairs``) every ``probe_every`` phase-1 epochs.
+        abandon_patience: ``npe-first``: after this many probes in a row where the proxy
+            trails the flow by more than a standard error without gaining on it, the proxy
+            stops fitting and phase 2 is skipped: the result is npe's, at little more than
+            npe's cost.
         proxy_learning_rate: The proxy's Adam learning rate (``None``: the flow's).
         min_ess: ``joint``: the ESS fraction below which a batch counts as collapsed
             (``None``: ``1.5 / (K + M)``).
@@ -173,6 +208,19 @@ class SymmetricConfig(Config):
     )
     gate_every: int = option(
         1, "npe-first: measure the gate every n-th phase-2 epoch", minimum=1, advanced=True
+    )
+    gate_pairs: int | None = option(
+        None,
+        "validation pairs the gate measures on (the first n; default: all)",
+        minimum=2,
+        optional=True,
+        advanced=True,
+    )
+    phase2: bool = option(
+        True,
+        "npe-first: train phase 2 after the switch (off: stop there, with npe's flow and the "
+        "proxy's best own fit)",
+        advanced=True,
     )
     proxy_reverse_weight: float = option(
         0.0,
@@ -255,6 +303,23 @@ class SymmetricConfig(Config):
     proxy_patience: int | None = option(
         None,
         "npe-first: the proxy's own early-stopping patience (default: none)",
+        minimum=1,
+        optional=True,
+        advanced=True,
+    )
+    probe_every: int | None = option(
+        None,
+        "npe-first: measure the proxy against the flow every n phase-1 epochs (as the "
+        "gate does, on gate_pairs); none: not in phase 1",
+        minimum=1,
+        optional=True,
+        advanced=True,
+    )
+    abandon_patience: int | None = option(
+        None,
+        "npe-first: stop fitting the proxy after this many phase-1 probes in a row where "
+        "it trails the flow by more than a standard error and has not gained on it; "
+        "phase 2 is then skipped (default: never)",
         minimum=1,
         optional=True,
         advanced=True,
@@ -414,6 +479,11 @@ class SymmetricConfig(Config):
             raise ValueError(
                 "proxy_patience applies to schedule='npe-first' with proxy_reverse_weight=0 "
                 "(a proxy that shares the reverse term has no own early stopping)"
+            )
+        if self.abandon_patience is not None and (self.joint_schedule or not self.probe_every):
+            raise ValueError(
+                "abandon_patience needs schedule='npe-first' and probe_every (the probes it "
+                "counts)"
             )
         if self.reverse_every != 1 and self.joint_schedule:
             raise ValueError(

@@ -34,7 +34,14 @@ from jsbi.methods.npe import NPEStep
 from jsbi.methods.symmetric import SymmetricStep
 from jsbi.proxies.build import build_proxy
 
-__all__ = ["BASELINE", "METHODS", "build_step", "method_config", "method_names"]
+__all__ = [
+    "BASELINE",
+    "METHODS",
+    "build_step",
+    "method_config",
+    "method_names",
+    "method_overrides",
+]
 
 #: sbi's NPE (zuko NSF, sbi's defaults), trained by sbi on the same simulations: the
 #: external baseline.
@@ -50,6 +57,7 @@ _PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
     "distill": (SymmetricConfig.distill, {}),
     "reverse": (SymmetricConfig.reverse, {}),
     "jeffreys-flow": (SymmetricConfig.jeffreys, {"posterior": "flow"}),
+    "npe-calibrated": (NPEConfig, {"calibration_weight": 5.0}),
     "srfe-anneal": (SymmetricConfig.srfe, {"tau_schedule": "anneal", "tau": 0.1}),
     "jeffreys-joint": (SymmetricConfig.jeffreys, {"proxy": "ratio", "schedule": "joint"}),
     "jeffreys-fixed": (
@@ -61,6 +69,18 @@ _PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
         SymmetricConfig.srfe,
         {"proxy": "ratio", "schedule": "joint", "tau_schedule": "anneal", "tau": 0.1},
     ),
+    "jeffreys-nophase2": (SymmetricConfig.jeffreys, {"phase2": False}),
+    "npe-ensemble": (NPEConfig, {}),
+    "npe-recalibrated": (NPEConfig, {}),
+    "npe-ensemble-recalibrated": (NPEConfig, {}),
+}
+
+#: The estimator options a named method carries besides its config (the flow's or the
+#: training's); a user's own override of one wins.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "npe-ensemble": {"ensemble": 5},
+    "npe-recalibrated": {"recalibrate": True},
+    "npe-ensemble-recalibrated": {"ensemble": 5, "recalibrate": True},
 }
 
 #: The named methods. The first five are the objectives; the others are variants the
@@ -76,14 +96,26 @@ DESCRIPTIONS: dict[str, str] = {
     "distill": "forward KL plus the forward KL from the proxy, by importance sampling",
     "reverse": "reverse KL only (an ablation): the ratio proxy, the joint schedule",
     "jeffreys-flow": "jeffreys, always returning the flow",
+    "npe-calibrated": "npe with the conservative coverage penalty (Falkiewicz et al. 2023), "
+    "weight 5",
     "srfe-anneal": "srfe with tau annealed from 0.9 to 0.1",
     "jeffreys-joint": "METHOD.md section 4's reconstruction: the ratio proxy, warm-up, then "
     "the joint primal-dual objective",
     "jeffreys-fixed": "the fixed-weight penalty ablation of jeffreys-joint",
     "srfe-joint": "srfe under the joint schedule with the ratio proxy",
     "srfe-anneal-joint": "srfe-anneal under the joint schedule with the ratio proxy",
+    "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow or the proxy's best fit",
+    "npe-ensemble": "npe, five flows trained as one batched module, their mixture returned",
+    "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",
+    "npe-ensemble-recalibrated": "npe-ensemble with its temperature fitted likewise",
     BASELINE: "sbi's NPE (zuko NSF, sbi's defaults), the baseline",
 }
+
+
+def method_overrides(method: str | MethodConfig) -> dict[str, Any]:
+    r"""The estimator options a named method carries besides its config (:data:`OVERRIDES`;
+    none for a config)."""
+    return dict(OVERRIDES.get(method, {})) if isinstance(method, str) else {}
 
 
 def method_names(baseline: bool = True) -> list[str]:

@@ -14,9 +14,11 @@ import torch.nn as nn
 from torch.distributions import Distribution
 
 from jsbi.flows.conditional import conditional_flow_from_config
+from jsbi.flows.ensemble import FlowEnsemble
 from jsbi.posteriors.posterior import Posterior
 from jsbi.posteriors.proxy import ProxyPosterior
 from jsbi.posteriors.spec import FORMAT, VERSION, prior_from_spec
+from jsbi.posteriors.typicality import Typicality
 from jsbi.proxies.likelihood import LikelihoodEnergy
 
 __all__ = ["PosteriorLoadError", "load_posterior"]
@@ -51,6 +53,69 @@ def load_posterior(
         PosteriorLoadError: (a ``ValueError``) if the file is missing, truncated, corrupt
         or not a jsbi posterior.
     """
+    state = _read(path, device)
+    where = repr(os.fspath(path))
+    if prior is None:
+        if state["prior"] is not None:
+            prior = prior_from_spec(state["prior"], device)
+        elif state.get("prior_type") is not None:
+            raise ValueError(
+                f"the saved posterior's prior ({state['prior_type']}) is not stored in "
+                f"{where}; pass it as load_posterior(path, prior=...)"
+            )
+
+    def build(config: dict) -> nn.Module:
+        return conditional_flow_from_config(config, prior, embedding_net=embedding_net, flow=flow)
+
+    try:
+        config = state["config"]
+        module = FlowEnsemble.from_config(config, build) if "ensemble" in config else build(config)
+        module.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError) as e:
+        raise PosteriorLoadError(f"{where} does not match the flow it describes: {e}") from e
+    saved = state.get("proxy")
+    proxy = None if saved is None else _proxy(saved, prior, where).to(device)
+    for name, m in (("flow", module), ("proxy", proxy)):
+        if m is not None and not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
+            raise PosteriorLoadError(
+                f"{where} holds non-finite {name} weights: it would answer NaN, so it is not "
+                "a posterior"
+            )
+    typicality = state.get("typicality")
+    common = {
+        "history": state.get("history"),
+        "num_mass_samples": state.get("num_mass_samples", 10_000),
+        "num_normalizer_samples": state.get(
+            "num_normalizer_samples", (saved or {}).get("num_normalizer_samples", 4096)
+        ),
+        "typicality": None if typicality is None else Typicality.from_state(typicality),
+    }
+    if saved is not None and saved.get("returned", "candidates_per_sample" in saved):
+        posterior: Posterior = ProxyPosterior(
+            module.to(device),
+            proxy,
+            prior,
+            candidates_per_sample=saved["candidates_per_sample"],
+            # Saved before the adaptive draws: the fixed count it sampled with.
+            max_candidates_per_sample=saved.get(
+                "max_candidates_per_sample", saved["candidates_per_sample"]
+            ),
+            ess_per_sample=saved.get("ess_per_sample", 1.0),
+            # Saved before the MCMC sampler: importance resampling.
+            sampler=saved.get("sampler", "importance"),
+            mcmc_steps=saved.get("mcmc_steps", 20),
+            mcmc_mala=saved.get("mcmc_mala", 1),
+            **common,
+        )
+    else:
+        posterior = Posterior(module.to(device), prior, proxy=proxy, **common)
+    if state.get("default_x") is not None:
+        posterior.default_x = state["default_x"]  # checked when it was set, not again
+    return posterior
+
+
+def _read(path: str | os.PathLike, device: str | torch.device) -> dict:
+    # The file's dict, or a PosteriorLoadError that says what is wrong with it.
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError as e:
@@ -67,48 +132,13 @@ def load_posterior(
             f"{os.fspath(path)!r} was written by a newer jsbi (format version "
             f"{state['version']} > {VERSION})"
         )
-    if prior is None:
-        if state["prior"] is not None:
-            prior = prior_from_spec(state["prior"], device)
-        elif state.get("prior_type") is not None:
-            raise ValueError(
-                f"the saved posterior's prior ({state['prior_type']}) is not stored in "
-                f"{os.fspath(path)!r}; pass it as load_posterior(path, prior=...)"
-            )
+    return state
+
+
+def _proxy(saved: dict, prior: Distribution, where: str) -> LikelihoodEnergy:
     try:
-        module = conditional_flow_from_config(
-            state["config"], prior, embedding_net=embedding_net, flow=flow
-        )
-        module.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError) as e:
-        raise PosteriorLoadError(
-            f"{os.fspath(path)!r} does not match the flow it describes: {e}"
-        ) from e
-    common = {
-        "history": state.get("history"),
-        "default_x": state.get("default_x"),
-        "num_mass_samples": state.get("num_mass_samples", 10_000),
-    }
-    if "proxy" in state:
-        saved = state["proxy"]
-        try:
-            proxy = LikelihoodEnergy.from_config(saved["config"], prior)
-            proxy.load_state_dict(saved["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as e:
-            raise PosteriorLoadError(
-                f"{os.fspath(path)!r} does not match the proxy it describes: {e}"
-            ) from e
-        return ProxyPosterior(
-            module.to(device),
-            proxy.to(device),
-            prior,
-            candidates_per_sample=saved["candidates_per_sample"],
-            # Saved before the adaptive draws: the fixed count it sampled with.
-            max_candidates_per_sample=saved.get(
-                "max_candidates_per_sample", saved["candidates_per_sample"]
-            ),
-            num_normalizer_samples=saved["num_normalizer_samples"],
-            ess_per_sample=saved.get("ess_per_sample", 1.0),
-            **common,
-        )
-    return Posterior(module.to(device), prior, **common)
+        proxy = LikelihoodEnergy.from_config(saved["config"], prior)
+        proxy.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise PosteriorLoadError(f"{where} does not match the proxy it describes: {e}") from e
+    return proxy

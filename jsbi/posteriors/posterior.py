@@ -43,12 +43,21 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from jsbi.files import atomic_save
 from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass
 from jsbi.posteriors.spec import FORMAT, VERSION, prior_to_spec
+from jsbi.posteriors.typicality import THRESHOLD, Typicality
+from jsbi.proxies.base import Proxy
+from jsbi.proxies.importance import proxy_log_normalizer
 from jsbi.seeding import seeded
 
 __all__ = ["Posterior"]
+
+#: Importance samples per x of the typicality statistic (the reference's too).
+TYPICALITY_SAMPLES = 256
+#: The temperatures :meth:`Posterior.recalibrate` tries by default: 0.5 to 4, log-spaced.
+_TEMPERATURES = [round(0.5 * 8 ** (i / 24), 4) for i in range(25)]
 
 
 class Posterior(Distribution):
@@ -69,6 +78,11 @@ class Posterior(Distribution):
         max_sampling_batch_size: Most ``theta`` rows pushed through the flow at once.
         num_mass_samples: Flow samples per observation for the accepted mass that
             renormalises a truncated flow's ``log_prob`` (sbi's default, 10,000).
+        proxy: The proxy trained beside the flow, if any: with the likelihood proxy the
+            posterior gives the evidence (:meth:`log_evidence`).
+        typicality: The held-out reference of the misspecification check
+            (:meth:`observation_p_value`), fitted after training.
+        num_normalizer_samples: Importance samples for the proxy's :math:`\log \hat Z(x)`.
 
     Example:
         >>> samples = posterior.sample((1000,), x=x_o)               # doctest: +SKIP
@@ -85,9 +99,14 @@ class Posterior(Distribution):
         default_x: Tensor | None = None,
         max_sampling_batch_size: int = 100_000,
         num_mass_samples: int = 10_000,
+        proxy: Proxy | None = None,
+        typicality: Typicality | None = None,
+        num_normalizer_samples: int = 4096,
     ) -> None:
         if int(num_mass_samples) < 1:
             raise ValueError(f"num_mass_samples must be >= 1, got {num_mass_samples}")
+        if int(num_normalizer_samples) < 2:
+            raise ValueError(f"num_normalizer_samples must be >= 2, got {num_normalizer_samples}")
         super().__init__(torch.Size(), torch.Size([flow.dim_theta]), validate_args=False)
         self.num_mass_samples = int(num_mass_samples)
         self._mass: dict[tuple[bytes, int], tuple[float, float]] = {}
@@ -96,6 +115,13 @@ class Posterior(Distribution):
         self.history = history if history is not None else {}
         self.max_sampling_batch_size = int(max_sampling_batch_size)
         self.last_leakage: float | None = None
+        self.proxy = None if proxy is None else proxy.eval()
+        self.typicality = typicality
+        #: The p-value below which an observation is called atypical (``None``: no check).
+        self.misspecification_threshold: float | None = THRESHOLD
+        self.num_normalizer_samples = int(num_normalizer_samples)
+        self._log_z: dict[bytes, tuple[float, float]] = {}
+        self._p_values: dict[bytes, float] = {}
         self._x: Tensor | None = None
         if default_x is not None:
             self.set_default_x(default_x)
@@ -131,15 +157,108 @@ class Posterior(Distribution):
         self._x = None if x is None else self._one_x(x)
 
     def set_default_x(self, x: Tensor) -> Posterior:
-        r"""Sets the observation used when ``x`` is omitted; returns ``self``."""
+        r"""Sets the observation used when ``x`` is omitted (and checks that it is typical
+        of the simulations, :meth:`check_observation`); returns ``self``."""
         self.default_x = x
+        self.check_observation(self._x)
         return self
 
     def to(self, device: str | torch.device) -> Posterior:
         self.flow.to(device)
+        if self.proxy is not None:
+            self.proxy.to(device)
+        self._log_z.clear()
         if self._x is not None:
             self._x = self._x.to(device)
         return self
+
+    # -- the evidence and the misspecification check --------------------------------------
+    @property
+    def has_evidence(self) -> bool:
+        r"""Whether the posterior carries a likelihood proxy, hence the evidence."""
+        return self.proxy is not None and self.proxy.has_likelihood
+
+    def _log_normalizer(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # The proxy's log Z(x) and its standard error, importance-sampled with the flow
+        # as proposal (defensive), cached per x and seeded (the same value in any
+        # instance).
+        keys = [row.cpu().numpy().tobytes() for row in x]
+        missing = [i for i, k in enumerate(keys) if k not in self._log_z]
+        if missing:
+            K = self.num_normalizer_samples
+            with seeded(0, [self.device]):
+                log_z, ess = proxy_log_normalizer(
+                    self.proxy, self.flow, self._prior, x[missing], K
+                )
+            # Delta method: se(log Z) = sqrt((1 / ESS - 1) / K) with ESS a fraction.
+            se = ((1 / ess.double().clamp_min(1e-300) - 1).clamp_min(0) / K).sqrt()
+            for i, v, s in zip(missing, log_z.tolist(), se.tolist(), strict=True):
+                self._log_z[keys[i]] = (v, s)
+        values = torch.tensor([self._log_z[k] for k in keys], device=self.device)
+        return values[:, 0], values[:, 1]
+
+    def log_evidence(self, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""The log evidence :math:`\log p(x)` of the model the likelihood proxy learned,
+        :math:`\int \pi(\theta) \, l(x \mid \theta) \, d\theta`, by defensive importance
+        sampling with the flow as proposal (``num_normalizer_samples`` draws), with its
+        standard error (the delta method on the weights).
+
+        Arguments:
+            x: One observation ``(m,)`` or several ``(B, m)`` (default: ``default_x``).
+
+        Returns:
+            ``(log_evidence, se)``, each of shape ``(B,)``.
+        """
+        if not self.has_evidence:
+            raise ValueError(
+                "log_evidence needs a likelihood proxy, a model of p(x | theta): this "
+                f"posterior has {'none' if self.proxy is None else type(self.proxy).__name__}"
+                ". Train with a symmetric objective and proxy='likelihood' (jeffreys' default)"
+            )
+        x = self._one_x(x) if x is None or torch.as_tensor(x).ndim == 1 else self._many_x(x)
+        with torch.no_grad():
+            return self._log_normalizer(x)
+
+    def observation_p_value(self, x: Tensor | None = None) -> float:
+        r"""The prior-predictive p-value of one observation: the share of held-out
+        simulations no more typical than it (:mod:`jsbi.posteriors.typicality`); NaN
+        without a fitted reference. Cached per ``x``."""
+        if self.typicality is None:
+            return math.nan
+        x = self._one_x(x)
+        key = x.cpu().numpy().tobytes()
+        if key not in self._p_values:
+            with torch.no_grad():
+                self._p_values[key] = self.typicality.p_value_of(self._typicality_statistic(x))
+        return self._p_values[key]
+
+    def _typicality_statistic(self, x: Tensor) -> Tensor:
+        if self.typicality.kind == "evidence":
+            with seeded(0, [self.device]):
+                log_z, _ = proxy_log_normalizer(
+                    self.proxy, self.flow, self._prior, x, TYPICALITY_SAMPLES
+                )
+            return log_z[0]
+        return self.flow.embed(x)[0]
+
+    def check_observation(self, x: Tensor | None = None) -> float:
+        r"""The observation's p-value (:meth:`observation_p_value`), with a ``UserWarning``
+        when it is below :attr:`misspecification_threshold`."""
+        p = self.observation_p_value(x)
+        threshold = self.misspecification_threshold
+        if threshold is not None and p < threshold:
+            how = (
+                "its log evidence under the learned likelihood"
+                if self.typicality.kind == "evidence"
+                else "its distance to the simulations in the flow's embedding"
+            )
+            warnings.warn(
+                f"the observation is atypical of the simulations: prior-predictive p-value "
+                f"{p:.3g} by {how} (below {threshold}). The posterior there is an "
+                "extrapolation; the simulator may be misspecified for these data",
+                stacklevel=3,
+            )
+        return p
 
     def __repr__(self) -> str:
         cfg = self.flow.config
@@ -231,6 +350,8 @@ class Posterior(Distribution):
             Samples of shape ``(*S, d)``.
         """
         shape = sample_shape_tuple(sample_shape)
+        if x is not None:
+            self.check_observation(x)
         x = self._one_x(x)
         n = math.prod(shape)
         return self._sample(n, x, reject_outside_prior)[:, 0].reshape(*shape, self.dim_theta)
@@ -377,6 +498,8 @@ class Posterior(Distribution):
                 x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
                 if x.ndim == 2 and x.shape[0] == len(theta) and x.shape[0] != 1:
                     return self._log_prob(theta, self._many_x(x), track_gradients, norm_posterior)
+            if x is not None:
+                self.check_observation(x)
             return self._log_prob(theta, self._one_x(x), track_gradients, norm_posterior)
 
     def log_prob_batched(
@@ -440,6 +563,87 @@ class Posterior(Distribution):
             self.last_leakage = 0.0
         return theta.reshape(*shape, self.dim_theta), lp.reshape(shape)
 
+    # -- recalibration --------------------------------------------------------------------
+    @property
+    def temperature(self) -> float:
+        r"""The flow's base temperature (1: as trained; see :meth:`recalibrate`)."""
+        t = self.flow.temperature if hasattr(self.flow, "temperature") else None
+        if t is None:  # an ensemble: every member's, all set together
+            t = self.flow.get_buffer("member__temperature")[0]
+        return float(t)
+
+    def _set_temperature(self, value: float) -> None:
+        for name, buffer in self.flow.named_buffers():
+            if name.endswith("temperature"):
+                buffer.fill_(value)
+        self._mass.clear()
+
+    @torch.no_grad()
+    def recalibrate(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        num_samples: int = 100,
+        temperatures: Sequence[float] | None = None,
+        *,
+        seed: int = 0,
+    ) -> float:
+        r"""Fits the flow's base temperature :math:`T` (``z ~ N(0, T^2 I)``) on held-out
+        pairs, so that its credible regions cover as often as they claim; keeps it.
+
+        The density stays exact and normalised for any :math:`T` (only the base changes);
+        :math:`T > 1` widens every credible region, :math:`T < 1` narrows them. The
+        temperature with the smallest calibration error on the pairs wins: the mean
+        distance between the sorted credibility levels at which the true parameters
+        enter the highest-density regions and the uniform quantiles (their 1-Wasserstein
+        distance to calibrated).
+
+        Arguments:
+            theta: Held-out true parameters, shape ``(N, d)`` (not trained on).
+            x: Their simulations, shape ``(N, m)``.
+            num_samples: Posterior samples per pair.
+            temperatures: The candidates (default: 25 from 0.5 to 4, log-spaced).
+            seed: Seeds the samples (the same for every candidate).
+
+        Returns:
+            The temperature kept; ``history["recalibration"]`` has the errors.
+        """
+        if not getattr(self.flow, "temperable", True):
+            raise ValueError(
+                "recalibrate needs a flow with a Gaussian base; ncsf's base is uniform on the "
+                "circle, so it has no temperature"
+            )
+        theta = self._theta(theta)
+        x = self._many_x(x)
+        grid = [float(t) for t in (temperatures if temperatures is not None else _TEMPERATURES)]
+        if not grid or not all(math.isfinite(t) and t > 0 for t in grid):
+            raise ValueError(f"temperatures must be positive and finite, got {grid}")
+        before = float(self.temperature)
+        errors = {}
+        for t in dict.fromkeys([before, *grid]):
+            self._set_temperature(t)
+            errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
+        best = min(grid, key=errors.__getitem__)
+        self._set_temperature(best)
+        self.history["recalibration"] = {
+            "temperature": best,
+            "error": errors[best],
+            "temperature_before": before,
+            "error_before": errors[before],
+            "num_pairs": len(theta),
+        }
+        return best
+
+    def _calibration_error(self, theta: Tensor, x: Tensor, n: int, seed: int) -> float:
+        # The 1-Wasserstein distance between the credibility levels at which the truths
+        # enter the HPD regions and the uniform distribution they follow when calibrated.
+        with seeded(seed, [self.device]):
+            samples = self._sample(n, x, True)
+        lq = self._log_prob(torch.cat([theta[None], samples]), x, False, normalize=False)
+        level = (lq[1:] > lq[:1]).double().mean(0).sort().values.cpu()
+        uniform = (torch.arange(len(level), dtype=torch.float64) + 0.5) / len(level)
+        return float((level - uniform).abs().mean())
+
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
         r"""Estimates the fraction of the flow's mass outside the prior's support at ``x``,
         one minus :meth:`accepted_mass`.
@@ -488,8 +692,12 @@ class Posterior(Distribution):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        r"""Saves the posterior for :func:`load_posterior` (see the module docstring)."""
-        torch.save(self._state(), path)
+        r"""Saves the posterior for :func:`load_posterior` (see the module docstring); a
+        path is written atomically (:mod:`jsbi.files`)."""
+        if isinstance(path, (str, os.PathLike)):
+            atomic_save(self._state(), path)
+        else:  # a file object
+            torch.save(self._state(), path)
 
     def _state(self) -> dict[str, Any]:
         # What save() writes; subclasses add their own entries.
@@ -510,7 +718,14 @@ class Posterior(Distribution):
             "history": self.history,
             "default_x": None if self._x is None else self._x.cpu(),
             "num_mass_samples": self.num_mass_samples,
+            "num_normalizer_samples": self.num_normalizer_samples,
+            "typicality": None if self.typicality is None else self.typicality.state(),
         }
+        if self.proxy is not None and self.proxy.config is not None:
+            state["proxy"] = {
+                "config": self.proxy.config,
+                "state_dict": {k: v.detach().cpu() for k, v in self.proxy.state_dict().items()},
+            }
         return state
 
 

@@ -33,6 +33,8 @@ class TrainConfig(Config):
         stop_after_epochs: Early-stopping patience in epochs, >= 1.
         max_epochs: Epoch cap, >= 1 (:data:`NO_EPOCH_CAP`: none).
         clip_max_norm: Gradient-norm clip, finite and > 0, or ``None`` (off).
+        recalibrate: After training, fit the flow's base temperature on the validation
+            pairs (:meth:`~jsbi.posteriors.Posterior.recalibrate`).
     """
 
     what = "training"
@@ -52,6 +54,11 @@ class TrainConfig(Config):
     )
     clip_max_norm: float | None = option(
         5.0, "gradient-norm clip (none: off)", positive=True, optional=True, advanced=True
+    )
+    recalibrate: bool = option(
+        False,
+        "after training, fit the flow's base temperature on the validation pairs so that "
+        "its credible regions cover as claimed",
     )
 
     @property

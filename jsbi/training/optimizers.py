@@ -34,22 +34,27 @@ class Optimizers:
     r"""One Adam optimiser per named parameter group.
 
     Arguments:
-        groups: ``{name: (parameters, learning_rate)}``.
+        groups: ``{name: (parameters, learning_rate)}``, or ``(parameters,
+            learning_rate, clip)`` with ``clip(max_norm)`` the group's own clipping (an
+            ensemble clips each member as its own fit would).
         clip_max_norm: Gradient norm clip of each group (``None``: off).
     """
 
     def __init__(
         self,
-        groups: Mapping[str, tuple[list[nn.Parameter], float]],
+        groups: Mapping[str, tuple[Any, ...]],
         clip_max_norm: float | None = 5.0,
     ) -> None:
-        for name, (_, lr) in groups.items():
+        for name, (_, lr, *_clip) in groups.items():
             if not (math.isfinite(lr) and lr > 0):
                 raise ValueError(f"the {name} learning rate must be finite and > 0, got {lr}")
-        self.params = {name: list(params) for name, (params, _) in groups.items()}
+        self.params = {name: list(group[0]) for name, group in groups.items()}
+        self.clips = {
+            name: (group[2] if len(group) > 2 else None) for name, group in groups.items()
+        }
         self.optimizers = {
-            name: torch.optim.Adam(self.params[name], lr=float(lr))
-            for name, (_, lr) in groups.items()
+            name: torch.optim.Adam(self.params[name], lr=float(group[1]))
+            for name, group in groups.items()
         }
         self.clip_max_norm = clip_max_norm
 
@@ -66,7 +71,9 @@ class Optimizers:
             params = self.params[name]
             for p, g_p in zip(params, g, strict=True):
                 p.grad = g_p
-            if self.clip_max_norm is not None:
+            if self.clip_max_norm is not None and self.clips[name] is not None:
+                self.clips[name](self.clip_max_norm)
+            elif self.clip_max_norm is not None:
                 nn.utils.clip_grad_norm_(params, self.clip_max_norm)
             self.optimizers[name].step()
 

@@ -1,0 +1,125 @@
+"""The evidence of the likelihood proxy, the misspecification check, and model comparison,
+against closed forms."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal
+
+import jsbi
+from jsbi.diagnostics import compare_models
+from jsbi.diagnostics.evidence import ModelComparison
+
+SMALL = {"hidden_features": (32, 32), "num_transforms": 2}
+
+
+def _fit(objective):
+    # theta ~ N(0, I), x ~ N(theta, 0.25 I): p(x) = N(0, 1.25 I) in closed form.
+    torch.manual_seed(0)
+    prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    theta = prior.sample((2000,))
+    x = theta + 0.5 * torch.randn_like(theta)
+    # The likelihood proxy in the model's own family (x | theta is affine-Gaussian: one
+    # affine autoregressive transform): what is tested is the evidence's estimator, not
+    # a flow's fit (the default spline likelihood's error is in benchmarks, not here).
+    proxy = {"proxy_options": {"flow": "maf", "num_transforms": 1}} if objective != "npe" else {}
+    est = jsbi.PosteriorEstimator(prior, objective=objective, seed=0, **SMALL, **proxy)
+    return est.fit(theta, x, max_epochs=30, learning_rate=2e-3, show_progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def fits():
+    return {}
+
+
+def _posterior(fits, objective):
+    if objective not in fits:
+        fits[objective] = _fit(objective)
+    return fits[objective]
+
+
+def test_the_evidence_is_the_closed_form_within_015_nats_on_average(fits):
+    post = _posterior(fits, "jeffreys")
+    exact = MultivariateNormal(torch.zeros(2), covariance_matrix=1.25 * torch.eye(2))
+    torch.manual_seed(7)
+    xs = exact.sample((6,))
+    log_z, se = post.log_evidence(xs)
+    assert log_z.shape == se.shape == (6,) and (se > 0).all() and (se < 0.05).all()
+    # The Monte Carlo error is the se (< 0.05); the rest is the fit's: a 2,000-pair fit
+    # misjudges the predictive variance by a few percent, which costs about 0.15 nats at
+    # |x| = 2 (2 standard deviations): 0.15 on average, 0.25 at any of the six.
+    err = (log_z - exact.log_prob(xs)).abs()
+    assert err.mean() < 0.15 and err.max() < 0.25, err
+    # One observation, the same value (cached and seeded).
+    one, _ = post.log_evidence(xs[0])
+    assert torch.equal(one, log_z[:1])
+
+
+def test_without_a_likelihood_proxy_the_evidence_is_a_clear_error():
+    prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    theta = prior.sample((300,))
+    post = jsbi.PosteriorEstimator(prior, num_transforms=1).fit(
+        theta, theta + 0.3 * torch.randn_like(theta), max_epochs=2, show_progress_bar=False
+    )
+    with pytest.raises(ValueError, match="log_evidence needs a likelihood proxy"):
+        post.log_evidence(theta[0])
+
+
+@pytest.mark.parametrize("objective", ["npe", "jeffreys"])
+def test_an_atypical_observation_warns_and_a_typical_one_does_not(fits, objective):
+    # At x = (5, 5) the prior-predictive p-value is P(chi2_2 >= 40) = exp(-20): below
+    # any reference.
+    post = _posterior(fits, objective)
+    assert post.typicality.kind == ("evidence" if objective == "jeffreys" else "embedding")
+    far = torch.tensor([5.0, 5.0])
+    with pytest.warns(UserWarning, match="atypical of the simulations: prior-predictive p-value"):
+        post.sample((10,), x=far)
+    n = len(post.typicality.reference)
+    assert post.observation_p_value(far) == pytest.approx(1 / (n + 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post.set_default_x(torch.tensor([0.3, -0.2]))
+        post.sample((10,))
+    assert post.observation_p_value() > 0.1
+    # Off: no check.
+    threshold, post.misspecification_threshold = post.misspecification_threshold, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post.sample((10,), x=far)
+    post.misspecification_threshold = threshold
+
+
+def test_a_saved_posterior_keeps_its_reference_and_its_evidence(tmp_path, fits):
+    post = _posterior(fits, "jeffreys")
+    path = tmp_path / "post.pt"
+    post.save(path)
+    loaded = jsbi.load_posterior(path)
+    x_o = torch.tensor([0.4, -1.1])
+    assert loaded.observation_p_value(x_o) == post.observation_p_value(x_o)
+    assert torch.equal(loaded.log_evidence(x_o)[0], post.log_evidence(x_o)[0])
+
+
+class _Fixed:
+    # A stand-in posterior whose evidence is known.
+    def __init__(self, value, se):
+        self.value, self.se = value, se
+
+    def log_evidence(self, x):
+        return torch.tensor([self.value]), torch.tensor([self.se])
+
+
+def test_log_bayes_factors_and_their_errors():
+    bf = compare_models({"A": _Fixed(-3.0, 0.3), "B": _Fixed(-5.0, 0.4)}, torch.zeros(2))
+    assert isinstance(bf, ModelComparison) and bf.best == "A"
+    value, se = bf.log_bayes_factor("A", "B")
+    assert value == pytest.approx(2.0) and se == pytest.approx(0.5)
+    assert "log BF vs best" in bf.table()
+    with pytest.raises(ValueError, match="at least two models"):
+        compare_models({"A": _Fixed(0.0, 0.1)}, torch.zeros(2))
+    with pytest.raises(KeyError, match="no model 'C'"):
+        bf.log_bayes_factor("A", "C")
+    assert math.isfinite(bf.log_evidence["B"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from jsbi.cli.flags import (
     out_folder,
     set_machine,
 )
+from jsbi.files import atomic_save, atomic_write_text
 from jsbi.flows import FlowConfig
 from jsbi.methods import NPEConfig, SymmetricConfig, method_config, method_names
 from jsbi.training import TrainConfig
@@ -123,11 +125,22 @@ def estimator(args: argparse.Namespace, prior: Any, objective: str) -> Any:
         )
     options = {**given(args, FlowConfig), **method, **given(args, TrainConfig)}
     try:
-        return PosteriorEstimator(
+        est = PosteriorEstimator(
             prior, objective=objective, device=args.device, seed=args.seed, **options
         )
     except (NotImplementedError, ValueError, TypeError) as e:
         args._parser.error(str(e))
+    config = est.method
+    if isinstance(config, SymmetricConfig) and config.returns != "flow":
+        if config.proxy != "likelihood":
+            # jsbi run saves posterior.pt, and only the likelihood proxy can be saved:
+            # refused here, not after the simulations and the training.
+            args._parser.error(
+                f"--posterior {config.returns} with --proxy {config.proxy}: jsbi run saves "
+                "the posterior, and only the likelihood proxy's can be saved; use --proxy "
+                "likelihood, or --posterior flow"
+            )
+    return est
 
 
 def main(args: argparse.Namespace) -> int:
@@ -161,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
 
     def status(text: str, **extra: Any) -> None:
         run.update(status=text, **extra)
-        (out / "run.json").write_text(json.dumps(run, indent=1))
+        atomic_write_text(out / "run.json", json.dumps(run, indent=1))
 
     status("simulating (nothing else written yet)")
     try:
@@ -182,7 +195,6 @@ def _steps(
     status: Callable[..., None],
     say: Callable[..., None],
 ) -> int:
-    import torch
 
     import jsbi
     from jsbi.seeding import seeded
@@ -208,7 +220,7 @@ def _steps(
     posterior.set_default_x(task.observation(args.observation))
     # Saved as soon as it exists: a failure while sampling loses no training.
     posterior.save(out / "posterior.pt")
-    (out / "history.json").write_text(json.dumps(posterior.history, indent=1))
+    atomic_write_text(out / "history.json", json.dumps(posterior.history, indent=1))
     status(
         "sampling (posterior.pt and history.json written; samples not yet)",
         num_pairs_used=int(len(theta)),
@@ -218,11 +230,12 @@ def _steps(
     )
     with seeded(args.seed, [posterior.device]):
         samples = posterior.sample((args.num_samples,)).cpu()
-    torch.save(samples, out / "samples.pt")
-    with open(out / "samples.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(task.theta_names)
-        w.writerows(samples.tolist())
+    atomic_save(samples, out / "samples.pt")
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(task.theta_names)
+    w.writerows(samples.tolist())
+    atomic_write_text(out / "samples.csv", text.getvalue())
     status("complete")
     say(f"wrote {out}/posterior.pt, samples.pt, samples.csv, history.json, run.json")
     return 0

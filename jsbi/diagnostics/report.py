@@ -54,6 +54,7 @@ from jsbi.diagnostics.sbc import (
 )
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
+from jsbi.files import atomic_write_text
 
 # History keys drawn in the loss panel or not at all; every other per-epoch series
 # (lambda, tau, ess, F, C, ...) gets its own panel.
@@ -248,7 +249,7 @@ class Report:
         figures = self._figures(out)
         self._save_netcdf(out / "samples.nc")
         index = out / "index.html"
-        index.write_text(self._html(figures), encoding="utf-8")
+        atomic_write_text(index, self._html(figures))
         return index
 
     def _figures(self, out: Path) -> list[tuple[str, str]]:
@@ -493,11 +494,13 @@ def _var(name: str) -> str:
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     import csv
+    import io
 
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["method", "observation", "metric", "value"])
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=["method", "observation", "metric", "value"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def _pairplot(report: Report, i: int, method_colors: Mapping[str, str]) -> Any:

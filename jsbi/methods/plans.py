@@ -53,6 +53,9 @@ class RunState:
         proxy_best: The proxy's best own validation fit and its weights.
         proxy_stale: Epochs since ``proxy_best`` last improved.
         proxy_frozen: Whether the proxy's own early stopping has ended its fit.
+        trailing: Phase-1 probes in a row where the proxy clearly trailed the flow
+            without gaining on it.
+        last_gap: The last probe's proxy-minus-flow NLL.
         summary: What the run found (``phase2_start``, ...), for the history.
     """
 
@@ -65,6 +68,8 @@ class RunState:
     proxy_best: tuple[float, dict[str, Any]] | None = None
     proxy_stale: int = 0
     proxy_frozen: bool = False
+    trailing: int = 0
+    last_gap: float = math.inf
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -259,6 +264,28 @@ class NpeFirstPlan(Plan):
         own = state.phase == 1 or self.config.proxy_patience is not None
         return own and not state.proxy_frozen
 
+    def probe_due(self, state: RunState) -> bool:
+        r"""Whether this phase-1 epoch measures the proxy against the flow
+        (``probe_every``), while the proxy still fits."""
+        every = self.config.probe_every
+        return (
+            every is not None
+            and state.phase == 1
+            and not state.proxy_frozen
+            and state.epoch % every == 0
+        )
+
+    def probed(self, state: RunState, gap: float, se: float) -> tuple[int, bool]:
+        r"""After a phase-1 probe of gap (proxy minus flow NLL) with standard error ``se``:
+        the count of probes in a row where the proxy trailed by more than ``se`` and
+        did not gain on the flow by more than ``se`` since the last probe, and whether
+        that count abandons the proxy (``abandon_patience``)."""
+        trails = not gap - se < 0  # NaN: not the better model
+        gaining = math.isfinite(state.last_gap) and gap < state.last_gap - se
+        count = state.trailing + 1 if trails and not gaining else 0
+        patience = self.config.abandon_patience
+        return count, patience is not None and count >= patience
+
     def gate_due(self, state: RunState) -> bool:
         r"""Whether this phase-2 epoch measures the gate (every ``gate_every``-th, the
         first included); in between the gate keeps its last value."""
@@ -271,8 +298,9 @@ class NpeFirstPlan(Plan):
         return Weights(n * c.reverse_weight * state.gate, n * c.proxy_reverse_weight, 1.0)
 
     def switch(self, state: RunState) -> Switch:
-        r"""Phase 1's end: phase 2 from both best states, if the gate opens."""
-        if state.phase != 1:
+        r"""Phase 1's end: phase 2 from both best states, if the gate opens (never after
+        the proxy was abandoned)."""
+        if state.phase != 1 or "proxy_abandoned_epoch" in state.summary:
             return Switch(go_on=False)
         return Switch(
             go_on=True,

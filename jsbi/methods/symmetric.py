@@ -173,6 +173,8 @@ class SymmetricStep(TrainingStep):
         fit = None
         if self.plan.fit_due(self.state):
             fit = self._fit(theta, x, self.reverse.batch(x), None, False)
+        if not all(torch.isfinite(v) for v in (F, fit) if v is not None):
+            raise StepFault("non-finite loss")  # the proxy's own fit too, in phase 1
         self.optim.descend({"flow": F, "proxy": fit})
         logs = {"loss": F.item(), "F": F.item()}
         if fit is not None:
@@ -239,7 +241,28 @@ class SymmetricStep(TrainingStep):
                 self._record_proxy_fit(float(value))
         if self.plan.gate_due(self.state):
             logs.update(self.measure_proxy(theta, x))
+        if self.plan.probe_due(self.state):
+            logs.update(self._probe(theta, x))
         return logs
+
+    def _probe(self, theta: Tensor, x: Tensor) -> dict[str, float]:
+        # Phase 1: the proxy measured against the flow; a proxy that keeps trailing is
+        # abandoned (its best state kept, no more fitting, no phase 2).
+        state = self.state
+        self.flow.eval()
+        self.proxy.eval()
+        m = self.measure_proxy(theta, x)
+        gap, se = m["proxy_minus_flow"], m["proxy_minus_flow_se"]
+        state.trailing, abandon = self.plan.probed(state, gap, se)
+        state.last_gap = gap
+        probes = state.summary.setdefault("probes", [])
+        probes.append([state.epoch, gap, se])
+        if abandon:
+            state.proxy_frozen = True
+            state.summary["proxy_abandoned_epoch"] = state.epoch
+            if state.proxy_best is not None:
+                self.proxy.load_state_dict(state.proxy_best[1])
+        return {"probe_gap": gap, "probe_se": se}
 
     def _record_proxy_fit(self, value: float) -> None:
         state = self.state
@@ -262,6 +285,8 @@ class SymmetricStep(TrainingStep):
         ``gate_samples`` importance samples per pair unless ``num_samples``); the gate
         opens while the proxy is the better model."""
         n = self.config.gate_samples if num_samples is None else int(num_samples)
+        if num_samples is None and self.config.gate_pairs is not None:
+            theta, x = theta[: self.config.gate_pairs], x[: self.config.gate_pairs]
         with seeded(0, [theta.device]):
             measured = proxy_minus_flow(self.proxy, self.flow, self.prior, theta, x, n)
         self.state.gate = self.plan.gate_from(measured)
@@ -289,6 +314,9 @@ class SymmetricStep(TrainingStep):
             if not state.gate:
                 state.summary["phase2_skipped"] = True
                 return False
+        if not self.config.phase2:
+            state.summary["phase2_skipped"] = "phase2=False"
+            return False
         state.phase, state.symmetric_from = 2, state.epoch + 1
         return True if switch.patience is None else switch.patience
 

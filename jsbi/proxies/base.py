@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
+from jsbi.flows.conditional import x_standardization
 from jsbi.flows.support import Support, prior_device, prior_log_prob
 
 __all__ = ["ConditionalEnergy", "Proxy"]
@@ -61,6 +63,11 @@ class Proxy(nn.Module):
         r"""Chooses among its candidates on these (validation) pairs; returns the record
         of the choice (empty: nothing to choose)."""
         return {}
+
+    def in_domain(self, x: Tensor) -> Tensor:
+        r"""Whether each row of ``x`` (shape ``(B, m)``) lies where the energy depends on
+        ``theta`` as trained (default: everywhere)."""
+        return torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
 
     @property
     def has_likelihood(self) -> bool:
@@ -123,7 +130,8 @@ class _Standardized:
     def set_standardization(self, theta: Tensor, x: Tensor | None = None) -> _Standardized:
         r"""Sets the standardisation statistics from data (in place).
 
-        Standard deviations below ``1e-8`` (constant columns) are set to 1.
+        Computed in float64; ``x``'s as the flow's
+        (:func:`~jsbi.flows.conditional.x_standardization`: constant columns keep scale 1).
 
         Arguments:
             theta: Parameters, shape ``(N, d)``.
@@ -137,13 +145,24 @@ class _Standardized:
             raise ValueError(
                 f"theta must have shape (N, {self.dim_theta}), got {tuple(theta.shape)}"
             )
-        self.theta_loc.copy_(theta.mean(0))
-        self.theta_scale.copy_(_safe_std(theta))
+        # In float64, as the flow's: squares of large finite values overflow float32.
+        theta64 = theta.double()
+        self.theta_loc.copy_(theta64.mean(0))
+        self.theta_scale.copy_(_safe_std(theta64))
         if x is not None:
             if x.ndim != 2 or x.shape[1] != self.dim_x:
                 raise ValueError(f"x must have shape (N, {self.dim_x}), got {tuple(x.shape)}")
-            self.x_loc.copy_(x.mean(0))
-            self.x_scale.copy_(_safe_std(x))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the flow's standardisation said it
+                loc, scale = x_standardization(x)
+            self.x_loc.copy_(loc)
+            self.x_scale.copy_(scale)
+        for name in ("theta_loc", "theta_scale", "x_loc", "x_scale"):
+            if not bool(torch.isfinite(getattr(self, name)).all()):
+                raise ValueError(
+                    f"the proxy's {name} is not finite: theta and x must be finite and "
+                    "below float32's range"
+                )
         return self
 
     def fit_standardization(self, theta: Tensor, x: Tensor | None = None) -> _Standardized:

@@ -279,6 +279,7 @@ def importance_resample(
             thetas.append(theta[:, 0])
 
     def ess_of(log_w: Tensor) -> float:
+        log_w = log_w.double()  # float32 loses the ratio's last digits
         return math.exp(float(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
 
     draw(n)

@@ -22,6 +22,11 @@ from jsbi.proxies.base import (
 
 __all__ = ["LikelihoodEnergy"]
 
+#: zuko's spline bound: a rational-quadratic spline is the identity outside it.
+SPLINE_BOUND = 5.0
+#: The flow families whose transforms are splines with that bound.
+SPLINE_FAMILIES = ("nsf",)
+
 
 class LikelihoodEnergy(_Standardized, Proxy):
     r"""The prior times a learned likelihood: the ``likelihood`` proxy (NLE).
@@ -114,6 +119,8 @@ class LikelihoodEnergy(_Standardized, Proxy):
         candidates = [first] + [_candidate(first, a) for a in alternatives]
         if len(candidates) > 1:
             self.config["alternatives"] = [dict(a) for a in alternatives]
+        #: Each candidate's flow family (a spline's domain is bounded: :meth:`in_domain`).
+        self.families = [o["flow"] for o in candidates]
         flows = [build_flow(o.pop("flow"), self.dim_x, self.dim_theta, **o) for o in candidates]
         self.likelihood = flows[0]
         #: The other candidates (empty without ``alternatives``).
@@ -144,6 +151,30 @@ class LikelihoodEnergy(_Standardized, Proxy):
             state_dict[key] = self.selected.clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._selected = int(self.selected)
+
+    @property
+    def domain_bound(self) -> float:
+        r"""The standardised ``|x|`` beyond which the likelihood stops depending on
+        ``theta``: zuko's splines (``nsf``) are the identity outside ``[-5, 5]``
+        (:data:`SPLINE_BOUND`), so there the proxy is the prior; affine flows (``maf``)
+        have no bound (``inf``)."""
+        family = self.families[max(self._selected, 0)]
+        return SPLINE_BOUND if family in SPLINE_FAMILIES else math.inf
+
+    @torch.no_grad()
+    def in_domain(self, x: Tensor) -> Tensor:
+        r"""Whether each row of ``x`` (shape ``(B, m)``) lies where the likelihood depends
+        on ``theta``: every standardised coordinate within :attr:`domain_bound`."""
+        u = (x.to(self.x_loc) - self.x_loc) / self.x_scale
+        return (u.abs() <= self.domain_bound).all(-1)
+
+    @torch.no_grad()
+    def simulate(self, theta: Tensor) -> Tensor:
+        r"""Draws ``x ~ l_psi(x | theta)`` from the learned likelihood, one per row of
+        ``theta`` (shape ``(n, d)``, inside the prior's support): shape ``(n, m)``."""
+        c = (theta - self.theta_loc) / self.theta_scale
+        u = self.candidates()[max(self._selected, 0)](c).sample()
+        return u * self.x_scale + self.x_loc
 
     def candidates(self) -> list[nn.Module]:
         r"""Every candidate likelihood flow, the first (:attr:`likelihood`) first."""

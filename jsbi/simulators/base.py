@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -229,24 +231,142 @@ def wrap(
 
 
 def simulator_fingerprint(simulator: Any) -> str:
-    r"""What identifies a simulator's code: its ``version`` if it has one, else a hash of
-    the source of its simulate function (the wrapped function, or the class's
-    ``simulate``), else its qualified name.
+    r"""What identifies a simulator: its ``version`` if it has one, else a hash of what it
+    computes with: the source of its function (the wrapped function, or the object's
+    class) and of the module-level functions it calls (to depth 4), and the data it was
+    built with: closure cells, ``functools.partial`` arguments, defaults, a callable
+    object's public attributes (those not starting with ``_``: counters and caches are
+    bookkeeping), a module's weights.
+
+    Objects that are not data (a lock, a random generator, a file) enter by their type.
+    Module constants and whatever is read at run time are not hashed: the store
+    (:func:`jsbi.simulate`) re-simulates a few seeded rows on resume, which catches them.
 
     Example:
-        >>> def sim(theta): return theta
+        >>> import functools
+        >>> def model(t, scale): return scale * t
+        >>> a = simulator_fingerprint(functools.partial(model, scale=1.0))
+        >>> a == simulator_fingerprint(functools.partial(model, scale=100.0))
+        False
         >>> simulator_fingerprint(type("S", (), {"version": "2.1"})())
         'version:2.1'
     """
     version = getattr(simulator, "version", None)
     if version is not None:
         return f"version:{version}"
+    fn = getattr(simulator, "_fn", None) or simulator
+    h = hashlib.sha256()
+    _digest(fn, h, 0, set())
+    return "code:" + h.hexdigest()[:16]
+
+
+def legacy_fingerprint(simulator: Any) -> str:
+    r"""The fingerprint stores written before :func:`simulator_fingerprint` saw data: the
+    hash of the simulate function's source (a store that has it is still resumed)."""
     fn = getattr(simulator, "_fn", None) or getattr(type(simulator), "simulate", None)
     try:
         source = inspect.getsource(fn)
     except (OSError, TypeError):
         return "name:" + getattr(fn, "__qualname__", type(simulator).__qualname__)
     return "source:" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+_MAX_DEPTH = 4
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _digest(obj: Any, h: Any, depth: int, seen: set[int]) -> None:
+    # Feeds what obj computes with into the hash h (see simulator_fingerprint).
+    if isinstance(obj, _SCALARS):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+        return
+    if id(obj) in seen or depth > _MAX_DEPTH:
+        h.update(f"<{type(obj).__qualname__}>;".encode())
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        t = t.float() if t.dtype == torch.bfloat16 else t
+        h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        h.update(f"array{obj.dtype}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes() if obj.dtype != object else b"object")
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+        h.update(f"{type(obj).__name__}[{len(obj)}]".encode())
+        for item in items:
+            _digest(item, h, depth, seen)
+    elif isinstance(obj, dict):
+        h.update(f"dict[{len(obj)}]".encode())
+        for key in sorted(obj, key=repr):
+            _digest(key, h, depth, seen)
+            _digest(obj[key], h, depth, seen)
+    elif isinstance(obj, functools.partial):
+        h.update(b"partial")
+        for part in (obj.func, obj.args, obj.keywords):
+            _digest(part, h, depth + 1, seen)
+    elif isinstance(obj, types.FunctionType):
+        _function(obj, h, depth, seen)
+    elif isinstance(obj, types.MethodType):
+        _digest(obj.__func__, h, depth, seen)
+        _digest(obj.__self__, h, depth + 1, seen)
+    elif isinstance(obj, (types.ModuleType, types.BuiltinFunctionType, type)):
+        h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)};".encode())
+    else:
+        _instance(obj, h, depth, seen)
+
+
+def _function(fn: types.FunctionType, h: Any, depth: int, seen: set[int]) -> None:
+    try:
+        h.update(inspect.getsource(fn).encode())
+    except (OSError, TypeError):
+        h.update(fn.__code__.co_code)
+    _digest(fn.__defaults__, h, depth + 1, seen)
+    _digest(fn.__kwdefaults__, h, depth + 1, seen)
+    for cell in fn.__closure__ or ():
+        try:
+            _digest(cell.cell_contents, h, depth + 1, seen)
+        except ValueError:  # an empty cell
+            h.update(b"<empty>")
+    # The module-level functions and classes its code names (their code; a global
+    # holding data may be a cache: the store's probe sees what it changes).
+    names = _code_names(fn.__code__)
+    for name in sorted(names):
+        value = fn.__globals__.get(name)
+        if isinstance(value, (types.FunctionType, functools.partial, type)):
+            h.update(name.encode())
+            _digest(value, h, depth + 1, seen)
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _instance(obj: Any, h: Any, depth: int, seen: set[int]) -> None:
+    # A callable object or a simulator class: its class's code and its data.
+    cls = type(obj)
+    h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+    if cls.__module__.split(".")[0] in ("builtins", "threading", "_thread", "io"):
+        return
+    for name in ("simulate", "__call__", "forward"):
+        method = getattr(cls, name, None)
+        if isinstance(method, types.FunctionType):
+            _function(method, h, depth + 1, seen)
+    if isinstance(obj, torch.nn.Module):
+        _digest(dict(obj.state_dict()), h, depth + 1, seen)
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):
+        public = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith("_") and not isinstance(v, torch.nn.Module)
+        }
+        _digest(public, h, depth + 1, seen)
 
 
 def _names(names: Sequence[str] | None, stem: str, n: int, arg: str) -> list[str]:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -38,7 +39,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.simulators.base import Simulator, simulator_fingerprint, wrap
+from jsbi.files import atomic_save, atomic_write_text
+from jsbi.simulators.base import Simulator, legacy_fingerprint, simulator_fingerprint, wrap
 
 __all__ = ["simulate"]
 
@@ -121,6 +123,7 @@ def simulate(
     batch_size = _check_positive_int(batch_size, "batch_size")
     seed = _check_options(seed, n_jobs, backend, on_nonfinite)
     name = str(getattr(simulator, "name", type(simulator).__name__))
+    _check_picklable(simulator, name, backend, n_jobs)
     dim_theta = _dim_theta(simulator.prior)
     if proposal is not None and tuple(getattr(proposal, "event_shape", ())) != (dim_theta,):
         raise ValueError(
@@ -134,15 +137,9 @@ def simulate(
     done, meta = {}, None
     if store is not None:
         store = Path(store)
-        meta = _open_store(
-            store,
-            name,
-            seed,
-            batch_size,
-            num_simulations,
-            dim_theta,
-            simulator_fingerprint(simulator),
-        )
+        sizes = (batch_size, num_simulations, dim_theta)
+        meta = _open_store(store, name, seed, *sizes, *_fingerprints(simulator))
+        _check_probe(simulator, name, store, seed)
         done = campaign.resume(store, meta)
     todo = [b for b in range(num_batches) if b not in done]
     if show_progress_bar is None:
@@ -168,6 +165,39 @@ def _check_options(seed: int, n_jobs: int | None, backend: str | None, on_nonfin
     if on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
     return int(seed)
+
+
+def _fingerprints(simulator: Simulator) -> tuple[str, str]:
+    return simulator_fingerprint(simulator), legacy_fingerprint(simulator)
+
+
+def _check_picklable(
+    simulator: Simulator, name: str, backend: str | None, n_jobs: int | None
+) -> None:
+    # Worker processes and clusters receive the simulator pickled: one that cannot be
+    # would make Dask retry forever (and loky, ray fail late). Checked before anything.
+    if backend in ("threading", "sequential"):
+        return
+    if backend not in ("dask", "ray"):
+        if n_jobs == 1:
+            return
+        if backend is None:
+            from joblib._parallel_backends import SequentialBackend, ThreadingBackend
+
+            active, _ = joblib.parallel.get_active_backend()
+            if isinstance(active, (SequentialBackend, ThreadingBackend)):
+                return
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(simulator)
+    except Exception as e:  # noqa: BLE001 - reraised with context
+        raise TypeError(
+            f"simulator '{name}' cannot be pickled ({type(e).__name__}: {e}), so it cannot be "
+            f"sent to the worker processes of backend={backend or 'loky'!r}: create what it "
+            "holds (a lock, a file, a connection) inside the call, or simulate in this "
+            "process (n_jobs=1, or backend='threading')"
+        ) from e
 
 
 class _Campaign:
@@ -510,6 +540,7 @@ def _open_store(
     num_simulations: int,
     dim_theta: int,
     code: str | None = None,
+    legacy: str | None = None,
 ) -> dict:
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a directory, got the file {store}")
@@ -534,7 +565,7 @@ def _open_store(
                 f"the store's {path} cannot be read ({e}): the store is damaged; delete the "
                 "folder to start a new campaign, or pass another store="
             ) from e
-        if old.get("simulator_code") not in (None, code):
+        if old.get("simulator_code") not in (None, code, legacy):
             raise ValueError(
                 f"store {store} was written by another version of simulator '{name}' (its "
                 f"code fingerprint is {old['simulator_code']}, this one's {code}). Its pairs "
@@ -552,7 +583,7 @@ def _open_store(
         meta["simulator_code"] = code
     elif any(store.glob("batch_*.pt")):
         raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
-    for tmp in store.glob("*.tmp-*"):
+    for tmp in store.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)  # left by an interrupted write
     _write_json(path, meta)
     return meta
@@ -573,6 +604,8 @@ def _load_batches(
         try:
             data = torch.load(path, weights_only=True)
             theta, x = data["theta"], data["x"]
+            if "sha256" in data and data["sha256"] != _checksum(theta, x):
+                raise ValueError("its checksum does not match its pairs (a damaged file)")
         except Exception as e:  # noqa: BLE001 - a damaged batch is redone
             warnings.warn(
                 f"cannot read stored batch {path} ({e}): simulating it again", stacklevel=3
@@ -613,14 +646,85 @@ def _store_batch(store: Path, meta: dict, b: int, theta: Tensor, x: Tensor) -> d
             f"but the store {store} holds m={meta['dim_x']}: it is another simulator"
         )
     path = _batch_path(store, b)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save({"theta": theta, "x": x, "batch": b}, tmp)
-    os.replace(tmp, path)  # atomic: a batch file is complete or absent
+    # Atomic: a batch file is complete or absent.
+    atomic_save({"theta": theta, "x": x, "batch": b, "sha256": _checksum(theta, x)}, path)
     return meta
 
 
+def _checksum(theta: Tensor, x: Tensor) -> str:
+    # torch.load does not check the zip's CRCs: a flipped byte would be served.
+    h = hashlib.sha256()
+    for t in (theta, x):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+#: Rows the store re-simulates to check that it serves this simulator's pairs.
+PROBE_ROWS = 4
+
+
+def _probe(simulator: Simulator, seed: int) -> tuple[Tensor, Tensor]:
+    # PROBE_ROWS seeded pairs on their own stream (2): the same x every call from a
+    # simulator that draws its randomness from the seeded global generators.
+    with _seeded(seed, 0, stream=2):
+        theta = _draw_theta(simulator.prior, PROBE_ROWS)
+        x = simulator.simulate(theta)
+    return theta, _check_x(x, PROBE_ROWS, 0, getattr(simulator, "name", "simulator"))
+
+
+def _check_probe(simulator: Simulator, name: str, store: Path, seed: int) -> None:
+    r"""Checks that the store serves this simulator's pairs, whatever its fingerprint saw.
+
+    A new store re-simulates ``PROBE_ROWS`` seeded rows twice: a simulator whose rows
+    differ draws randomness jsbi does not seed, and needs a ``version=`` to tell its
+    campaigns apart. A resumed store re-simulates them and compares them with those it
+    recorded: a changed constant, helper or library gives other numbers. A simulator with
+    a ``version`` is trusted (and saves the probe's simulations).
+    """
+    if getattr(simulator, "version", None) is not None:
+        return
+    path = store / "probe.pt"
+    theta, x = _probe(simulator, seed)
+    if path.exists():
+        try:
+            saved = torch.load(path, weights_only=True)
+            same_theta = torch.equal(saved["theta"], theta)
+            same = same_theta and _same_x(saved["x"], x)
+        except Exception as e:  # noqa: BLE001 - reraised with context
+            raise ValueError(
+                f"the store's {path} cannot be read ({e}): the store is damaged; pass "
+                "another store= to start a new campaign"
+            ) from e
+        if not same_theta:
+            raise ValueError(
+                f"the store {store}'s probe parameters are not the prior draws of this call "
+                f"(seed={seed}): the prior changed since the store was written. Use another "
+                "store directory rather than mixing campaigns."
+            )
+        if not same:
+            raise ValueError(
+                f"store {store} holds another model's pairs: re-simulating its "
+                f"{PROBE_ROWS} seeded probe rows with simulator '{name}' gives other x than "
+                "it recorded (a constant, a helper or a library changed). Pass another "
+                "store= to start a new campaign, or give the simulator a version= to say "
+                "they are the same model"
+            )
+        return
+    theta2, x2 = _probe(simulator, seed)
+    if not (torch.equal(theta, theta2) and _same_x(x, x2)):
+        raise ValueError(
+            f"simulator '{name}' gives different x for the same seed: it draws randomness "
+            "that jsbi does not seed (its own generator?), so a store cannot check that it "
+            "serves this simulator's pairs. Draw from torch's or numpy's global generator, "
+            "or give it a version= (jsbi.wrap(..., version='1')) to name the model"
+        )
+    atomic_save({"theta": theta, "x": x}, path)
+
+
+def _same_x(a: Tensor, b: Tensor) -> bool:
+    # Equal up to float noise of a different machine's BLAS.
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True))
+
+
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from jsbi.files import atomic_save
 from jsbi.methods.base import TrainingStep
 from jsbi.training.config import TrainConfig
 from jsbi.training.stopping import EarlyStopping
@@ -127,22 +127,6 @@ def _save_checkpoint(
         "generator": generator.get_state(),
     }
     atomic_save(payload, path)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    r"""``torch.save`` to a fresh temporary file beside ``path``, then an atomic rename:
-    a crash leaves the previous file whole, and no fixed temporary name can be redirected
-    by a planted link."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".jsbi-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _load_checkpoint(

@@ -30,12 +30,17 @@ class Counting:
 
     def __init__(self, fail_at=None, error=RuntimeError):
         self.prior, self.name = PRIOR, "noisy"
-        self.calls, self.fail_at, self.error = 0, fail_at, error
+        # Private: bookkeeping, not the model (the store's fingerprint skips them).
+        self._calls, self._fail_at, self._error = 0, fail_at, error
+
+    @property
+    def calls(self):
+        return self._calls
 
     def simulate(self, theta):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise self.error("simulator crashed")
+        self._calls += 1
+        if self._calls == self._fail_at:
+            raise self._error("simulator crashed")
         return noisy(theta)
 
 
@@ -134,12 +139,15 @@ def test_nonfinite():
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_store_resume(tmp_path, error):
     store = tmp_path / "campaign"
+    # Calls 1 and 2 are the store's probe (the same seeded rows twice); the third batch
+    # is call 5.
     with pytest.raises(error):
-        simulate(Counting(fail_at=3, error=error), 45, seed=2, batch_size=10, store=store)
+        simulate(Counting(fail_at=5, error=error), 45, seed=2, batch_size=10, store=store)
     assert sorted(p.name for p in store.iterdir()) == [
         "batch_00000.pt",
         "batch_00001.pt",
         "meta.json",
+        "probe.pt",
     ]
     meta = json.loads((store / "meta.json").read_text())
     assert meta["seed"] == 2 and meta["batch_size"] == 10 and meta["simulator"] == "noisy"
@@ -147,20 +155,20 @@ def test_store_resume(tmp_path, error):
 
     resumed = Counting()
     theta, x = simulate(resumed, 45, seed=2, batch_size=10, store=store)
-    assert resumed.calls == 3  # batches 2, 3 and 4 only
+    assert resumed.calls == 4  # the probe once, then batches 2, 3 and 4 only
 
     reference = simulate(simulator(), 45, seed=2, batch_size=10)
     assert torch.equal(theta, reference[0]) and torch.equal(x, reference[1])
 
-    # Everything is stored now: no simulation at all, same pairs.
+    # Everything is stored now: no batch simulated, same pairs.
     again = Counting()
     theta_s, x_s = simulate(again, 45, seed=2, batch_size=10, store=store)
-    assert again.calls == 0 and torch.equal(x_s, x)
+    assert again.calls == 1 and torch.equal(x_s, x)  # the probe alone
 
     # Extending the campaign re-simulates the short last batch and adds one.
     more = Counting()
     _, x_more = simulate(more, 55, seed=2, batch_size=10, store=store)
-    assert more.calls == 2 and torch.equal(x_more[:40], x[:40])
+    assert more.calls == 3 and torch.equal(x_more[:40], x[:40])
 
 
 def test_store_mismatch(tmp_path):
@@ -325,14 +333,18 @@ def test_bad_simulators(tmp_path):
         simulate(Flat(), 4)
 
     class Ragged(Flat):
-        def __init__(self):
-            self.calls = 0
+        # m = 2 for the first `wide` calls, then m = 1.
+        def __init__(self, wide=1):
+            self.calls, self.wide = 0, wide
 
         def simulate(self, theta):
             self.calls += 1
-            return theta if self.calls == 1 else theta[:, :1]
+            return theta if self.calls <= self.wide else theta[:, :1]
 
     with pytest.raises(ValueError, match="different numbers of columns"):
         simulate(Ragged(), 4, batch_size=2)
+    # With a store, its two probe calls come first (and must agree).
+    with pytest.raises(ValueError, match="gives different x for the same seed"):
+        simulate(Ragged(wide=1), 4, batch_size=2, store=tmp_path / "a")
     with pytest.raises(ValueError, match="returned m=1 columns but the store"):
-        simulate(Ragged(), 4, batch_size=2, store=tmp_path)
+        simulate(Ragged(wide=3), 4, batch_size=2, store=tmp_path / "b")

@@ -141,3 +141,18 @@ def test_the_prior_is_evaluated_on_its_own_device_and_answers_on_thetas():
     prior = Recording(-torch.ones(2), torch.ones(2))
     lp = prior_log_prob(prior, torch.zeros(4, 2, dtype=torch.float64))
     assert calls == [torch.device("cpu")] and lp.shape == (4,) and lp.device == torch.device("cpu")
+
+
+def test_the_gpu_check_runs_on_the_cpu(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--device", "cpu", "--budgets", "500", "--methods", "npe", "--max-epochs", "1"]
+    argv += ["--cpu-epochs", "1", "--num-samples", "200", "--max-batch", "1024"]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "    500 npe" in out and "largest npe batch that fits: 1024" in out

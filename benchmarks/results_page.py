@@ -1,0 +1,331 @@
+r"""Writes the docs' results page (``docs/results.md``) and the README's results table from
+the recorded CSVs under ``benchmarks/results/``: nothing in either is typed by hand.
+
+Sections, each present when its folder is:
+
+- ``dev/`` and ``heldout/`` (``jsbi benchmark`` output folders, ``benchmark.csv``): per
+  task and budget, each method's C2ST (sbibm's MLP definition and sbi's random forest),
+  calibration (expected coverage's largest deviation, the share of runs whose coverage
+  curve leaves the 95 % band, the share with SBC in band, TARP's ATC), its training
+  time, and its C2ST difference to sbi's NPE paired over (observation, seed), beside the
+  field's published numbers (``benchmarks/published/c2st.csv``);
+- ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
+- ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
+
+Usage:
+    python benchmarks/results_page.py            # docs/results.md and README.md's block
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+#: The page's figures, copied from the results folders (Sphinx serves images from docs/).
+FIGURES = ROOT / "docs" / "_static" / "results"
+PUBLISHED = ROOT / "benchmarks" / "published" / "c2st.csv"
+DEFAULT, BASELINE = "jeffreys", "sbi-npe"
+DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def num(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def share(values: list[str]) -> str:
+    known = [v for v in values if v in ("True", "False")]
+    return f"{sum(v == 'True' for v in known)}/{len(known)}" if known else "-"
+
+
+def paired(rows: list[dict[str, str]], method: str, key: str = "c2st") -> str:
+    # method minus sbi-npe over (observation, seed), mean ± standard error.
+    by = {(r["observation"], r["seed"]): num(r[key]) for r in rows if r["method"] == BASELINE}
+    diffs = [
+        num(r[key]) - by[(r["observation"], r["seed"])]
+        for r in rows
+        if r["method"] == method and (r["observation"], r["seed"]) in by
+    ]
+    diffs = [d for d in diffs if math.isfinite(d)]
+    if len(diffs) < 2 or method == BASELINE:
+        return "-"
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return f"{statistics.fmean(diffs):+.3f} ± {se:.3f}"
+
+
+def published() -> dict[tuple[str, int], dict[str, str]]:
+    out: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    if PUBLISHED.exists():
+        for r in read(PUBLISHED):
+            label = f"{float(r['c2st']):.3f} {r['method']}" + (
+                " (RF)" if r["classifier"] == "rf" else ""
+            )
+            out[r["task"], int(r["num_simulations"])][r["column"]] = label
+    return out
+
+
+def method_order(methods: set[str]) -> list[str]:
+    first = [m for m in (DEFAULT, "npe", BASELINE) if m in methods]
+    return first + sorted(methods - set(first))
+
+
+HEADER = (
+    "| method | C2ST (MLP) | C2ST (RF) | vs sbi NPE (MLP, paired) | coverage max dev. | "
+    "coverage out of band | SBC in band | TARP ATC | returned | train s |"
+)
+
+
+def grid_section(title: str, folder: Path, note: str) -> list[str]:
+    rows = read(folder / "benchmark.csv")
+    pub = published()
+    out = [f"## {title}", "", note, ""]
+    cells = sorted({(r["task"], int(r["num_simulations"])) for r in rows})
+    for task, n in cells:
+        cell = [r for r in rows if r["task"] == task and int(r["num_simulations"]) == n]
+        seeds = sorted({r["seed"] for r in cell})
+        obs = sorted({int(r["observation"]) for r in cell})
+        out += [
+            f"### {task}, {n:,} simulations",
+            "",
+            f"Observations {obs[0]}-{obs[-1]}, seeds {', '.join(seeds)}. Published: best "
+            f"MLP-comparable {pub[task, n].get('mlp', '-')}; field's best "
+            f"{pub[task, n].get('best', '-')}.",
+            "",
+            HEADER,
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m in method_order({r["method"] for r in cell}):
+            mr = [r for r in cell if r["method"] == m]
+            units = {r["seed"]: r for r in mr}.values()  # per-unit columns: one per seed
+            returned = sorted({r.get("returned", "") for r in mr} - {""})
+            out.append(
+                f"| {m} | {mean_sd([num(r['c2st']) for r in mr])} | "
+                f"{mean_sd([num(r.get('c2st_rf')) for r in mr])} | {paired(cell, m)} | "
+                f"{mean_sd([num(r.get('coverage_max_deviation')) for r in units])} | "
+                f"{share([r.get('coverage_outside_band', '') for r in units])} | "
+                f"{share([r.get('sbc_in_band', '') for r in units])} | "
+                f"{mean_sd([num(r.get('tarp_atc')) for r in units])} | "
+                f"{', '.join(returned) or '-'} | "
+                f"{mean_sd([num(r.get('train_seconds')) for r in units], 0)} |"
+            )
+        out.append("")
+    out += figures(folder)
+    return out
+
+
+def figures(folder: Path) -> list[str]:
+    # Each figure of a results folder, copied next to the page, as a markdown image.
+    import shutil
+
+    out = []
+    for fig in sorted(folder.glob("*.png")):
+        name = f"{folder.name}_{fig.name}"
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fig, FIGURES / name)
+        out += [f"![{fig.stem}](_static/results/{name})", ""]
+    return out
+
+
+def cost_section(title: str, folder: Path) -> list[str]:
+    # The default's training time over jsbi npe's, per unit (same simulations and seed),
+    # with what its phase 2 did and what it returned.
+    rows = read(folder / "benchmark.csv")
+    units = {(r["task"], r["num_simulations"], r["seed"], r["method"]): r for r in rows}
+    out = [
+        f"### Training cost, {title}",
+        "",
+        "The default's training time over jsbi npe's on the same simulations and seed, with "
+        "what its phase 2 did (ran; skipped at the switch; the proxy abandoned in phase 1; "
+        "never reached) and what it returned.",
+        "",
+        "| task | N | seed | default / npe | phase 2 | returned |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for (task, n, seed, method), r in sorted(units.items()):
+        base = units.get((task, n, seed, "npe"))
+        if method != DEFAULT or base is None:
+            continue
+        ratio = num(r["train_seconds"]) / num(base["train_seconds"])
+        ratios.append(ratio)
+        out.append(
+            f"| {task} | {int(n):,} | {seed} | {ratio:.2f} | {r.get('phase2') or '-'} | "
+            f"{r.get('returned', '-')} |"
+        )
+    if ratios:
+        out += ["", f"Median over the grid: {statistics.median(ratios):.2f}."]
+    return [*out, ""]
+
+
+def ensemble_section(folder: Path) -> list[str]:
+    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    out = [
+        "## Ensembles: one batched module against separate fits",
+        "",
+        "`python benchmarks/ensemble_cost.py --num-simulations 10000 --epochs 3 --out "
+        "benchmarks/results/ensemble_cost/ensemble_cost.csv`: npe on two_moons, seconds "
+        "per epoch of `ensemble=K` against K separate fits, one torch thread.",
+        "",
+        "| K | batched s / epoch | K separate fits s / epoch | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['members']} | {r['batched_seconds_per_epoch']} | "
+            f"{r['separate_seconds_per_epoch']} | {r['speed_up']}x |"
+        )
+    return [*out, ""]
+
+
+def summary_table(folder: Path) -> list[str]:
+    # The README's one table: the default, jsbi npe and sbi NPE on the development set.
+    rows = read(folder / "benchmark.csv")
+    out = [
+        "| task | N | jeffreys (default) | jsbi npe | sbi NPE | default - sbi NPE | "
+        "coverage max dev. (default / sbi NPE) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, n in sorted({(r["task"], int(r["num_simulations"])) for r in rows}):
+        cell = [r for r in rows if r["task"] == task and int(r["num_simulations"]) == n]
+
+        def c2st(m: str, cell: list[dict[str, str]] = cell) -> str:
+            return mean_sd([num(r["c2st"]) for r in cell if r["method"] == m])
+
+        def cov(m: str, cell: list[dict[str, str]] = cell) -> str:
+            units = {r["seed"]: r for r in cell if r["method"] == m}.values()
+            return mean_sd([num(r.get("coverage_max_deviation")) for r in units], 2)
+
+        out.append(
+            f"| {task} | {n:,} | {c2st(DEFAULT)} | {c2st('npe')} | {c2st(BASELINE)} | "
+            f"{paired(cell, DEFAULT)} | {cov(DEFAULT)} / {cov(BASELINE)} |"
+        )
+    return out
+
+
+def sampler_section(folder: Path) -> list[str]:
+    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    out = [
+        "## Sampling the proxy: MCMC against importance resampling",
+        "",
+        "`benchmarks/proxy_sampler.py`: the default's proxy at 1,000 simulations, seed 0, "
+        "observations 1-5; `flow` is the flow itself, `importance` importance resampling "
+        "from it, `mcmc-k` k steps of the MCMC sampler (each an independence step and a "
+        "MALA step), `imh-k` independence steps alone. 2,000 samples per C2ST; seconds "
+        "per 10,000 samples at one observation, on a shared 2-core CPU.",
+        "",
+        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k | IMH acc. | drift |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task in sorted({r["task"] for r in rows}):
+        for variant in sorted({r["variant"] for r in rows if r["task"] == task}):
+            vr = [r for r in rows if r["task"] == task and r["variant"] == variant]
+            out.append(
+                f"| {task} | {variant} | {mean_sd([num(r['c2st']) for r in vr])} | "
+                f"{mean_sd([num(r['c2st_rf']) for r in vr])} | "
+                f"{mean_sd([num(r['distinct']) for r in vr], 2)} | "
+                f"{mean_sd([num(r['seconds_per_10k']) for r in vr], 1)} | "
+                f"{mean_sd([num(r.get('imh_acceptance')) for r in vr], 2)} | "
+                f"{mean_sd([num(r.get('drift')) for r in vr], 2)} |"
+            )
+    return [*out, ""]
+
+
+def front_section(folder: Path) -> list[str]:
+    out = ["## Time to accuracy", ""]
+    readme = folder / "README.md"
+    if readme.exists():
+        out += [readme.read_text().strip(), ""]
+    out += figures(folder)
+    table = folder / "front.md"
+    if table.exists():
+        out += [table.read_text().strip(), ""]
+    return out
+
+
+def page() -> str:
+    out = [
+        "# Results",
+        "",
+        "Generated by `python benchmarks/results_page.py` from the CSVs under "
+        "`benchmarks/results/`; the commands that wrote them are in each section. C2ST is "
+        "0.5 when the samples are indistinguishable from the reference posterior. "
+        "Calibration is measured on 500 fresh prior-predictive pairs per (task, budget, "
+        "method, seed): a negative coverage deviation is over-confidence.",
+        "",
+    ]
+    dev, held = RESULTS / "dev", RESULTS / "heldout"
+    if (dev / "benchmark.csv").exists():
+        out += grid_section(
+            "Development set",
+            dev,
+            "The four development tasks, observations 1-5 (the defaults were chosen here). "
+            "Command: `jsbi benchmark --tasks two_moons,gaussian_mixture,slcp,"
+            "gaussian_linear_uniform --num-simulations 1000,10000 --seeds 0,1 "
+            "--observations 1,2,3,4,5 --out benchmarks/results/dev` (with `--objectives` "
+            "naming the methods).",
+        )
+    if (dev / "benchmark.csv").exists():
+        out += cost_section("development set", dev)
+    if (held / "benchmark.csv").exists():
+        out += grid_section(
+            "Held-out set",
+            held,
+            "Never tuned on: the other tasks, observations 1-10, seed 0. Command: `jsbi "
+            "benchmark --tasks <held-out tasks> --num-simulations 1000,10000 --objectives "
+            "jeffreys,npe,sbi-npe --out benchmarks/results/heldout`.",
+        )
+    if (held / "benchmark.csv").exists():
+        out += cost_section("held-out set", held)
+    if (RESULTS / "ensemble_cost").exists():
+        out += ensemble_section(RESULTS / "ensemble_cost")
+    if (RESULTS / "proxy_sampler").exists():
+        out += sampler_section(RESULTS / "proxy_sampler")
+    if (RESULTS / "time_to_accuracy").exists():
+        out += front_section(RESULTS / "time_to_accuracy")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_readme() -> None:
+    path = ROOT / "README.md"
+    text = path.read_text()
+    dev = RESULTS / "dev" / "benchmark.csv"
+    table = "\n".join(summary_table(dev.parent)) if dev.exists() else "(no results yet)"
+    block = f"<!-- results:start -->\n{table}\n<!-- results:end -->"
+    text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", block, text, flags=re.S)
+    path.write_text(text)
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    import shutil
+
+    shutil.rmtree(FIGURES, ignore_errors=True)  # a figure no section draws any more goes
+    (ROOT / "docs" / "results.md").write_text(page())
+    update_readme()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+r"""Accuracy against compute: at every budget of wall time, which method gives the lower C2ST?
+
+For each (task, N, seed, method) unit: simulate N pairs (timed), train (timed), draw 10,000
+samples at observation 1 (timed), and score C2ST (sbibm's MLP) at the observations asked.
+One process, one unit at a time, one torch thread: the times compare. Units are the
+benchmark's (:func:`jsbi.benchmark.run_unit`, without the calibration columns), so a run
+resumes where it stopped.
+
+Then, per task, the front of each method: the lowest C2ST reached at a total time (the
+simulation's recorded cost, plus 0.1 s or 1 s per simulation for an expensive simulator,
+plus training and sampling) of at most t, and at every t where a method has a point,
+which method leads. Writes ``rows/`` (one CSV per unit), ``front.csv``, ``front.md`` and
+``front_<task>.png`` into ``--out``.
+
+Usage:
+    python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \
+        --num-simulations 500,1000,2000,5000,10000 --seeds 0 \
+        --out benchmarks/results/time_to_accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from pathlib import Path
+
+from jsbi.benchmark import run_unit, write_rows
+
+METHODS = ("jeffreys", "npe", "sbi-npe")
+#: Seconds per simulation added to the recorded cost: free, cheap, expensive simulators.
+SIM_COSTS = (0.0, 0.1, 1.0)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def units(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for task in args.tasks.split(","):
+        for n in _ints(args.num_simulations):
+            for seed in _ints(args.seeds):
+                for method in args.methods.split(","):
+                    got = run_unit(
+                        task,
+                        n,
+                        seed,
+                        method,
+                        observations=_ints(args.observations),
+                        out=args.out,
+                        calibration_pairs=0,
+                    )
+                    for r in got:
+                        r["num_simulations"] = int(r["num_simulations"])
+                    rows += got
+    return rows
+
+
+def points(rows: list[dict], sim_cost: float) -> dict[tuple[str, str], list[tuple]]:
+    # (task, method) -> [(total seconds, mean C2ST, N)] over (N, seed) units.
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["method"], r["num_simulations"], r["seed"]), []).append(r)
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for (task, method, n, _), rs in sorted(by.items()):
+        r = rs[0]
+        total = (
+            float(r["simulation_seconds"])
+            + sim_cost * n
+            + float(r["train_seconds"])
+            + float(r["sample_seconds"])
+        )
+        c2st = statistics.fmean(float(x["c2st"]) for x in rs)
+        out.setdefault((task, method), []).append((total, c2st, n))
+    return out
+
+
+def front(pts: list[tuple], t: float) -> float:
+    r"""The lowest C2ST a method reached within total time ``t`` (inf: none yet)."""
+    return min((c for s, c, _ in pts if s <= t), default=math.inf)
+
+
+def leaders(rows: list[dict], sim_cost: float) -> list[dict]:
+    # At each method's points, every method's front: who leads at that budget.
+    pts = points(rows, sim_cost)
+    out = []
+    for task in sorted({t for t, _ in pts}):
+        methods = sorted(m for t, m in pts if t == task)
+        times = sorted({s for m in methods for s, _, _ in pts[task, m]})
+        for t in times:
+            fronts = {m: front(pts[task, m], t) for m in methods}
+            reached = {m: v for m, v in fronts.items() if math.isfinite(v)}
+            out.append(
+                {
+                    "task": task,
+                    "sim_cost": sim_cost,
+                    "seconds": round(t, 1),
+                    **{m: (round(v, 3) if math.isfinite(v) else "") for m, v in fronts.items()},
+                    "leader": min(reached, key=reached.get) if reached else "",
+                }
+            )
+    return out
+
+
+def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str:
+    # Whether method's front is at most rival's + 0.01 at every time where both have one.
+    pts = points(rows, sim_cost)
+    worst = []
+    for task in sorted({t for t, _ in pts}):
+        if (task, method) not in pts or (task, rival) not in pts:
+            continue
+        times = sorted({s for m in (method, rival) for s, _, _ in pts[task, m]})
+        gaps = [
+            (front(pts[task, method], t) - front(pts[task, rival], t), t)
+            for t in times
+            if math.isfinite(front(pts[task, method], t))
+            and math.isfinite(front(pts[task, rival], t))
+        ]
+        if gaps:
+            gap, t = max(gaps)
+            verdict = "dominates" if gap <= 0.01 else f"trails by {gap:.3f} at {t:.0f} s"
+            worst.append(f"{task}: {verdict}")
+    return "; ".join(worst)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"jeffreys": "C0", "npe": "C1", "sbi-npe": "C2"}
+    for task in sorted({r["task"] for r in rows}):
+        fig, axes = plt.subplots(1, len(SIM_COSTS) + 1, figsize=(4 * (len(SIM_COSTS) + 1), 3.4))
+        for ax, cost in zip(axes, SIM_COSTS, strict=False):
+            pts = points(rows, cost)
+            for (t, m), p in sorted(pts.items()):
+                if t != task:
+                    continue
+                p = sorted(p)
+                ax.plot(
+                    [s for s, _, _ in p], [c for _, c, _ in p], "o-", color=colors.get(m), label=m
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel(f"total seconds ({cost:g} s per simulation added)")
+            ax.set_ylabel("C2ST (MLP)")
+        pts = points(rows, 0.0)
+        for (t, m), p in sorted(pts.items()):
+            if t == task:
+                p = sorted(p, key=lambda v: v[2])
+                axes[-1].plot(
+                    [n for _, _, n in p], [c for _, c, _ in p], "o-", color=colors.get(m), label=m
+                )
+        axes[-1].set_xscale("log")
+        axes[-1].set_xlabel("simulations")
+        axes[-1].legend(fontsize=7)
+        fig.suptitle(task)
+        fig.tight_layout()
+        fig.savefig(out / f"front_{task}.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp,gaussian_linear_uniform")
+    p.add_argument("--num-simulations", default="500,1000,2000,5000,10000,20000")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--observations", default="1,2,3,4,5")
+    p.add_argument("--out", type=Path, default=Path("time-to-accuracy-out"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = units(args)
+    table = [row for cost in SIM_COSTS for row in leaders(rows, cost)]
+    keys = sorted(
+        {k for r in table for k in r}, key=lambda k: (k not in ("task", "sim_cost", "seconds"), k)
+    )
+    write_rows(args.out / "front.csv", [{k: r.get(k, "") for k in keys} for r in table])
+    lines = ["| simulation cost | default against sbi NPE (front, within 0.01) |", "|---|---|"]
+    lines += [f"| {c:g} s | {dominance(rows, c, 'jeffreys', 'sbi-npe')} |" for c in SIM_COSTS]
+    (args.out / "front.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The results page's arithmetic: paired differences, shares, and the time-to-accuracy
+front, on rows whose answers are known."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def page():
+    return _load("results_page")
+
+
+@pytest.fixture(scope="module")
+def front():
+    return _load("time_to_accuracy")
+
+
+def _row(method, obs, seed, c2st):
+    return {"method": method, "observation": str(obs), "seed": str(seed), "c2st": str(c2st)}
+
+
+def test_the_paired_difference_and_its_standard_error(page):
+    # jeffreys beats sbi-npe by 0.02, 0.04, 0.06 and 0.08 on the four (obs, seed) pairs.
+    rows = []
+    for k, (obs, seed) in enumerate([(1, 0), (2, 0), (1, 1), (2, 1)]):
+        rows += [_row("sbi-npe", obs, seed, 0.7), _row("jeffreys", obs, seed, 0.68 - 0.02 * k)]
+    se = 0.02 * math.sqrt(5 / 3) / 2  # sd of (0.02, 0.04, 0.06, 0.08) over sqrt(4)
+    assert page.paired(rows, "jeffreys") == f"{-0.05:+.3f} ± {se:.3f}"
+    assert page.paired(rows, "sbi-npe") == "-"
+    assert page.mean_sd([0.5, 0.7]) == "0.600 ± 0.141"
+    assert page.share(["True", "False", "True", ""]) == "2/3"
+
+
+def test_the_front_is_the_best_c2st_within_each_time(front):
+    rows = []
+    # npe: fast and 0.8 at 1k, 0.7 at 10k; jeffreys: slower, 0.75 and 0.6.
+    for method, n, sim, train, c in [
+        ("npe", 1000, 1.0, 10.0, 0.8),
+        ("npe", 10000, 10.0, 100.0, 0.7),
+        ("jeffreys", 1000, 1.0, 30.0, 0.75),
+        ("jeffreys", 10000, 10.0, 300.0, 0.6),
+    ]:
+        rows.append(
+            {
+                "task": "t",
+                "method": method,
+                "num_simulations": n,
+                "seed": 0,
+                "simulation_seconds": sim,
+                "train_seconds": train,
+                "sample_seconds": 0.0,
+                "c2st": c,
+            }
+        )
+    pts = front.points(rows, 0.0)
+    assert front.front(pts["t", "npe"], 50.0) == 0.8
+    assert math.isinf(front.front(pts["t", "jeffreys"], 20.0))
+    lead = {r["seconds"]: r["leader"] for r in front.leaders(rows, 0.0)}
+    assert lead[11.0] == "npe" and lead[31.0] == "jeffreys" and lead[310.0] == "jeffreys"
+    # At 110 s npe (0.7) leads jeffreys' 0.75 by more than 0.01: no domination.
+    assert front.dominance(rows, 0.0, "jeffreys", "npe") == "t: trails by 0.050 at 110 s"
+    # A simulation cost of 1 s per call: 1k pairs cost 1,000 s more for both.
+    assert front.points(rows, 1.0)["t", "npe"][0][0] == pytest.approx(1011.0)

@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and run jsbi's main job (a small end-to-end demo on CPU)
 #   make test   set up .venv, run ruff (check, format --check) and the test suite
-#   make docs   run the three tutorials, then build the docs site into docs/_build/html
+#   make docs   run the tutorials at their small settings, then build the site into docs/_build/html
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -29,7 +29,7 @@ test: lint
 
 # Offline; warnings are errors, so a broken reference or docstring fails the build.
 docs: $(STAMP)
-	$(BIN)/python docs/run_tutorials.py --out docs/_generated
+	$(BIN)/python docs/run_tutorials.py --settings small --out docs/_generated
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)

@@ -26,6 +26,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax bundled into _static: the formulas render offline (clusters, laptops).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
     "myst_parser",
@@ -44,15 +46,17 @@ napoleon_use_rtype = False
 
 # Private helpers and the data-making script are not API.
 _SKIP = ("jsbi.simulators.tasks._common", "jsbi.simulators.data")
-_PAGES = (
-    "jsbi",
-    "jsbi.simulators",
-    "jsbi.flows",
-    "jsbi.proxies",
-    "jsbi.methods",
-    "jsbi.training",
-    "jsbi.posteriors",
-    "jsbi.diagnostics",
+#: The API index's sections, in the order a user meets them.
+_GROUPS = (
+    ("The front door", ("jsbi",)),
+    ("Simulate", ("jsbi.simulators",)),
+    (
+        "Estimate",
+        ("jsbi.estimator", "jsbi.density", "jsbi.flows", "jsbi.methods", "jsbi.training"),
+    ),
+    ("Sample, save and trust a posterior", ("jsbi.posteriors",)),
+    ("Check and compare", ("jsbi.diagnostics", "jsbi.pipeline", "jsbi.benchmark")),
+    ("The proxies", ("jsbi.proxies",)),
 )
 
 
@@ -134,6 +138,11 @@ def _page(module: str, owner: dict[tuple[int, str], str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    # "jsbi" is the top-level page alone; a subpackage owns its submodules.
+    return any(module == q or (q != "jsbi" and module.startswith(q + ".")) for q in prefixes)
+
+
 def write_api(app=None) -> None:
     modules = _modules()
     owner = _owner(modules)
@@ -145,21 +154,25 @@ def write_api(app=None) -> None:
             continue
         (out / f"{module}.rst").write_text(_page(module, owner))
         pages.append(module)
-    main = [p for p in _PAGES if p in pages]
-    rest = [p for p in pages if p not in main]
     index = [
         "API reference",
         "=============",
         "",
         "Every public name (a module's ``__all__``), once, under the shortest public path",
-        "that exports it.",
-        "",
-        ".. toctree::",
-        "   :maxdepth: 1",
-        "",
-        *(f"   {p}" for p in main + rest),
+        "that exports it, grouped by what you do with it.",
         "",
     ]
+    placed: set[str] = set()
+    for title, prefixes in _GROUPS:
+        members = [p for p in pages if p not in placed and _within(p, prefixes)]
+        placed.update(members)
+        if members:
+            index += [title, "-" * len(title), "", ".. toctree::", "   :maxdepth: 1", ""]
+            index += [f"   {p}" for p in members] + [""]
+    rest = [p for p in pages if p not in placed]
+    if rest:
+        index += ["Everything else", "---------------", "", ".. toctree::", "   :maxdepth: 1", ""]
+        index += [f"   {p}" for p in rest] + [""]
     (out / "index.rst").write_text("\n".join(index))
 
 

@@ -1,4 +1,4 @@
-r"""Runs the three tutorials and keeps what the docs show: their printed output, their
+r"""Runs the tutorials and keeps what the docs show: their printed output, their
 figures and their run times (``make docs`` calls this before ``sphinx-build``).
 
 Each tutorial runs as its own ``python`` process, as a reader runs it (Dask's worker
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TUTORIALS = ("first_posterior", "choosing_objective", "scaling_out")
+TUTORIALS = ("first_posterior", "choosing_objective", "scaling_out", "comparing_models")
 
 
 def run(name: str, settings: str, out: Path) -> float:

@@ -14,6 +14,7 @@ _EXPORTS = {
     "simulate": "jsbi.simulators.simulate",
     "get_task": "jsbi.simulators",
     "wrap": "jsbi.simulators",
+    "as_prior": "jsbi.simulators",
     "Simulator": "jsbi.simulators",
     "Task": "jsbi.simulators",
     "PosteriorEstimator": "jsbi.estimator",

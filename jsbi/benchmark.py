@@ -280,6 +280,7 @@ def run_unit(
         "returned": (getattr(posterior, "history", None) or {}).get(
             "posterior", columns["posterior"]
         ),
+        "phase2": _phase2_outcome(getattr(posterior, "history", None) or {}),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }
@@ -295,6 +296,17 @@ def run_unit(
         write_rows(done, rows)
         checkpoint.unlink(missing_ok=True)
     return rows
+
+
+def _phase2_outcome(h: dict[str, Any]) -> str:
+    # A symmetric run's phase 2 in one word ("" for npe and sbi's NPE).
+    if "train_phase" not in h:
+        return ""
+    if h.get("proxy_abandoned_epoch") is not None:
+        return "abandoned"
+    if h.get("phase2_skipped"):
+        return "skipped"
+    return "ran" if "phase2_start" in h else "never"
 
 
 def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> dict:
@@ -587,17 +599,19 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r.update({k: int(r[k]) for k in _INT})
-        r.update({k: float(r[k]) for k in _FLOAT if k in r})
+        r.update({k: float(r[k]) if r[k] != "" else math.nan for k in _FLOAT if k in r})
         r.update({k: r[k] == "True" for k in _BOOL if k in r})
     return rows
 
 
 def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-    r"""Writes rows (dicts with the same keys) as a CSV file: to a fresh temporary file
-    beside it, then renamed over it, so a crash leaves no half file and a link planted at
-    a fixed name redirects nothing."""
+    r"""Writes rows (dicts; a column some lack is left empty) as a CSV file, atomically
+    (:mod:`jsbi.files`): a crash leaves no half file, and a link planted at a fixed name
+    redirects nothing."""
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    # Every column of any row (units of an older jsbi lack the newer ones: left empty).
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(text, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, text.getvalue())

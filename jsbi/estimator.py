@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -50,6 +51,7 @@ from jsbi.methods import (
 from jsbi.methods.base import TrainingStep
 from jsbi.posteriors import Posterior, ProxyPosterior, TruncatedProposal
 from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
+from jsbi.progress import interactive
 from jsbi.seeding import seeded
 from jsbi.training import TrainConfig, train
 from jsbi.training.data import check_training_data, split_indices
@@ -93,7 +95,7 @@ class PosteriorEstimator:
         seed: int = 0,
         **overrides: Any,
     ) -> None:
-        _check_prior(prior)
+        prior = _check_prior(prior)
         self.prior = prior
         self.embedding_net = embedding_net
         self.device = _device(device)
@@ -173,7 +175,7 @@ class PosteriorEstimator:
         train_config: TrainConfig | None = None,
         *,
         show_progress_bar: bool | None = None,
-        show_train_summary: bool = False,
+        show_train_summary: bool | None = None,
         callback: Callable[[int, dict[str, float]], bool | None] | None = None,
         checkpoint: str | os.PathLike | None = None,
         proposal: Distribution | None = None,
@@ -186,8 +188,9 @@ class PosteriorEstimator:
             x: Simulations, shape ``(n, m)``; non-finite rows are dropped with a warning.
             train_config: The :class:`~jsbi.training.TrainConfig` (default: the
                 estimator's).
-            show_progress_bar: tqdm bar (``None``: only on a TTY).
-            show_train_summary: Print the epochs and the best validation loss at the end.
+            show_progress_bar: tqdm bar (``None``: in a terminal or a notebook).
+            show_train_summary: Print a one-line summary at the end (``None``: where the
+                progress bar shows).
             callback: ``callback(epoch, logs)``; returning ``True`` stops.
             checkpoint: A file saving the run after every epoch; rerunning ``fit`` with the
                 same data, seed and file resumes where it stopped.
@@ -233,9 +236,25 @@ class PosteriorEstimator:
         posterior = self.build_posterior()
         if config.recalibrate and not isinstance(posterior, ProxyPosterior):
             posterior.recalibrate(theta_val, x_val)
+        self._warn_capped()
+        if show_train_summary is None:  # with the bar: in a terminal or a notebook
+            show_train_summary = interactive() if show_progress_bar is None else show_progress_bar
         if show_train_summary:
-            print(self.train_summary())
+            print(self.train_summary(), file=sys.stderr)
         return posterior
+
+    def _warn_capped(self) -> None:
+        h = self.history
+        if h["stopped_by"] != "the epoch cap":
+            return
+        phase2 = _phase2(h)
+        warnings.warn(
+            f"training hit the epoch cap (max_epochs={h['epochs_trained']}) before early "
+            "stopping: the posterior may be under-trained"
+            + (f"; {phase2}" if phase2 and "never" in phase2 else "")
+            + ". Raise max_epochs (or leave it unset) for a converged fit",
+            stacklevel=3,
+        )
 
     def _build_flow(self, theta: Tensor, x: Tensor) -> Any:
         # The flow (on the current random stream), or K of them as one ensemble, member
@@ -284,10 +303,26 @@ class PosteriorEstimator:
         self.history["proxy_not_finite"] = True
         return None
 
-    def build_posterior(self) -> Posterior:
-        r"""The posterior of the last fit: the flow's, or the proxy's."""
+    def build_posterior(
+        self, density_estimator: Any = None, prior: Distribution | None = None
+    ) -> Posterior:
+        r"""The posterior of the last fit: the flow's, or the proxy's.
+
+        ``density_estimator`` and ``prior`` are sbi's arguments: the last fit's flow and
+        the estimator's prior are the only ones a jsbi posterior can have, so anything
+        else is an error (``None`` or those two are accepted)."""
         if self.flow is None:
             raise RuntimeError("the estimator has not been fitted: call fit(theta, x) first")
+        if density_estimator is not None and density_estimator is not self.flow:
+            raise ValueError(
+                "build_posterior(density_estimator=) must be the last fit's flow (or None): "
+                "a jsbi posterior is built from what fit trained"
+            )
+        if prior is not None and prior is not self.prior:
+            raise ValueError(
+                "build_posterior(prior=) must be the estimator's prior (or None): the flow "
+                "was trained under it; build a PosteriorEstimator with the other prior"
+            )
         returns = self.method.returns
         measured = self.history.get("final_proxy")
         use_proxy = returns == "proxy" or (returns == "auto" and proxy_wins(measured))
@@ -319,21 +354,18 @@ class PosteriorEstimator:
         h = self.history or {}
         if not h:
             return "not trained"
-        status = (
-            "interrupted"
-            if h["interrupted"]
-            else "converged"
-            if h["converged"]
-            else "stopped (max_epochs or callback)"
-        )
+        status = {"the epoch cap": "hit the epoch cap", "an interrupt": "was interrupted"}
+        status = status.get(h["stopped_by"], "converged" if h["converged"] else "stopped")
         best = h["best_validation_loss"]
-        return (
-            f"Training {status} after {h['epochs_trained']} epochs "
-            f"({h['num_train']} train / {h['num_validation']} validation pairs, "
-            f"{h['num_dropped']} dropped).\n"
-            f"Best validation -log q: {best if best is None else f'{best:.4f}'} "
-            f"at epoch {h['best_epoch']}; time {sum(h['epoch_time']):.1f} s."
+        best = "none" if best is None else f"{best:.4g}"
+        line = (
+            f"Training {status} after {h['epochs_trained']} epochs (best {h['best_epoch']}, "
+            f"validation -log q {best}; {h['num_train']}/{h['num_validation']} pairs"
+            + (f", {h['num_dropped']} dropped" if h["num_dropped"] else "")
+            + f"; {sum(h['epoch_time']):.1f} s)"
         )
+        phase2 = _phase2(h)
+        return line + (f"; {phase2}" if phase2 else "") + f"; returns the {h['posterior']}."
 
     def _check_recalibrate(self, config: TrainConfig) -> None:
         if config.recalibrate and self.flow_config.flow == "ncsf":
@@ -378,6 +410,23 @@ TYPICALITY_REFERENCE = 1000
 
 
 @torch.no_grad()
+def _phase2(h: dict[str, Any]) -> str:
+    # What a symmetric run's phase 2 did, in words ("" for npe).
+    if "train_phase" not in h:
+        return ""  # npe, or the joint schedule (no phases)
+    skipped = h.get("phase2_skipped")
+    if h.get("proxy_abandoned_epoch") is not None:
+        epoch = h["proxy_abandoned_epoch"]
+        return f"phase 2 skipped (the proxy kept trailing the flow, abandoned at epoch {epoch})"
+    if skipped == "phase2=False":
+        return "phase 2 off (phase2=False)"
+    if skipped:
+        return "phase 2 skipped (the proxy was not the better model at the switch)"
+    if "phase2_start" in h:
+        return "phase 2 ran"
+    return "phase 2 never started (phase 1 did not converge): the result is npe's"
+
+
 def _typicality(flow: ConditionalFlow, proxy: Any, prior: Distribution, x: Tensor) -> Any:
     # The reference of the misspecification check. With a likelihood proxy: the log
     # evidence of TYPICALITY_REFERENCE draws of the learned model's own prior predictive
@@ -449,13 +498,14 @@ def _sbi_names(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_prior(prior: Any) -> None:
-    if not isinstance(prior, Distribution):
-        raise TypeError(
-            f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
-        )
+def _check_prior(prior: Any) -> Distribution:
+    # Any prior sbi takes, as a torch distribution with a support (jsbi.as_prior).
+    from jsbi.simulators.priors import as_prior
+
+    prior = as_prior(prior)
     if len(prior.event_shape) != 1:
         raise ValueError(f"prior must have event shape (d,), got {tuple(prior.event_shape)}")
+    return prior
 
 
 def _device(device: Any) -> torch.device:

@@ -173,8 +173,7 @@ def defensive_log_proposal(log_q: Tensor, log_prior: Tensor, prior_fraction: flo
     :math:`w = e^{-E_\psi} / m`, keeps the estimator unbiased for :math:`Z_\psi` while
     bounding the weights of the proxy's mass anywhere in the prior's support. Pass the
     result as ``log_q`` of :func:`log_normalizer`, with the samples of both components.
-    (On the development tasks it changed no C2ST measurably:
-    ``benchmarks/results/objectives_variants.md``.)
+    (Why it is on by default: ``docs/method.md``, "Defaults and why".)
 
     Arguments:
         log_q: :math:`\log q_\phi(\theta_k \mid x)` at the samples, any shape.

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.methods.registry import BASELINE
+from jsbi.progress import interactive
 from jsbi.simulators import get_task, simulate
 
 __all__ = ["TrainedMethod", "run_report", "train_method"]
@@ -207,7 +208,7 @@ def run_report(
     from jsbi.diagnostics.report import compare
 
     if show_progress_bar is None:
-        show_progress_bar = sys.stderr.isatty()
+        show_progress_bar = interactive()
     task = get_task(task_name)
     fit, options = _checked(
         task, objectives, fit_options, max_epochs, estimator_kwargs, method_options

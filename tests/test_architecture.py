@@ -18,7 +18,7 @@ ROOT = Path(jsbi.__file__).parent
 #: training -> posteriors -> diagnostics -> report). A module imports its own layer and
 #: those below, never one above.
 LAYERS = [
-    ("jsbi.config", "jsbi.files", "jsbi.seeding", "jsbi.objectives", "jsbi.tau"),
+    ("jsbi.config", "jsbi.files", "jsbi.progress", "jsbi.seeding", "jsbi.objectives", "jsbi.tau"),
     ("jsbi.simulators",),
     ("jsbi.flows",),
     ("jsbi.proxies",),

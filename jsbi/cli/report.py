@@ -7,6 +7,7 @@ A symmetric method's flags reach every symmetric method in ``--objectives`` (``-
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -51,16 +52,40 @@ DEMO = {
 }
 
 
+def budget_for(precision: float) -> tuple[int, int]:
+    r"""Held-out pairs and samples per pair that resolve a coverage deviation of
+    ``precision``: a pointwise 95 % interval of a coverage is about ``1 / sqrt(N)`` wide
+    at most, so ``N = (1 / precision)^2`` pairs (400 for 0.05); credibility levels are
+    quantised in steps of ``1 / L``, kept 5 times finer: ``L = 5 / precision`` samples."""
+    return math.ceil((1 / precision) ** 2), math.ceil(5 / precision)
+
+
+def precision(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"precision must be in (0, 0.5), got {text}")
+    return value
+
+
 def add_budget(
     p: argparse.ArgumentParser,
     *,
     observations: str,
-    num_sbc: int,
-    num_posterior: int,
+    num_sbc: int | None,
+    num_posterior: int | None,
     num_c2st: int,
 ) -> None:
-    r"""The diagnostics' budget: observations, pairs and samples."""
+    r"""The diagnostics' budget: observations, pairs and samples (``None``: from
+    ``--precision``)."""
     g = p.add_argument_group("the diagnostics")
+    g.add_argument(
+        "--precision",
+        type=precision,
+        default=0.05,
+        help="the coverage deviation the calibration checks must resolve; sets "
+        "--num-sbc to (1 / precision)^2 and --num-posterior-samples to 5 / precision "
+        "unless given (default: %(default)s: 400 pairs x 100 samples)",
+    )
     g.add_argument(
         "--observations",
         type=int_list,
@@ -73,13 +98,18 @@ def add_budget(
         type=POSITIVE_INT,
         default=num_sbc,
         help="held-out prior-predictive pairs for SBC, expected coverage, TARP and NLTP "
+        "(default: from --precision)"
+        if num_sbc is None
+        else "held-out prior-predictive pairs for SBC, expected coverage, TARP and NLTP "
         "(default: %(default)s)",
     )
     g.add_argument(
         "--num-posterior-samples",
         type=POSITIVE_INT,
         default=num_posterior,
-        help="posterior samples per held-out pair (default: %(default)s)",
+        help="posterior samples per held-out pair (default: from --precision)"
+        if num_posterior is None
+        else "posterior samples per held-out pair (default: %(default)s)",
     )
     g.add_argument(
         "--num-c2st-samples",
@@ -121,7 +151,7 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         default=1,
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
     )
-    add_budget(p, observations="1,2,3", num_sbc=1000, num_posterior=1000, num_c2st=10_000)
+    add_budget(p, observations="1,2,3", num_sbc=None, num_posterior=None, num_c2st=10_000)
     add_method_flags(p, show_all)
     add_machine_flags(p)
 
@@ -207,9 +237,13 @@ def _report(
                 PosteriorEstimator(task.prior, objective=o, **flow, **options.get(o, {}))
     except ValueError as e:
         args._parser.error(str(e))
+    pairs, samples = budget_for(args.precision)
+    args.num_sbc = args.num_sbc or pairs
+    args.num_posterior_samples = args.num_posterior_samples or samples
     print(
         f"simulating {num_simulations} pairs of {args.task}, training "
-        f"{', '.join(objectives)}, running the diagnostics ...",
+        f"{', '.join(objectives)}, then the diagnostics: {args.num_sbc} held-out pairs x "
+        f"{args.num_posterior_samples} samples per method ...",
         file=sys.stderr,
     )
     start = time.perf_counter()

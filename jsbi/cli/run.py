@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from jsbi.cli.flags import (
     out_folder,
     set_machine,
 )
+from jsbi.cli.problem import problem
 from jsbi.files import atomic_save, atomic_write_text
 from jsbi.flows import FlowConfig
 from jsbi.methods import NPEConfig, SymmetricConfig, method_config, method_names
@@ -35,6 +37,7 @@ __all__: list[str] = []
 EXAMPLES = """examples:
   jsbi run --task two_moons --num-simulations 2000 --objective jeffreys --out runs/tm
   jsbi run --task slcp --num-simulations 10000 --objective npe --max-epochs 200
+  jsbi run --simulator model.py:simulate --prior model.py:prior --observed 0.3,1.2
   jsbi run --help-all          (every option, the symmetric methods' internals too)
 """
 
@@ -62,7 +65,23 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
 
     p.epilog = EXAMPLES
     g = p.add_argument_group("what to run")
-    g.add_argument("--task", required=True, choices=sorted(TASKS), help="built-in task")
+    g.add_argument("--task", choices=sorted(TASKS), help="a built-in task")
+    g.add_argument(
+        "--simulator",
+        metavar="MODULE:NAME",
+        help="your own simulator instead of --task: a batched function theta[n, d] -> "
+        "x[n, m] (or a jsbi Simulator) as module:name or path/to/file.py:name",
+    )
+    g.add_argument(
+        "--prior",
+        metavar="MODULE:NAME",
+        help="--simulator's prior: a torch distribution (or anything jsbi.as_prior takes)",
+    )
+    g.add_argument(
+        "--observed",
+        metavar="X_O",
+        help="--simulator's observation: comma-separated numbers, or a .pt/.npy/.csv/.txt file",
+    )
     g.add_argument(
         "--num-simulations",
         type=POSITIVE_INT,
@@ -93,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         "--observation",
         type=POSITIVE_INT,
         default=1,
-        help="the task's observation to sample the posterior for (default: %(default)s)",
+        help="the task's observation to sample the posterior for (--task; default: %(default)s)",
     )
     g.add_argument(
         "--num-samples",
@@ -144,7 +163,6 @@ def estimator(args: argparse.Namespace, prior: Any, objective: str) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    import jsbi
 
     set_machine(args)
     out: Path = args.out
@@ -153,10 +171,11 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:
         args._parser.error(f"--out {out}: cannot create the folder ({e.strerror})")
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    task = jsbi.get_task(args.task)
-    if not 1 <= args.observation <= task.num_observations:
-        args._parser.error(f"--observation must be in 1..{task.num_observations} for {args.task}")
-    est = estimator(args, task.prior, args.objective)
+    try:
+        task = problem(args)
+    except ValueError as e:
+        args._parser.error(str(e))
+    est = estimator(args, task.simulator.prior, args.objective)
     run = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     # The flags that are config fields are in the configs below.
     configs = (*FlowConfig.names(), *SymmetricConfig.names(), *TrainConfig.names())
@@ -199,10 +218,10 @@ def _steps(
     import jsbi
     from jsbi.seeding import seeded
 
-    say(f"simulating {args.num_simulations} pairs of {args.task} (seed {args.seed}) ...")
+    say(f"simulating {args.num_simulations} pairs of {task.label} (seed {args.seed}) ...")
     start = time.perf_counter()
     theta, x = jsbi.simulate(
-        task,
+        task.simulator,
         args.num_simulations,
         seed=args.seed,
         n_jobs=args.n_jobs,
@@ -217,12 +236,17 @@ def _steps(
         show_train_summary=not args.quiet,
     )
     train_time = time.perf_counter() - start
-    posterior.set_default_x(task.observation(args.observation))
+    posterior.set_default_x(task.x_o)  # warns if x_o is atypical of the simulations
+    p_value = posterior.observation_p_value()
+    p_value = None if math.isnan(p_value) else p_value
+    threshold = posterior.misspecification_threshold
     # Saved as soon as it exists: a failure while sampling loses no training.
     posterior.save(out / "posterior.pt")
     atomic_write_text(out / "history.json", json.dumps(posterior.history, indent=1))
     status(
         "sampling (posterior.pt and history.json written; samples not yet)",
+        observation_p_value=p_value,
+        observation_atypical=None if p_value is None or threshold is None else p_value < threshold,
         num_pairs_used=int(len(theta)),
         training_time_s=train_time,
         epochs_trained=posterior.history["epochs_trained"],
@@ -233,7 +257,8 @@ def _steps(
     atomic_save(samples, out / "samples.pt")
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow(task.theta_names)
+    names = getattr(task.simulator, "theta_names", None)
+    w.writerow(names or [f"theta_{i + 1}" for i in range(samples.shape[1])])
     w.writerows(samples.tolist())
     atomic_write_text(out / "samples.csv", text.getvalue())
     status("complete")

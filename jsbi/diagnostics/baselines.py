@@ -134,9 +134,12 @@ def train_sbi_npe(
         )
         wall = time.perf_counter() - start
         posterior = inference.build_posterior(estimator)
-    summary = inference.summary
+    return posterior, _history(inference.summary, wall, len(theta), max_num_epochs)
+
+
+def _history(summary: dict, wall: float, n: int, max_num_epochs: int) -> dict[str, Any]:
+    # sbi's training summary under the names jsbi's loop logs, so reports treat both alike.
     durations = [float(v) for v in summary["epoch_durations_sec"]]
-    # Names as jsbi's trainer logs them, so reports treat both histories alike.
     history = {
         "epoch": list(range(1, len(durations) + 1)),
         "train_loss": [float(v) for v in summary["training_loss"]],
@@ -145,6 +148,10 @@ def train_sbi_npe(
         "epochs_trained": int(summary["epochs_trained"][-1]),
         "best_validation_loss": float(summary["best_validation_loss"][-1]),
         "wall_time": wall,
-        "num_simulations": int(theta.shape[0]),
+        "num_simulations": int(n),
     }
-    return posterior, history
+    # As jsbi's histories say it: did sbi's early stopping end training, or the cap?
+    capped = history["epochs_trained"] >= int(max_num_epochs)
+    history["converged"] = not capped
+    history["stopped_by"] = "the epoch cap" if capped else "early stopping"
+    return history

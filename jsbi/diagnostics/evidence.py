@@ -56,14 +56,24 @@ class ModelComparison:
         r"""A text table: each model's log evidence, and its log Bayes factor against the
         best with the factor's standard error."""
         best = self.best
-        lines = ["model  log evidence  log BF vs best"]
+        rows = [("model", "log evidence", "log BF vs best")]
         for name in self.log_evidence:
             bf, se = self.log_bayes_factor(name, best)
-            lines.append(
-                f"{name}  {self.log_evidence[name]:.3f} ± {self.se[name]:.3f}  "
-                f"{bf:+.3f} ± {se:.3f}"
+            rows.append(
+                (
+                    name,
+                    f"{self.log_evidence[name]:.3f} ± {self.se[name]:.3f}",
+                    f"{bf:+.3f} ± {se:.3f}",
+                )
             )
-        return "\n".join(lines)
+        widths = [max(len(r[j]) for r in rows) for j in range(3)]
+        return "\n".join(
+            "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        )
 
 
 def compare_models(posteriors: Mapping[str, Any], x: Tensor) -> ModelComparison:

@@ -25,7 +25,6 @@ import html
 import math
 import numbers
 import re
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from jsbi.diagnostics.c2st import NLTPResult, c2st, leakage, nltp
 from jsbi.diagnostics.coverage import (
@@ -55,6 +53,10 @@ from jsbi.diagnostics.sbc import (
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
+from jsbi.progress import interactive, progress_bar
+
+#: Chains the posterior samples of ``samples.nc`` are split into.
+CHAINS = 4
 
 # History keys drawn in the loss panel or not at all; every other per-epoch series
 # (lambda, tau, ess, F, C, ...) gets its own panel.
@@ -70,6 +72,8 @@ class MethodResult:
         sbc, coverage, tarp, nltp: Results on the held-out pairs.
         c2st: Observation number -> C2ST accuracy (absent without references).
         leakage: Observation number -> fraction of mass outside the prior's support.
+        lc2st: Observation number -> sbi's local C2ST p-value (observations without a
+            reference; small: the posterior is not valid there).
         samples: Observation number -> posterior samples, shape ``(n, d)``.
         seconds: Wall time of this method's diagnostics.
     """
@@ -82,6 +86,7 @@ class MethodResult:
     leakage: dict[int, float] = field(default_factory=dict)
     samples: dict[int, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+    lc2st: dict[int, float] = field(default_factory=dict)
 
     def rows(self, method: str) -> list[dict[str, Any]]:
         out = []
@@ -89,6 +94,9 @@ class MethodResult:
             out.append({"method": method, "observation": str(i), "metric": "c2st", "value": v})
         for i, v in self.leakage.items():
             out.append({"method": method, "observation": str(i), "metric": "leakage", "value": v})
+        for i, v in self.lc2st.items():
+            row = {"method": method, "observation": str(i), "metric": "lc2st_p_value", "value": v}
+            out.append(row)
         for res in (self.nltp, self.sbc, self.coverage, self.tarp):
             out.extend(res.rows(method))
         return out
@@ -186,49 +194,62 @@ class Report:
         return {name: f"C{k % 10}" for k, name in enumerate(self.methods)}
 
     def verdict(self) -> list[str]:
-        r"""Plain sentences: which method is best on each metric, with its spread, which
-        are calibrated, and which stopped at their epoch cap.
+        r"""Plain sentences, calibration first: which methods are calibrated; which is
+        best on C2ST and on NLTP, only where its paired difference to the runner-up
+        exceeds the standard error of that difference (else "level"), and never without
+        a caveat when the best is not calibrated; what each symmetric run did; and which
+        runs stopped at their epoch cap.
 
         Returns:
             The sentences, in the order the report shows them.
         """
-        out = []
-        c2st = {n: list(r.c2st.values()) for n, r in self.methods.items() if r.c2st}
-        if c2st:
-            best = min(c2st, key=lambda n: float(np.mean(c2st[n])))
-            v = np.asarray(c2st[best])
-            out.append(
-                f"Lowest C2ST (closest to the reference): {best}, {v.mean():.3f} ± "
-                f"{v.std():.3f} over {len(v)} observation(s)."
-            )
-        nltp = {n: r.nltp for n, r in self.methods.items()}
-        best = min(nltp, key=lambda n: nltp[n].mean)
-        out.append(
-            f"Lowest NLTP on the held-out pairs: {best}, {nltp[best].mean:.3f} ± "
-            f"{nltp[best].stderr:.3f} (standard error)."
-        )
         calibrated = [
             n
             for n, r in self.methods.items()
             if r.coverage.verdict == "calibrated" and r.sbc.calibrated
         ]
-        out.append(
+        out = [
             "Calibrated on both coverage and SBC: " + ", ".join(calibrated) + "."
             if calibrated
-            else "No method is calibrated on both coverage and SBC."
-        )
+            else "No method is calibrated on both coverage and SBC: read every number below "
+            "with that caveat."
+        ]
+        c2st = {n: r.c2st for n, r in self.methods.items() if r.c2st}
+        out += _paired_verdict("C2ST", c2st, calibrated, "observation(s)")
+        nltp = {n: dict(enumerate(r.nltp.values.tolist())) for n, r in self.methods.items()}
+        out += _paired_verdict("NLTP", nltp, calibrated, "held-out pair(s)")
         for name in self.methods:
             if self.returned(name) == "proxy":
                 out.append(
-                    f"{name} returns its likelihood proxy (prior x likelihood, sampled by "
-                    "importance resampling from its flow), not the flow."
+                    f"{name} returns its likelihood proxy (prior x likelihood, sampled by MCMC "
+                    "from its flow), not the flow."
                 )
         for name, h in self.histories.items():
-            if h.get("converged") is False and not h.get("interrupted"):
+            phase2 = _phase2_words(h)
+            if phase2:
+                out.append(f"{name}: {phase2}.")
+            if h.get("stopped_by") == "the epoch cap" or (
+                h.get("converged") is False and not h.get("interrupted")
+            ):
                 out.append(
                     f"Warning: {name} stopped at its epoch cap ({h.get('epochs_trained')} "
                     "epochs) before early stopping: it had not converged."
                 )
+        for name, r in self.methods.items():
+            for i, p in sorted(r.lc2st.items()):
+                if p < 0.05:
+                    out.append(
+                        f"The local C2ST rejects {name} at observation {i} (p-value {p:.3g}): "
+                        "its posterior there differs from the true one."
+                    )
+        for i, p in sorted(self.settings.get("observation_p_values", {}).items()):
+            for name, value in p.items():
+                if value is not None and value < self.settings.get("misspecification", 0.01):
+                    out.append(
+                        f"Observation {i} is atypical of the simulations for {name} "
+                        f"(prior-predictive p-value {value:.3g}): its posterior there is an "
+                        "extrapolation."
+                    )
         return out
 
     def save(self, out_dir: str | Path) -> Path:
@@ -273,8 +294,9 @@ class Report:
         d = len(self.theta_names)
         n = len(self.methods)
         fig, axes = plt.subplots(n, d, figsize=(3 * d, 2.6 * n), squeeze=False)
+        colors = self.colors()
         for row, (name, res) in zip(axes, self.methods.items(), strict=True):
-            plot_sbc_ecdf(res.sbc, row, label=name)
+            plot_sbc_ecdf(res.sbc, row, label=name, color=colors[name])
         fig.tight_layout()
         save(fig, "sbc_ecdf.png", "SBC rank ECDF differences with simultaneous bands")
 
@@ -315,14 +337,17 @@ class Report:
                 ],
                 axis=1,
             )  # (draw, estimator, observation, d)
+            # Independent draws, split into CHAINS chains: arviz's R-hat and ESS work.
+            m = (m // CHAINS) * CHAINS
+            s = s[:m].reshape(CHAINS, m // CHAINS, *s.shape[1:])
             groups["posterior"] = xr.Dataset(
                 {
-                    var[t]: (("chain", "draw", "estimator", "observation"), s[None, :, :, :, j])
+                    var[t]: (("chain", "draw", "estimator", "observation"), s[..., j])
                     for j, t in enumerate(self.theta_names)
                 },
                 coords={
-                    "chain": [0],
-                    "draw": np.arange(m),
+                    "chain": np.arange(CHAINS),
+                    "draw": np.arange(m // CHAINS),
                     "estimator": drawn,
                     "observation": obs,
                 },
@@ -361,22 +386,18 @@ class Report:
             az.InferenceData(**groups).to_netcdf(str(path))
 
     def _html(self, figures: list[tuple[str, str]]) -> str:
+        import pandas as pd
+
         e = html.escape
         names = list(self.methods)
-        rows = self.rows()
-        keys: list[tuple[str, str]] = []
-        table: dict[tuple[str, str], dict[str, float]] = {}
-        for r in rows:
-            k = (r["metric"], r["observation"])
-            if k not in table:
-                keys.append(k)
-                table[k] = {}
-            table[k][r["method"]] = r["value"]
-        head = "".join(f"<th>{e(n)}</th>" for n in names)
-        body = []
-        for metric, ob in keys:
-            cells = "".join(f"<td>{_fmt(table[(metric, ob)].get(n))}</td>" for n in names)
-            body.append(f"<tr><td>{e(metric)}</td><td>{e(ob)}</td>{cells}</tr>")
+        frame = pd.DataFrame(self.rows())
+        frame["metric"] = frame["metric"].map(_metric_name)
+        table = frame.pivot_table(
+            index=["metric", "observation"], columns="method", values="value", sort=False
+        ).reindex(columns=names)
+        metrics = table.to_html(
+            table_id="results", na_rep="", float_format=_fmt, border=0, escape=True
+        )
 
         def c2st_cell(r: MethodResult) -> str:
             v = np.asarray(list(r.c2st.values()))
@@ -408,8 +429,7 @@ class Report:
             settings=settings,
             verdicts=verdicts,
             verdict=verdict,
-            head=head,
-            body="\n".join(body),
+            metrics=metrics,
             figures=imgs,
         )
 
@@ -420,18 +440,26 @@ _PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <title>{title}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 75em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }}
-td:first-child, td:nth-child(2) {{ text-align: left; }}
-figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+  max-width: 75em; padding: 0 1em; color: #222; line-height: 1.45; }}
+h1 {{ font-weight: 600; border-bottom: 2px solid #2b6cb0; padding-bottom: 0.2em; }}
+h2 {{ font-weight: 600; margin-top: 1.6em; color: #2b6cb0; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }}
+th {{ background: #edf2f7; font-weight: 600; }}
+th, td {{ border: 1px solid #cbd5e0; padding: 0.25em 0.7em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr:nth-child(even) td {{ background: #f7fafc; }}
+#verdict li {{ margin: 0.25em 0; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; background: #fff;
+  border: 1px solid #e2e8f0; border-radius: 4px; padding: 0.4em; }}
 img {{ max-width: 100%; }}
-figcaption {{ font-size: 0.9em; color: #444; }}
+figcaption {{ font-size: 0.88em; color: #4a5568; }}
+p.settings {{ color: #4a5568; font-size: 0.9em; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
-<p>{settings}</p>
+<p class="settings">{settings}</p>
 <h2>Summary</h2>
 <ul id="verdict">
 {verdict}
@@ -445,10 +473,7 @@ figcaption {{ font-size: 0.9em; color: #444; }}
 <p>Coverage below the diagonal means over-confident (regions too small); TARP ATC below 0
 also. C2ST 0.5 is perfect, 1 fully separable.</p>
 <h2>Metrics</h2>
-<table id="results">
-<tr><th>metric</th><th>observation</th>{head}</tr>
-{body}
-</table>
+{metrics}
 <h2>Figures</h2>
 {figures}
 <script>
@@ -472,6 +497,73 @@ also. C2ST 0.5 is perfect, 1 fully separable.</p>
 """
 
 
+def _paired_verdict(
+    metric: str, values: dict[str, dict[Any, float]], calibrated: list[str], unit: str
+) -> list[str]:
+    # The best method on a lower-is-better metric against the runner-up, paired over the
+    # units both have: named best only beyond one standard error of the difference.
+    means = {n: float(np.mean(list(v.values()))) for n, v in values.items() if v}
+    means = {n: m for n, m in means.items() if math.isfinite(m)}
+    if not means:
+        return []
+    ranked = sorted(means, key=means.get)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return [f"{metric}: {best} {means[best]:.3g} (one method)."]
+    runner = ranked[1]
+    common = sorted(set(values[best]) & set(values[runner]))
+    diffs = np.asarray([values[runner][k] - values[best][k] for k in common], dtype=float)
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs) < 2:
+        return [
+            f"{metric}: {best} {means[best]:.3g}, {runner} {means[runner]:.3g} "
+            f"(too few {unit} to tell)."
+        ]
+    gap, se = float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    caveat = "" if best in calibrated else " (but it is not calibrated)"
+    if gap > se:
+        return [
+            f"Lowest {metric}: {best}{caveat}, {means[best]:.3g}; {gap:.3g} ± {se:.3g} below "
+            f"{runner}, paired over {len(diffs)} {unit}."
+        ]
+    return [
+        f"{metric}: {best} and {runner} are level ({means[best]:.3g} and {means[runner]:.3g}; "
+        f"the paired difference {gap:.3g} ± {se:.3g} is within its standard error)."
+    ]
+
+
+def _phase2_words(h: Mapping[str, Any]) -> str:
+    # What a symmetric run's phase 2 did (nothing for npe and sbi's NPE).
+    if "train_phase" not in h:
+        return ""
+    if h.get("proxy_abandoned_epoch") is not None:
+        return "phase 2 skipped: the proxy kept trailing the flow in phase 1 (npe's result)"
+    if h.get("phase2_skipped") == "phase2=False":
+        return "phase 2 off (phase2=False): the result is phase 1's"
+    if h.get("phase2_skipped"):
+        return "phase 2 skipped: the proxy was not the better model at the switch (npe's result)"
+    if "phase2_start" in h:
+        return f"phase 2 ran; the best state is phase {h.get('best_phase', '?')}'s"
+    return "phase 2 never started (phase 1 hit the epoch cap): the result is npe's"
+
+
+#: The metrics table's readable names.
+_METRIC_NAMES = {
+    "c2st": "C2ST",
+    "leakage": "mass outside the prior",
+    "lc2st_p_value": "local C2ST p-value",
+    "nltp": "NLTP",
+    "nltp_stderr": "NLTP standard error",
+    "wall_time": "training time (s)",
+    "epochs_trained": "epochs",
+    "best_validation_loss": "best validation loss",
+}
+
+
+def _metric_name(key: str) -> str:
+    return _METRIC_NAMES.get(key, key.replace("_", " "))
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return ""
@@ -479,7 +571,7 @@ def _fmt(v: float | None) -> str:
         return str(v)
     if float(v).is_integer() and abs(v) < 1e6:
         return str(int(v))
-    return f"{v:.4g}"
+    return f"{v:.3g}"
 
 
 def _css_color(color: str) -> str:
@@ -554,11 +646,17 @@ def _pairplot(report: Report, i: int, method_colors: Mapping[str, str]) -> Any:
 
 
 def _series(h: Mapping[str, Any]) -> dict[str, list[float]]:
+    # The per-epoch series a run has: numbers, not all NaN, and not constant (a flat
+    # series is one the run's schedule never moved: the joint schedule's dual under
+    # npe-first, say); the losses always.
     out = {}
     for k, v in h.items():
         if k in _SKIP_KEYS or not isinstance(v, (list, tuple)) or len(v) < 1:
             continue
-        if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v):
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v):
+            continue
+        finite = [float(t) for t in v if math.isfinite(t)]
+        if k in _LOSS_KEYS or (finite and max(finite) > min(finite)):
             out[k] = [float(t) for t in v]
     return out
 
@@ -664,6 +762,7 @@ def compare(
     batch_size: int = 100,
     seed: int = 0,
     show_progress_bar: bool | None = False,
+    lc2st: bool | None = None,
 ) -> Report:
     r"""Runs every diagnostic on every posterior.
 
@@ -689,7 +788,9 @@ def compare(
         batch_size: Pairs per batched sampling call.
         seed: Seeds the pairs, the posterior sampling and the classifiers.
         show_progress_bar: A tqdm bar naming the method and the diagnostic being run
-            (``None``: only on a terminal).
+            (``None``: in a terminal or a notebook).
+        lc2st: Run sbi's local C2ST at the observations without a reference posterior,
+            trained on the held-out pairs (``None``: where there are such observations).
 
     Returns:
         A :class:`Report`.
@@ -706,10 +807,10 @@ def compare(
     theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
     obs, refs = _observations(task, observations, x.shape[1:])
     if show_progress_bar is None:
-        show_progress_bar = sys.stderr.isatty()
+        show_progress_bar = interactive()
     # One tick per diagnostic per method: SBC sampling, coverage, TARP, NLTP, then each
     # observation (its samples, C2ST and leakage).
-    bar = tqdm(
+    bar = progress_bar(
         total=len(posteriors) * (4 + len(obs)),
         desc="Diagnostics",
         unit="step",
@@ -719,7 +820,11 @@ def compare(
         "num_posterior_samples": num_posterior_samples,
         "num_c2st_samples": num_c2st_samples,
         "batch_size": batch_size,
+        "lc2st": lc2st is not False and any(i not in refs for i in obs),
     }
+    if show_progress_bar:
+        seconds = _expected_seconds(posteriors, x, num_posterior_samples, len(obs), budget)
+        bar.write(f"Diagnostics: about {seconds:.0f} s expected ({len(posteriors)} methods)")
     methods = {}
     for k, (name, posterior) in enumerate(posteriors.items()):
         pairs = (theta, x, theta_names)
@@ -730,10 +835,10 @@ def compare(
     settings = {
         "task": getattr(task, "name", "task"),
         "num_sbc": int(theta.shape[0]),
-        "num_posterior_samples": num_posterior_samples,
-        "num_c2st_samples": num_c2st_samples,
-        "observations": list(observations),
         "seed": seed,
+        "observations": list(observations),
+        **{k: v for k, v in budget.items() if k.startswith("num_")},
+        **({"observation_p_values": p} if (p := _typicality(posteriors, obs)) else {}),
     }
     return Report(
         task_name=str(getattr(task, "name", "task")),
@@ -744,6 +849,36 @@ def compare(
         histories={k: dict(v) for k, v in (histories or {}).items()},
         settings=settings,
     )
+
+
+def _expected_seconds(
+    posteriors: Mapping[str, Any], x: Tensor, n_post: int, n_obs: int, budget: dict
+) -> float:
+    # Times each posterior's samples at a few pairs and extrapolates: the held-out pairs'
+    # draws and log densities (about 3 times the draws), and each observation's draws.
+    probe = x[: min(8, len(x))]
+    total = 0.0
+    for post in posteriors.values():
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            draw_samples(post, probe, n_post, batch_size=len(probe), seed=0)
+        per_draw = (time.perf_counter() - start) / (len(probe) * n_post)
+        total += per_draw * (3 * len(x) * n_post + n_obs * budget["num_c2st_samples"])
+    return total
+
+
+def _typicality(posteriors: Mapping[str, Any], obs: dict[int, Tensor]) -> dict:
+    # Each observation's prior-predictive p-value under each posterior that has one.
+    out: dict[int, dict[str, float]] = {}
+    for name, post in posteriors.items():
+        if not callable(getattr(post, "observation_p_value", None)):
+            continue
+        for i, x_o in obs.items():
+            p = post.observation_p_value(x_o.reshape(-1))
+            if math.isfinite(p):
+                out.setdefault(i, {})[name] = p
+    return out
 
 
 def _held_out_pairs(
@@ -801,6 +936,8 @@ def _diagnose(
     doing(f"SBC ({len(theta)} pairs x {n_post} samples)")
     samples = draw_samples(posterior, x, n_post, batch_size=batch_size, seed=s)
     sbc = check_sbc(sbc_ranks(samples, theta), n_post, theta_names=theta_names)
+    local = [i for i in obs if i not in refs] if budget.get("lc2st") else []
+    lc2st = _lc2st(theta, x, samples[0], s) if local else None
     bar.update(1)
     doing("expected coverage")
     lq = log_prob_batched(
@@ -826,8 +963,34 @@ def _diagnose(
         res.samples[i] = draws
         if i in refs:
             res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
+        elif lc2st is not None:
+            res.lc2st[i] = float(lc2st.p_value(draws[:LC2ST_SAMPLES], x_o.reshape(1, -1)))
         if hasattr(task, "prior"):
             res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
         bar.update(1)
     res.seconds = time.perf_counter() - start
     return res
+
+
+#: LC2ST: classifier trainings under the null, and posterior samples at an observation.
+LC2ST_NULL_TRIALS = 20
+LC2ST_SAMPLES = 1000
+
+
+def _lc2st(theta: Tensor, x: Tensor, samples: Tensor, seed: int) -> Any:
+    # sbi's local C2ST, trained on the held-out pairs and one posterior sample of each:
+    # a test of the posterior's validity at any observation, without a reference.
+    from sbi.diagnostics import LC2ST
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = LC2ST(
+            prior_samples=theta.cpu(),
+            xs=x.cpu(),
+            posterior_samples=samples.cpu(),
+            seed=seed,
+            num_trials_null=LC2ST_NULL_TRIALS,
+        )
+        test.train_under_null_hypothesis()
+        test.train_on_observed_data()
+    return test

@@ -360,7 +360,9 @@ def check_sbc(
     )
 
 
-def plot_sbc_ecdf(result: SBCResult, axes: Any = None, *, label: str | None = None) -> Any:
+def plot_sbc_ecdf(
+    result: SBCResult, axes: Any = None, *, label: str | None = None, color: str | None = None
+) -> Any:
     r"""ECDF-difference plots of the ranks with simultaneous bands, one axis per dimension.
 
     Drawn with ``arviz.plot_ecdf`` at the same evaluation points as :func:`ecdf_band`.
@@ -369,6 +371,7 @@ def plot_sbc_ecdf(result: SBCResult, axes: Any = None, *, label: str | None = No
         result: From :func:`check_sbc`.
         axes: A sequence of ``d`` matplotlib axes (created when ``None``).
         label: A title prefix (e.g. the method).
+        color: The curve's and the band's colour (the method's, in a report).
 
     Returns:
         The axes.
@@ -399,6 +402,8 @@ def plot_sbc_ecdf(result: SBCResult, axes: Any = None, *, label: str | None = No
             confidence_bands="optimized",
             ci_prob=result.prob,
             ax=ax,
+            plot_kwargs=None if color is None else {"color": color},
+            fill_kwargs=None if color is None else {"color": color, "alpha": 0.2},
         )
         bad = "outside band" if result.outside_band[j] else "inside band"
         title = f"{result.theta_names[j]}: {bad}"

@@ -153,18 +153,27 @@ def run_tarp(
     )
 
 
-def plot_tarp(results: TARPResult | Mapping[str, TARPResult], ax: Any = None) -> Any:
+def plot_tarp(
+    results: TARPResult | Mapping[str, TARPResult] | Tensor, ax: Any = None, title: Any = None
+) -> Any:
     r"""ECP against credibility level, one curve per method, with the diagonal.
+
+    Called in sbi's form, ``plot_tarp(ecp, alpha, title=None)`` with tensors (what
+    ``sbi.diagnostics.run_tarp`` returns), this is ``sbi.analysis.plot_tarp`` itself.
 
     Arguments:
         results: One result or a mapping ``method -> result``.
         ax: A matplotlib axis (created when ``None``).
 
     Returns:
-        The axis.
+        The axis (in sbi's form, sbi's ``(figure, axis)``).
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(results, Tensor):
+        from sbi.analysis import plot_tarp as sbi_plot_tarp
+
+        return sbi_plot_tarp(results, ax, title)
     if isinstance(results, TARPResult):
         results = {"posterior": results}
     if ax is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -101,7 +102,9 @@ def band_points(num_ranks: int, npoints: int) -> np.ndarray:
 def simultaneous_band(n: int, L: int, prob: float, npoints: int) -> tuple[np.ndarray, np.ndarray]:
     r"""The band depends on ``N``, ``L`` and the points only: computed once (arviz's
     optimisation takes about a second without numba)."""
-    from arviz.stats.ecdf_utils import ecdf_confidence_band
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arviz's notices on import
+        from arviz.stats.ecdf_utils import ecdf_confidence_band
 
     k = band_points(L + 1, npoints)
     lower, upper = ecdf_confidence_band(n, k, (k + 1) / (L + 1), prob=prob, method="optimized")

@@ -20,8 +20,7 @@ and the posterior truncates it (see :mod:`jsbi.inference.support`). The defaults
 and 10 spline bins, so that comparisons with sbi's NPE are like for like. zuko's
 ``passes=2`` (a keyword of :func:`build_conditional_flow` and of
 :class:`~jsbi.inference.PosteriorEstimator`) gives coupling transforms instead: sampling
-then takes two network passes instead of one per parameter, at some accuracy at 10,000
-simulations (README, revision 7).
+then takes two network passes instead of one per parameter, at some accuracy.
 
 Example:
     >>> import torch

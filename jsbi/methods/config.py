@@ -353,7 +353,9 @@ class SymmetricConfig(Config):
         With ``npe-first`` it takes one reparameterised sample per ``x`` with the path
         gradient (unbiased, half the cost of K = 8 per phase-2 step, as accurate as K = 4),
         measures the gate on every 5th phase-2 epoch, with 64 importance samples per
-        validation pair (see ``docs/method.md``, "Defaults and why").
+        validation pair, and probes the proxy every 5th phase-1 epoch, abandoning it after
+        3 probes in a row where it clearly trails the flow (see ``docs/method.md``,
+        "Defaults and why").
         """
         tuned = {}
         if changes.get("schedule", "npe-first") == "npe-first":
@@ -362,6 +364,8 @@ class SymmetricConfig(Config):
                 "path_gradient": True,
                 "gate_every": 5,
                 "gate_samples": 64,
+                "probe_every": 5,
+                "abandon_patience": 3,
             }
         return cls.from_options({"objective": "jeffreys", **tuned, **changes})
 

@@ -171,6 +171,10 @@ class Plan:
         best = improved or state.proxy_best is not None
         return improved, patience is not None and stale >= patience and best
 
+    def probe_due(self, state: RunState) -> bool:
+        r"""Whether this epoch probes the proxy against the flow (``npe-first`` only)."""
+        return False
+
     def gate_from(self, measured: dict[str, float]) -> float:
         r"""The gate after a measurement: 1 while the proxy is the better model (a NaN,
         an unmeasurable proxy, is not trusted)."""
@@ -266,10 +270,12 @@ class NpeFirstPlan(Plan):
 
     def probe_due(self, state: RunState) -> bool:
         r"""Whether this phase-1 epoch measures the proxy against the flow
-        (``probe_every``), while the proxy still fits."""
+        (``probe_every``), while the proxy still fits; never without the gate (``gate=False``
+        runs phase 2 whatever the proxy's fit)."""
         every = self.config.probe_every
         return (
             every is not None
+            and self.config.gated
             and state.phase == 1
             and not state.proxy_frozen
             and state.epoch % every == 0

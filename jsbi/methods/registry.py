@@ -73,6 +73,11 @@ _PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
     "npe-ensemble": (NPEConfig, {}),
     "npe-recalibrated": (NPEConfig, {}),
     "npe-ensemble-recalibrated": (NPEConfig, {}),
+    "jeffreys-recalibrated": (SymmetricConfig.jeffreys, {}),
+    "jeffreys-noprobe": (
+        SymmetricConfig.jeffreys,
+        {"probe_every": None, "abandon_patience": None},
+    ),
 }
 
 #: The estimator options a named method carries besides its config (the flow's or the
@@ -81,6 +86,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "npe-ensemble": {"ensemble": 5},
     "npe-recalibrated": {"recalibrate": True},
     "npe-ensemble-recalibrated": {"ensemble": 5, "recalibrate": True},
+    "jeffreys-recalibrated": {"recalibrate": True},
 }
 
 #: The named methods. The first five are the objectives; the others are variants the
@@ -108,6 +114,9 @@ DESCRIPTIONS: dict[str, str] = {
     "npe-ensemble": "npe, five flows trained as one batched module, their mixture returned",
     "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",
     "npe-ensemble-recalibrated": "npe-ensemble with its temperature fitted likewise",
+    "jeffreys-recalibrated": "jeffreys with the flow's temperature fitted on the validation "
+    "pairs (where it returns the flow)",
+    "jeffreys-noprobe": "jeffreys without the phase-1 probes that abandon a trailing proxy",
     BASELINE: "sbi's NPE (zuko NSF, sbi's defaults), the baseline",
 }
 

@@ -103,7 +103,7 @@ def load_posterior(
             ess_per_sample=saved.get("ess_per_sample", 1.0),
             # Saved before the MCMC sampler: importance resampling.
             sampler=saved.get("sampler", "importance"),
-            mcmc_steps=saved.get("mcmc_steps", 20),
+            mcmc_steps=saved.get("mcmc_steps", 10),
             mcmc_mala=saved.get("mcmc_mala", 1),
             **common,
         )

@@ -286,7 +286,9 @@ def _drift(before: Tensor, after: Tensor) -> float:
 
 def _diagnostics(trace: Tensor) -> tuple[float, float]:
     # trace: (B, chains, draws, d). arviz's rank-normalised split R-hat and bulk ESS.
-    import arviz as az
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arviz's notices on import
+        import arviz as az
 
     rhat, ess = [], []
     for b in range(trace.shape[0]):

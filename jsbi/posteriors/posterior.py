@@ -60,6 +60,34 @@ TYPICALITY_SAMPLES = 256
 _TEMPERATURES = [round(0.5 * 8 ** (i / 24), 4) for i in range(25)]
 
 
+class _Potential:
+    r"""A jsbi posterior's log density in sbi's potential-function protocol."""
+
+    def __init__(self, posterior: Posterior) -> None:
+        self.posterior = posterior
+        self.x_o: Tensor | None = None
+
+    @property
+    def prior(self) -> Distribution | None:
+        return self.posterior.prior
+
+    @property
+    def device(self) -> torch.device:
+        return self.posterior.device
+
+    def allow_iid_x(self) -> bool:
+        return False
+
+    def set_x(self, x_o: Tensor | None, **ignored: Any) -> None:
+        self.x_o = x_o
+
+    def to(self, device: Any) -> None:
+        self.posterior.flow.to(device)
+
+    def __call__(self, theta: Tensor, track_gradients: bool = True) -> Tensor:
+        return self.posterior.log_prob(theta, x=self.x_o, track_gradients=track_gradients)
+
+
 class Posterior(Distribution):
     r"""An amortised posterior :math:`q(\theta | x)` with sbi's posterior interface.
 
@@ -143,6 +171,27 @@ class Posterior(Distribution):
     @property
     def device(self) -> torch.device:
         return self.flow.theta_loc.device
+
+    # -- what sbi's tools read (EnsemblePosterior, ActiveSubspace, MCMC) ---------------
+    @property
+    def _device(self) -> torch.device:
+        return self.device
+
+    @property
+    def potential_fn(self) -> _Potential:
+        r"""sbi's potential function of this posterior: ``potential_fn(theta)`` is
+        :meth:`log_prob` at the ``x`` set by ``potential_fn.set_x`` (what
+        ``sbi.inference.EnsemblePosterior`` combines)."""
+        if getattr(self, "_potential", None) is None:
+            self._potential = _Potential(self)
+        return self._potential
+
+    def potential(
+        self, theta: Tensor, x: Tensor | None = None, track_gradients: bool = False
+    ) -> Tensor:
+        r"""sbi's name: the log density at ``theta`` (normalised here), what
+        ``sbi.analysis.ActiveSubspace`` differentiates."""
+        return self.log_prob(theta, x=x, track_gradients=track_gradients)
 
     @property
     def dim_theta(self) -> int:

@@ -18,10 +18,9 @@ of samples asked, more candidates are drawn, up to ``max_candidates_per_sample``
 resample draws with replacement, so even at an ESS equal to the samples asked about a
 third of them repeat another. Repeats are not independent draws, and a classifier
 two-sample test (C2ST) recognises them. On exact reference samples at an ESS equal to
-the samples asked, repeats alone raised C2ST from 0.49 to 0.53 with 5 parameters (slcp)
-and from 0.50 to 0.67 with 10 (gaussian_linear_uniform), and not at all with 2
-(``benchmarks/results/repeats_c2st.txt``). ``ess_per_sample`` above 1 makes them rarer, at more
-proposal draws.
+the samples asked, repeats alone raise C2ST the more the more parameters there are
+(``docs/method.md``, "Defaults and why"). ``ess_per_sample`` above 1 makes them rarer, at
+more proposal draws; the MCMC sampler (the default) has none.
 
 Example:
     >>> post = estimator.fit(theta, x)            # objective="jeffreys", posterior="proxy"
@@ -83,7 +82,7 @@ class ProxyPosterior(Posterior):
         ess_per_sample: float = 1.0,
         min_ess_fraction: float = 0.1,
         sampler: str = "mcmc",
-        mcmc_steps: int = 20,
+        mcmc_steps: int = 10,
         mcmc_mala: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -294,11 +293,9 @@ def proxy_wins(measured: dict[str, float] | None) -> bool:
     r"""Whether ``posterior="auto"`` returns the proxy, from its measurement against the
     flow on the validation pairs."""
     # The proxy is returned only where it is the better model on the validation pairs
-    # (its NLL lower by more than AUTO_MARGIN_SE standard errors) and importance
-    # resampling from the flow can sample it (mean ESS fraction >= AUTO_MIN_ESS).
-    # benchmarks/proxy_posterior.py: with two standard errors and a 0.1 ESS floor the
-    # flow was kept on two_moons at 1,000 and slcp at 10,000, where the proxy's C2ST was
-    # far better.
+    # (its NLL lower by more than AUTO_MARGIN_SE standard errors) and the flow proposes
+    # where it has mass (mean ESS fraction >= AUTO_MIN_ESS), which both of its samplers
+    # need: importance resampling, and the independence steps of the MCMC chains.
     if not measured:
         return False
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]

@@ -236,14 +236,26 @@ class LikelihoodEnergy(_Standardized, Proxy):
         standardised ``x``, so their NLLs compare directly.
 
         Returns:
-            ``{"nll": each candidate's NLL, in order, "selected": the chosen index}``, the
-            record ``history["proxy_candidates"]`` keeps.
+            ``{"nll": each candidate's NLL, in order, "selected": the chosen index,
+            "margin": the runner-up's NLL minus the chosen one's, "margin_se": the standard
+            error of that paired difference}``, the record
+            ``history["proxy_candidates"]`` keeps.
         """
-        nlls = [float(v) for v in self._candidate_nlls(theta, x)]
+        c, u = self._standardized(theta, x)
+        per_pair = [-self._log_likelihood(flow, c, u) for flow in self.candidates()]
+        nlls = [float(v.mean()) for v in per_pair]
         finite = [v if math.isfinite(v) else math.inf for v in nlls]  # NaN is never chosen
-        self._selected = min(range(len(finite)), key=finite.__getitem__)
+        order = sorted(range(len(finite)), key=finite.__getitem__)
+        self._selected = order[0]
         self.selected.fill_(self._selected)
-        return {"nll": nlls, "selected": self._selected}
+        record: dict[str, Any] = {"nll": nlls, "selected": self._selected}
+        if len(order) > 1:
+            diff = (per_pair[order[1]] - per_pair[order[0]]).double()
+            record["margin"] = float(diff.mean())
+            record["margin_se"] = (
+                float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+            )
+        return record
 
     def fit_loss(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""The proxy's own data fit: :meth:`data_loss` (exact maximum likelihood)."""

@@ -37,7 +37,8 @@ class Simulator:
 
     Arguments:
         prior: A torch distribution over parameters, with ``sample``, ``log_prob`` and
-            ``support``; its event shape is ``(d,)``.
+            ``support``; its event shape is ``(d,)``. Anything else
+            :func:`~jsbi.simulators.priors.as_prior` accepts is wrapped.
         simulator: A function drawing ``x ~ p(x | theta)``. With ``vectorized=True`` it
             maps ``theta[n, d]`` to ``x[n, m]``; otherwise it maps one ``theta[d]`` to
             one ``x[m]`` and is called row by row. It may take and return numpy arrays
@@ -64,10 +65,9 @@ class Simulator:
         numpy: bool = False,
         version: str | None = None,
     ) -> None:
-        if not isinstance(prior, Distribution):
-            raise TypeError(
-                f"prior must be a torch.distributions.Distribution, got {type(prior).__name__}"
-            )
+        from jsbi.simulators.priors import as_prior
+
+        prior = as_prior(prior)
         if len(prior.event_shape) != 1:
             raise ValueError(
                 "prior must have a 1-D event shape (d,), got "

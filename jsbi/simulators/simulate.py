@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 import warnings
@@ -40,6 +39,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.files import atomic_save, atomic_write_text
+from jsbi.progress import interactive, progress_bar
 from jsbi.simulators.base import Simulator, legacy_fingerprint, simulator_fingerprint, wrap
 
 __all__ = ["simulate"]
@@ -143,7 +143,7 @@ def simulate(
         done = campaign.resume(store, meta)
     todo = [b for b in range(num_batches) if b not in done]
     if show_progress_bar is None:
-        show_progress_bar = len(todo) > 1 and _stderr_isatty()
+        show_progress_bar = len(todo) > 1 and interactive()
     if todo:
         campaign.run(todo, done, store, meta, n_jobs, backend, show_progress_bar)
     theta, x = campaign.assemble(done)
@@ -249,9 +249,7 @@ class _Campaign:
         show_progress_bar: bool,
     ) -> None:
         r"""Simulates the batches ``todo`` into ``done`` (and the store)."""
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
+        bar = progress_bar(
             total=len(self.sizes),
             initial=len(done),
             desc=f"Simulating {self.name}",
@@ -341,13 +339,6 @@ def _dim_theta(prior) -> int:
             f"the simulator's prior must have a 1-D event shape (d,), got {event_shape}"
         )
     return int(event_shape[0])
-
-
-def _stderr_isatty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 # Seeding and one batch

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from jsbi.files import atomic_save
 from jsbi.methods.base import TrainingStep
@@ -43,7 +42,7 @@ class Checkpoint:
             self.run["fingerprint"] = _fingerprint(step, theta, x, seed, config)
 
     def resume(
-        self, step: TrainingStep, stopping: EarlyStopping, generator: torch.Generator, bar: tqdm
+        self, step: TrainingStep, stopping: EarlyStopping, generator: torch.Generator, bar: Any
     ) -> tuple[dict[str, Any], int]:
         r"""The history and the last finished epoch: the saved ones (the step, early
         stopping and the random states restored), or a fresh history and epoch 0."""

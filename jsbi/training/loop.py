@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -34,9 +33,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from jsbi.methods.base import StepFault, TrainingStep
+from jsbi.progress import interactive, progress_bar
 from jsbi.seeding import seeded
 from jsbi.training.checkpoint import Checkpoint
 from jsbi.training.config import TrainConfig
@@ -73,7 +72,8 @@ def train(
         config: The :class:`~jsbi.training.TrainConfig` (default: its defaults).
         seed: Seeds the split, the shuffling and any sampling inside ``step``.
         device: Where to train.
-        show_progress_bar: A tqdm bar with the losses (``None``: only on a TTY).
+        show_progress_bar: A tqdm bar with the losses (``None``: in a terminal or a
+            notebook, :func:`jsbi.progress.interactive`).
         callback: Called as ``callback(epoch, logs)`` after each epoch; returning ``True``
             stops training.
         num_dropped: Rows already dropped upstream, recorded in the history.
@@ -96,10 +96,10 @@ def train(
     val_idx, tr_idx = split_indices(len(theta), config.validation_fraction, generator)
     theta, x = theta.to(device), x.to(device)
     if show_progress_bar is None:
-        show_progress_bar = sys.stderr.isatty()
-    # A total when there is a real cap; the bar stays, with a summary line after it.
+        show_progress_bar = interactive()
+    # A total when there is a real cap.
     total = config.max_epochs if config.capped else None
-    bar = tqdm(desc="Training", unit="epoch", total=total, disable=not show_progress_bar)
+    bar = progress_bar(desc="Training", unit="epoch", total=total, disable=not show_progress_bar)
     stopping = EarlyStopping(config.stop_after_epochs)
     with seeded(seed, [device]):
         step.to(device)
@@ -115,12 +115,6 @@ def train(
         pairs = (theta[tr_idx], x[tr_idx]), (theta[val_idx], x[val_idx])
         loop = _EpochLoop(step, *pairs, generator, config.batch_size, stopping, saver, bar, faults)
         stopped, interrupted = loop.run(history, epoch, config.max_epochs, callback)
-        if show_progress_bar:
-            tqdm.write(
-                f"Training: best epoch {stopping.best_epoch} of {len(history['epoch'])}, "
-                f"validation NLL {stopping.best_loss:.4g}; stopped by {stopped}",
-                file=sys.stderr,
-            )
         if stopping.best_state is not None:
             step.load_state_dict(stopping.best_state)
         step.eval()
@@ -157,7 +151,7 @@ class _EpochLoop:
         batch_size: int,
         stopping: EarlyStopping,
         saver: Checkpoint,
-        bar: tqdm,
+        bar: Any,
         faults: FaultRecovery,
     ) -> None:
         self.step, self.tr, self.val, self.generator = step, tr, val, generator

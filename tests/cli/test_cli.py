@@ -414,3 +414,37 @@ def test_a_failed_run_marks_its_output_and_removes_an_older_runs(tmp_path, capsy
     assert run["status"].startswith("failed (RuntimeError): sampling (posterior.pt")
     assert run["error"] == "sampling broke"
     assert (out / "posterior.pt").exists() and not (out / "samples.pt").exists()
+
+
+MODEL = """
+import torch
+from torch.distributions import Independent, Normal
+prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+def simulate(theta):
+    return theta + 0.3 * torch.randn_like(theta)
+"""
+
+
+def test_run_takes_your_own_simulator_and_prior(tmp_path, capsys):
+    model = tmp_path / "model.py"
+    model.write_text(MODEL)
+    out = tmp_path / "out"
+    own = ["run", "--simulator", f"{model}:simulate", "--out", str(out)]
+    args = [*own, "--prior", f"{model}:prior", "--observed", "0.3,1.2"]
+    assert (
+        main([*args, "--num-simulations", "300", "--max-epochs", "2", "--num-samples", "20"]) == 0
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and 0 < run["observation_p_value"] <= 1
+    assert run["observation_atypical"] is False
+    with open(out / "samples.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["theta_1", "theta_2"] and len(rows) == 21
+    # What is missing or wrong is named before anything is simulated.
+    assert "--simulator needs --observed" in _fails([*own, "--prior", f"{model}:prior"], capsys)
+    assert "give its --prior too" in _fails([*own, "--observed", "1,2"], capsys)
+    assert "has no 'nope'" in _fails(
+        [*args[:-4], "--prior", f"{model}:nope", "--observed", "1"], capsys
+    )
+    assert "comma-separated numbers" in _fails([*args[:-1], "a,b"], capsys)
+    assert "give --task or --simulator, not both" in _fails([*args, "--task", "two_moons"], capsys)

@@ -261,3 +261,43 @@ def test_a_posterior_with_a_default_x_is_a_distribution_sbi_accepts():
         # ... and jsbi's: the posterior as the next round's prior.
         again = PosteriorEstimator(post, **SMALL).fit(theta, x, max_epochs=1)
     assert again.prior is post
+
+
+def test_sbis_ensemble_active_subspace_and_tarp_plot_take_jsbi_posteriors():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sbi.analysis import ActiveSubspace
+    from sbi.inference.posteriors import EnsemblePosterior
+
+    import jsbi.diagnostics as diag
+
+    (a, theta, x), (b, _, _) = _posterior(), _posterior()
+    x_o = x[0]
+    ens = EnsemblePosterior([a, b])
+    ens.set_default_x(x_o)
+    # sbi's equal-weight mixture is the mean of the two densities.
+    lp = ens.log_prob(theta[:4])
+    mixture = torch.stack([a.log_prob(theta[:4], x=x_o), b.log_prob(theta[:4], x=x_o)])
+    torch.testing.assert_close(lp, mixture.exp().mean(0).log(), rtol=1e-4, atol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ens.sample((10,)).shape == (10, 2)
+        a.set_default_x(x_o)
+        values, vectors = ActiveSubspace(a).find_directions(posterior_log_prob_as_property=True)
+    assert values.shape == (2,) and vectors.shape == (2, 2)
+    # sbi's plot_tarp(ecp, alpha) form.
+    ecp = torch.linspace(0, 1, 11)
+    fig, ax = diag.plot_tarp(ecp, ecp)
+    assert len(ax.lines) >= 1
+
+
+def test_build_posterior_takes_sbis_arguments():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((200,))
+    est = PosteriorEstimator(prior, **SMALL)
+    est.fit(theta, theta + 0.1 * torch.randn_like(theta), max_epochs=1, show_progress_bar=False)
+    assert isinstance(est.build_posterior(prior=prior), Posterior)
+    assert isinstance(est.build_posterior(density_estimator=est.flow), Posterior)
+    with pytest.raises(ValueError, match="must be the estimator's prior"):
+        est.build_posterior(prior=BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2)))

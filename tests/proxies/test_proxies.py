@@ -111,8 +111,12 @@ def test_likelihood_candidates_all_fit_until_one_is_selected_by_its_nll():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    nlls = proxy.select(theta, x)["nll"]
+    record = proxy.select(theta, x)
+    nlls = record["nll"]
     assert nlls[1] < nlls[0] and int(proxy.selected) == 1 and not proxy.undecided
+    # By how much: the paired difference, beyond its standard error here.
+    assert record["margin"] == pytest.approx(nlls[0] - nlls[1], rel=1e-4)
+    assert 0 < record["margin_se"] < record["margin"]
     # Selected: only it fits, and it gives the energy.
     torch.testing.assert_close(
         proxy.data_loss(theta, x), -proxy.log_likelihood(theta, x, 1).mean()

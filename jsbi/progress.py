@@ -1,0 +1,48 @@
+r"""Progress where a scientist looks: a terminal or a notebook.
+
+:func:`interactive` is what ``show_progress_bar=None`` means everywhere in jsbi: a
+terminal (stderr is a TTY) or a Jupyter kernel, where stderr is not a TTY but a person
+still watches. :func:`progress_bar` is ``tqdm.auto``'s bar (a widget in a notebook), or
+tqdm's text bar where ipywidgets is missing, without tqdm's ``IProgress`` warning.
+
+Example:
+    >>> bar = progress_bar(total=3, desc="Simulating", disable=True)
+    >>> bar.update(3); bar.close()
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any
+
+__all__ = ["interactive", "progress_bar"]
+
+
+def in_notebook() -> bool:
+    r"""Whether this process is a Jupyter (IPython) kernel."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    get = getattr(shell, "get_ipython", None)
+    ip = get() if get is not None else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def interactive() -> bool:
+    r"""Whether someone is watching: stderr is a terminal, or this is a notebook kernel."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        tty = False
+    return tty or in_notebook()
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    r"""A tqdm bar: the notebook widget when ipywidgets is installed, else the text bar
+    (in a notebook too, rather than tqdm's ``IProgress not found`` warning)."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(**kwargs)

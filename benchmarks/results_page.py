@@ -200,6 +200,28 @@ def ensemble_section(folder: Path) -> list[str]:
     return [*out, ""]
 
 
+def evidence_section(folder: Path) -> list[str]:
+    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    out = [
+        "## The evidence against its closed form",
+        "",
+        "`python benchmarks/evidence.py --num-simulations 2000,10000 --out "
+        "benchmarks/results/evidence/evidence.csv`: gaussian_linear (10-D), jeffreys' "
+        "likelihood proxy, `log_evidence` at 20 draws of p(x) against the exact log "
+        "density; the error is the fitted likelihood's (the Monte Carlo standard error is "
+        "the last column).",
+        "",
+        "| N | likelihood flow | mean abs. error (nats) | max abs. error | max MC se |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {int(r['num_simulations']):,} | {r['likelihood']} | {r['mean_abs_error']} | "
+            f"{r['max_abs_error']} | {r['max_se']} |"
+        )
+    return [*out, ""]
+
+
 def summary_table(folder: Path) -> list[str]:
     # The README's one table: the default, jsbi npe and sbi NPE on the development set.
     rows = read(folder / "benchmark.csv")
@@ -299,6 +321,8 @@ def page() -> str:
         )
     if (held / "benchmark.csv").exists():
         out += cost_section("held-out set", held)
+    if (RESULTS / "evidence").exists():
+        out += evidence_section(RESULTS / "evidence")
     if (RESULTS / "ensemble_cost").exists():
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():

@@ -43,6 +43,7 @@ import torch
 
 from jsbi.files import atomic_write_text
 from jsbi.methods import BASELINE, NPEConfig, SymmetricConfig, method_config, method_names
+from jsbi.methods.plans import phase2_outcome
 from jsbi.seeding import seeded
 
 DEV_TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear_uniform")
@@ -280,7 +281,7 @@ def run_unit(
         "returned": (getattr(posterior, "history", None) or {}).get(
             "posterior", columns["posterior"]
         ),
-        "phase2": _phase2_outcome(getattr(posterior, "history", None) or {}),
+        "phase2": phase2_outcome(getattr(posterior, "history", None) or {}),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }
@@ -296,17 +297,6 @@ def run_unit(
         write_rows(done, rows)
         checkpoint.unlink(missing_ok=True)
     return rows
-
-
-def _phase2_outcome(h: dict[str, Any]) -> str:
-    # A symmetric run's phase 2 in one word ("" for npe and sbi's NPE).
-    if "train_phase" not in h:
-        return ""
-    if h.get("proxy_abandoned_epoch") is not None:
-        return "abandoned"
-    if h.get("phase2_skipped"):
-        return "skipped"
-    return "ran" if "phase2_start" in h else "never"
 
 
 def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> dict:

@@ -23,12 +23,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,10 +35,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.distributions import Distribution
 
-from jsbi.config import closest
-from jsbi.flows import ConditionalFlow, FlowConfig, build_conditional_flow
-from jsbi.flows.ensemble import FlowEnsemble
-from jsbi.flows.support import Support, prior_device
+from jsbi.flows import ConditionalFlow, FlowConfig
+from jsbi.flows.ensemble import build_flows
+from jsbi.flows.support import Support
 from jsbi.methods import (
     MethodConfig,
     NPEConfig,
@@ -49,21 +47,27 @@ from jsbi.methods import (
     method_overrides,
 )
 from jsbi.methods.base import TrainingStep
-from jsbi.posteriors import Posterior, ProxyPosterior, TruncatedProposal
+from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
+from jsbi.options import (
+    SBI_TRAIN_UNSUPPORTED,
+    check_device,
+    check_prior,
+    check_proposal,
+    check_recalibrate,
+    check_support,
+    interrupt_says,
+    route,
+    sbi_names,
+)
+from jsbi.posteriors import Posterior, ProxyPosterior
 from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
+from jsbi.posteriors.typicality import fit_typicality
 from jsbi.progress import interactive
 from jsbi.seeding import seeded
 from jsbi.training import TrainConfig, train
 from jsbi.training.data import check_training_data, split_indices
 
 __all__ = ["PosteriorEstimator"]
-
-#: sbi's names for jsbi's options, accepted with a note.
-SBI_NAMES = {
-    "density_estimator": "flow",
-    "max_num_epochs": "max_epochs",
-    "training_batch_size": "batch_size",
-}
 
 
 class PosteriorEstimator:
@@ -95,16 +99,16 @@ class PosteriorEstimator:
         seed: int = 0,
         **overrides: Any,
     ) -> None:
-        prior = _check_prior(prior)
+        prior = check_prior(prior)
         self.prior = prior
         self.embedding_net = embedding_net
-        self.device = _device(device)
+        self.device = check_device(device)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         flow_config = flow if isinstance(flow, FlowConfig) else FlowConfig(flow=flow)
         overrides = {**method_overrides(objective), **overrides}
-        parts = _route(overrides, method_config(objective))
+        parts = route(overrides, method_config(objective))
         self.method: MethodConfig = method_config(objective, **parts["method"])
         self.train_config = TrainConfig.from_options(parts["train"])
         flow_config = flow_config.replace(**parts["flow"])
@@ -116,7 +120,7 @@ class PosteriorEstimator:
                 f"ensemble={self.flow_config.ensemble} applies to objective='npe' for now: a "
                 "symmetric method trains one flow and one proxy"
             )
-        self._check_recalibrate(self.train_config)
+        check_recalibrate(self.train_config, self.flow_config)
         self.flow: ConditionalFlow | None = None
         self.step: TrainingStep | None = None
         self.history: dict[str, Any] | None = None
@@ -159,7 +163,7 @@ class PosteriorEstimator:
         jsbi does not have are an error that says so."""
         if self._theta is None:
             raise ValueError("no simulations: call append_simulations(theta, x) first")
-        unsupported = sorted(set(training_kwargs) & _SBI_TRAIN_UNSUPPORTED)
+        unsupported = sorted(set(training_kwargs) & SBI_TRAIN_UNSUPPORTED)
         if unsupported:
             raise TypeError(
                 f"sbi's {', '.join(unsupported)} has no jsbi equivalent: every train() builds "
@@ -203,15 +207,22 @@ class PosteriorEstimator:
         Returns:
             The trained posterior (its ``history`` holds the run).
         """
-        config = (train_config or self.train_config).replace(**_sbi_names(train_overrides))
-        self._check_recalibrate(config)
-        self._check_proposal(proposal)
+        config = (train_config or self.train_config).replace(**sbi_names(train_overrides))
+        check_recalibrate(config, self.flow_config)
+        check_proposal(proposal, self.prior)
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
-        self._check_support(theta)
+        check_support(theta, self.prior, self.support)
         device = self.device
-        with _interrupt_says("building the flow, before training started"):
+        with interrupt_says("building the flow, before training started"):
             with seeded(self.seed, [device]):
-                self.flow = self._build_flow(theta.to(device), x.to(device))
+                self.flow = build_flows(
+                    self.flow_config,
+                    theta.to(device),
+                    x.to(device),
+                    self.prior,
+                    self.embedding_net,
+                    self.seed,
+                )
                 self.step = build_step(
                     self.method, self.flow, self.prior, theta.to(device), x.to(device)
                 )
@@ -247,34 +258,14 @@ class PosteriorEstimator:
         h = self.history
         if h["stopped_by"] != "the epoch cap":
             return
-        phase2 = _phase2(h)
+        never = phase2_outcome(h) == "never"
         warnings.warn(
             f"training hit the epoch cap (max_epochs={h['epochs_trained']}) before early "
             "stopping: the posterior may be under-trained"
-            + (f"; {phase2}" if phase2 and "never" in phase2 else "")
+            + (f"; {PHASE2_WORDS['never']}" if never else "")
             + ". Raise max_epochs (or leave it unset) for a converged fit",
             stacklevel=3,
         )
-
-    def _build_flow(self, theta: Tensor, x: Tensor) -> Any:
-        # The flow (on the current random stream), or K of them as one ensemble, member
-        # k >= 1 initialised from seed + k.
-        fc = self.flow_config
-        members = []
-        for k in range(fc.ensemble):
-            with contextlib.nullcontext() if k == 0 else seeded(self.seed + k, [self.device]):
-                members.append(
-                    build_conditional_flow(
-                        theta,
-                        x,
-                        self.prior,
-                        flow=fc.flow,
-                        embedding_net=self.embedding_net if k == 0 else _copy(self.embedding_net),
-                        support=fc.support,
-                        **fc.kwargs(),
-                    )
-                )
-        return members[0] if fc.ensemble == 1 else FlowEnsemble(members)
 
     def _decide(self, theta_val: Tensor, x_val: Tensor, x_all: Tensor) -> None:
         # After training, on the run's own validation pairs: the proxy's candidate
@@ -287,7 +278,7 @@ class PosteriorEstimator:
             if chosen is not None:
                 self.history["proxy_candidates"] = chosen
         proxy = self._finite_proxy()
-        self._typicality = _typicality(self.flow, proxy, self.prior, x_all)
+        self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all)
         if not isinstance(self.method, SymmetricConfig):
             return
         if self.method.returns == "auto" and "proxy_abandoned_epoch" not in self.history:
@@ -364,179 +355,5 @@ class PosteriorEstimator:
             + (f", {h['num_dropped']} dropped" if h["num_dropped"] else "")
             + f"; {sum(h['epoch_time']):.1f} s)"
         )
-        phase2 = _phase2(h)
+        phase2 = PHASE2_WORDS.get(phase2_outcome(h), "")
         return line + (f"; {phase2}" if phase2 else "") + f"; returns the {h['posterior']}."
-
-    def _check_recalibrate(self, config: TrainConfig) -> None:
-        if config.recalibrate and self.flow_config.flow == "ncsf":
-            raise ValueError(
-                "recalibrate=True needs a flow with a Gaussian base; flow='ncsf' has a uniform "
-                "base on the circle, so no temperature"
-            )
-
-    def _check_proposal(self, proposal: Distribution | None) -> None:
-        if proposal is None or proposal is self.prior:
-            return
-        if not isinstance(proposal, TruncatedProposal):
-            raise ValueError(
-                "proposal must be None, the prior, or a jsbi.posteriors.TruncatedProposal "
-                f"(got {type(proposal).__name__}): NPE's loss on pairs from any other "
-                "proposal fits the proposal's posterior, not the prior's"
-            )
-        if proposal.prior is not self.prior:
-            raise ValueError("proposal must truncate this estimator's prior")
-
-    def _check_support(self, theta: Tensor) -> None:
-        inside = Support.from_prior(self.prior, self.dim_theta).contains(
-            theta.to(prior_device(self.prior))
-        )
-        outside = int((~inside.cpu()).sum())
-        if outside and self.support == "transform":
-            raise ValueError(
-                f"{outside} of {len(theta)} rows of theta lie outside the prior's support; "
-                "a flow with support='transform' gives them zero density (drop them or pass "
-                "support='truncate')"
-            )
-        if outside:
-            warnings.warn(
-                f"{outside} of {len(theta)} rows of theta lie outside the prior's support: "
-                "the flow fits them, the truncated posterior gives them zero density",
-                stacklevel=3,
-            )
-
-
-#: Reference statistics of the misspecification check (its p-values are >= 1 / (n + 1)).
-TYPICALITY_REFERENCE = 1000
-
-
-@torch.no_grad()
-def _phase2(h: dict[str, Any]) -> str:
-    # What a symmetric run's phase 2 did, in words ("" for npe).
-    if "train_phase" not in h:
-        return ""  # npe, or the joint schedule (no phases)
-    skipped = h.get("phase2_skipped")
-    if h.get("proxy_abandoned_epoch") is not None:
-        epoch = h["proxy_abandoned_epoch"]
-        return f"phase 2 skipped (the proxy kept trailing the flow, abandoned at epoch {epoch})"
-    if skipped == "phase2=False":
-        return "phase 2 off (phase2=False)"
-    if skipped:
-        return "phase 2 skipped (the proxy was not the better model at the switch)"
-    if "phase2_start" in h:
-        return "phase 2 ran"
-    return "phase 2 never started (phase 1 did not converge): the result is npe's"
-
-
-def _typicality(flow: ConditionalFlow, proxy: Any, prior: Distribution, x: Tensor) -> Any:
-    # The reference of the misspecification check. With a likelihood proxy: the log
-    # evidence of TYPICALITY_REFERENCE draws of the learned model's own prior predictive
-    # (theta ~ prior, x ~ l(x | theta)), a null without the fit's optimism about its
-    # training pairs and as large as asked; else the flow's embedding of (at most that
-    # many of) the simulations.
-    from jsbi.posteriors.posterior import TYPICALITY_SAMPLES
-    from jsbi.posteriors.typicality import Typicality
-    from jsbi.proxies.importance import proxy_log_normalizer
-
-    n = TYPICALITY_REFERENCE
-    with seeded(0, [x.device]), torch.no_grad():
-        if proxy is not None and proxy.has_likelihood:
-            proxy.eval()
-            theta = prior.sample((n,)).to(x.device).reshape(n, -1)
-            x_model = proxy.simulate(theta)
-            log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, TYPICALITY_SAMPLES)
-            return Typicality("evidence", log_z[torch.isfinite(log_z)])
-        rows = torch.randperm(len(x), device=x.device)[:n]
-        return Typicality("embedding", flow.embed(x[rows]))
-
-
-def _copy(module: nn.Module | None) -> nn.Module | None:
-    # A fresh copy of the user's embedding for each further member (re-initialised by
-    # the member's seed where the module can reset itself).
-    import copy
-
-    if module is None:
-        return None
-    twin = copy.deepcopy(module)
-    for m in twin.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return twin
-
-
-def _route(overrides: dict[str, Any], method: MethodConfig) -> dict[str, dict[str, Any]]:
-    # Each override to the config that has the field: the flow's, the method's or the
-    # training's; sbi's names are translated; an unknown name names the closest field.
-    parts: dict[str, dict[str, Any]] = {"flow": {}, "method": {}, "train": {}}
-    owners = {"flow": FlowConfig, "method": type(method), "train": TrainConfig}
-    for key, value in _sbi_names(overrides).items():
-        owner = next((k for k, cls in owners.items() if key in cls.names()), None)
-        if owner is None and isinstance(method, NPEConfig) and key in SymmetricConfig.names():
-            raise ValueError(
-                f"{key!r} applies to the symmetric objectives (jeffreys, srfe, distill, "
-                "reverse), not to objective='npe'"
-            )
-        if owner is None:
-            fields = {n: cls.__name__ for cls in owners.values() for n in cls.names()}
-            near = closest(key, fields)
-            hint = f": did you mean {near!r} ({fields[near]})?" if near else ""
-            raise ValueError(f"unknown option {key!r}{hint}")
-        if key == "objective":
-            raise ValueError("pass the method as objective=..., not among the overrides")
-        parts[owner][key] = value
-    return parts
-
-
-def _sbi_names(options: dict[str, Any]) -> dict[str, Any]:
-    # sbi's names for jsbi's options, translated with a one-time note.
-    out = dict(options)
-    for theirs, ours in SBI_NAMES.items():
-        if theirs in out:
-            if ours in out:
-                raise TypeError(f"pass {ours}= or sbi's {theirs}=, not both")
-            warnings.warn(f"{theirs}= is sbi's name; jsbi calls it {ours}=", stacklevel=4)
-            out[ours] = out.pop(theirs)
-    return out
-
-
-def _check_prior(prior: Any) -> Distribution:
-    # Any prior sbi takes, as a torch distribution with a support (jsbi.as_prior).
-    from jsbi.simulators.priors import as_prior
-
-    prior = as_prior(prior)
-    if len(prior.event_shape) != 1:
-        raise ValueError(f"prior must have event shape (d,), got {tuple(prior.event_shape)}")
-    return prior
-
-
-def _device(device: Any) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}"
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r}, but CUDA is not available here")
-    return device
-
-
-@contextlib.contextmanager
-def _interrupt_says(where: str) -> Iterator[None]:
-    # Ctrl-C during set-up names where it happened and that nothing was trained.
-    try:
-        yield
-    except KeyboardInterrupt as err:
-        if err.args:
-            raise
-        raise KeyboardInterrupt(f"fit interrupted while {where}: nothing to return") from None
-
-
-_SBI_TRAIN_UNSUPPORTED = {
-    "resume_training",
-    "force_first_round_loss",
-    "discard_prior_samples",
-    "retrain_from_scratch",
-    "dataloader_kwargs",
-    "exclude_invalid_x",
-    "calibration_kernel",
-}

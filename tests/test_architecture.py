@@ -25,7 +25,7 @@ LAYERS = [
     ("jsbi.methods",),
     ("jsbi.training",),
     ("jsbi.posteriors",),
-    ("jsbi.estimator", "jsbi.density"),
+    ("jsbi.options", "jsbi.estimator", "jsbi.density"),
     ("jsbi.diagnostics",),
     ("jsbi.pipeline",),
     ("jsbi.benchmark",),

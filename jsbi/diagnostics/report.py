@@ -53,6 +53,7 @@ from jsbi.diagnostics.sbc import (
 from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
+from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
 from jsbi.progress import interactive, progress_bar
 
 #: Chains the posterior samples of ``samples.nc`` are split into.
@@ -225,7 +226,9 @@ class Report:
                     "from its flow), not the flow."
                 )
         for name, h in self.histories.items():
-            phase2 = _phase2_words(h)
+            phase2 = PHASE2_WORDS.get(phase2_outcome(h), "")
+            if phase2 == PHASE2_WORDS["ran"]:
+                phase2 += f"; the best state is phase {h.get('best_phase', '?')}'s"
             if phase2:
                 out.append(f"{name}: {phase2}.")
             if h.get("stopped_by") == "the epoch cap" or (
@@ -530,21 +533,6 @@ def _paired_verdict(
         f"{metric}: {best} and {runner} are level ({means[best]:.3g} and {means[runner]:.3g}; "
         f"the paired difference {gap:.3g} ± {se:.3g} is within its standard error)."
     ]
-
-
-def _phase2_words(h: Mapping[str, Any]) -> str:
-    # What a symmetric run's phase 2 did (nothing for npe and sbi's NPE).
-    if "train_phase" not in h:
-        return ""
-    if h.get("proxy_abandoned_epoch") is not None:
-        return "phase 2 skipped: the proxy kept trailing the flow in phase 1 (npe's result)"
-    if h.get("phase2_skipped") == "phase2=False":
-        return "phase 2 off (phase2=False): the result is phase 1's"
-    if h.get("phase2_skipped"):
-        return "phase 2 skipped: the proxy was not the better model at the switch (npe's result)"
-    if "phase2_start" in h:
-        return f"phase 2 ran; the best state is phase {h.get('best_phase', '?')}'s"
-    return "phase 2 never started (phase 1 hit the epoch cap): the result is npe's"
 
 
 #: The metrics table's readable names.

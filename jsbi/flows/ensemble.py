@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -156,3 +157,47 @@ class FlowEnsemble(nn.Module):
         makes one member."""
         member = {k: v for k, v in config.items() if k != "ensemble"}
         return cls([build(member) for _ in range(int(config["ensemble"]))])
+
+
+def build_flows(
+    config: Any,
+    theta: Tensor,
+    x: Tensor,
+    prior: Any,
+    embedding_net: nn.Module | None,
+    seed: int,
+) -> nn.Module:
+    r"""The flow a :class:`~jsbi.flows.FlowConfig` describes, standardised on ``(theta, x)``:
+    one :class:`~jsbi.flows.ConditionalFlow` (on the current random stream), or with
+    ``config.ensemble = K > 1`` a :class:`FlowEnsemble` whose member ``k >= 1`` is
+    initialised from ``seed + k`` (with its own re-initialised copy of the embedding)."""
+    from jsbi.flows.conditional import build_conditional_flow
+    from jsbi.seeding import seeded
+
+    members = []
+    for k in range(config.ensemble):
+        with contextlib.nullcontext() if k == 0 else seeded(seed + k, [theta.device]):
+            members.append(
+                build_conditional_flow(
+                    theta,
+                    x,
+                    prior,
+                    flow=config.flow,
+                    embedding_net=embedding_net if k == 0 else _fresh_copy(embedding_net),
+                    support=config.support,
+                    **config.kwargs(),
+                )
+            )
+    return members[0] if config.ensemble == 1 else FlowEnsemble(members)
+
+
+def _fresh_copy(module: nn.Module | None) -> nn.Module | None:
+    # A copy of the user's embedding for a further member, re-initialised (on the
+    # member's seed) where its layers can reset themselves.
+    if module is None:
+        return None
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return twin

@@ -316,6 +316,33 @@ class NpeFirstPlan(Plan):
         )
 
 
+#: What a symmetric run's phase 2 did (:func:`phase2_outcome`), in words.
+PHASE2_WORDS = {
+    "abandoned": "phase 2 skipped: the proxy kept trailing the flow in phase 1 (npe's result)",
+    "off": "phase 2 off (phase2=False): the result is phase 1's",
+    "skipped": "phase 2 skipped: the proxy was not the better model at the switch (npe's result)",
+    "ran": "phase 2 ran",
+    "never": "phase 2 never started (phase 1 did not converge): the result is npe's",
+}
+
+
+def phase2_outcome(history: dict[str, Any]) -> str:
+    r"""What a symmetric run's phase 2 did, from its history: ``"ran"``, ``"skipped"`` (the
+    gate shut at the switch), ``"abandoned"`` (the proxy left in phase 1), ``"off"``
+    (``phase2=False``), ``"never"`` (phase 1 never ended), or ``""`` (no phases: npe, the
+    joint schedule, sbi's NPE)."""
+    if "train_phase" not in history:
+        return ""
+    skipped = history.get("phase2_skipped")
+    if history.get("proxy_abandoned_epoch") is not None:
+        return "abandoned"
+    if skipped == "phase2=False":
+        return "off"
+    if skipped:
+        return "skipped"
+    return "ran" if "phase2_start" in history else "never"
+
+
 def make_plan(config: SymmetricConfig) -> Plan:
     r"""The plan ``config.schedule`` names."""
     return (JointPlan if config.joint_schedule else NpeFirstPlan)(config)

@@ -47,15 +47,13 @@ from jsbi.files import atomic_save
 from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass
 from jsbi.posteriors.spec import FORMAT, VERSION, prior_to_spec
-from jsbi.posteriors.typicality import THRESHOLD, Typicality
+from jsbi.posteriors.typicality import EVIDENCE_SAMPLES, THRESHOLD, Typicality
 from jsbi.proxies.base import Proxy
 from jsbi.proxies.importance import proxy_log_normalizer
 from jsbi.seeding import seeded
 
 __all__ = ["Posterior"]
 
-#: Importance samples per x of the typicality statistic (the reference's too).
-TYPICALITY_SAMPLES = 256
 #: The temperatures :meth:`Posterior.recalibrate` tries by default: 0.5 to 4, log-spaced.
 _TEMPERATURES = [round(0.5 * 8 ** (i / 24), 4) for i in range(25)]
 
@@ -108,7 +106,7 @@ class Posterior(Distribution):
             renormalises a truncated flow's ``log_prob`` (sbi's default, 10,000).
         proxy: The proxy trained beside the flow, if any: with the likelihood proxy the
             posterior gives the evidence (:meth:`log_evidence`).
-        typicality: The held-out reference of the misspecification check
+        typicality: The reference of the misspecification check
             (:meth:`observation_p_value`), fitted after training.
         num_normalizer_samples: Importance samples for the proxy's :math:`\log \hat Z(x)`.
 
@@ -269,9 +267,10 @@ class Posterior(Distribution):
             return self._log_normalizer(x)
 
     def observation_p_value(self, x: Tensor | None = None) -> float:
-        r"""The prior-predictive p-value of one observation: the share of held-out
-        simulations no more typical than it (:mod:`jsbi.posteriors.typicality`); NaN
-        without a fitted reference. Cached per ``x``."""
+        r"""The prior-predictive p-value of one observation: the share of reference
+        draws of the prior predictive no more typical than it
+        (:mod:`jsbi.posteriors.typicality`); NaN without a fitted reference. Cached per
+        ``x``."""
         if self.typicality is None:
             return math.nan
         x = self._one_x(x)
@@ -285,7 +284,7 @@ class Posterior(Distribution):
         if self.typicality.kind == "evidence":
             with seeded(0, [self.device]):
                 log_z, _ = proxy_log_normalizer(
-                    self.proxy, self.flow, self._prior, x, TYPICALITY_SAMPLES
+                    self.proxy, self.flow, self._prior, x, EVIDENCE_SAMPLES
                 )
             return log_z[0]
         return self.flow.embed(x)[0]

@@ -2,17 +2,20 @@ r"""Is an observation typical of the simulations? A prior-predictive p-value per
 (METHOD.md section 4c).
 
 Under the model, an observation is one more draw of :math:`p(x)`. Its p-value is the share
-of held-out simulations that are no more typical than it:
+of reference draws of :math:`p(x)` that are no more typical than it:
 
 * with a likelihood proxy, by the model's own evidence: :math:`P(\log p(X) \le \log
-  p(x_o))`, :math:`\log p` importance-sampled (:meth:`~jsbi.posteriors.Posterior.log_evidence`);
+  p(x_o))`, :math:`\log p` importance-sampled (:meth:`~jsbi.posteriors.Posterior.log_evidence`),
+  the reference :math:`X` drawn from the learned model itself (:math:`\theta \sim \pi`,
+  :math:`X \sim l_\psi(\cdot \mid \theta)`), so that no fit's optimism about its own
+  training pairs enters and the reference is as large as asked (1,000);
 * without one, by a distance in the flow's embedding space (its z-scored, embedded ``x``):
-  the mean distance to the ``k`` nearest held-out embeddings, against the same statistic of
-  each held-out simulation among the others.
+  the mean distance to the ``k`` nearest embedded simulations, against the same statistic
+  of each simulation among the others (at most 1,000 of them).
 
 A small p-value says that ``x_o`` is atypical of the simulator: every amortised posterior
-there is an extrapolation. :class:`Typicality` holds the held-out reference, fitted once
-after training, and caches each observation's p-value.
+there is an extrapolation. :class:`Typicality` holds the reference, fitted once after
+training; the posterior caches each observation's p-value.
 
 sbi's ``calc_misspecification_mmd`` tests an observation against simulations by MMD, with
 a permutation null drawn anew for every observation; the nearest-neighbour statistic's null
@@ -31,22 +34,29 @@ import math
 from typing import Any
 
 import torch
+import torch.nn as nn
 from torch import Tensor
+from torch.distributions import Distribution
 
 __all__: list[str] = []
 
 #: The p-value below which an observation is called atypical.
 THRESHOLD = 0.01
+#: Reference statistics of the check (its p-values are >= 1 / (n + 1)).
+REFERENCE_SIZE = 1000
+#: Importance samples per x of the evidence statistic (the reference's too).
+EVIDENCE_SAMPLES = 256
 
 
 class Typicality:
-    r"""The held-out reference of a posterior's misspecification check.
+    r"""The reference of a posterior's misspecification check.
 
     Arguments:
-        kind: ``"evidence"`` (``reference`` holds held-out log evidences, shape ``(n,)``)
-            or ``"embedding"`` (``reference`` holds held-out embeddings, shape ``(n, k)``).
-        reference: The held-out statistics.
-        null: ``"embedding"``: each held-out simulation's own statistic among the others,
+        kind: ``"evidence"`` (``reference`` holds log evidences of draws of the model's
+            prior predictive, shape ``(n,)``) or ``"embedding"`` (``reference`` holds
+            embedded simulations, shape ``(n, k)``).
+        reference: The reference statistics.
+        null: ``"embedding"``: each reference simulation's own statistic among the others,
             shape ``(n,)`` (computed when ``None``).
         k: ``"embedding"``: neighbours per statistic.
     """
@@ -102,3 +112,27 @@ class Typicality:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Typicality:
         return cls(state["kind"], state["reference"], state.get("null"), state.get("k", 0))
+
+
+@torch.no_grad()
+def fit_typicality(flow: nn.Module, proxy: Any, prior: Distribution, x: Tensor) -> Typicality:
+    r"""The reference of a trained posterior's misspecification check.
+
+    With a likelihood proxy: the log evidence of :data:`REFERENCE_SIZE` draws of the
+    learned model's own prior predictive (``theta ~ prior``, ``x ~ l(x | theta)``), a null
+    without the fit's optimism about its training pairs; else the flow's embedding of (at
+    most that many of) the simulations ``x``.
+    """
+    from jsbi.proxies.importance import proxy_log_normalizer
+    from jsbi.seeding import seeded
+
+    n = REFERENCE_SIZE
+    with seeded(0, [x.device]):
+        if proxy is not None and proxy.has_likelihood:
+            proxy.eval()
+            theta = prior.sample((n,)).to(x.device).reshape(n, -1)
+            x_model = proxy.simulate(theta)
+            log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, EVIDENCE_SAMPLES)
+            return Typicality("evidence", log_z[torch.isfinite(log_z)])
+        rows = torch.randperm(len(x), device=x.device)[:n]
+        return Typicality("embedding", flow.embed(x[rows]))

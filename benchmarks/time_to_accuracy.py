@@ -2,9 +2,10 @@ r"""Accuracy against compute: at every budget of wall time, which method gives t
 
 For each (task, N, seed, method) unit: simulate N pairs (timed), train (timed), draw 10,000
 samples at observation 1 (timed), and score C2ST (sbibm's MLP) at the observations asked.
-One process, one unit at a time, one torch thread: the times compare. Units are the
-benchmark's (:func:`jsbi.benchmark.run_unit`, without the calibration columns), so a run
-resumes where it stopped.
+One unit at a time, one torch thread; for times that compare across runs, run it alone on
+the machine. Units are the benchmark's (:func:`jsbi.benchmark.run_unit`, without the
+calibration columns), so a run resumes where it stopped, and ``--also`` reads the units a
+benchmark grid already finished (timed in that grid's conditions).
 
 Then, per task, the front of each method: the lowest C2ST reached at a total time (the
 simulation's recorded cost, plus 0.1 s or 1 s per simulation for an expensive simulator,
@@ -15,7 +16,7 @@ which method leads. Writes ``rows/`` (one CSV per unit), ``front.csv``, ``front.
 Usage:
     python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \
         --num-simulations 500,1000,2000,5000,10000 --seeds 0 \
-        --out benchmarks/results/time_to_accuracy
+        --out benchmarks/results/time_to_accuracy --also benchmarks/results/dev
 """
 
 from __future__ import annotations
@@ -37,11 +38,24 @@ def _ints(text: str) -> list[int]:
 
 
 def units(args: argparse.Namespace) -> list[dict]:
+    from jsbi.benchmark import _finished_rows, _unit_name
+
     rows = []
     for task in args.tasks.split(","):
         for n in _ints(args.num_simulations):
             for seed in _ints(args.seeds):
                 for method in args.methods.split(","):
+                    # A unit another run finished (--also: the benchmark grid's folder,
+                    # same simulations, seed and protocol) is read, not trained again.
+                    name = _unit_name(task, n, seed, method)
+                    done = [a / "rows" / f"{name}.csv" for a in args.also]
+                    done = [d for d in done if d.exists()]
+                    if done:
+                        got = _finished_rows(done[0], _ints(args.observations))
+                        for r in got:
+                            r["num_simulations"] = int(r["num_simulations"])
+                        rows += got
+                        continue
                     got = run_unit(
                         task,
                         n,
@@ -169,6 +183,13 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--observations", default="1,2,3,4,5")
     p.add_argument("--out", type=Path, default=Path("time-to-accuracy-out"))
+    p.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="a benchmark folder whose finished units (DIR/rows) are read, not trained again",
+    )
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = units(args)

@@ -1,4 +1,4 @@
-r"""The docs site: the three tutorials run (smallest settings), and the site builds from
+r"""The docs site: the tutorials run (smallest settings), and the site builds from
 their outputs with warnings as errors, documenting every public name."""
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def test_tutorials_print_what_they_promise(built):
     assert "same pairs as in-process: {'joblib': True, 'dask': True" in third
     assert "resumed: same pairs as an uninterrupted campaign: True" in third
     assert "resumed at epoch 4; validation losses identical to an uninterrupted run: True" in third
+    fourth = (generated / "comparing_models" / "output.txt").read_text()
+    # The data are an exponential decay: the evidence favours that model.
+    assert "log Bayes factor, exponential over linear: " in fourth
+    assert "posterior mean under exponential" in fourth
 
 
 def test_site_shows_the_tutorials_figures(built):
@@ -117,3 +121,12 @@ def test_cli_reference_lists_every_command(built):
 def test_tutorials_at_full_settings(tmp_path):
     generated, _ = _build(tmp_path, "full")
     assert "\nuse: " in (generated / "first_posterior" / "output.txt").read_text()
+
+
+def test_the_math_renders_offline(built):
+    # MathJax is bundled with the site: no page asks a CDN for it.
+    _, out = built
+    page = (out / "method.html").read_text()
+    assert 'src="_static/mathjax/tex-chtml.js"' in page and "cdn." not in page
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 100_000
+    assert (out / "results.html").exists()

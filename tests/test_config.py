@@ -56,7 +56,7 @@ def test_fit_checks_its_options_before_building_anything(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the flow was built before the options were checked")
 
-    monkeypatch.setattr(estimator, "build_conditional_flow", never)
+    monkeypatch.setattr(estimator, "build_flows", never)
     prior = BoxUniform(-torch.ones(2), torch.ones(2))
     theta = prior.sample((20,))
     with pytest.raises(ValueError, match="stop_after_epochs must be an int >= 1"):

@@ -315,9 +315,10 @@ def page() -> str:
         out += grid_section(
             "Held-out set",
             held,
-            "Never tuned on: the other tasks, observations 1-10, seed 0. Command: `jsbi "
-            "benchmark --tasks <held-out tasks> --num-simulations 1000,10000 --objectives "
-            "jeffreys,npe,sbi-npe --out benchmarks/results/heldout`.",
+            "Never tuned on: the other tasks, seed 0 (the observations are named per cell). "
+            "Command: `jsbi benchmark --tasks bernoulli_glm,sir --num-simulations 1000 "
+            "--objectives jeffreys,npe,sbi-npe --seeds 0 --observations 6,7,8,9,10 --out "
+            "benchmarks/results/heldout`.",
         )
     if (held / "benchmark.csv").exists():
         out += cost_section("held-out set", held)

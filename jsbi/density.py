@@ -85,7 +85,7 @@ class DensityEstimator:
         self.seed = int(seed)
         if not isinstance(method_config(self.objective), NPEConfig):
             # No simulator, hence no likelihood: a free energy, in the paper's joint
-            # primal-dual scheme (METHOD.md section 4).
+            # primal-dual scheme (docs/method.md).
             options.setdefault("proxy", "mlp")
             options.setdefault("schedule", "joint")
         self.options = options

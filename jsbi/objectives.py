@@ -1,8 +1,8 @@
 r"""The method's objectives, as pure functions of tensors.
 
-This module is the place to read the method (``METHOD.md``, sections 2-4). Every
+This module is the place to read the method (``docs/method.md``). Every
 function takes tensors and returns tensors; nothing here owns a model, an optimiser
-or a loop (that is :mod:`jsbi.inference.trainer`'s job).
+or a loop (that is :mod:`jsbi.training.loop`'s job).
 
 Notation: ``q`` is the flow :math:`q_\phi(\theta \mid x)`, ``r`` the energy-based proxy
 :math:`r_\psi(\theta \mid x) = e^{-E_\psi(\theta, x)} / Z_\psi(x)`. All work is done in
@@ -87,7 +87,7 @@ def _safe_logsumexp(a: Tensor, dim: int = 0) -> Tensor:
 
 
 # ---------------------------------------------------------------------------
-# The terms (METHOD.md, section 2)
+# The terms (docs/method.md)
 # ---------------------------------------------------------------------------
 
 
@@ -530,7 +530,7 @@ def nrec_loss(g_joint: Tensor, g_marginal: Tensor, gamma: float = 1.0) -> Tensor
 
 
 # ---------------------------------------------------------------------------
-# Primal-dual pieces (METHOD.md, section 4)
+# Primal-dual pieces (docs/method.md)
 # ---------------------------------------------------------------------------
 #
 #   minimise_{phi, psi, u >= 0}  F(phi) + R(phi, psi) + (alpha / 2) u^2
@@ -623,7 +623,7 @@ def flow_loss(F: Tensor, R: Tensor, weight: float = 1.0) -> Tensor:
 
     ``R`` is :func:`reverse_kl` (objective ``jeffreys``) or :func:`srfe` (``srfe``).
     The flow's optimiser steps on this; only :math:`\phi` should receive its gradient.
-    ``weight`` is :math:`\beta`: 1 is METHOD.md's symmetric objective, a smaller value
+    ``weight`` is :math:`\beta`: 1 is the symmetric objective, a smaller value
     a skewed one (the forward side dominates).
 
     Example:
@@ -679,7 +679,7 @@ def primal_losses(
       or the likelihood proxy's exact maximum likelihood. ``None`` (its own early stopping
       ended it, ``npe-first``'s ``proxy_patience``) with no reverse share: the proxy's loss
       is ``None``, and the proxy does not move.
-    - Schedule ``joint`` (METHOD.md section 4): :math:`w_\phi = w_\psi = \beta`,
+    - Schedule ``joint`` (docs/method.md): :math:`w_\phi = w_\psi = \beta`,
       :math:`\lambda` the dual variable. Schedule ``npe-first`` (section 4b, phase 2):
       :math:`w_\phi = \beta \cdot \text{gate}` (0 while the proxy's validation NLL is worse
       than the flow's), :math:`\lambda = 1`, :math:`w_\psi` = the proxy's share (0 by
@@ -726,7 +726,7 @@ def lagrangian(
 
 
 # ---------------------------------------------------------------------------
-# Calibration (METHOD.md, section 4c)
+# Calibration (docs/method.md)
 # ---------------------------------------------------------------------------
 
 

@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print("phase 1 never stopped early (epoch cap): no phase 2, jeffreys = npe")
     print(f"best phase: {h.get('best_phase')} (1: npe's state kept, 2: the symmetric phase won)")
     # posterior="auto" (jeffreys' default with the likelihood proxy): the proxy itself,
-    # sampled by importance resampling from the flow, where it is clearly the better model
+    # sampled by MCMC proposed by the flow, where it is clearly the better model
     # on the validation pairs, else the flow.
     final = h.get("final_proxy") or {}
     print(

@@ -1,5 +1,5 @@
 r"""Which simulator explains the data better: log Bayes factors from the posteriors'
-likelihood proxies (METHOD.md section 4c).
+likelihood proxies (docs/method.md).
 
 Each posterior trained with a likelihood proxy carries the evidence of the model it
 learned, :math:`Z(x) = \int \pi(\theta) \, l(x \mid \theta) \, d\theta`

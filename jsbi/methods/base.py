@@ -27,7 +27,7 @@ __all__ = ["StepFault", "TrainingStep"]
 
 
 class StepFault(Exception):
-    r"""A step's non-finite loss or blown-up dual variable (METHOD.md section 6): the loop
+    r"""A step's non-finite loss or blown-up dual variable (docs/method.md): the loop
     restores the last good state with a smaller step, or stops with the best state."""
 
 

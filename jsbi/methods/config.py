@@ -28,7 +28,7 @@ from jsbi.tau import TauSchedule, make_tau_schedule
 
 __all__ = ["MethodConfig", "NPEConfig", "SymmetricConfig"]
 
-#: The joint schedule's dual-variable and warm-up defaults (METHOD.md section 4);
+#: The joint schedule's dual-variable and warm-up defaults (docs/method.md);
 #: ``schedule="npe-first"`` has neither, and giving one with it is an error.
 JOINT_DEFAULTS: dict[str, Any] = {
     "eps": 0.0,
@@ -96,7 +96,7 @@ class NPEConfig(Config):
 
 @dataclasses.dataclass(frozen=True)
 class SymmetricConfig(Config):
-    r"""A symmetric method (METHOD.md sections 4 and 4b): the flow :math:`q_\phi` and an
+    r"""A symmetric method (docs/method.md): the flow :math:`q_\phi` and an
     energy-based proxy :math:`r_\psi`, trained by :class:`~jsbi.methods.SymmetricStep`.
 
     Build it from a preset (:meth:`jeffreys`, :meth:`srfe`, :meth:`reverse`,
@@ -348,14 +348,14 @@ class SymmetricConfig(Config):
     # -- presets -------------------------------------------------------------------------
     @classmethod
     def jeffreys(cls, **changes: Any) -> SymmetricConfig:
-        r"""Forward plus reverse KL, the package default: the likelihood proxy, npe-first.
+        r"""Forward plus reverse KL, the recommended symmetric method: the likelihood proxy,
+        npe-first.
 
         With ``npe-first`` it takes one reparameterised sample per ``x`` with the path
-        gradient (unbiased, half the cost of K = 8 per phase-2 step, as accurate as K = 4),
-        measures the gate on every 5th phase-2 epoch, with 64 importance samples per
-        validation pair, and probes the proxy every 5th phase-1 epoch, abandoning it after
-        3 probes in a row where it clearly trails the flow (see ``docs/method.md``,
-        "Defaults and why").
+        gradient (unbiased), measures the gate on every 5th phase-2 epoch, with 64
+        importance samples per validation pair, and probes the proxy every 5th phase-1
+        epoch, abandoning it after 3 probes in a row where it clearly trails the flow (see
+        ``docs/method.md``, "The schedule ``npe-first`` and the gate").
         """
         tuned = {}
         if changes.get("schedule", "npe-first") == "npe-first":
@@ -376,7 +376,7 @@ class SymmetricConfig(Config):
 
     @classmethod
     def reverse(cls, **changes: Any) -> SymmetricConfig:
-        r"""Reverse KL only (an ablation): METHOD.md section 4's reconstruction, the ratio
+        r"""Reverse KL only (an ablation): docs/method.md's reconstruction, the ratio
         proxy under the joint schedule."""
         return cls.from_options(
             {"objective": "reverse", "proxy": "ratio", "schedule": "joint", **changes}

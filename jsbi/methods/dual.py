@@ -1,5 +1,5 @@
 r"""The constrained problem's dual variable: the multiplier :math:`\lambda` of the joint
-schedule's proxy constraint and its resilient slack :math:`u` (METHOD.md section 4)."""
+schedule's proxy constraint and its resilient slack :math:`u` (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ are weighed (:class:`Weights`), when the gate is measured and what a phase's end
 module or an optimiser. The step is the only code that does, and the only code that
 updates the :class:`RunState`.
 
-- :class:`JointPlan` (``schedule="joint"``, METHOD.md section 4): ``warmup_epochs`` of
+- :class:`JointPlan` (``schedule="joint"``, docs/method.md): ``warmup_epochs`` of
   warm-up (the flow on :math:`F`, the proxy on its own fit), then on every batch the flow
   descends :math:`F + \beta R`, the proxy :math:`\beta R + \lambda C`, and the dual steps.
   A batch whose importance sampling collapsed moves the flow on :math:`F` only.

@@ -105,7 +105,7 @@ DESCRIPTIONS: dict[str, str] = {
     "npe-calibrated": "npe with the conservative coverage penalty (Falkiewicz et al. 2023), "
     "weight 5",
     "srfe-anneal": "srfe with tau annealed from 0.9 to 0.1",
-    "jeffreys-joint": "METHOD.md section 4's reconstruction: the ratio proxy, warm-up, then "
+    "jeffreys-joint": "docs/method.md's reconstruction: the ratio proxy, warm-up, then "
     "the joint primal-dual objective",
     "jeffreys-fixed": "the fixed-weight penalty ablation of jeffreys-joint",
     "srfe-joint": "srfe under the joint schedule with the ratio proxy",

@@ -1,4 +1,4 @@
-r"""The reverse side's Monte Carlo estimate from the flow's own samples (METHOD.md 3-4b).
+r"""The reverse side's Monte Carlo estimate from the flow's own samples (docs/method.md).
 
 :class:`ReverseEstimator` is what the symmetric step draws each batch: ``K`` flow samples
 per observation (reparameterised, with the path gradient where asked for), the proxy's

@@ -1,6 +1,6 @@
 r"""The symmetric step: the flow and its energy-based proxy, one update per batch.
 
-The flow :math:`q_\phi` and the proxy :math:`r_\psi` solve (METHOD.md sections 4 and 4b)
+The flow :math:`q_\phi` and the proxy :math:`r_\psi` solve (docs/method.md)
 
 .. math:: \min_{\phi, \psi, u \ge 0} F(\phi) + R(\phi, \psi) + \tfrac{\alpha}{2} u^2
     \quad \text{s.t.} \quad C(\psi) - \bar F \le \epsilon + u

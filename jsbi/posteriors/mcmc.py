@@ -1,5 +1,5 @@
 r"""Sampling the proxy posterior exactly: MCMC on its energy, proposed by the flow
-(METHOD.md section 4c).
+(docs/method.md).
 
 The proxy :math:`r(\theta \mid x) \propto e^{-U(\theta)}`, :math:`U = E_\psi(\cdot, x)`, is
 known up to its normaliser. :func:`sample_proxy` runs one Markov chain per returned sample,

@@ -6,7 +6,7 @@ samples by MCMC on its energy, started from and proposed by the flow
 (:func:`~jsbi.posteriors.mcmc.sample_proxy`, ``sampler="mcmc"``, the default), densities
 :math:`-E_\psi(\theta, x) - \log \hat Z_\psi(x)` with :math:`\log \hat Z` by defensive
 importance sampling (cached per ``x``). The flow stays the fast amortised proposal; the
-proxy supplies the accuracy (METHOD.md sections 4b and 4c). Every MCMC draw records its
+proxy supplies the accuracy (docs/method.md). Every MCMC draw records its
 :class:`~jsbi.posteriors.mcmc.MixingInfo` in :attr:`last_mixing`, and warns when the chains
 did not mix.
 

@@ -1,5 +1,5 @@
 r"""Is an observation typical of the simulations? A prior-predictive p-value per ``x``
-(METHOD.md section 4c).
+(docs/method.md).
 
 Under the model, an observation is one more draw of :math:`p(x)`. Its p-value is the share
 of reference draws of :math:`p(x)` that are no more typical than it:

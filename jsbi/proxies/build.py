@@ -28,7 +28,7 @@ from jsbi.proxies.residual import ResidualEnergy
 
 __all__ = ["PROXIES", "ProxyConfig", "build_proxy"]
 
-#: The proxy families of METHOD.md section 4b (and the free ``mlp`` energy).
+#: The proxy families of docs/method.md (and the free ``mlp`` energy).
 PROXIES = ("ratio", "likelihood", "residual", "mlp")
 
 

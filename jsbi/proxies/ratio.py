@@ -1,4 +1,4 @@
-r"""The prior times a learned ratio: the ``ratio`` proxy (NRE-style, METHOD.md section 1)."""
+r"""The prior times a learned ratio: the ``ratio`` proxy (NRE-style, docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""Fault recovery (METHOD.md section 6): the last good state back, with smaller steps.
+r"""Fault recovery (docs/method.md): the last good state back, with smaller steps.
 
 A training step raises :class:`~jsbi.methods.StepFault` where it would make a non-finite
 update. The loop then asks :class:`FaultRecovery` to restore the state of the last finished

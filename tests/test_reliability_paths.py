@@ -69,6 +69,29 @@ def test_a_store_refuses_the_same_code_with_other_data(tmp_path, make):
     assert torch.equal(xa, again)
 
 
+def test_a_store_from_before_the_probe_checks_its_first_batch(tmp_path):
+    # A store written before fingerprints saw data or probes existed: meta.json holds the
+    # source-only fingerprint, and there is no probe.pt.
+    import json
+
+    from jsbi.simulators.base import legacy_fingerprint
+
+    store = tmp_path / "old"
+    one = jsbi.wrap(functools.partial(model, scale=1.0), GAUSS)
+    _, xa = jsbi.simulate(one, 30, seed=1, batch_size=10, store=store)
+    meta = json.loads((store / "meta.json").read_text())
+    meta["simulator_code"] = legacy_fingerprint(one)
+    (store / "meta.json").write_text(json.dumps(meta))
+    (store / "probe.pt").unlink()
+    other = jsbi.wrap(functools.partial(model, scale=100.0), GAUSS)
+    assert legacy_fingerprint(other) == meta["simulator_code"]  # the source is the same
+    with pytest.raises(ValueError, match="holds another model's pairs: re-simulating its first"):
+        jsbi.simulate(other, 30, seed=1, batch_size=10, store=store)
+    # The model that wrote it resumes, serves the same pairs and records its probe.
+    _, again = jsbi.simulate(one, 30, seed=1, batch_size=10, store=store)
+    assert torch.equal(xa, again) and (store / "probe.pt").exists()
+
+
 def from_environment(t):
     # What no hash of the code sees: a value read at run time.
     return float(os.environ["JSBI_TEST_SCALE"]) * t + 0.1 * torch.randn_like(t)

@@ -73,6 +73,7 @@ class FlowEnsemble(nn.Module):
         self.dim_theta, self.dim_x = first.dim_theta, first.dim_x
         self.support, self.support_mode = first.support, first.support_mode
         self.leaks, self.maps = first.leaks, first.maps
+        self.temperable = getattr(first, "temperable", True)
         self.config = {**first.config, "ensemble": len(members)}
 
     # -- the members ------------------------------------------------------------------
@@ -116,24 +117,30 @@ class FlowEnsemble(nn.Module):
 
     @torch.no_grad()
     def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
-        r"""Samples of the mixture: each draw from a member chosen uniformly."""
+        r"""Samples of the mixture: each draw, at each ``x``, from a member chosen uniformly
+        (independently per draw and per row of ``x``)."""
         shape = tuple(shape)
         n = math.prod(shape)
-        pick = torch.randint(self.num_members, (n,), device=self.theta_loc.device)
+        batch = x.shape[:-1]
+        pick = torch.randint(self.num_members, (n, *batch), device=self.theta_loc.device)
         out = None
         for k in range(self.num_members):
-            rows = (pick == k).nonzero().flatten()
-            if len(rows) == 0:
+            mask = pick == k
+            m = int(mask.reshape(n, -1).sum(0).max())
+            if m == 0:
                 continue
-            drawn = self.member(k).sample((len(rows),), x)
+            drawn = self.member(k).sample((m,), x)  # (m, *batch, d)
             if out is None:
-                out = drawn.new_empty((n, *drawn.shape[1:]))
-            out[rows] = drawn
+                out = drawn.new_zeros((n, *drawn.shape[1:]))
+            # The j-th draw of member k at a row goes to that row's j-th pick of k.
+            rank = (mask.long().cumsum(0) - 1).clamp_min(0)
+            index = rank[..., None].expand(*rank.shape, drawn.shape[-1])
+            out = torch.where(mask[..., None], torch.gather(drawn, 0, index), out)
         return out.reshape(*shape, *out.shape[1:])
 
     def rsample_and_log_prob(self, shape: Sequence[int], x: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Samples of the mixture and its log density there (no gradient through the
-        member choice)."""
+        r"""Samples of the mixture and its log density there, without a gradient through
+        the samples (an ensemble is trained by its forward KL only)."""
         theta = self.sample(shape, x)
         return theta, self.log_prob(theta, x)
 

@@ -200,7 +200,7 @@ def _run(
     B = len(x)
     xs = x.repeat_interleave(n, dim=0)
     theta, log_m = target.propose(xs)
-    log_w = target.neg_u(theta, xs) - log_m
+    log_w = _log_weight(target.neg_u(theta, xs), log_m)
     scale = _scale(target.flow, x).repeat_interleave(n, dim=0)
     d = theta.shape[1]
     eps = torch.full((B,), 1.0 * d ** (-1 / 6), device=x.device)
@@ -219,7 +219,7 @@ def _run(
                 mala_acc += float(rate.mean())
                 if t < num_steps // 2:  # adapted in the first half, fixed in the second
                     eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - 0.57))
-            log_w = neg_u - target.log_m(theta, xs)
+            log_w = _log_weight(neg_u, target.log_m(theta, xs))
         if t >= num_steps // 2:
             trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
     rhat, ess = _diagnostics(torch.stack(trace, dim=2)) if len(trace) >= 4 else (math.nan,) * 2
@@ -233,11 +233,18 @@ def _run(
     return theta.reshape(B, n, d).transpose(0, 1), stats
 
 
+def _log_weight(neg_u: Tensor, log_m: Tensor) -> Tensor:
+    # log w = -U - log m, and -inf (never NaN) where -U is -inf: a state outside the
+    # support has no weight even where the proposal's density is -inf too (a flow draw
+    # saturated onto the bound of a uniform prior).
+    return torch.where(torch.isfinite(neg_u), neg_u - log_m, torch.full_like(neg_u, -math.inf))
+
+
 def _imh(
     target: _Target, theta: Tensor, log_w: Tensor, xs: Tensor
 ) -> tuple[Tensor, Tensor, float]:
     proposal, log_m = target.propose(xs)
-    log_w_new = target.neg_u(proposal, xs) - log_m
+    log_w_new = _log_weight(target.neg_u(proposal, xs), log_m)
     # Accept with probability min(1, w' / w); a proposal outside the support has w' = 0.
     accept = torch.log(torch.rand_like(log_w)) < (log_w_new - log_w)
     accept &= torch.isfinite(log_w_new)
@@ -259,8 +266,11 @@ def _mala(
     log_fwd = -0.5 * (((proposal - mean) / e) ** 2).sum(-1)
     log_bwd = -0.5 * (((theta - back) / e) ** 2).sum(-1)
     log_alpha = (v_new - v) + (log_bwd - log_fwd)
+    # A proposal outside the support, or one whose gradient is not finite, is rejected.
     log_alpha = torch.where(
-        torch.isfinite(v_new), log_alpha, torch.full_like(log_alpha, -math.inf)
+        torch.isfinite(v_new) & ~torch.isnan(log_alpha),
+        log_alpha,
+        torch.full_like(log_alpha, -math.inf),
     )
     rate = torch.exp(torch.clamp(log_alpha, max=0.0))
     accept = torch.rand_like(rate) < rate

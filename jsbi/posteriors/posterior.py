@@ -621,8 +621,9 @@ class Posterior(Distribution):
         return float(t)
 
     def _set_temperature(self, value: float) -> None:
+        # The flow's own buffer, or every member's (not an embedding's of the same name).
         for name, buffer in self.flow.named_buffers():
-            if name.endswith("temperature"):
+            if name in ("temperature", "member__temperature"):
                 buffer.fill_(value)
         self._mass.clear()
 
@@ -668,9 +669,13 @@ class Posterior(Distribution):
             raise ValueError(f"temperatures must be positive and finite, got {grid}")
         before = float(self.temperature)
         errors = {}
-        for t in dict.fromkeys([before, *grid]):
-            self._set_temperature(t)
-            errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
+        try:
+            for t in dict.fromkeys([before, *grid]):
+                self._set_temperature(t)
+                errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
+        except BaseException:
+            self._set_temperature(before)  # a failed fit leaves the posterior as it was
+            raise
         best = min(grid, key=errors.__getitem__)
         self._set_temperature(best)
         self.history["recalibration"] = {

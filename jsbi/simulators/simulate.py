@@ -138,8 +138,14 @@ def simulate(
     if store is not None:
         store = Path(store)
         sizes = (batch_size, num_simulations, dim_theta)
-        meta = _open_store(store, name, seed, *sizes, *_fingerprints(simulator))
-        _check_probe(simulator, name, store, seed)
+        meta = _open_store(
+            store,
+            name,
+            seed,
+            *sizes,
+            *_fingerprints(simulator),
+            check=lambda: _check_probe(simulator, name, store, seed),
+        )
         done = campaign.resume(store, meta)
     todo = [b for b in range(num_batches) if b not in done]
     if show_progress_bar is None:
@@ -532,6 +538,7 @@ def _open_store(
     dim_theta: int,
     code: str | None = None,
     legacy: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict:
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a directory, got the file {store}")
@@ -576,6 +583,8 @@ def _open_store(
         raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
     for tmp in store.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)  # left by an interrupted write
+    if check is not None:
+        check()  # the store's fingerprint is upgraded only once its pairs are checked
     _write_json(path, meta)
     return meta
 
@@ -709,7 +718,32 @@ def _check_probe(simulator: Simulator, name: str, store: Path, seed: int) -> Non
             "serves this simulator's pairs. Draw from torch's or numpy's global generator, "
             "or give it a version= (jsbi.wrap(..., version='1')) to name the model"
         )
+    _check_first_batch(simulator, name, store, seed)
     atomic_save({"theta": theta, "x": x}, path)
+
+
+def _check_first_batch(simulator: Simulator, name: str, store: Path, seed: int) -> None:
+    # A store written before probes existed has batches but no probe, and its fingerprint
+    # saw only the simulator's source: re-simulate its batch 0 (seeded, so the same pairs
+    # from the same model) once, before the probe is recorded and trusted from then on.
+    path = _batch_path(store, 0)
+    try:
+        data = torch.load(path, weights_only=True)
+        theta0, x0 = data["theta"], data["x"]
+    except Exception:  # noqa: BLE001 - none, or a damaged one that resuming redoes
+        return
+    main = (os.getpid(), threading.get_ident())
+    _, theta, x = _run_batch(simulator, 0, 0, len(theta0), seed, main)
+    if not torch.equal(theta, theta0):  # drawn from a proposal: re-simulate its parameters
+        _, theta, x = _run_batch(simulator, 0, 0, len(theta0), seed, main, theta=theta0)
+    if not _same_x(x, x0):
+        raise ValueError(
+            f"store {store} holds another model's pairs: re-simulating its first batch with "
+            f"simulator '{name}' gives other x than it holds (the store was written before "
+            "jsbi recorded a probe, by a simulator with the same source but other data). "
+            "Pass another store= to start a new campaign, or give the simulator a version= "
+            "to say they are the same model"
+        )
 
 
 def _same_x(a: Tensor, b: Tensor) -> bool:

@@ -48,6 +48,27 @@ def test_the_mixture_integrates_to_one_on_a_grid():
     assert (members[0] - members[1]).abs().max() > 1e-3
 
 
+def test_each_draw_at_each_x_picks_its_own_member():
+    theta, x = _data()
+    ensemble = FlowEnsemble(_members(theta, x, 2))
+    with torch.no_grad():  # member 1 lives 1,000 units away: each draw says its member
+        ensemble.member__theta_loc[1].add_(1000.0)
+    torch.manual_seed(0)
+    samples = ensemble.sample((4000,), x[:3])  # (4000, 3, 1)
+    from_one = samples[..., 0] > 500
+    assert samples.shape == (4000, 3, 1)
+    # Half the draws from each member at every x, chosen independently across the rows.
+    assert torch.allclose(from_one.double().mean(0), torch.full((3,), 0.5).double(), atol=0.04)
+    disagree = (from_one[:, 0] != from_one[:, 1]).double().mean()
+    assert float(disagree) == pytest.approx(0.5, abs=0.04)
+    # Each member's draws follow that member (its own standardisation).
+    with torch.no_grad():
+        far = ensemble.member(1).sample((4000,), x[:1])[:, 0, 0]
+    assert float(samples[from_one[:, 0], 0, 0].mean()) == pytest.approx(
+        float(far.mean()), abs=0.1 * float(far.std())
+    )
+
+
 def test_batched_members_train_as_separate_fits_from_the_same_seeds():
     theta, x = _data(n=300, d=2)
     members = _members(theta, x, 3)

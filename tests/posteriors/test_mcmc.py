@@ -11,7 +11,15 @@ from scipy import stats
 from torch.distributions import Independent, Normal
 
 from jsbi.flows import build_conditional_flow
-from jsbi.posteriors.mcmc import MixingInfo, _imh, _mala, _Target, check_mixing, sample_proxy
+from jsbi.posteriors.mcmc import (
+    MixingInfo,
+    _imh,
+    _log_weight,
+    _mala,
+    _Target,
+    check_mixing,
+    sample_proxy,
+)
 
 D, S2 = 3, 0.25  # theta ~ N(0, I), x ~ N(theta, S2 I): posterior N(x / (1 + S2), S2/(1+S2) I)
 VAR = S2 / (1 + S2)
@@ -117,6 +125,20 @@ def test_a_box_prior_rejects_every_proposal_outside_its_support():
 
     samples, _ = sample_proxy(box_energy, flow, prior, x[:2], 2000, num_steps=5)
     assert (samples.abs() <= 1).all() and torch.isfinite(samples).all()
+
+
+def test_a_state_without_density_has_weight_zero_never_nan():
+    # A flow draw saturated onto a uniform prior's bound: -U = -inf and log m = -inf there.
+    inf = math.inf
+    log_w = _log_weight(torch.tensor([-inf, -inf, 1.0]), torch.tensor([-inf, 0.0, -inf]))
+    assert log_w[0] == -inf and log_w[1] == -inf and log_w[2] == inf
+    assert not torch.isnan(log_w).any()
+    # Such a chain leaves that state at its first proposal inside the support.
+    prior, flow = _problem()
+    target = _Target(energy, flow, prior, 0.1)
+    xs = X_O[:1].expand(200, -1)
+    theta, log_w, _ = _imh(target, torch.zeros(200, D), torch.full((200,), -inf), xs)
+    assert torch.isfinite(log_w).all() and (theta != 0).any(-1).all()
 
 
 def test_check_mixing_warns_only_when_the_chains_say_so():

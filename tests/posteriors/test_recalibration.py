@@ -69,3 +69,20 @@ def test_bad_temperatures_are_refused(fitted):
     post, theta, x = fitted
     with pytest.raises(ValueError, match="temperatures must be positive"):
         post.recalibrate(theta[:10], x[:10], temperatures=[0.0, 1.0])
+
+
+def test_a_failed_recalibration_leaves_the_temperature_as_it_was(fitted, monkeypatch):
+    post, theta, x = fitted
+    post.recalibrate(theta[:20], x[:20], temperatures=[1.3])
+    calls = []
+
+    def fails_on_the_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("the sampler gave up")
+        return 0.1
+
+    monkeypatch.setattr(post, "_calibration_error", fails_on_the_second)
+    with pytest.raises(RuntimeError, match="gave up"):
+        post.recalibrate(theta[:20], x[:20], temperatures=[2.5, 3.0])
+    assert post.temperature == pytest.approx(1.3)

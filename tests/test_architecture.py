@@ -125,9 +125,14 @@ def test_the_public_surface_is_about_a_hundred_names():
     names = set()
     for tree in MODULES.values():
         for node in tree.body:
-            if isinstance(node, ast.Assign) and any(
-                getattr(t, "id", None) == "__all__" for t in node.targets
-            ):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign) and node.value is not None
+                else []
+            )
+            if any(getattr(t, "id", None) == "__all__" for t in targets):
                 try:
                     names |= set(ast.literal_eval(node.value))
                 except ValueError:  # built from other names: the top face

@@ -63,15 +63,21 @@ def test_each_kernel_leaves_the_target_invariant(kernel):
     target = _Target(energy, flow, prior, 0.1)
     xs = X_O.repeat_interleave(n, dim=0)
     theta = _exact(n).transpose(0, 1).reshape(-1, D)  # chains started at exact draws
+    rates = []
     with torch.no_grad():
         log_w = target.neg_u(theta, xs) - target.log_m(theta, xs)
         for _ in range(5):
             if kernel == "imh":
-                theta, log_w, _ = _imh(target, theta, log_w, xs)
+                theta, log_w, rate = _imh(target, theta, log_w, xs)
             else:
                 scale = torch.full_like(theta, math.sqrt(VAR))
-                theta, _, _ = _mala(target, theta, xs, scale, torch.full((len(xs),), 1.2))
+                theta, _, r = _mala(target, theta, xs, scale, torch.full((len(xs),), 1.2))
+                rate = float(r.mean())
+            rates.append(rate)
     samples = theta.reshape(2, n, D).transpose(0, 1)
+    # The chains moved (a kernel that rejected everything would keep the exact draws) ...
+    assert min(rates) > (0.05 if kernel == "imh" else 0.3), rates
+    # ... and stayed on the target.
     assert all(_moments_ok(samples))
     # A two-sample test per parameter against fresh exact draws: no rejection at 0.1 %.
     reference = _exact(n)
@@ -92,7 +98,7 @@ def test_the_sampler_reaches_the_target_from_a_poor_proposal():
     assert info.drift < 0.1
 
 
-def test_no_sample_repeats_while_importance_resampling_repeats_a_third():
+def test_no_sample_repeats_while_importance_resampling_repeats_a_third_or_more():
     from jsbi.posteriors import ProxyPosterior
     from jsbi.proxies import MLPEnergy
 
@@ -106,7 +112,7 @@ def test_no_sample_repeats_while_importance_resampling_repeats_a_third():
     assert len(torch.unique(draws, dim=0)) == 5000  # one independent chain per sample
     with pytest.warns(UserWarning, match="repeat points"):
         resampled = importance.sample((5000,), x=x_o)
-    assert len(torch.unique(resampled, dim=0)) < 0.8 * 5000
+    assert len(torch.unique(resampled, dim=0)) < 2 / 3 * 5000
     assert isinstance(mcmc.last_mixing, MixingInfo)
 
 
@@ -116,7 +122,11 @@ def test_a_box_prior_rejects_every_proposal_outside_its_support():
     prior = BoxUniform(-torch.ones(2), torch.ones(2))
     theta = prior.sample((200,))
     x = theta + 0.3 * torch.randn(200, 2)
-    flow = build_conditional_flow(theta, x, prior, support="truncate", num_transforms=1)
+    # A flow without the box (no support): a share of its proposals lands outside.
+    flow = build_conditional_flow(theta, x, None, num_transforms=1)
+    with torch.no_grad():
+        outside = (flow.sample((2000,), x[:2]).abs() > 1).any(-1).double().mean()
+    assert outside > 0.05
 
     def box_energy(t, x):
         inside = (t.abs() <= 1).all(-1)

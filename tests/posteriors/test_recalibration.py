@@ -31,9 +31,9 @@ def test_recalibration_undoes_a_known_over_confidence(fitted):
     assert post.recalibrate(theta[:500], x[:500], temperatures=[0.4]) == 0.4
     over = post.history["recalibration"]["error"]
     kept = post.recalibrate(theta[:500], x[:500], num_samples=100)
-    # The grid's nearest points to 1 are 0.92 and 1.09; a trained flow is within one
-    # step of them on 500 pairs.
-    assert 0.75 <= kept <= 1.35, post.history["recalibration"]
+    # 1 is on the grid (steps of 9 %: 0.84, 0.92, 1, 1.09, 1.19); a trained flow's
+    # temperature is within two steps of it on 500 pairs.
+    assert 0.84 <= kept <= 1.19, post.history["recalibration"]
     record = post.history["recalibration"]
     assert record["temperature_before"] == pytest.approx(0.4)
     assert record["error_before"] == pytest.approx(over)
@@ -47,8 +47,8 @@ def test_recalibration_undoes_a_known_over_confidence(fitted):
 
 
 def test_a_tempered_density_is_normalised_and_saved(fitted, tmp_path):
-    post, _, x = fitted
-    post.recalibrate(x[:2], x[:2], temperatures=[1.7])
+    post, theta, x = fitted
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.7])
     assert post.temperature == pytest.approx(1.7)
     grid = torch.linspace(-12, 12, 8001)[:, None]
     density = post.log_prob(grid, x=x[0]).exp()

@@ -185,7 +185,7 @@ def ensemble_section(folder: Path) -> list[str]:
     out = [
         "## Ensembles: one batched module against separate fits",
         "",
-        "`python benchmarks/ensemble_cost.py --num-simulations 10000 --epochs 3 --out "
+        "`python benchmarks/ensemble_cost.py --num-simulations 10000 --epochs 5 --out "
         "benchmarks/results/ensemble_cost/ensemble_cost.csv`: npe on two_moons, seconds "
         "per epoch of `ensemble=K` against K separate fits, one torch thread.",
         "",

@@ -275,6 +275,33 @@ def sampler_section(folder: Path) -> list[str]:
     return [*out, ""]
 
 
+def sbi_sampler_section(folder: Path) -> list[str]:
+    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    out = [
+        "## jsbi's MCMC against sbi's slice sampler on the same proxy",
+        "",
+        "`python benchmarks/proxy_sampler.py --tasks two_moons --num-simulations 1000 "
+        "--observations 1 2 3 --variants mcmc-10,sbi-slice --out "
+        "benchmarks/results/proxy_sampler_sbi`: one trained proxy (seed 0), sampled by "
+        "jsbi's sampler (10 steps) and by sbi's `MCMCPosterior` with its defaults "
+        "(vectorised slice sampling, 20 chains, 200 warm-up steps) on the potential "
+        "`-E(theta, x)`; 10,000 samples per observation, 2,000 per C2ST.",
+        "",
+        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in sorted({r["task"] for r in rows}):
+        for variant in sorted({r["variant"] for r in rows if r["task"] == task}):
+            vr = [r for r in rows if r["task"] == task and r["variant"] == variant]
+            out.append(
+                f"| {task} | {variant} | {mean_sd([num(r['c2st']) for r in vr])} | "
+                f"{mean_sd([num(r['c2st_rf']) for r in vr])} | "
+                f"{mean_sd([num(r['distinct']) for r in vr], 2)} | "
+                f"{mean_sd([num(r['seconds_per_10k']) for r in vr], 1)} |"
+            )
+    return [*out, ""]
+
+
 def front_section(folder: Path) -> list[str]:
     out = ["## Time to accuracy", ""]
     readme = folder / "README.md"
@@ -331,6 +358,8 @@ def page() -> str:
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():
         out += sampler_section(RESULTS / "proxy_sampler")
+    if (RESULTS / "proxy_sampler_sbi").exists():
+        out += sbi_sampler_section(RESULTS / "proxy_sampler_sbi")
     if (RESULTS / "time_to_accuracy").exists():
         out += front_section(RESULTS / "time_to_accuracy")
     return "\n".join(out).rstrip() + "\n"

@@ -205,7 +205,7 @@ def evidence_section(folder: Path) -> list[str]:
     out = [
         "## The evidence against its closed form",
         "",
-        "`python benchmarks/evidence.py --num-simulations 2000,10000 --out "
+        "`python benchmarks/evidence.py --num-simulations 2000 --out "
         "benchmarks/results/evidence/evidence.csv`: gaussian_linear (10-D), jeffreys' "
         "likelihood proxy, `log_evidence` at 20 draws of p(x) against the exact log "
         "density; the error is the fitted likelihood's (the Monte Carlo standard error is "

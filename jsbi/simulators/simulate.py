@@ -732,6 +732,8 @@ def _check_first_batch(simulator: Simulator, name: str, store: Path, seed: int) 
         theta0, x0 = data["theta"], data["x"]
     except Exception:  # noqa: BLE001 - none, or a damaged one that resuming redoes
         return
+    if "sha256" in data and data["sha256"] != _checksum(theta0, x0):
+        return  # damaged: resuming redoes it
     main = (os.getpid(), threading.get_ident())
     _, theta, x = _run_batch(simulator, 0, 0, len(theta0), seed, main)
     if not torch.equal(theta, theta0):  # drawn from a proposal: re-simulate its parameters

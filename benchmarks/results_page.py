@@ -40,6 +40,11 @@ def read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def read_all(folder: Path) -> list[dict[str, str]]:
+    # The rows of every CSV in a results folder.
+    return [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+
+
 def num(value: str | None) -> float:
     try:
         return float(value) if value not in (None, "") else math.nan
@@ -181,7 +186,7 @@ def cost_section(title: str, folder: Path) -> list[str]:
 
 
 def ensemble_section(folder: Path) -> list[str]:
-    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    rows = read_all(folder)
     out = [
         "## Ensembles: one batched module against separate fits",
         "",
@@ -201,7 +206,7 @@ def ensemble_section(folder: Path) -> list[str]:
 
 
 def evidence_section(folder: Path) -> list[str]:
-    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+    rows = read_all(folder)
     out = [
         "## The evidence against its closed form",
         "",
@@ -247,19 +252,33 @@ def summary_table(folder: Path) -> list[str]:
     return out
 
 
-def sampler_section(folder: Path) -> list[str]:
-    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
+SAMPLER_INTRO = (
+    "`benchmarks/proxy_sampler.py`: the default's proxy at 1,000 simulations, seed 0, "
+    "observations 1-5; `flow` is the flow itself, `importance` importance resampling "
+    "from it, `mcmc-k` k steps of the MCMC sampler (each an independence step and a "
+    "MALA step), `imh-k` independence steps alone. 2,000 samples per C2ST; seconds "
+    "per 10,000 samples at one observation, on a shared 2-core CPU."
+)
+SBI_SAMPLER_INTRO = (
+    "`python benchmarks/proxy_sampler.py --tasks two_moons --num-simulations 1000 "
+    "--observations 1 2 3 --variants mcmc-10,sbi-slice --out "
+    "benchmarks/results/proxy_sampler_sbi`: one trained proxy (seed 0), sampled by "
+    "jsbi's sampler (10 steps) and by sbi's `MCMCPosterior` with its defaults "
+    "(vectorised slice sampling, 20 chains, 200 warm-up steps) on the potential "
+    "`-E(theta, x)`; 10,000 samples per observation, 2,000 per C2ST."
+)
+
+
+def sampler_section(folder: Path, title: str, intro: str) -> list[str]:
+    # One row per (task, sampler) of benchmarks/proxy_sampler.py's rows.
+    rows = read_all(folder)
     out = [
-        "## Sampling the proxy: MCMC against importance resampling",
+        f"## {title}",
         "",
-        "`benchmarks/proxy_sampler.py`: the default's proxy at 1,000 simulations, seed 0, "
-        "observations 1-5; `flow` is the flow itself, `importance` importance resampling "
-        "from it, `mcmc-k` k steps of the MCMC sampler (each an independence step and a "
-        "MALA step), `imh-k` independence steps alone. 2,000 samples per C2ST; seconds "
-        "per 10,000 samples at one observation, on a shared 2-core CPU.",
+        intro,
         "",
-        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k | IMH acc. | drift |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k | IMH acc. |",
+        "|---|---|---|---|---|---|---|",
     ]
     for task in sorted({r["task"] for r in rows}):
         for variant in sorted({r["variant"] for r in rows if r["task"] == task}):
@@ -269,35 +288,7 @@ def sampler_section(folder: Path) -> list[str]:
                 f"{mean_sd([num(r['c2st_rf']) for r in vr])} | "
                 f"{mean_sd([num(r['distinct']) for r in vr], 2)} | "
                 f"{mean_sd([num(r['seconds_per_10k']) for r in vr], 1)} | "
-                f"{mean_sd([num(r.get('imh_acceptance')) for r in vr], 2)} | "
-                f"{mean_sd([num(r.get('drift')) for r in vr], 2)} |"
-            )
-    return [*out, ""]
-
-
-def sbi_sampler_section(folder: Path) -> list[str]:
-    rows = [r for path in sorted(folder.glob("*.csv")) for r in read(path)]
-    out = [
-        "## jsbi's MCMC against sbi's slice sampler on the same proxy",
-        "",
-        "`python benchmarks/proxy_sampler.py --tasks two_moons --num-simulations 1000 "
-        "--observations 1 2 3 --variants mcmc-10,sbi-slice --out "
-        "benchmarks/results/proxy_sampler_sbi`: one trained proxy (seed 0), sampled by "
-        "jsbi's sampler (10 steps) and by sbi's `MCMCPosterior` with its defaults "
-        "(vectorised slice sampling, 20 chains, 200 warm-up steps) on the potential "
-        "`-E(theta, x)`; 10,000 samples per observation, 2,000 per C2ST.",
-        "",
-        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k |",
-        "|---|---|---|---|---|---|",
-    ]
-    for task in sorted({r["task"] for r in rows}):
-        for variant in sorted({r["variant"] for r in rows if r["task"] == task}):
-            vr = [r for r in rows if r["task"] == task and r["variant"] == variant]
-            out.append(
-                f"| {task} | {variant} | {mean_sd([num(r['c2st']) for r in vr])} | "
-                f"{mean_sd([num(r['c2st_rf']) for r in vr])} | "
-                f"{mean_sd([num(r['distinct']) for r in vr], 2)} | "
-                f"{mean_sd([num(r['seconds_per_10k']) for r in vr], 1)} |"
+                f"{mean_sd([num(r.get('imh_acceptance')) for r in vr], 2)} |"
             )
     return [*out, ""]
 
@@ -357,9 +348,17 @@ def page() -> str:
     if (RESULTS / "ensemble_cost").exists():
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():
-        out += sampler_section(RESULTS / "proxy_sampler")
+        out += sampler_section(
+            RESULTS / "proxy_sampler",
+            "Sampling the proxy: MCMC against importance resampling",
+            SAMPLER_INTRO,
+        )
     if (RESULTS / "proxy_sampler_sbi").exists():
-        out += sbi_sampler_section(RESULTS / "proxy_sampler_sbi")
+        out += sampler_section(
+            RESULTS / "proxy_sampler_sbi",
+            "jsbi's MCMC against sbi's slice sampler on the same proxy",
+            SBI_SAMPLER_INTRO,
+        )
     if (RESULTS / "time_to_accuracy").exists():
         out += front_section(RESULTS / "time_to_accuracy")
     return "\n".join(out).rstrip() + "\n"

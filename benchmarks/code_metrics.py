@@ -14,6 +14,7 @@ root = sys.argv[1] if len(sys.argv) > 1 else "jsbi"
 per_folder = collections.defaultdict(lambda: [0, 0])
 funcs = []
 comparisons = []
+names = set()
 OBJ = {"npe", "jeffreys", "srfe", "reverse", "distill", "sbi-npe", "jsbi-npe"}
 for dirpath, _, files in os.walk(root):
     for f in files:
@@ -26,6 +27,15 @@ for dirpath, _, files in os.walk(root):
         per_folder[folder][0] += 1
         per_folder[folder][1] += n
         tree = ast.parse(src)
+        for node in tree.body:  # __all__ = [...] or __all__: list[str] = [...]
+            target = node.targets[0] if isinstance(node, ast.Assign) else None
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                target = node.target
+            if getattr(target, "id", None) == "__all__":
+                try:
+                    names |= set(ast.literal_eval(node.value))
+                except ValueError:  # built from other names
+                    pass
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -58,17 +68,4 @@ funcs.sort(reverse=True)
 print("largest functions:", ", ".join(f"{n} {name}" for n, name in funcs[:5]))
 print("functions over 100 lines:", sum(1 for n, _ in funcs if n > 100))
 print("objective-name string comparisons:", len(comparisons))
-names = set()
-for dirpath, _, files in os.walk(root):
-    for f in files:
-        if f.endswith(".py"):
-            tree = ast.parse(open(os.path.join(dirpath, f)).read())
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and any(
-                    getattr(t, "id", None) == "__all__" for t in node.targets
-                ):
-                    try:
-                        names |= set(ast.literal_eval(node.value))
-                    except Exception:
-                        pass
 print("distinct names in every module's __all__:", len(names))

@@ -78,14 +78,16 @@ def add_budget(
     r"""The diagnostics' budget: observations, pairs and samples (``None``: from
     ``--precision``)."""
     g = p.add_argument_group("the diagnostics")
-    g.add_argument(
-        "--precision",
-        type=precision,
-        default=0.05,
-        help="the coverage deviation the calibration checks must resolve; sets "
-        "--num-sbc to (1 / precision)^2 and --num-posterior-samples to 5 / precision "
-        "unless given (default: %(default)s: 400 pairs x 100 samples)",
-    )
+    if num_sbc is None:  # the counts follow the precision (the demo fixes them instead)
+        g.add_argument(
+            "--precision",
+            type=precision,
+            default=0.05,
+            help="the coverage deviation the calibration checks must resolve; sets "
+            "--num-sbc to (1 / precision)^2 and --num-posterior-samples to 5 / precision "
+            "unless given (default: %(default)s: 400 pairs x 100 samples)",
+        )
+    from_precision = "from --precision" if num_sbc is None else "%(default)s"
     g.add_argument(
         "--observations",
         type=int_list,
@@ -98,18 +100,13 @@ def add_budget(
         type=POSITIVE_INT,
         default=num_sbc,
         help="held-out prior-predictive pairs for SBC, expected coverage, TARP and NLTP "
-        "(default: from --precision)"
-        if num_sbc is None
-        else "held-out prior-predictive pairs for SBC, expected coverage, TARP and NLTP "
-        "(default: %(default)s)",
+        f"(default: {from_precision})",
     )
     g.add_argument(
         "--num-posterior-samples",
         type=POSITIVE_INT,
         default=num_posterior,
-        help="posterior samples per held-out pair (default: from --precision)"
-        if num_posterior is None
-        else "posterior samples per held-out pair (default: %(default)s)",
+        help=f"posterior samples per held-out pair (default: {from_precision})",
     )
     g.add_argument(
         "--num-c2st-samples",
@@ -237,9 +234,10 @@ def _report(
                 PosteriorEstimator(task.prior, objective=o, **flow, **options.get(o, {}))
     except ValueError as e:
         args._parser.error(str(e))
-    pairs, samples = budget_for(args.precision)
-    args.num_sbc = args.num_sbc or pairs
-    args.num_posterior_samples = args.num_posterior_samples or samples
+    if getattr(args, "precision", None) is not None:  # jsbi report; the demo fixes both
+        pairs, samples = budget_for(args.precision)
+        args.num_sbc = args.num_sbc or pairs
+        args.num_posterior_samples = args.num_posterior_samples or samples
     print(
         f"simulating {num_simulations} pairs of {args.task}, training "
         f"{', '.join(objectives)}, then the diagnostics: {args.num_sbc} held-out pairs x "

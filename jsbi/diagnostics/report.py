@@ -231,9 +231,7 @@ class Report:
                 phase2 += f"; the best state is phase {h.get('best_phase', '?')}'s"
             if phase2:
                 out.append(f"{name}: {phase2}.")
-            if h.get("stopped_by") == "the epoch cap" or (
-                h.get("converged") is False and not h.get("interrupted")
-            ):
+            if _capped(h):
                 out.append(
                     f"Warning: {name} stopped at its epoch cap ({h.get('epochs_trained')} "
                     "epochs) before early stopping: it had not converged."
@@ -245,14 +243,13 @@ class Report:
                         f"The local C2ST rejects {name} at observation {i} (p-value {p:.3g}): "
                         "its posterior there differs from the true one."
                     )
-        for i, p in sorted(self.settings.get("observation_p_values", {}).items()):
+        for i, p in sorted(self.settings.get("atypical_observations", {}).items()):
             for name, value in p.items():
-                if value is not None and value < self.settings.get("misspecification", 0.01):
-                    out.append(
-                        f"Observation {i} is atypical of the simulations for {name} "
-                        f"(prior-predictive p-value {value:.3g}): its posterior there is an "
-                        "extrapolation."
-                    )
+                out.append(
+                    f"Observation {i} is atypical of the simulations for {name} "
+                    f"(prior-predictive p-value {value:.3g}): its posterior there is an "
+                    "extrapolation."
+                )
         return out
 
     def save(self, out_dir: str | Path) -> Path:
@@ -409,8 +406,7 @@ class Report:
         def epochs_cell(name: str) -> str:
             h = self.histories.get(name, {})
             n = h.get("epochs_trained")
-            cap = h.get("converged") is False and not h.get("interrupted")
-            return "-" if n is None else f"{n}{' (cap!)' if cap else ''}"
+            return "-" if n is None else f"{n}{' (cap!)' if _capped(h) else ''}"
 
         colors = self.colors()
         verdicts = "".join(
@@ -826,7 +822,7 @@ def compare(
         "seed": seed,
         "observations": list(observations),
         **{k: v for k, v in budget.items() if k.startswith("num_")},
-        **({"observation_p_values": p} if (p := _typicality(posteriors, obs)) else {}),
+        **_typicality(posteriors, obs),
     }
     return Report(
         task_name=str(getattr(task, "name", "task")),
@@ -856,17 +852,29 @@ def _expected_seconds(
     return total
 
 
+def _capped(history: Mapping[str, Any]) -> bool:
+    # Training ended at its epoch cap (jsbi's and sbi's runs both record it so).
+    return history.get("stopped_by") == "the epoch cap"
+
+
 def _typicality(posteriors: Mapping[str, Any], obs: dict[int, Tensor]) -> dict:
-    # Each observation's prior-predictive p-value under each posterior that has one.
-    out: dict[int, dict[str, float]] = {}
+    # Each observation's prior-predictive p-value under each posterior that has one, and
+    # those below that posterior's own misspecification threshold.
+    values: dict[int, dict[str, float]] = {}
+    atypical: dict[int, dict[str, float]] = {}
     for name, post in posteriors.items():
         if not callable(getattr(post, "observation_p_value", None)):
             continue
+        threshold = post.misspecification_threshold
         for i, x_o in obs.items():
             p = post.observation_p_value(x_o.reshape(-1))
             if math.isfinite(p):
-                out.setdefault(i, {})[name] = p
-    return out
+                values.setdefault(i, {})[name] = p
+                if threshold is not None and p < threshold:
+                    atypical.setdefault(i, {})[name] = p
+    if not values:
+        return {}
+    return {"observation_p_values": values, "atypical_observations": atypical}
 
 
 def _held_out_pairs(
@@ -924,8 +932,7 @@ def _diagnose(
     doing(f"SBC ({len(theta)} pairs x {n_post} samples)")
     samples = draw_samples(posterior, x, n_post, batch_size=batch_size, seed=s)
     sbc = check_sbc(sbc_ranks(samples, theta), n_post, theta_names=theta_names)
-    local = [i for i in obs if i not in refs] if budget.get("lc2st") else []
-    lc2st = _lc2st(theta, x, samples[0], s) if local else None
+    lc2st = _lc2st(theta, x, samples[0], s) if budget.get("lc2st") else None
     bar.update(1)
     doing("expected coverage")
     lq = log_prob_batched(

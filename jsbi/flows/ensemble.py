@@ -73,7 +73,7 @@ class FlowEnsemble(nn.Module):
         self.dim_theta, self.dim_x = first.dim_theta, first.dim_x
         self.support, self.support_mode = first.support, first.support_mode
         self.leaks, self.maps = first.leaks, first.maps
-        self.temperable = getattr(first, "temperable", True)
+        self.temperable = first.temperable
         self.config = {**first.config, "ensemble": len(members)}
 
     # -- the members ------------------------------------------------------------------

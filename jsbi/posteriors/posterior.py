@@ -657,7 +657,7 @@ class Posterior(Distribution):
         Returns:
             The temperature kept; ``history["recalibration"]`` has the errors.
         """
-        if not getattr(self.flow, "temperable", True):
+        if not getattr(self.flow, "temperable", True):  # a flow of another kind
             raise ValueError(
                 "recalibrate needs a flow with a Gaussian base; ncsf's base is uniform on the "
                 "circle, so it has no temperature"

@@ -138,14 +138,9 @@ def simulate(
     if store is not None:
         store = Path(store)
         sizes = (batch_size, num_simulations, dim_theta)
-        meta = _open_store(
-            store,
-            name,
-            seed,
-            *sizes,
-            *_fingerprints(simulator),
-            check=lambda: _check_probe(simulator, name, store, seed),
-        )
+        meta = _open_store(store, name, seed, *sizes, *_fingerprints(simulator))
+        _check_probe(simulator, name, store, seed)
+        _write_json(store / "meta.json", meta)  # upgraded only once its pairs are checked
         done = campaign.resume(store, meta)
     todo = [b for b in range(num_batches) if b not in done]
     if show_progress_bar is None:
@@ -538,8 +533,9 @@ def _open_store(
     dim_theta: int,
     code: str | None = None,
     legacy: str | None = None,
-    check: Callable[[], None] | None = None,
 ) -> dict:
+    # Checks the store against this campaign and returns its meta, written by the caller
+    # once the store's pairs are checked too.
     if store.exists() and not store.is_dir():
         raise ValueError(f"store must be a directory, got the file {store}")
     store.mkdir(parents=True, exist_ok=True)
@@ -583,9 +579,6 @@ def _open_store(
         raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
     for tmp in store.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)  # left by an interrupted write
-    if check is not None:
-        check()  # the store's fingerprint is upgraded only once its pairs are checked
-    _write_json(path, meta)
     return meta
 
 
@@ -734,10 +727,10 @@ def _check_first_batch(simulator: Simulator, name: str, store: Path, seed: int) 
         return
     if "sha256" in data and data["sha256"] != _checksum(theta0, x0):
         return  # damaged: resuming redoes it
+    # Drawn from the prior: the seeded draw; from a proposal: its stored parameters.
+    given = None if _same_theta(simulator.prior, seed, 0, theta0) else theta0
     main = (os.getpid(), threading.get_ident())
-    _, theta, x = _run_batch(simulator, 0, 0, len(theta0), seed, main)
-    if not torch.equal(theta, theta0):  # drawn from a proposal: re-simulate its parameters
-        _, theta, x = _run_batch(simulator, 0, 0, len(theta0), seed, main, theta=theta0)
+    _, _, x = _run_batch(simulator, 0, 0, len(theta0), seed, main, theta=given)
     if not _same_x(x, x0):
         raise ValueError(
             f"store {store} holds another model's pairs: re-simulating its first batch with "

@@ -853,8 +853,11 @@ def _expected_seconds(
 
 
 def _capped(history: Mapping[str, Any]) -> bool:
-    # Training ended at its epoch cap (jsbi's and sbi's runs both record it so).
-    return history.get("stopped_by") == "the epoch cap"
+    # Training ended at its epoch cap: jsbi's and sbi's runs record it in stopped_by; a
+    # history given by hand (or saved before stopped_by) says it by converged=False.
+    if "stopped_by" in history:
+        return history["stopped_by"] == "the epoch cap"
+    return history.get("converged") is False and not history.get("interrupted")
 
 
 def _typicality(posteriors: Mapping[str, Any], obs: dict[int, Tensor]) -> dict:

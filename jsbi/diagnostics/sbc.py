@@ -9,7 +9,9 @@ the ranks are compatible with uniformity.
 
 Sampling is batched: :func:`draw_samples` calls ``posterior.sample_batched`` on chunks of
 ``batch_size`` pairs, so ``N x L`` samples never go through a Python loop over pairs and
-memory stays bounded by ``batch_size x L``.
+memory stays bounded by ``batch_size x L``. sbi's direct posteriors are sampled (and their
+leakage factor estimated) by :func:`jsbi.diagnostics.rejection.rejection_sample`, whose
+memory stays bounded where one pair's posterior leaks out of the prior's support.
 
 References:
     | Validating Bayesian Inference Algorithms with Simulation-Based Calibration
@@ -35,6 +37,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from jsbi.diagnostics.rejection import is_sbi_direct, rejection_sample
 from jsbi.diagnostics.utils import (
     MetricRows,
     PosteriorLike,
@@ -85,6 +88,9 @@ def draw_samples(
     with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(batched sampling|Capping).*")
         for xb in x.split(batch_size):
+            if is_sbi_direct(posterior):  # sbi's own batched rejection can take many GB
+                chunks.append(rejection_sample(posterior, xb, num_samples)[0])
+                continue
             kwargs = accepted_kwargs(
                 posterior.sample_batched,
                 show_progress_bars=False,
@@ -145,7 +151,12 @@ def log_prob_batched(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(posterior samples are within|Only).*")
         for tb, xb in zip(theta.split(batch_size, dim=1), x.split(batch_size), strict=True):
-            lp = posterior.log_prob_batched(tb, x=xb, **kwargs)
+            if normalize and is_sbi_direct(posterior):  # its leakage factor, bounded
+                accept = rejection_sample(posterior, xb, num_leakage_samples)[1]
+                lp = posterior.log_prob_batched(tb, x=xb, norm_posterior=False)
+                lp = lp.cpu() - accept.log()
+            else:
+                lp = posterior.log_prob_batched(tb, x=xb, **kwargs)
             if lp.shape != tb.shape[:2]:
                 raise ValueError(
                     f"posterior.log_prob_batched returned shape {tuple(lp.shape)}, "

@@ -277,6 +277,10 @@ class ConditionalFlow(nn.Module):
         #: widening (T > 1) or narrowing every credible region, the density still exact.
         self.register_buffer("temperature", torch.ones(()))
 
+    def set_temperature(self, value: float) -> None:
+        r"""Sets the base distribution's temperature ``T`` (``z ~ N(0, T^2 I)``)."""
+        self.temperature.fill_(value)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         # Files saved before the temperature existed hold a flow at T = 1.
         state_dict.setdefault(prefix + "temperature", torch.ones(()))

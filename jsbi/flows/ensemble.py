@@ -87,6 +87,15 @@ class FlowEnsemble(nn.Module):
         # The device the ensemble lives on (a posterior reads it there).
         return getattr(self, "member__" + _key("theta_loc"))[0]
 
+    @property
+    def temperature(self) -> Tensor:
+        r"""The members' base temperature (all set together by :meth:`set_temperature`)."""
+        return self.get_buffer("member__temperature")[0]
+
+    def set_temperature(self, value: float) -> None:
+        r"""Sets every member's base temperature ``T`` (``z ~ N(0, T^2 I)``)."""
+        self.get_buffer("member__temperature").fill_(value)
+
     def member(self, k: int) -> ConditionalFlow:
         r"""Member ``k`` as a :class:`~jsbi.flows.ConditionalFlow` of its own (a copy)."""
         params, buffers = self._state()

@@ -615,16 +615,11 @@ class Posterior(Distribution):
     @property
     def temperature(self) -> float:
         r"""The flow's base temperature (1: as trained; see :meth:`recalibrate`)."""
-        t = self.flow.temperature if hasattr(self.flow, "temperature") else None
-        if t is None:  # an ensemble: every member's, all set together
-            t = self.flow.get_buffer("member__temperature")[0]
-        return float(t)
+        return float(self.flow.temperature)
 
     def _set_temperature(self, value: float) -> None:
-        # The flow's own buffer, or every member's (not an embedding's of the same name).
-        for name, buffer in self.flow.named_buffers():
-            if name in ("temperature", "member__temperature"):
-                buffer.fill_(value)
+        # The flow's own buffer, or every member's of an ensemble.
+        self.flow.set_temperature(value)
         self._mass.clear()
 
     @torch.no_grad()

@@ -222,12 +222,12 @@ class LikelihoodEnergy(_Standardized, Proxy):
         fitted on its own)."""
         if not self.undecided:
             return -self.log_likelihood(theta, x).mean()
-        return sum(self._candidate_nlls(theta, x))
+        return sum(nll.mean() for nll in self._candidate_nlls(theta, x))
 
     def _candidate_nlls(self, theta: Tensor, x: Tensor) -> list[Tensor]:
-        # Every candidate's mean NLL on the same standardised pairs (standardised once).
+        # Every candidate's NLL per pair on the same standardised pairs (standardised once).
         c, u = self._standardized(theta, x)
-        return [-self._log_likelihood(flow, c, u).mean() for flow in self.candidates()]
+        return [-self._log_likelihood(flow, c, u) for flow in self.candidates()]
 
     @torch.no_grad()
     def select(self, theta: Tensor, x: Tensor) -> dict[str, Any]:
@@ -241,8 +241,7 @@ class LikelihoodEnergy(_Standardized, Proxy):
             error of that paired difference}``, the record
             ``history["proxy_candidates"]`` keeps.
         """
-        c, u = self._standardized(theta, x)
-        per_pair = [-self._log_likelihood(flow, c, u) for flow in self.candidates()]
+        per_pair = self._candidate_nlls(theta, x)
         nlls = [float(v.mean()) for v in per_pair]
         finite = [v if math.isfinite(v) else math.inf for v in nlls]  # NaN is never chosen
         order = sorted(range(len(finite)), key=finite.__getitem__)

@@ -1,9 +1,10 @@
 r"""Writing files safely: a fresh temporary file beside the target, then an atomic rename.
 
-A crash mid-write leaves the previous file whole, and no fixed temporary name exists for a
-link planted in a shared folder to redirect the write onto another file of the user's:
-``tempfile.mkstemp`` creates its file exclusively, and ``os.replace`` replaces a link at
-the target itself rather than following it.
+A crash mid-write leaves the previous file whole (the new one is synced to disk before
+the rename), and no fixed temporary name exists for a link planted in a shared folder to
+redirect the write onto another file of the user's: ``tempfile.mkstemp`` creates its file
+exclusively, and ``os.replace`` replaces a link at the target itself rather than following
+it.
 
 Example:
     >>> import os, tempfile
@@ -34,6 +35,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

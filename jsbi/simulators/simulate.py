@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 import warnings
@@ -577,9 +578,14 @@ def _open_store(
         meta["simulator_code"] = code
     elif any(store.glob("batch_*.pt")):
         raise ValueError(f"store {store} holds batch files but no meta.json: not a jsbi store")
-    for tmp in store.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)  # left by an interrupted write
+    for tmp in store.glob(".*.tmp"):  # left by an interrupted write of the store's own
+        if _STORE_TMP.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
     return meta
+
+
+#: The temporary files of the store's own writes (:func:`jsbi.files.atomic_write`'s names).
+_STORE_TMP = re.compile(r"\.(batch_\d{5}\.pt|probe\.pt|meta\.json)\..+\.tmp")
 
 
 def _batch_path(store: Path, b: int) -> Path:

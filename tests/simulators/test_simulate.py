@@ -153,9 +153,13 @@ def test_store_resume(tmp_path, error):
     assert meta["seed"] == 2 and meta["batch_size"] == 10 and meta["simulator"] == "noisy"
     assert meta["num_simulations"] == 45 and meta["dim_theta"] == 2 and meta["dim_x"] == 4
 
+    # An interrupted write's temporary file goes; a file that is not the store's stays.
+    (store / ".batch_00002.pt.k3j9.tmp").write_bytes(b"half")
+    (store / ".notes.tmp").write_text("the user's")
     resumed = Counting()
     theta, x = simulate(resumed, 45, seed=2, batch_size=10, store=store)
     assert resumed.calls == 4  # the probe once, then batches 2, 3 and 4 only
+    assert sorted(p.name for p in store.glob(".*")) == [".notes.tmp"]
 
     reference = simulate(simulator(), 45, seed=2, batch_size=10)
     assert torch.equal(theta, reference[0]) and torch.equal(x, reference[1])

@@ -71,4 +71,4 @@ def test_a_posterior_outside_the_support_is_an_error(leaky):
     _, post, x = leaky
     # Rounds of 100 candidates, at most 50 per observation: 1,000 samples cannot be had.
     with pytest.raises(RuntimeError, match="observation 0: .* of 1000 samples inside"):
-        rejection_sample(post, x[:1], 1000, max_candidates=200, max_proposals=50)
+        rejection_sample(post, x[:1], 1000, max_candidates=100, max_proposals=50)

@@ -285,6 +285,8 @@ class Support(nn.Module):
         device = self.lower.device
         out = torch.empty(n, num_columns, self.dim, device=device)
         count = torch.zeros(num_columns, dtype=torch.long, device=device)
+        drawn_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
+        accepted_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
         drawn = accepted = 0
         k = n  # candidates per column this round
         for _ in range(int(max_rounds)):
@@ -297,6 +299,8 @@ class Support(nn.Module):
             n_ok = ok.sum(0)
             drawn += ok.numel()
             accepted += int(n_ok.sum())
+            drawn_by[cols] += k
+            accepted_by[cols] += n_ok.double()
             # Accepted rows first, in their original order, then scatter after `count`.
             order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
             cand = cand.gather(0, order[..., None].expand(-1, -1, self.dim))
@@ -305,17 +309,17 @@ class Support(nn.Module):
             keep = (rows < n_ok) & (pos < n)
             out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
             count[cols] = torch.clamp(count[cols] + n_ok, max=n)
-            # Next round: enough candidates for the most-missing column at the acceptance
-            # seen so far (and a margin), not another n.
-            missing = int((n - count).max())
-            rate = max(accepted / max(drawn, 1), 1e-3)
-            k = min(n, max(16, math.ceil(1.2 * missing / rate)))
+            # Next round: enough candidates for the column that needs most at its own
+            # acceptance so far (and a margin), at most n or a round of _MAX_CANDIDATES.
+            k = _next_round(n - count, accepted_by, drawn_by, n)
         else:
             if bool((count < n).any()):
+                i = int(torch.argmin(torch.where(count < n, accepted_by / drawn_by, 2.0)))
                 raise RuntimeError(
                     f"rejection sampling gave up after {max_rounds} rounds: acceptance "
-                    f"{accepted / max(drawn, 1):.2e}; the flow puts almost no mass inside "
-                    "the prior's support (train with support='transform')"
+                    f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} "
+                    f"({int(count[i])} of {n} samples); the flow puts almost no mass inside "
+                    "the prior's support there (train with support='transform')"
                 )
         leaked = 1.0 - accepted / max(drawn, 1)
         if leaked > 0.2:
@@ -328,6 +332,25 @@ class Support(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, dim={self.dim}"
+
+
+#: Candidates per round of :meth:`Support.rejection_sample` beyond ``n`` per observation,
+#: over all observations still short (memory: a spline flow's inverse holds about 20 KB
+#: per candidate with 10 parameters while it runs).
+_MAX_CANDIDATES = 2**14
+
+
+def _next_round(missing: Tensor, accepted: Tensor, drawn: Tensor, n: int) -> int:
+    # Candidates per observation for the next round: 1.2 x what the neediest observation
+    # lacks over its own acceptance so far (a rule of succession: never 0), at least 16, at
+    # most n, or more where a round of _MAX_CANDIDATES over the short ones allows it.
+    short = missing > 0
+    if not bool(short.any()):
+        return n  # every observation has its samples: the loop ends
+    rate = (accepted[short] + 1) / (drawn[short] + 2)
+    want = math.ceil(1.2 * float((missing[short] / rate).max()))
+    cap = max(n, _MAX_CANDIDATES // int(short.sum()))
+    return min(cap, max(16, want))
 
 
 #: The name before :class:`Support` owned leakage and truncation.

@@ -101,6 +101,27 @@ def test_rejection_sample_fills_every_column_inside_and_reports_the_rejected_sha
         s.rejection_sample(lambda n, cols: 5 + torch.rand(n, len(cols), 1), 10, 1, max_rounds=3)
 
 
+def test_rejection_sample_sizes_its_rounds_by_the_neediest_observation():
+    # Observation 1 puts 4.7e-4 of its mass in [0, 1]: 50 samples need about 100,000
+    # candidates, which rounds of at most n = 50 would not reach in 1,000 rounds.
+    s = Support.from_prior(BoxUniform(torch.zeros(1), torch.ones(1)))
+    shift = torch.tensor([0.0, -4.3])  # observation 1's candidates are N(4.3, 1)
+
+    def draw(k, cols):
+        return torch.randn(k, len(cols), 1) - shift[cols, None]
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, _ = s.rejection_sample(draw, 50, 2, max_rounds=1000)
+    assert out.shape == (50, 2, 1) and s.contains(out).all()
+    assert out[:, 1].mean() > out[:, 0].mean() + 0.2  # observation 1's sits near 1
+    # An observation with no mass inside is named, with its own acceptance.
+    shift = torch.tensor([0.0, -50.0])
+    with pytest.raises(RuntimeError, match=r"acceptance 0.00e\+00 at observation 1 \(0 of"):
+        s.rejection_sample(draw, 10, 2, max_rounds=3)
+
+
 def test_support_option_and_its_older_spelling():
     assert support_mode() == DEFAULT_SUPPORT
     assert support_mode(bounded=True) == "transform"

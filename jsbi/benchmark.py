@@ -126,6 +126,21 @@ class FinishedUnitError(ValueError):
     r"""A finished unit was asked for observations it was not scored on."""
 
 
+class UnitsFailedError(RuntimeError):
+    r"""Some units of a grid raised; the others ran to the end.
+
+    Attributes:
+        rows: The rows of the units that finished.
+        failures: ``"unit name: error"`` for each unit that raised.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], failures: list[str]) -> None:
+        self.rows, self.failures = rows, failures
+        super().__init__(
+            f"{len(failures)} unit(s) failed (the others finished):\n  " + "\n  ".join(failures)
+        )
+
+
 def _check_method(name: str) -> None:
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
@@ -373,6 +388,10 @@ def run_benchmark(
 
     Returns:
         The rows of every unit.
+
+    Raises:
+        UnitsFailedError: After every unit has run, if some raised (a unit's failure does
+            not stop the others; its error and the finished units' rows are attached).
     """
     from jsbi.simulators import get_task
     from jsbi.simulators.simulate import parallel_backend
@@ -408,9 +427,25 @@ def run_benchmark(
     )
     with parallel_backend(backend):
         results = joblib.Parallel(n_jobs=n_jobs)(
-            joblib.delayed(run_unit)(*unit, **kwargs) for unit in units
+            joblib.delayed(_run_unit_or_error)(*unit, **kwargs) for unit in units
         )
-    return [row for rows in results for row in rows]
+    rows = [row for result, _ in results for row in result]
+    failures = [error for _, error in results if error is not None]
+    if failures:
+        raise UnitsFailedError(rows, failures)
+    return rows
+
+
+def _run_unit_or_error(*unit: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], str | None]:
+    # One unit's rows, or its error: a unit that raises does not stop the grid.
+    try:
+        return run_unit(*unit, **kwargs), None
+    except FinishedUnitError:
+        raise  # checked before any work; not a unit's failure
+    except Exception as e:
+        name = _unit_name(*unit)
+        print(f"  {name}: FAILED ({type(e).__name__}: {e})", flush=True)
+        return [], f"{name}: {type(e).__name__}: {e}"
 
 
 def load_rows(*outs: str | os.PathLike) -> list[dict[str, Any]]:

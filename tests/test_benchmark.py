@@ -288,3 +288,30 @@ def test_the_paired_column_compares_what_the_rows_hold():
     assert _table_methods(rows("jeffreys", "sbi-npe"))[1] == (("jeffreys", "sbi-npe"),)
     # Without the default: jsbi's npe against sbi's.
     assert _table_methods(rows("npe", "sbi-npe")) == (("npe", "sbi-npe"), (("npe", "sbi-npe"),))
+
+
+def test_a_failing_unit_does_not_stop_the_grid(tmp_path, monkeypatch, capsys):
+    import jsbi.benchmark as bench
+
+    real = bench.run_unit
+
+    def run_unit(task, n, seed, method, **kwargs):
+        if method == "sbi-npe":
+            raise RuntimeError("the sampler gave up")
+        return real(task, n, seed, method, **kwargs)
+
+    monkeypatch.setattr(bench, "run_unit", run_unit)
+    # sbi-npe raises; npe still runs, and its rows come with the error.
+    with pytest.raises(bench.UnitsFailedError, match="two_moons_200_0_sbi-npe: RuntimeError") as e:
+        run_benchmark(["two_moons"], [200], ["sbi-npe", "npe"], out=tmp_path, **TINY)
+    assert {r["method"] for r in e.value.rows} == {"npe"} and len(e.value.failures) == 1
+    assert (tmp_path / "rows" / "two_moons_200_0_npe.csv").exists()
+    # The CLI summarises the finished units, names the failure and exits with 1.
+    argv = ["benchmark", "--tasks", "two_moons", "--num-simulations", "200"]
+    argv += ["--objectives", "sbi-npe,npe", "--observations", "1,6"]
+    argv += ["--num-c2st-samples", "200", "--max-epochs", "2", "--out", str(tmp_path)]
+    capsys.readouterr()
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "| two_moons | 200 | dev | npe |" in captured.out
+    assert "1 unit(s) failed" in captured.err and "the sampler gave up" in captured.err

@@ -3,6 +3,7 @@ r"""``jsbi benchmark``: the resumable grid of tasks x budgets x methods x seeds.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from jsbi.cli.flags import add_config_flags, add_machine_flags, given, int_list, set_machine
@@ -128,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
     from jsbi.benchmark import (
         METHODS,
         FinishedUnitError,
+        UnitsFailedError,
         load_rows,
         run_benchmark,
         summary_table,
@@ -149,6 +151,7 @@ def main(args: argparse.Namespace) -> int:
     for folder in args.also:  # checked before any training, so a typo cannot waste a run
         if not Path(folder, "rows").is_dir():
             args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
+    failed = None
     if args.summarise:
         rows = [r for r in load_rows(args.out) if r["task"] in tasks and r["method"] in methods]
         if not rows:
@@ -173,6 +176,9 @@ def main(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 threads=args.threads,
             )
+        except UnitsFailedError as e:  # the others finished: summarise them, then fail
+            failed = e
+            rows = e.rows
         except (ImportError, RuntimeError, FinishedUnitError) as e:  # a backend missing
             # or not started, or a finished unit asked for observations it was not scored on
             args._parser.error(str(e))
@@ -185,4 +191,7 @@ def main(args: argparse.Namespace) -> int:
     summary = write_results(rows, args.out, _command(args, tasks, methods))
     print(summary_table(rows, methods))
     print(f"\nwrote {summary}, {args.out / 'benchmark.csv'} and the C2ST-vs-budget figures")
+    if failed is not None:
+        print(f"jsbi benchmark: {failed}", file=sys.stderr)
+        return 1
     return 0

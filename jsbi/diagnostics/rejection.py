@@ -2,14 +2,15 @@ r"""Batched rejection sampling of sbi's direct posteriors, in bounded memory.
 
 sbi's ``DirectPosterior.sample_batched`` and its leakage correction draw candidates for
 every observation of a batch until the observation with the lowest acceptance has
-enough, and keep every accepted candidate of all the others meanwhile. One held-out pair
-whose posterior leaks almost wholly out of the prior's support then makes the others'
-lists grow without bound: the benchmark's sbi NPE units on the two 10-parameter tasks
-(gaussian_linear_uniform, bernoulli_glm) were killed by the kernel at 19-24 GB in their
-calibration. Here each observation stops drawing once it has its samples and keeps no
-more than it asked for, so memory stays at ``num_samples x N x d`` plus one round of
-``max_candidates`` candidates (a spline flow's inverse holds about 20 KB per candidate
-with 10 parameters while it runs). The target is sbi's own: the estimator's
+enough, and keep every accepted candidate of all the others meanwhile; the leakage
+correction's rounds are (samples asked) x (observations) candidates at once, 500,000 for
+NLTP at 500 pairs x 1,000 samples. Through them, the benchmark's sbi NPE units on the two
+10-parameter tasks (gaussian_linear_uniform, bernoulli_glm) were killed by the kernel
+at 22-24 GB in their calibration. Here each observation stops drawing once it has its
+samples and keeps no more than it asked for, and a round draws at most
+``max_candidates`` candidates over all observations (a 10-parameter spline flow's
+inverse holds about 20 KB per candidate while it runs), so memory stays at
+``num_samples x N x d`` plus one round. The target is sbi's own: the estimator's
 distribution restricted to the prior's support, checked by sbi's ``within_support``.
 
 Example:

@@ -410,12 +410,12 @@ def run_benchmark(
     ]
     # Longest first keeps the workers busy to the end: big budgets, adaptive methods.
     units.sort(key=lambda u: (-u[1], u[3] in (REFERENCE, BASELINE)))
-    if out is not None:  # a finished unit that cannot answer fails here, before any work
-        for unit in units:
+    for unit in units:  # a refused option, or a finished unit that cannot answer, fails
+        # here, before any work
+        columns = method_columns(unit[3], get_task(unit[0]), options)
+        if out is not None:
             _finished_rows(
-                Path(out, "rows", f"{_unit_name(*unit)}.csv"),
-                observations,
-                *method_columns(unit[3], get_task(unit[0]), options).values(),
+                Path(out, "rows", f"{_unit_name(*unit)}.csv"), observations, *columns.values()
             )
     kwargs = dict(
         observations=list(observations),

@@ -32,7 +32,9 @@ import io
 import math
 import os
 import statistics
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -444,7 +446,7 @@ def _run_unit_or_error(*unit: Any, **kwargs: Any) -> tuple[list[dict[str, Any]],
         raise  # checked before any work; not a unit's failure
     except Exception as e:
         name = _unit_name(*unit)
-        print(f"  {name}: FAILED ({type(e).__name__}: {e})", flush=True)
+        print(f"  {name}: FAILED\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         return [], f"{name}: {type(e).__name__}: {e}"
 
 

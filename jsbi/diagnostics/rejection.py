@@ -46,7 +46,7 @@ def rejection_sample(
     num_samples: int,
     *,
     max_candidates: int = 2**14,
-    max_proposals: int = 10**8,
+    max_proposals: int = 10**7,
 ) -> tuple[Tensor, Tensor]:
     r"""``num_samples`` samples within the prior's support at each of ``N`` observations.
 
@@ -54,8 +54,9 @@ def rejection_sample(
         posterior: sbi's ``DirectPosterior``.
         x: Observations, shape ``(N, m)``.
         num_samples: Samples kept per observation ``L``.
-        max_candidates: Candidates drawn per round at most, over all observations,
-            which bounds the memory of a round.
+        max_candidates: Candidates drawn per round at most, over all observations
+            (one per observation where more observations are still short), which bounds
+            the memory of a round.
         max_proposals: Candidates per observation after which an observation that still
             lacks samples is an error (its posterior lies almost wholly outside the
             prior's support), rather than a run that never ends.
@@ -65,6 +66,9 @@ def rejection_sample(
         share of its candidates inside the support: sbi's leakage factor), shape ``(N,)``.
     """
     from sbi.utils.sbiutils import within_support
+
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
     estimator = posterior.posterior_estimator
     x = torch.as_tensor(x, dtype=torch.float32).to(posterior._device)
@@ -93,7 +97,8 @@ def rejection_sample(
             i = int(stuck.nonzero()[0])
             rate = float(accepted[i] / proposed[i])
             raise RuntimeError(
-                f"observation {i}: {int(count[i])} of {L} samples inside the prior's support "
+                f"observation {i} of this batch: {int(count[i])} of {L} samples inside the "
+                "prior's support "
                 f"after {int(proposed[i])} candidates (acceptance {rate:.2e}); its "
                 "posterior lies almost wholly outside the prior"
             )

@@ -310,14 +310,14 @@ class Support(nn.Module):
             out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
             count[cols] = torch.clamp(count[cols] + n_ok, max=n)
             # Next round: enough candidates for the column that needs most at its own
-            # acceptance so far (and a margin), at most n or a round of _MAX_CANDIDATES.
+            # acceptance so far (and a margin); see _next_round for the bound.
             k = _next_round(n - count, accepted_by, drawn_by, n)
         else:
             if bool((count < n).any()):
                 i = int(torch.argmin(torch.where(count < n, accepted_by / drawn_by, 2.0)))
                 raise RuntimeError(
                     f"rejection sampling gave up after {max_rounds} rounds: acceptance "
-                    f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} "
+                    f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} of this batch "
                     f"({int(count[i])} of {n} samples); the flow puts almost no mass inside "
                     "the prior's support there (train with support='transform')"
                 )
@@ -334,9 +334,10 @@ class Support(nn.Module):
         return f"kind={self.kind!r}, dim={self.dim}"
 
 
-#: Candidates per round of :meth:`Support.rejection_sample` beyond ``n`` per observation,
-#: over all observations still short (memory: a spline flow's inverse holds about 20 KB
-#: per candidate with 10 parameters while it runs).
+#: A round of :meth:`Support.rejection_sample` draws more than ``n`` candidates per
+#: observation only while the observations still short share at most this many in all
+#: (memory: a spline flow's inverse holds about 20 KB per candidate with 10 parameters
+#: while it runs); so a round is at most max(n x short, _MAX_CANDIDATES) candidates.
 _MAX_CANDIDATES = 2**14
 
 

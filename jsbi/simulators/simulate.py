@@ -585,7 +585,7 @@ def _open_store(
 
 
 #: The temporary files of the store's own writes (:func:`jsbi.files.atomic_write`'s names).
-_STORE_TMP = re.compile(r"\.(batch_\d{5}\.pt|probe\.pt|meta\.json)\..+\.tmp")
+_STORE_TMP = re.compile(r"\.(batch_\d{5,}\.pt|probe\.pt|meta\.json)\..+\.tmp")
 
 
 def _batch_path(store: Path, b: int) -> Path:

@@ -52,8 +52,15 @@ def test_sbis_target_and_leakage_factor(leaky):
     assert abs(p - sbi_factor) < 5 * (p * (1 - p) / 2000) ** 0.5 + 1e-3
 
 
-def test_the_diagnostics_use_it(leaky):
+def test_the_diagnostics_use_it(leaky, monkeypatch):
     prior, post, x = leaky
+
+    def refused(*args, **kwargs):
+        raise AssertionError("sbi's own batched sampler was called")
+
+    # The diagnostics draw through jsbi's rejection, never through sbi's batched paths.
+    monkeypatch.setattr(post, "sample_batched", refused)
+    monkeypatch.setattr(post, "leakage_correction", refused)
     s = draw_samples(post, x, 100, batch_size=4, seed=0)
     assert s.shape == (100, 6, 2) and prior.support.check(s).all()
     assert torch.equal(s, draw_samples(post, x, 100, batch_size=4, seed=0))  # seeded
@@ -70,5 +77,7 @@ def test_the_diagnostics_use_it(leaky):
 def test_a_posterior_outside_the_support_is_an_error(leaky):
     _, post, x = leaky
     # Rounds of 100 candidates, at most 50 per observation: 1,000 samples cannot be had.
-    with pytest.raises(RuntimeError, match="observation 0: .* of 1000 samples inside"):
+    with pytest.raises(RuntimeError, match="observation 0 of this batch: .* of 1000 samples"):
         rejection_sample(post, x[:1], 1000, max_candidates=100, max_proposals=50)
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        rejection_sample(post, x[:1], 0)

@@ -6,7 +6,7 @@ enough, and keep every accepted candidate of all the others meanwhile; the leaka
 correction's rounds are (samples asked) x (observations) candidates at once, 500,000 for
 NLTP at 500 pairs x 1,000 samples. Through them, the benchmark's sbi NPE units on the two
 10-parameter tasks (gaussian_linear_uniform, bernoulli_glm) were killed by the kernel
-at 22-24 GB in their calibration. Here each observation stops drawing once it has its
+at 19-24 GB in their calibration. Here each observation stops drawing once it has its
 samples and keeps no more than it asked for, and a round draws at most
 ``max_candidates`` candidates over all observations (a 10-parameter spline flow's
 inverse holds about 20 KB per candidate while it runs), so memory stays at

@@ -85,10 +85,11 @@ def draw_samples(
             f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
         )
     chunks = []
+    sbi_direct = is_sbi_direct(posterior)
     with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(batched sampling|Capping).*")
         for xb in x.split(batch_size):
-            if is_sbi_direct(posterior):  # sbi's own batched rejection can take many GB
+            if sbi_direct:  # sbi's own batched rejection can take many GB
                 chunks.append(rejection_sample(posterior, xb, num_samples)[0])
                 continue
             kwargs = accepted_kwargs(
@@ -148,10 +149,11 @@ def log_prob_batched(
     if not normalize:
         kwargs.pop("leakage_correction_params", None)
     out = []
+    own_leakage = normalize and is_sbi_direct(posterior)  # sbi's factor, in bounded memory
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(posterior samples are within|Only).*")
         for tb, xb in zip(theta.split(batch_size, dim=1), x.split(batch_size), strict=True):
-            if normalize and is_sbi_direct(posterior):  # its leakage factor, bounded
+            if own_leakage:
                 accept = rejection_sample(posterior, xb, num_leakage_samples)[1]
                 lp = posterior.log_prob_batched(tb, x=xb, norm_posterior=False)
                 lp = lp.cpu() - accept.log()

@@ -10,8 +10,10 @@ all observations at once, each leaving :math:`r` invariant:
    probability :math:`\min(1, w(\theta') / w(\theta))`, :math:`w = e^{-U} / m`. Its acceptance
    rate says how well the flow and the proxy agree (1 when :math:`q = r`).
 2. **MALA** steps with :math:`\nabla_\theta U` by autograd, preconditioned by the flow's
-   scale at that ``x``, to decorrelate (the step size adapts per observation in the first
-   half of the run, towards acceptance 0.57, and is then fixed).
+   scale at that ``x``, to decorrelate. Each observation's step size is first searched
+   on a pilot of its chains (a factor-10 bracket, then bisection in its logarithm,
+   towards acceptance 0.57), then adapted in the first half of the run and fixed in the
+   second.
 
 Every chain starts at its own draw of :math:`m`, so the returned samples are independent
 draws whose distribution tends to :math:`r` with the steps, and no two of them are the
@@ -203,7 +205,7 @@ def _run(
     log_w = _log_weight(target.neg_u(theta, xs), log_m)
     scale = _scale(target.flow, x).repeat_interleave(n, dim=0)
     d = theta.shape[1]
-    eps = torch.full((B,), 1.0 * d ** (-1 / 6), device=x.device)
+    eps = None
     keep = min(n, diagnostic_chains)
     trace = []
     imh_acc = mala_acc = 0.0
@@ -214,11 +216,13 @@ def _run(
         theta, log_w, acc = _imh(target, theta, log_w, xs)
         imh_acc += acc
         if num_mala:
+            if eps is None:  # from the states after the first independence step
+                eps = _initial_step(target, theta, xs, scale, B, n)
             for _ in range(num_mala):
                 theta, neg_u, rate = _mala(target, theta, xs, scale, eps.repeat_interleave(n))
                 mala_acc += float(rate.mean())
                 if t < num_steps // 2:  # adapted in the first half, fixed in the second
-                    eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - 0.57))
+                    eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
             log_w = _log_weight(neg_u, target.log_m(theta, xs))
         if t >= num_steps // 2:
             trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
@@ -276,6 +280,47 @@ def _mala(
     accept = torch.rand_like(rate) < rate
     theta = torch.where(accept[:, None], proposal, theta)
     return theta, torch.where(accept, v_new, v), rate
+
+
+#: MALA's target acceptance rate, and the pilot that finds each observation's step size.
+MALA_TARGET = 0.57
+PILOT_CHAINS = 64
+PILOT_ITERATIONS = 8
+
+
+def _initial_step(
+    target: _Target,
+    theta: Tensor,
+    xs: Tensor,
+    scale: Tensor,
+    B: int,
+    n: int,
+    pilot: int = PILOT_CHAINS,
+    iters: int = PILOT_ITERATIONS,
+) -> Tensor:
+    # Each observation's MALA step size (in units of the flow's scale) whose mean
+    # acceptance probability over its first `pilot` chains is near 0.57: from
+    # d^(-1/6), steps of a factor 10 until the target is bracketed, then bisection in
+    # log eps. The marginal scale can be far wider than the posterior is locally (a
+    # crescent): a fixed start adapted by a few small steps then accepted almost nothing.
+    k = min(n, pilot)
+    rows = torch.arange(B, device=xs.device)[:, None] * n + torch.arange(k, device=xs.device)
+    rows = rows.reshape(-1)
+    th, xx, sc = theta[rows], xs[rows], scale[rows]
+    live = torch.isfinite(target.neg_u(th, xx)).reshape(B, k).float()
+    count = live.sum(1).clamp_min(1.0)
+    log_eps = torch.full((B,), -math.log(th.shape[1]) / 6, device=xs.device)
+    lo = torch.full_like(log_eps, -math.inf)
+    hi = torch.full_like(log_eps, math.inf)
+    for _ in range(iters):
+        _, _, rate = _mala(target, th, xx, sc, log_eps.exp().repeat_interleave(k))
+        too_big = (rate.reshape(B, k) * live).sum(1) / count < MALA_TARGET
+        hi = torch.where(too_big, log_eps, hi)
+        lo = torch.where(too_big, lo, log_eps)
+        bracketed = torch.isfinite(lo) & torch.isfinite(hi)
+        step = torch.where(too_big, -math.log(10.0), math.log(10.0))
+        log_eps = torch.where(bracketed, 0.5 * (lo + hi), log_eps + step)
+    return log_eps.exp()
 
 
 def _scale(flow: nn.Module, x: Tensor, n: int = 256) -> Tensor:

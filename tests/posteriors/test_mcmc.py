@@ -98,6 +98,21 @@ def test_the_sampler_reaches_the_target_from_a_poor_proposal():
     assert info.drift < 0.1
 
 
+def test_the_step_size_is_found_where_the_flow_is_far_wider_than_the_target():
+    # A likelihood 10^6 times sharper: the posterior's sd is about 1/2000 of the flow's
+    # scale, which preconditions MALA. The step found by the pilot still accepts near
+    # 0.57, at each observation (a start at d^(-1/6) adapted by a few factor-0.75
+    # steps accepted almost nothing).
+    prior, flow = _problem()
+    torch.manual_seed(3)
+
+    def sharp(theta, x):
+        return 0.5 * (theta**2).sum(-1) + 0.5e6 / S2 * ((x - theta) ** 2).sum(-1)
+
+    _, info = sample_proxy(sharp, flow, prior, X_O, 2_000, num_steps=6, num_mala=1)
+    assert 0.3 < info.mala_acceptance < 0.85, info
+
+
 def test_no_sample_repeats_while_importance_resampling_repeats_a_third_or_more():
     from jsbi.posteriors import ProxyPosterior
     from jsbi.proxies import MLPEnergy

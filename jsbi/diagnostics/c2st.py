@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import joblib
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
@@ -46,6 +47,7 @@ def c2st(
     n_folds: int = 5,
     z_score: bool = True,
     classifier: str = "mlp",
+    n_jobs: int | None = 1,
 ) -> float:
     r"""Classifier two-sample test accuracy between samples and reference samples.
 
@@ -58,6 +60,8 @@ def c2st(
         z_score: Whether to z-score by the reference's statistics.
         classifier: ``"mlp"`` (sbibm's definition) or ``"rf"`` (sbi's default, a random
             forest).
+        n_jobs: Processes that fit the folds side by side (``-1``: every core); each
+            fold's classifier is seeded alike, so the score does not depend on it.
 
     Returns:
         The mean cross-validated accuracy, in ``[0, 1]``; 0.5 is perfect.
@@ -91,7 +95,13 @@ def c2st(
     }
     if classifier == "rf":
         classifier_kwargs = None  # sbi's random forest, as it is
-    with warnings.catch_warnings():
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0
+    ):
+        raise ValueError(f"n_jobs must be a nonzero int (-1: every core) or None, got {n_jobs!r}")
+    # sbi's c2st leaves sklearn's cross_val_score at n_jobs=None, which takes joblib's
+    # configured default: the folds run in that many processes.
+    with warnings.catch_warnings(), joblib.parallel_config(n_jobs=n_jobs):
         warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning on tiny sets
         score = sbi_c2st(
             reference,

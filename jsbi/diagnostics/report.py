@@ -747,6 +747,7 @@ def compare(
     seed: int = 0,
     show_progress_bar: bool | None = False,
     lc2st: bool | None = None,
+    c2st_jobs: int | None = -1,
 ) -> Report:
     r"""Runs every diagnostic on every posterior.
 
@@ -775,6 +776,8 @@ def compare(
             (``None``: in a terminal or a notebook).
         lc2st: Run sbi's local C2ST at the observations without a reference posterior,
             trained on the held-out pairs (``None``: where there are such observations).
+        c2st_jobs: Processes that fit each C2ST's cross-validation folds side by side
+            (``-1``: every core; the scores do not depend on it).
 
     Returns:
         A :class:`Report`.
@@ -786,6 +789,12 @@ def compare(
     """
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")
+    if c2st_jobs is not None and (
+        isinstance(c2st_jobs, bool) or not isinstance(c2st_jobs, int) or c2st_jobs == 0
+    ):
+        raise ValueError(
+            f"c2st_jobs must be a nonzero int (-1: every core) or None, got {c2st_jobs!r}"
+        )
     theta, x = _held_out_pairs(task, num_sbc, test_pairs, seed)
     d = theta.shape[1]
     theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
@@ -805,6 +814,7 @@ def compare(
         "num_c2st_samples": num_c2st_samples,
         "batch_size": batch_size,
         "lc2st": lc2st is not False and any(i not in refs for i in obs),
+        "c2st_jobs": c2st_jobs,
     }
     if show_progress_bar:
         seconds = _expected_seconds(posteriors, x, num_posterior_samples, len(obs), budget)
@@ -960,7 +970,7 @@ def _diagnose(
         draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
         res.samples[i] = draws
         if i in refs:
-            res.c2st[i] = c2st(draws, refs[i][:n], seed=seed)
+            res.c2st[i] = c2st(draws, refs[i][:n], seed=seed, n_jobs=budget["c2st_jobs"])
         elif lc2st is not None:
             res.lc2st[i] = float(lc2st.p_value(draws[:LC2ST_SAMPLES], x_o.reshape(1, -1)))
         if hasattr(task, "prior"):

@@ -20,7 +20,15 @@ def test_c2st_identical_and_separated():
     assert c2st(a, b, seed=3) == c2st(a, b, seed=3)
 
 
+def test_c2st_folds_in_processes_give_the_same_score():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(300, 2, generator=g), 0.3 + torch.randn(300, 2, generator=g)
+    assert c2st(a, b, n_jobs=2) == c2st(a, b, n_jobs=1)
+
+
 def test_c2st_bad_input():
+    with pytest.raises(ValueError, match="n_jobs"):
+        c2st(torch.zeros(10, 2), torch.zeros(10, 2), n_jobs=0)
     with pytest.raises(ValueError, match="same d"):
         c2st(torch.zeros(10, 2), torch.zeros(10, 3))
     with pytest.raises(ValueError, match="finite"):

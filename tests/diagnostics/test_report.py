@@ -243,6 +243,8 @@ def test_compare_takes_your_own_observed_data():
     assert torch.equal(report.observations[1], x_o[None])
     with pytest.raises(ValueError, match=r"observations\[1\] must have the simulator's shape"):
         compare({"exact": GaussianPosterior()}, sim, observations={1: torch.zeros(3)})
+    with pytest.raises(ValueError, match="c2st_jobs must be a nonzero int"):
+        compare({"exact": GaussianPosterior()}, sim, observations={1: x_o}, c2st_jobs=0)
 
 
 def test_the_summary_gives_a_verdict_and_flags_an_epoch_cap(saved):

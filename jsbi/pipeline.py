@@ -16,11 +16,13 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -175,6 +177,7 @@ def run_report(
     show_progress_bar: bool | None = False,
     fit_options: Mapping[str, Any] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    train_jobs: int | None = -1,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -197,6 +200,10 @@ def run_report(
         method_options: Estimator options of single methods, by name in ``objectives``
             (``{"jeffreys": {"proxy": "ratio"}}``), over ``estimator_kwargs``; each
             checked before anything is simulated.
+        train_jobs: Methods trained side by side, each in its own process (``-1``: as
+            many as there are methods and cores; ``1`` or ``None``: one after the other;
+            always one at a time on a GPU). Every method seeds its own training, so the
+            posteriors do not depend on it.
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -213,24 +220,56 @@ def run_report(
     fit, options = _checked(
         task, objectives, fit_options, max_epochs, estimator_kwargs, method_options
     )
+    jobs = _train_jobs(train_jobs, len(objectives), device)
     theta, x = simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
-    posteriors, histories = {}, {}
-    for method in objectives:
-        if show_progress_bar:
-            print(f"training {method_label(method)} ...", file=sys.stderr)
-        trained = train_method(
+
+    threads = torch.get_num_threads()  # the caller's, in every worker too
+
+    def train(method: str, bar: bool) -> TrainedMethod:
+        torch.set_num_threads(threads)
+        return train_method(
             method,
             task.prior,
             theta,
             x,
             seed=seed,
             estimator_options=None if method == SBI_NPE else options[method],
-            fit_options={**fit, "show_progress_bar": show_progress_bar},
+            fit_options={**fit, "show_progress_bar": bar},
             device=device,
         )
-        posteriors[trained.name], histories[trained.name] = trained.posterior, trained.history
+
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        if show_progress_bar:
+            names = ", ".join(method_label(m) for m in objectives)
+            print(f"training {names} side by side in {jobs} processes ...", file=sys.stderr)
+
+        def train_quietly(method: str) -> tuple[TrainedMethod, list]:
+            # No bar (several processes' bars would overwrite each other), and the
+            # warnings kept to be raised again here: a worker's own are lost.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                trained = train(method, False)
+            return trained, [(w.category, str(w.message)) for w in caught]
+
+        trained_all = []
+        for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
+            delayed(train_quietly)(method) for method in objectives
+        ):
+            for category, message in caught:
+                warnings.warn(f"{trained.name}: {message}", category, stacklevel=2)
+            trained_all.append(trained)
+    else:
+        trained_all = []
+        for method in objectives:
+            if show_progress_bar:
+                print(f"training {method_label(method)} ...", file=sys.stderr)
+            trained_all.append(train(method, show_progress_bar))
+    posteriors = {t.name: t.posterior for t in trained_all}
+    histories = {t.name: t.history for t in trained_all}
     report = compare(
         posteriors,
         task,
@@ -255,6 +294,21 @@ def run_report(
         report.settings["returned"] = returned
     report.save(out)
     return report
+
+
+def _train_jobs(train_jobs: int | None, num_methods: int, device: str | None) -> int:
+    # Processes that train the methods: never more than methods, nor cores; one on a GPU.
+    if train_jobs is not None and (
+        isinstance(train_jobs, bool) or not isinstance(train_jobs, int) or train_jobs == 0
+    ):
+        raise ValueError(
+            f"train_jobs must be a nonzero int (-1: every core) or None, got {train_jobs!r}"
+        )
+    if train_jobs is None or train_jobs == 1 or (device is not None and device != "cpu"):
+        return 1
+    from joblib import effective_n_jobs
+
+    return max(1, min(num_methods, effective_n_jobs(train_jobs)))
 
 
 def _checked(

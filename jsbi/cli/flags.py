@@ -163,6 +163,17 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, l
 POSITIVE_INT = number(int, 1)
 
 
+def jobs(text: str) -> int:
+    r"""An argparse type: a number of processes, ``-1`` (every core) or an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected -1 or an int >= 1, got {text!r}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     r"""An argparse type: comma-separated integers."""
     try:

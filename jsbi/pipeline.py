@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.methods.registry import BASELINE
-from jsbi.progress import interactive
+from jsbi.progress import interactive, processes
 from jsbi.simulators import get_task, simulate
 
 __all__ = ["TrainedMethod", "run_report", "train_method"]
@@ -177,7 +177,7 @@ def run_report(
     show_progress_bar: bool | None = False,
     fit_options: Mapping[str, Any] | None = None,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
-    train_jobs: int | None = -1,
+    method_jobs: int | None = -1,
 ) -> Any:
     r"""Simulates a built-in task, trains every method on the same pairs, runs
     :func:`~jsbi.diagnostics.compare` and saves the report.
@@ -200,10 +200,10 @@ def run_report(
         method_options: Estimator options of single methods, by name in ``objectives``
             (``{"jeffreys": {"proxy": "ratio"}}``), over ``estimator_kwargs``; each
             checked before anything is simulated.
-        train_jobs: Methods trained side by side, each in its own process (``-1``: as
-            many as there are methods and cores; ``1`` or ``None``: one after the other;
-            always one at a time on a GPU). Every method seeds its own training, so the
-            posteriors do not depend on it.
+        method_jobs: Methods trained, then diagnosed, side by side, one process each
+            (``-1``: as many as there are methods and cores; ``1`` or ``None``: one after
+            the other; always one at a time on a GPU). Every method seeds its own
+            training and diagnostics, so the report does not depend on it.
 
     Returns:
         The :class:`~jsbi.diagnostics.Report` (already saved to ``out``).
@@ -220,7 +220,7 @@ def run_report(
     fit, options = _checked(
         task, objectives, fit_options, max_epochs, estimator_kwargs, method_options
     )
-    jobs = _train_jobs(train_jobs, len(objectives), device)
+    jobs = _method_jobs(method_jobs, len(objectives), device)
     theta, x = simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
@@ -280,6 +280,7 @@ def run_report(
         histories=histories,
         seed=seed,
         show_progress_bar=show_progress_bar,
+        n_jobs=method_jobs,
     )
     report.settings["num_simulations"] = int(theta.shape[0])
     if estimator_kwargs:
@@ -296,19 +297,10 @@ def run_report(
     return report
 
 
-def _train_jobs(train_jobs: int | None, num_methods: int, device: str | None) -> int:
+def _method_jobs(method_jobs: int | None, num_methods: int, device: str | None) -> int:
     # Processes that train the methods: never more than methods, nor cores; one on a GPU.
-    if train_jobs is not None and (
-        isinstance(train_jobs, bool) or not isinstance(train_jobs, int) or train_jobs == 0
-    ):
-        raise ValueError(
-            f"train_jobs must be a nonzero int (-1: every core) or None, got {train_jobs!r}"
-        )
-    if train_jobs is None or train_jobs == 1 or (device is not None and device != "cpu"):
-        return 1
-    from joblib import effective_n_jobs
-
-    return max(1, min(num_methods, effective_n_jobs(train_jobs)))
+    jobs = processes(method_jobs, "method_jobs")
+    return 1 if device is not None and device != "cpu" else min(jobs, num_methods)
 
 
 def _checked(

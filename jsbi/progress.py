@@ -4,6 +4,7 @@ r"""Progress where a scientist looks: a terminal or a notebook.
 terminal (stderr is a TTY) or a Jupyter kernel, where stderr is not a TTY but a person
 still watches. :func:`progress_bar` is ``tqdm.auto``'s bar (a widget in a notebook), or
 tqdm's text bar where ipywidgets is missing, without tqdm's ``IProgress`` warning.
+:func:`processes` reads an ``n_jobs``-style count of processes.
 
 Example:
     >>> bar = progress_bar(total=3, desc="Simulating", disable=True)
@@ -16,7 +17,7 @@ import importlib.util
 import sys
 from typing import Any
 
-__all__ = ["interactive", "progress_bar"]
+__all__ = ["interactive", "processes", "progress_bar"]
 
 
 def in_notebook() -> bool:
@@ -46,3 +47,18 @@ def progress_bar(**kwargs: Any) -> Any:
     else:
         from tqdm.std import tqdm
     return tqdm(**kwargs)
+
+
+def processes(n_jobs: Any, name: str = "n_jobs") -> int:
+    r"""The processes an ``n_jobs``-style argument asks for: ``None`` or ``1`` is this
+    process alone, ``-1`` every core (joblib's meaning of negative counts); anything else
+    is an error naming the argument."""
+    import numbers
+
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
+        raise ValueError(f"{name} must be a nonzero int (-1: every core) or None, got {n_jobs!r}")
+    from joblib import effective_n_jobs
+
+    return max(1, int(effective_n_jobs(int(n_jobs))))

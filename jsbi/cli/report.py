@@ -118,15 +118,15 @@ def add_budget(
     )
 
 
-def add_train_jobs(p: argparse.ArgumentParser) -> None:
-    r"""``--train-jobs``: the methods trained side by side."""
+def add_method_jobs(p: argparse.ArgumentParser) -> None:
+    r"""``--method-jobs``: the methods trained, then diagnosed, side by side."""
     p.add_argument(
-        "--train-jobs",
+        "--method-jobs",
         type=jobs,
         default=-1,
-        help="methods trained side by side, each in its own process (-1: as many as there "
-        "are methods and cores; 1: one after the other); each seeds its own training, so "
-        "the posteriors are the same (default: %(default)s)",
+        help="methods trained, then diagnosed, side by side, one process each (-1: as many "
+        "as there are methods and cores; 1: one after the other); each is seeded, so the "
+        "report is the same (default: %(default)s)",
     )
 
 
@@ -161,7 +161,7 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         default=1,
         help="parallel simulation workers (-1: all cores) (default: %(default)s)",
     )
-    add_train_jobs(p)
+    add_method_jobs(p)
     add_budget(p, observations="1,2,3", num_sbc=None, num_posterior=None, num_c2st=10_000)
     add_method_flags(p, show_all)
     add_machine_flags(p)
@@ -175,7 +175,7 @@ def add_demo_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> No
         help="report folder (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds everything (default: %(default)s)")
-    add_train_jobs(p)
+    add_method_jobs(p)
     add_budget(
         p,
         observations=DEMO["observations"],
@@ -274,7 +274,7 @@ def _report(
         method_options=options,
         estimator_kwargs=flow,
         n_jobs=args.n_jobs,
-        train_jobs=args.train_jobs,
+        method_jobs=args.method_jobs,
         device=args.device,
         show_progress_bar=None,  # on a terminal: simulation, each training, diagnostics
     )

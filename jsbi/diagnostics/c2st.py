@@ -37,6 +37,7 @@ from torch.distributions import Distribution
 
 from jsbi.diagnostics.sbc import log_prob_batched
 from jsbi.diagnostics.utils import MetricRows, PosteriorLike, accepted_kwargs, check_pairs, seeded
+from jsbi.progress import processes
 
 
 def c2st(
@@ -95,10 +96,7 @@ def c2st(
     }
     if classifier == "rf":
         classifier_kwargs = None  # sbi's random forest, as it is
-    if n_jobs is not None and (
-        isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0
-    ):
-        raise ValueError(f"n_jobs must be a nonzero int (-1: every core) or None, got {n_jobs!r}")
+    processes(n_jobs)  # checked
     # sbi's c2st leaves sklearn's cross_val_score at n_jobs=None, which takes joblib's
     # configured default: the folds run in that many processes.
     with warnings.catch_warnings(), joblib.parallel_config(n_jobs=n_jobs):
@@ -196,7 +194,10 @@ def leakage(
     r"""Fraction of posterior mass outside the prior's support, per observation.
 
     Samples are drawn without rejection (``reject_outside_prior=False`` where the
-    posterior takes it, as sbi's do), so the leaking mass is seen.
+    posterior takes it, as sbi's do), so the leaking mass is seen. A jsbi posterior
+    answers with its own :meth:`~jsbi.posteriors.Posterior.leakage` instead: its flow's
+    draws, and zero for the likelihood proxy without a sampler run (its density is zero
+    outside the prior).
 
     Arguments:
         posterior: Any posterior with ``sample_batched``.
@@ -220,8 +221,11 @@ def leakage(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     out = []
+    own = getattr(posterior, "leakage", None)
     with seeded(seed), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sbi warns about samples outside the prior
+        if callable(own):  # jsbi's
+            return torch.tensor([float(own(row, num_samples)) for row in x])
         for xb in x.split(batch_size):
             kwargs = accepted_kwargs(
                 posterior.sample_batched, show_progress_bars=False, reject_outside_prior=False

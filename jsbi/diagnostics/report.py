@@ -54,7 +54,7 @@ from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
 from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
-from jsbi.progress import interactive, progress_bar
+from jsbi.progress import interactive, processes, progress_bar
 
 #: Chains the posterior samples of ``samples.nc`` are split into.
 CHAINS = 4
@@ -747,7 +747,7 @@ def compare(
     seed: int = 0,
     show_progress_bar: bool | None = False,
     lc2st: bool | None = None,
-    c2st_jobs: int | None = -1,
+    n_jobs: int | None = -1,
 ) -> Report:
     r"""Runs every diagnostic on every posterior.
 
@@ -776,8 +776,10 @@ def compare(
             (``None``: in a terminal or a notebook).
         lc2st: Run sbi's local C2ST at the observations without a reference posterior,
             trained on the held-out pairs (``None``: where there are such observations).
-        c2st_jobs: Processes that fit each C2ST's cross-validation folds side by side
-            (``-1``: every core; the scores do not depend on it).
+        n_jobs: Processes (``-1``: every core; ``1`` or ``None``: this one): the
+            methods are diagnosed side by side, one process each, and a C2ST run alone
+            fits its cross-validation folds side by side. Every diagnostic is seeded, so
+            the results do not depend on it.
 
     Returns:
         A :class:`Report`.
@@ -789,12 +791,7 @@ def compare(
     """
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")
-    if c2st_jobs is not None and (
-        isinstance(c2st_jobs, bool) or not isinstance(c2st_jobs, int) or c2st_jobs == 0
-    ):
-        raise ValueError(
-            f"c2st_jobs must be a nonzero int (-1: every core) or None, got {c2st_jobs!r}"
-        )
+    jobs = processes(n_jobs, "n_jobs")
     theta, x = _held_out_pairs(task, num_sbc, test_pairs, seed)
     d = theta.shape[1]
     theta_names = list(getattr(task, "theta_names", None) or [f"theta_{i + 1}" for i in range(d)])
@@ -814,17 +811,48 @@ def compare(
         "num_c2st_samples": num_c2st_samples,
         "batch_size": batch_size,
         "lc2st": lc2st is not False and any(i not in refs for i in obs),
-        "c2st_jobs": c2st_jobs,
+        "c2st_jobs": n_jobs,
     }
+    # Side by side only on the CPU (a GPU's posteriors are diagnosed in turn).
+    on_cpu = all(str(getattr(p, "device", "cpu")) == "cpu" for p in posteriors.values())
+    jobs = min(jobs, len(posteriors)) if on_cpu else 1
     if show_progress_bar:
         seconds = _expected_seconds(posteriors, x, num_posterior_samples, len(obs), budget)
-        bar.write(f"Diagnostics: about {seconds:.0f} s expected ({len(posteriors)} methods)")
-    methods = {}
-    for k, (name, posterior) in enumerate(posteriors.items()):
-        pairs = (theta, x, theta_names)
-        methods[name] = _diagnose(
-            name, posterior, task, pairs, obs, refs, budget, seed, seed + 100 * (k + 1), bar
+        side = f", {jobs} side by side" if jobs > 1 else ""
+        bar.write(
+            f"Diagnostics: about {_makespan(seconds, jobs):.0f} s expected "
+            f"({len(posteriors)} methods{side})"
         )
+    pairs = (theta, x, theta_names)
+    work = [
+        (name, post, seed + 100 * (k + 1)) for k, (name, post) in enumerate(posteriors.items())
+    ]
+    methods = {}
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        bar.set_description(f"Diagnostics: {len(work)} methods in {jobs} processes")
+
+        def diagnose(name: str, posterior: Any, s: int) -> tuple[MethodResult, list]:
+            # The workers' warnings are kept, to be raised again here.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = _diagnose(name, posterior, task, pairs, obs, refs, budget, seed, s, None)
+            return res, [(w.category, str(w.message)) for w in caught]
+
+        done = Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
+            delayed(diagnose)(*w) for w in work
+        )
+        for (name, _, _), (res, caught) in zip(work, done, strict=True):
+            for category, message in dict.fromkeys(caught):
+                warnings.warn(f"{name}: {message}", category, stacklevel=2)
+            methods[name] = res
+            bar.update(4 + len(obs))
+    else:
+        for name, posterior, s in work:
+            methods[name] = _diagnose(
+                name, posterior, task, pairs, obs, refs, budget, seed, s, bar
+            )
     bar.close()
     settings = {
         "task": getattr(task, "name", "task"),
@@ -847,19 +875,27 @@ def compare(
 
 def _expected_seconds(
     posteriors: Mapping[str, Any], x: Tensor, n_post: int, n_obs: int, budget: dict
-) -> float:
+) -> list[float]:
     # Times each posterior's samples at a few pairs and extrapolates: the held-out pairs'
     # draws and log densities (about 3 times the draws), and each observation's draws.
     probe = x[: min(8, len(x))]
-    total = 0.0
+    each = []
     for post in posteriors.values():
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             draw_samples(post, probe, n_post, batch_size=len(probe), seed=0)
         per_draw = (time.perf_counter() - start) / (len(probe) * n_post)
-        total += per_draw * (3 * len(x) * n_post + n_obs * budget["num_c2st_samples"])
-    return total
+        each.append(per_draw * (3 * len(x) * n_post + n_obs * budget["num_c2st_samples"]))
+    return each
+
+
+def _makespan(seconds: Sequence[float], jobs: int) -> float:
+    # The wall time of jobs taken in order by `jobs` processes, each by the first free one.
+    free = [0.0] * max(1, jobs)
+    for s in seconds:
+        free[free.index(min(free))] += s
+    return max(free)
 
 
 def _capped(history: Mapping[str, Any]) -> bool:
@@ -940,26 +976,31 @@ def _diagnose(
     start = time.perf_counter()
 
     def doing(what: str) -> None:
-        bar.set_description(f"Diagnostics: {name}, {what}")
+        if bar is not None:
+            bar.set_description(f"Diagnostics: {name}, {what}")
+
+    def tick() -> None:
+        if bar is not None:
+            bar.update(1)
 
     doing(f"SBC ({len(theta)} pairs x {n_post} samples)")
     samples = draw_samples(posterior, x, n_post, batch_size=batch_size, seed=s)
     sbc = check_sbc(sbc_ranks(samples, theta), n_post, theta_names=theta_names)
     lc2st = _lc2st(theta, x, samples[0], s) if budget.get("lc2st") else None
-    bar.update(1)
+    tick()
     doing("expected coverage")
     lq = log_prob_batched(
         posterior, torch.cat([theta[None], samples]), x, batch_size=batch_size, normalize=False
     )
     cov = coverage_from_log_probs(lq[1:], lq[0])
-    bar.update(1)
+    tick()
     doing("TARP")
     tarp = tarp_from_samples(samples, theta, seed=s)
     del samples, lq
-    bar.update(1)
+    tick()
     doing("NLTP")
     res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
-    bar.update(1)
+    tick()
     for i, x_o in obs.items():
         doing(f"observation {i}" + (" (C2ST)" if i in refs else ""))
         n = (
@@ -975,7 +1016,7 @@ def _diagnose(
             res.lc2st[i] = float(lc2st.p_value(draws[:LC2ST_SAMPLES], x_o.reshape(1, -1)))
         if hasattr(task, "prior"):
             res.leakage[i] = float(leakage(posterior, x_o, task.prior, n, seed=s + i)[0])
-        bar.update(1)
+        tick()
     res.seconds = time.perf_counter() - start
     return res
 

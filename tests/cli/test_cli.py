@@ -244,18 +244,18 @@ def test_report_says_what_each_symmetric_method_returned(tmp_path):
 def test_methods_trained_side_by_side_are_the_ones_trained_in_turn(tmp_path):
     from jsbi.pipeline import run_report
 
-    def losses(train_jobs):
+    def losses(method_jobs):
         report = run_report(
             "two_moons",
             200,
             ("jeffreys", "npe", "sbi-npe"),
-            out=tmp_path / str(train_jobs),
+            out=tmp_path / str(method_jobs),
             max_epochs=2,
             observations=(1,),
             num_sbc=10,
             num_posterior_samples=20,
             num_c2st_samples=100,
-            train_jobs=train_jobs,
+            method_jobs=method_jobs,
         )
         return {n: h["validation_loss"] for n, h in report.histories.items()}
 
@@ -264,8 +264,8 @@ def test_methods_trained_side_by_side_are_the_ones_trained_in_turn(tmp_path):
         side_by_side = losses(2)
     # Each method seeds its own training: the same epochs, whichever process ran it.
     assert side_by_side == losses(1)
-    with pytest.raises(ValueError, match="train_jobs must be a nonzero int"):
-        run_report("two_moons", 10, ("npe",), train_jobs=0)
+    with pytest.raises(ValueError, match="method_jobs must be a nonzero int"):
+        run_report("two_moons", 10, ("npe",), method_jobs=0)
 
 
 def test_report_errors(tmp_path, capsys):
@@ -273,8 +273,8 @@ def test_report_errors(tmp_path, capsys):
     assert "--objectives must be" in _fails([*rep, "--objectives", "npe,bogus"], capsys)
     assert "--observations must lie in 1..10" in _fails([*rep, "--observations", "0,11"], capsys)
     assert "comma-separated integers" in _fails([*rep, "--observations", "a"], capsys)
-    err = _fails([*rep, "--train-jobs", "0"], capsys)
-    assert "--train-jobs: expected -1 or an int >= 1" in err
+    err = _fails([*rep, "--method-jobs", "0"], capsys)
+    assert "--method-jobs: expected -1 or an int >= 1" in err
     assert "argument --num-sbc: expected a finite int >= 1" in _fails(
         [*rep, "--num-sbc", "0"], capsys
     )

@@ -44,6 +44,23 @@ def saved(tmp_path_factory):
     return report, report.save(out), out
 
 
+def test_methods_diagnosed_side_by_side_give_what_one_process_gives(saved):
+    report, _, _ = saved  # two methods, diagnosed in two processes (n_jobs=-1)
+    posteriors = {"exact": GaussianPosterior(), "shrunk": GaussianPosterior(scale=0.5)}
+    alone = compare(
+        posteriors,
+        GaussianTask(),
+        observations=(1, 2),
+        num_sbc=100,
+        num_posterior_samples=100,
+        num_c2st_samples=200,
+        n_jobs=1,
+    )
+    for name in posteriors:
+        assert report.methods[name].rows(name) == alone.methods[name].rows(name)
+        assert torch.equal(report.methods[name].samples[1], alone.methods[name].samples[1])
+
+
 def test_verdicts(saved):
     report, _, _ = saved
     assert report.methods["exact"].coverage.verdict == "calibrated"
@@ -243,8 +260,8 @@ def test_compare_takes_your_own_observed_data():
     assert torch.equal(report.observations[1], x_o[None])
     with pytest.raises(ValueError, match=r"observations\[1\] must have the simulator's shape"):
         compare({"exact": GaussianPosterior()}, sim, observations={1: torch.zeros(3)})
-    with pytest.raises(ValueError, match="c2st_jobs must be a nonzero int"):
-        compare({"exact": GaussianPosterior()}, sim, observations={1: x_o}, c2st_jobs=0)
+    with pytest.raises(ValueError, match="n_jobs must be a nonzero int"):
+        compare({"exact": GaussianPosterior()}, sim, observations={1: x_o}, n_jobs=0)
 
 
 def test_the_summary_gives_a_verdict_and_flags_an_epoch_cap(saved):

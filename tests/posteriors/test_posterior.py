@@ -115,8 +115,14 @@ def test_bounded_no_leakage_unbounded_rejects_and_reports():
         sb = post.sample_batched((500,), x[:3])
     assert prior.support.check(s).all() and prior.support.check(sb).all()
     assert post.last_leakage is not None and 0.05 < post.last_leakage < 1
-    raw = post.sample((2000,), x=x[0], reject_outside_prior=False)
+    raw = post.sample((4000,), x=x[0], reject_outside_prior=False)
     assert not prior.support.check(raw).all()
+    # The diagnostics' leakage is the posterior's own: the raw draws' share outside.
+    outside = 1 - prior.support.check(raw).float().mean().item()
+    from jsbi.diagnostics import leakage
+
+    measured = leakage(post, x[:1], prior, 4000)
+    assert measured.shape == (1,) and abs(measured.item() - outside) < 0.05
     assert post.log_prob(torch.tensor([[0.9, 0.0]]), x=x[0])[0] == -math.inf
 
 

@@ -25,11 +25,8 @@ HISTORIES = {
 }
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _two_methods(**kwargs):
+    # An exact posterior and an over-confident one, on the Gaussian task.
     posteriors = {"exact": GaussianPosterior(), "shrunk": GaussianPosterior(scale=0.5)}
     report = compare(
         posteriors,
@@ -38,24 +35,24 @@ def saved(tmp_path_factory):
         num_sbc=100,
         num_posterior_samples=100,
         num_c2st_samples=200,
-        histories=HISTORIES,
+        **kwargs,
     )
+    return report, posteriors
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    report, _ = _two_methods(histories=HISTORIES)
     out = tmp_path_factory.mktemp("report")
     return report, report.save(out), out
 
 
 def test_methods_diagnosed_side_by_side_give_what_one_process_gives(saved):
     report, _, _ = saved  # two methods, diagnosed in two processes (n_jobs=-1)
-    posteriors = {"exact": GaussianPosterior(), "shrunk": GaussianPosterior(scale=0.5)}
-    alone = compare(
-        posteriors,
-        GaussianTask(),
-        observations=(1, 2),
-        num_sbc=100,
-        num_posterior_samples=100,
-        num_c2st_samples=200,
-        n_jobs=1,
-    )
+    alone, posteriors = _two_methods(n_jobs=1)
     for name in posteriors:
         assert report.methods[name].rows(name) == alone.methods[name].rows(name)
         assert torch.equal(report.methods[name].samples[1], alone.methods[name].samples[1])

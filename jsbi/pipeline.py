@@ -259,7 +259,7 @@ def run_report(
         for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
             delayed(train_quietly)(method) for method in objectives
         ):
-            for category, message in caught:
+            for category, message in dict.fromkeys(caught):  # each once
                 warnings.warn(f"{trained.name}: {message}", category, stacklevel=2)
             trained_all.append(trained)
     else:

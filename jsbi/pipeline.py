@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.methods.registry import BASELINE
-from jsbi.progress import interactive, processes
+from jsbi.progress import caught_warnings, interactive, processes, raise_again
 from jsbi.simulators import get_task, simulate
 
 __all__ = ["TrainedMethod", "run_report", "train_method"]
@@ -220,12 +219,13 @@ def run_report(
     fit, options = _checked(
         task, objectives, fit_options, max_epochs, estimator_kwargs, method_options
     )
-    jobs = _method_jobs(method_jobs, len(objectives), device)
+    devices = {device, *(options[m].get("device") for m in objectives if m != SBI_NPE)}
+    jobs = _method_jobs(method_jobs, len(objectives), devices)
     theta, x = simulate(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
 
-    threads = torch.get_num_threads()  # the caller's, in every worker too
+    threads = torch.get_num_threads()  # the caller's (shared among the workers)
 
     def train(method: str, bar: bool) -> TrainedMethod:
         torch.set_num_threads(threads)
@@ -247,20 +247,20 @@ def run_report(
             names = ", ".join(method_label(m) for m in objectives)
             print(f"training {names} side by side in {jobs} processes ...", file=sys.stderr)
 
+        threads = max(1, threads // jobs)  # the caller's threads, shared
+
         def train_quietly(method: str) -> tuple[TrainedMethod, list]:
             # No bar (several processes' bars would overwrite each other), and the
             # warnings kept to be raised again here: a worker's own are lost.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with caught_warnings() as caught:
                 trained = train(method, False)
-            return trained, [(w.category, str(w.message)) for w in caught]
+            return trained, caught
 
         trained_all = []
         for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
             delayed(train_quietly)(method) for method in objectives
         ):
-            for category, message in dict.fromkeys(caught):  # each once
-                warnings.warn(f"{trained.name}: {message}", category, stacklevel=2)
+            raise_again(caught)
             trained_all.append(trained)
     else:
         trained_all = []
@@ -297,10 +297,12 @@ def run_report(
     return report
 
 
-def _method_jobs(method_jobs: int | None, num_methods: int, device: str | None) -> int:
-    # Processes that train the methods: never more than methods, nor cores; one on a GPU.
+def _method_jobs(method_jobs: int | None, num_methods: int, devices: set) -> int:
+    # Processes that train the methods: never more than methods, nor cores; one where
+    # any method trains on a GPU.
     jobs = processes(method_jobs, "method_jobs")
-    return 1 if device is not None and device != "cpu" else min(jobs, num_methods)
+    on_cpu = all(d is None or str(d) == "cpu" for d in devices)
+    return min(jobs, num_methods) if on_cpu else 1
 
 
 def _checked(

@@ -4,7 +4,9 @@ r"""Progress where a scientist looks: a terminal or a notebook.
 terminal (stderr is a TTY) or a Jupyter kernel, where stderr is not a TTY but a person
 still watches. :func:`progress_bar` is ``tqdm.auto``'s bar (a widget in a notebook), or
 tqdm's text bar where ipywidgets is missing, without tqdm's ``IProgress`` warning.
-:func:`processes` reads an ``n_jobs``-style count of processes.
+:func:`processes` reads an ``n_jobs``-style count of processes;
+:func:`caught_warnings` and :func:`raise_again` carry a worker process's warnings back to
+the caller, where the worker's own would be lost.
 
 Example:
     >>> bar = progress_bar(total=3, desc="Simulating", disable=True)
@@ -13,11 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["interactive", "processes", "progress_bar"]
+__all__ = ["caught_warnings", "interactive", "processes", "progress_bar", "raise_again"]
 
 
 def in_notebook() -> bool:
@@ -51,8 +56,8 @@ def progress_bar(**kwargs: Any) -> Any:
 
 def processes(n_jobs: Any, name: str = "n_jobs") -> int:
     r"""The processes an ``n_jobs``-style argument asks for: ``None`` or ``1`` is this
-    process alone, ``-1`` every core (joblib's meaning of negative counts); anything else
-    is an error naming the argument."""
+    process alone, a negative count joblib's meaning (``-1``: every core, ``-2``: all but
+    one); zero or a non-integer is an error naming the argument."""
     import numbers
 
     if n_jobs is None:
@@ -62,3 +67,23 @@ def processes(n_jobs: Any, name: str = "n_jobs") -> int:
     from joblib import effective_n_jobs
 
     return max(1, int(effective_n_jobs(int(n_jobs))))
+
+
+@contextlib.contextmanager
+def caught_warnings() -> Iterator[list]:
+    r"""In a worker process: records every warning raised inside, as picklable
+    ``(message, category, filename, lineno, module)`` tuples, for :func:`raise_again`."""
+    caught: list = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        yield caught
+    for w in records:
+        module = w.filename.rsplit("/", 1)[-1].removesuffix(".py")
+        caught.append((str(w.message), w.category, w.filename, w.lineno, module))
+
+
+def raise_again(caught: list) -> None:
+    r"""In the caller: raises the warnings :func:`caught_warnings` recorded, each once,
+    from where the worker raised it, so that the caller's filters apply as to its own."""
+    for message, category, filename, lineno, module in dict.fromkeys(caught):
+        warnings.warn_explicit(message, category, filename, lineno, module=module)

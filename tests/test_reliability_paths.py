@@ -166,6 +166,23 @@ def test_an_observation_beyond_the_proxys_domain_never_gets_the_prior(proxy_post
     assert post.observation_p_value(torch.tensor([0.3, -0.2])) > 0.05
 
 
+def test_the_proxys_leakage_is_zero_without_sampling_and_the_flows_beyond_its_domain(
+    proxy_posterior, monkeypatch
+):
+    from jsbi.diagnostics import leakage
+
+    post = proxy_posterior
+
+    def no_sampler(*args, **kwargs):
+        raise AssertionError("the leakage of the proxy needs no sampler run")
+
+    monkeypatch.setattr(post, "_sample_proxy", no_sampler)
+    # Inside the domain: the proxy's density is zero outside the prior.
+    assert leakage(post, torch.tensor([[0.3, -0.2]]), BOX, 500).tolist() == [0.0]
+    # At (3, 3) the flow answers for the proxy, and none of its mass is inside the box.
+    assert leakage(post, torch.tensor([[3.0, 3.0]]), BOX, 500).tolist() == [1.0]
+
+
 def test_huge_finite_rows_give_a_finite_proxy_or_none():
     theta, x = _pairs()
     x3 = x.clone()

@@ -182,6 +182,15 @@ def _in_support(prior: Distribution, theta: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def _own_leakage(posterior: Any, x: Tensor, num_samples: int) -> float:
+    # A jsbi posterior's leakage at one x; all of it where none of the flow's draws fell
+    # inside the support (its accepted mass is refused as zero there).
+    try:
+        return float(posterior.leakage(x, num_samples))
+    except RuntimeError:
+        return 1.0
+
+
 def leakage(
     posterior: PosteriorLike,
     x: Tensor,
@@ -195,9 +204,10 @@ def leakage(
 
     Samples are drawn without rejection (``reject_outside_prior=False`` where the
     posterior takes it, as sbi's do), so the leaking mass is seen. A jsbi posterior
-    answers with its own :meth:`~jsbi.posteriors.Posterior.leakage` instead: its flow's
-    draws, and zero for the likelihood proxy without a sampler run (its density is zero
-    outside the prior).
+    answers with its own :meth:`~jsbi.posteriors.Posterior.leakage` instead, against its
+    own prior (seeded and cached there): its flow's draws, and zero for the likelihood
+    proxy without a sampler run (its density is zero outside the prior) except where the
+    flow answers for it.
 
     Arguments:
         posterior: Any posterior with ``sample_batched``.
@@ -220,12 +230,13 @@ def leakage(
         raise ValueError(f"x must have shape (B, m), got {tuple(x.shape)}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    from jsbi.posteriors import Posterior
+
+    if isinstance(posterior, Posterior):
+        return torch.tensor([_own_leakage(posterior, row, num_samples) for row in x])
     out = []
-    own = getattr(posterior, "leakage", None)
     with seeded(seed), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sbi warns about samples outside the prior
-        if callable(own):  # jsbi's
-            return torch.tensor([float(own(row, num_samples)) for row in x])
         for xb in x.split(batch_size):
             kwargs = accepted_kwargs(
                 posterior.sample_batched, show_progress_bars=False, reject_outside_prior=False

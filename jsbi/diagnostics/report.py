@@ -54,7 +54,7 @@ from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
 from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
-from jsbi.progress import interactive, processes, progress_bar
+from jsbi.progress import caught_warnings, interactive, processes, progress_bar, raise_again
 
 #: Chains the posterior samples of ``samples.nc`` are split into.
 CHAINS = 4
@@ -811,11 +811,12 @@ def compare(
         "num_c2st_samples": num_c2st_samples,
         "batch_size": batch_size,
         "lc2st": lc2st is not False and any(i not in refs for i in obs),
-        "c2st_jobs": n_jobs,
     }
-    # Side by side only on the CPU (a GPU's posteriors are diagnosed in turn).
+    # Side by side only on the CPU (a GPU's posteriors are diagnosed in turn); a C2ST
+    # fits its folds in processes only where the methods do not.
     on_cpu = all(str(getattr(p, "device", "cpu")) == "cpu" for p in posteriors.values())
     jobs = min(jobs, len(posteriors)) if on_cpu else 1
+    budget["c2st_jobs"] = n_jobs if jobs == 1 else 1
     if show_progress_bar:
         seconds = _expected_seconds(posteriors, x, num_posterior_samples, len(obs), budget)
         side = f", {jobs} side by side" if jobs > 1 else ""
@@ -832,20 +833,19 @@ def compare(
         from joblib import Parallel, delayed
 
         bar.set_description(f"Diagnostics: {len(work)} methods in {jobs} processes")
+        threads = max(1, torch.get_num_threads() // jobs)  # the cores, shared
 
         def diagnose(name: str, posterior: Any, s: int) -> tuple[MethodResult, list]:
-            # The workers' warnings are kept, to be raised again here.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            torch.set_num_threads(threads)
+            with caught_warnings() as caught:
                 res = _diagnose(name, posterior, task, pairs, obs, refs, budget, seed, s, None)
-            return res, [(w.category, str(w.message)) for w in caught]
+            return res, caught
 
         done = Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
             delayed(diagnose)(*w) for w in work
         )
         for (name, _, _), (res, caught) in zip(work, done, strict=True):
-            for category, message in dict.fromkeys(caught):
-                warnings.warn(f"{name}: {message}", category, stacklevel=2)
+            raise_again(caught)
             methods[name] = res
             bar.update(4 + len(obs))
     else:
@@ -999,7 +999,9 @@ def _diagnose(
     del samples, lq
     tick()
     doing("NLTP")
-    res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=nltp(posterior, theta, x))
+    with seeded(s):  # sbi's normalisation draws from torch's stream: the same in any process
+        held_out_nltp = nltp(posterior, theta, x)
+    res = MethodResult(sbc=sbc, coverage=cov, tarp=tarp, nltp=held_out_nltp)
     tick()
     for i, x_o in obs.items():
         doing(f"observation {i}" + (" (C2ST)" if i in refs else ""))

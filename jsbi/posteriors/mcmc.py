@@ -320,7 +320,8 @@ def _initial_step(
         bracketed = torch.isfinite(lo) & torch.isfinite(hi)
         step = torch.where(too_big, -math.log(10.0), math.log(10.0))
         log_eps = torch.where(bracketed, 0.5 * (lo + hi), log_eps + step)
-    return log_eps.exp()
+    # An observation without a live pilot chain keeps the fixed start.
+    return torch.where(live.sum(1) > 0, log_eps, -math.log(th.shape[1]) / 6).exp()
 
 
 def _scale(flow: nn.Module, x: Tensor, n: int = 256) -> Tensor:

@@ -234,6 +234,11 @@ class ProxyPosterior(Posterior):
         )
 
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
+        # Zero: the proxy's density is zero outside the prior; the flow's, where the
+        # flow answers for the proxy (an x outside its domain).
+        in_domain = getattr(self.proxy, "in_domain", None)
+        if in_domain is not None and not bool(in_domain(self._one_x(x)).all()):
+            return 1.0 - float(Posterior.accepted_mass(self, x, num_samples).mass[0])
         return 0.0
 
     def recalibrate(self, *args: Any, **kwargs: Any) -> float:

@@ -20,10 +20,25 @@ def test_c2st_identical_and_separated():
     assert c2st(a, b, seed=3) == c2st(a, b, seed=3)
 
 
-def test_c2st_folds_in_processes_give_the_same_score():
+def test_c2st_folds_in_processes_give_the_same_score(monkeypatch):
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(300, 2, generator=g), 0.3 + torch.randn(300, 2, generator=g)
     assert c2st(a, b, n_jobs=2) == c2st(a, b, n_jobs=1)
+    # sbi's c2st leaves cross_val_score's n_jobs unset: the workers come from joblib's
+    # configuration, which n_jobs sets.
+    import joblib
+    import sbi.utils.metrics
+
+    workers = []
+
+    def fake(*args, **kwargs):
+        workers.append(joblib.Parallel().n_jobs)
+        return torch.tensor(0.5)
+
+    monkeypatch.setattr(sbi.utils.metrics, "c2st", fake)
+    c2st(a, b, n_jobs=2)
+    c2st(a, b)
+    assert workers == [2, 1]
 
 
 def test_c2st_bad_input():

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import time
@@ -225,49 +226,8 @@ def run_report(
         task, num_simulations, seed=seed, n_jobs=n_jobs, show_progress_bar=show_progress_bar
     )
 
-    threads = torch.get_num_threads()  # the caller's (shared among the workers)
-
-    def train(method: str, bar: bool) -> TrainedMethod:
-        torch.set_num_threads(threads)
-        return train_method(
-            method,
-            task.prior,
-            theta,
-            x,
-            seed=seed,
-            estimator_options=None if method == SBI_NPE else options[method],
-            fit_options={**fit, "show_progress_bar": bar},
-            device=device,
-        )
-
-    if jobs > 1:
-        from joblib import Parallel, delayed
-
-        if show_progress_bar:
-            names = ", ".join(method_label(m) for m in objectives)
-            print(f"training {names} side by side in {jobs} processes ...", file=sys.stderr)
-
-        threads = max(1, threads // jobs)  # the caller's threads, shared
-
-        def train_quietly(method: str) -> tuple[TrainedMethod, list]:
-            # No bar (several processes' bars would overwrite each other), and the
-            # warnings kept to be raised again here: a worker's own are lost.
-            with caught_warnings() as caught:
-                trained = train(method, False)
-            return trained, caught
-
-        trained_all = []
-        for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
-            delayed(train_quietly)(method) for method in objectives
-        ):
-            raise_again(caught)
-            trained_all.append(trained)
-    else:
-        trained_all = []
-        for method in objectives:
-            if show_progress_bar:
-                print(f"training {method_label(method)} ...", file=sys.stderr)
-            trained_all.append(train(method, show_progress_bar))
+    one = functools.partial(_train_one, task.prior, theta, x, seed, options, fit, device)
+    trained_all = _train_all(objectives, jobs, show_progress_bar, one)
     posteriors = {t.name: t.posterior for t in trained_all}
     histories = {t.name: t.history for t in trained_all}
     report = compare(
@@ -295,6 +255,74 @@ def run_report(
         report.settings["returned"] = returned
     report.save(out)
     return report
+
+
+def _train_one(
+    prior: Distribution,
+    theta: Tensor,
+    x: Tensor,
+    seed: int,
+    options: dict,
+    fit: dict,
+    device: str | None,
+    method: str,
+    bar: bool,
+) -> TrainedMethod:
+    # One of the report's methods, trained on the report's pairs.
+    return train_method(
+        method,
+        prior,
+        theta,
+        x,
+        seed=seed,
+        estimator_options=None if method == SBI_NPE else options[method],
+        fit_options={**fit, "show_progress_bar": bar},
+        device=device,
+    )
+
+
+def _train_all(
+    objectives: Sequence[str],
+    jobs: int,
+    show_progress_bar: bool,
+    train_one: Any,
+) -> list[TrainedMethod]:
+    # Every method trained by train_one(method, bar): in turn, or side by side in `jobs`
+    # loky processes that share the caller's threads.
+    threads = torch.get_num_threads()
+
+    def train(method: str, bar: bool) -> TrainedMethod:
+        torch.set_num_threads(threads)
+        return train_one(method, bar)
+
+    if jobs == 1:
+        trained_all = []
+        for method in objectives:
+            if show_progress_bar:
+                print(f"training {method_label(method)} ...", file=sys.stderr)
+            trained_all.append(train(method, show_progress_bar))
+        return trained_all
+    from joblib import Parallel, delayed
+
+    if show_progress_bar:
+        names = ", ".join(method_label(m) for m in objectives)
+        print(f"training {names} side by side in {jobs} processes ...", file=sys.stderr)
+    threads = max(1, threads // jobs)  # the caller's threads, shared
+
+    def train_quietly(method: str) -> tuple[TrainedMethod, list]:
+        # No bar (several processes' bars would overwrite each other), and the warnings
+        # kept to be raised again here: a worker's own are lost.
+        with caught_warnings() as caught:
+            trained = train(method, False)
+        return trained, caught
+
+    trained_all = []
+    for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
+        delayed(train_quietly)(method) for method in objectives
+    ):
+        raise_again(caught)
+        trained_all.append(trained)
+    return trained_all
 
 
 def _method_jobs(method_jobs: int | None, num_methods: int, devices: set) -> int:

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["caught_warnings", "interactive", "processes", "progress_bar", "raise_again"]
+__all__ = ["interactive", "progress_bar"]
 
 
 def in_notebook() -> bool:

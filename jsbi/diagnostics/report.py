@@ -776,10 +776,8 @@ def compare(
             (``None``: in a terminal or a notebook).
         lc2st: Run sbi's local C2ST at the observations without a reference posterior,
             trained on the held-out pairs (``None``: where there are such observations).
-        n_jobs: Processes (``-1``: every core; ``1`` or ``None``: this one): the
-            methods are diagnosed side by side, one process each, and a C2ST run alone
-            fits its cross-validation folds side by side. Every diagnostic is seeded, so
-            the results do not depend on it.
+        n_jobs: Processes (``-1``: every core): the methods side by side, else a C2ST's
+            folds; every diagnostic is seeded, so the results do not depend on it.
 
     Returns:
         A :class:`Report`.
@@ -812,47 +810,9 @@ def compare(
         "batch_size": batch_size,
         "lc2st": lc2st is not False and any(i not in refs for i in obs),
     }
-    # Side by side only on the CPU (a GPU's posteriors are diagnosed in turn); a C2ST
-    # fits its folds in processes only where the methods do not.
-    on_cpu = all(str(getattr(p, "device", "cpu")) == "cpu" for p in posteriors.values())
-    jobs = min(jobs, len(posteriors)) if on_cpu else 1
-    budget["c2st_jobs"] = n_jobs if jobs == 1 else 1
-    if show_progress_bar:
-        seconds = _expected_seconds(posteriors, x, num_posterior_samples, len(obs), budget)
-        side = f", {jobs} side by side" if jobs > 1 else ""
-        bar.write(
-            f"Diagnostics: about {_makespan(seconds, jobs):.0f} s expected "
-            f"({len(posteriors)} methods{side})"
-        )
-    pairs = (theta, x, theta_names)
-    work = [
-        (name, post, seed + 100 * (k + 1)) for k, (name, post) in enumerate(posteriors.items())
-    ]
-    methods = {}
-    if jobs > 1:
-        from joblib import Parallel, delayed
-
-        bar.set_description(f"Diagnostics: {len(work)} methods in {jobs} processes")
-        threads = max(1, torch.get_num_threads() // jobs)  # the cores, shared
-
-        def diagnose(name: str, posterior: Any, s: int) -> tuple[MethodResult, list]:
-            torch.set_num_threads(threads)
-            with caught_warnings() as caught:
-                res = _diagnose(name, posterior, task, pairs, obs, refs, budget, seed, s, None)
-            return res, caught
-
-        done = Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
-            delayed(diagnose)(*w) for w in work
-        )
-        for (name, _, _), (res, caught) in zip(work, done, strict=True):
-            raise_again(caught)
-            methods[name] = res
-            bar.update(4 + len(obs))
-    else:
-        for name, posterior, s in work:
-            methods[name] = _diagnose(
-                name, posterior, task, pairs, obs, refs, budget, seed, s, bar
-            )
+    jobs = _schedule(posteriors, jobs, n_jobs, budget, x, len(obs), bar, show_progress_bar)
+    data = ((theta, x, theta_names), obs, refs)
+    methods = _diagnose_all(posteriors, jobs, task, data, budget, seed, bar)
     bar.close()
     settings = {
         "task": getattr(task, "name", "task"),
@@ -871,6 +831,73 @@ def compare(
         histories={k: dict(v) for k, v in (histories or {}).items()},
         settings=settings,
     )
+
+
+def _schedule(
+    posteriors: Mapping[str, Any],
+    jobs: int,
+    n_jobs: int | None,
+    budget: dict,
+    x: Tensor,
+    n_obs: int,
+    bar: Any,
+    show: bool,
+) -> int:
+    # The processes that diagnose the methods: side by side only on the CPU (a GPU's
+    # posteriors in turn); a C2ST fits its folds in processes only where the methods do
+    # not. Prints the expected duration where a bar shows.
+    on_cpu = all(str(getattr(p, "device", "cpu")) == "cpu" for p in posteriors.values())
+    jobs = min(jobs, len(posteriors)) if on_cpu else 1
+    budget["c2st_jobs"] = n_jobs if jobs == 1 else 1
+    if show:
+        seconds = _expected_seconds(posteriors, x, budget["num_posterior_samples"], n_obs, budget)
+        side = f", {jobs} side by side" if jobs > 1 else ""
+        bar.write(
+            f"Diagnostics: about {_makespan(seconds, jobs):.0f} s expected "
+            f"({len(posteriors)} methods{side})"
+        )
+    return jobs
+
+
+def _diagnose_all(
+    posteriors: Mapping[str, Any],
+    jobs: int,
+    task: Any,
+    data: tuple,
+    budget: dict,
+    seed: int,
+    bar: Any,
+) -> dict[str, MethodResult]:
+    # Every posterior diagnosed, each with its own seed: in turn, or side by side in
+    # `jobs` loky processes that share the caller's threads.
+    pairs, obs, refs = data
+    work = [(name, p, seed + 100 * (k + 1)) for k, (name, p) in enumerate(posteriors.items())]
+    methods = {}
+    if jobs == 1:
+        for name, posterior, s in work:
+            methods[name] = _diagnose(
+                name, posterior, task, pairs, obs, refs, budget, seed, s, bar
+            )
+        return methods
+    from joblib import Parallel, delayed
+
+    bar.set_description(f"Diagnostics: {len(work)} methods in {jobs} processes")
+    threads = max(1, torch.get_num_threads() // jobs)  # the cores, shared
+
+    def diagnose(name: str, posterior: Any, s: int) -> tuple[MethodResult, list]:
+        torch.set_num_threads(threads)
+        with caught_warnings() as caught:
+            res = _diagnose(name, posterior, task, pairs, obs, refs, budget, seed, s, None)
+        return res, caught
+
+    done = Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
+        delayed(diagnose)(*w) for w in work
+    )
+    for (name, _, _), (res, caught) in zip(work, done, strict=True):
+        raise_again(caught)
+        methods[name] = res
+        bar.update(4 + len(obs))
+    return methods
 
 
 def _expected_seconds(

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.methods.registry import BASELINE
-from jsbi.progress import caught_warnings, interactive, processes, raise_again
+from jsbi.progress import interactive, processes, side_by_side
 from jsbi.simulators import get_task, simulate
 
 __all__ = ["TrainedMethod", "run_report", "train_method"]
@@ -288,41 +287,18 @@ def _train_all(
     train_one: Any,
 ) -> list[TrainedMethod]:
     # Every method trained by train_one(method, bar): in turn, or side by side in `jobs`
-    # loky processes that share the caller's threads.
-    threads = torch.get_num_threads()
-
-    def train(method: str, bar: bool) -> TrainedMethod:
-        torch.set_num_threads(threads)
-        return train_one(method, bar)
-
+    # processes, without bars (several processes' bars would overwrite each other).
     if jobs == 1:
         trained_all = []
         for method in objectives:
             if show_progress_bar:
                 print(f"training {method_label(method)} ...", file=sys.stderr)
-            trained_all.append(train(method, show_progress_bar))
+            trained_all.append(train_one(method, show_progress_bar))
         return trained_all
-    from joblib import Parallel, delayed
-
     if show_progress_bar:
         names = ", ".join(method_label(m) for m in objectives)
         print(f"training {names} side by side in {jobs} processes ...", file=sys.stderr)
-    threads = max(1, threads // jobs)  # the caller's threads, shared
-
-    def train_quietly(method: str) -> tuple[TrainedMethod, list]:
-        # No bar (several processes' bars would overwrite each other), and the warnings
-        # kept to be raised again here: a worker's own are lost.
-        with caught_warnings() as caught:
-            trained = train(method, False)
-        return trained, caught
-
-    trained_all = []
-    for trained, caught in Parallel(n_jobs=jobs, backend="loky")(
-        delayed(train_quietly)(method) for method in objectives
-    ):
-        raise_again(caught)
-        trained_all.append(trained)
-    return trained_all
+    return list(side_by_side(train_one, [(m, False) for m in objectives], jobs))
 
 
 def _method_jobs(method_jobs: int | None, num_methods: int, devices: set) -> int:

@@ -87,3 +87,25 @@ def raise_again(caught: list) -> None:
     from where the worker raised it, so that the caller's filters apply as to its own."""
     for message, category, filename, lineno, module in dict.fromkeys(caught):
         warnings.warn_explicit(message, category, filename, lineno, module=module)
+
+
+def side_by_side(function: Any, calls: list[tuple], jobs: int) -> Iterator[Any]:
+    r"""``function(*call)`` for every call, in ``jobs`` loky processes that share the
+    caller's torch threads; yields the results in order, each as it is ready, after
+    raising again the warnings its worker raised (:func:`raise_again`)."""
+    import torch
+    from joblib import Parallel, delayed
+
+    threads = max(1, torch.get_num_threads() // jobs)
+
+    def run(*call: Any) -> tuple[Any, list]:
+        torch.set_num_threads(threads)
+        with caught_warnings() as caught:
+            out = function(*call)
+        return out, caught
+
+    for out, caught in Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
+        delayed(run)(*call) for call in calls
+    ):
+        raise_again(caught)
+        yield out

@@ -54,7 +54,7 @@ from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
 from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
-from jsbi.progress import caught_warnings, interactive, processes, progress_bar, raise_again
+from jsbi.progress import interactive, processes, progress_bar, side_by_side
 
 #: Chains the posterior samples of ``samples.nc`` are split into.
 CHAINS = 4
@@ -879,22 +879,9 @@ def _diagnose_all(
                 name, posterior, task, pairs, obs, refs, budget, seed, s, bar
             )
         return methods
-    from joblib import Parallel, delayed
-
     bar.set_description(f"Diagnostics: {len(work)} methods in {jobs} processes")
-    threads = max(1, torch.get_num_threads() // jobs)  # the cores, shared
-
-    def diagnose(name: str, posterior: Any, s: int) -> tuple[MethodResult, list]:
-        torch.set_num_threads(threads)
-        with caught_warnings() as caught:
-            res = _diagnose(name, posterior, task, pairs, obs, refs, budget, seed, s, None)
-        return res, caught
-
-    done = Parallel(n_jobs=jobs, backend="loky", return_as="generator")(
-        delayed(diagnose)(*w) for w in work
-    )
-    for (name, _, _), (res, caught) in zip(work, done, strict=True):
-        raise_again(caught)
+    calls = [(name, p, task, pairs, obs, refs, budget, seed, s, None) for name, p, s in work]
+    for (name, _, _), res in zip(work, side_by_side(_diagnose, calls, jobs), strict=True):
         methods[name] = res
         bar.update(4 + len(obs))
     return methods

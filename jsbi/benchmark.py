@@ -105,6 +105,7 @@ _FLOAT = (
     "c2st_rf",
     "distinct",
     "train_seconds",
+    "decide_seconds",
     "seconds_per_epoch",
     "simulation_seconds",
     "sample_seconds",
@@ -258,7 +259,8 @@ def run_unit(
     Returns:
         One row per observation: the unit (task, num_simulations, seed, method), the
         observation, C2ST (``c2st``: sbibm's MLP; ``c2st_rf``: sbi's random forest), the
-        share of distinct samples, the times (``simulation_seconds``, ``train_seconds``,
+        share of distinct samples, the times (``simulation_seconds``, ``train_seconds``
+        with, for jsbi's methods, the work after the last epoch, ``decide_seconds``, and
         ``sample_seconds``: 10,000 samples at the first observation), what the method
         returned, and the unit's calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
@@ -284,6 +286,7 @@ def run_unit(
     posterior, seconds, epochs = _train(
         method, task, theta, x, seed, max_epochs, options, checkpoint
     )
+    decided = (getattr(posterior, "history", None) or {}).get("decide_time", math.nan)
     unit = {
         "task": task_name,
         "num_simulations": num_simulations,
@@ -291,8 +294,11 @@ def run_unit(
         "method": method,
         "simulation_seconds": simulated,
         "train_seconds": seconds,
+        # Of which the work after the last epoch (jsbi's methods; older rows lack it).
+        "decide_seconds": decided,
         "epochs": epochs,
-        "seconds_per_epoch": seconds / max(epochs, 1),
+        "seconds_per_epoch": (seconds - (decided if math.isfinite(decided) else 0.0))
+        / max(epochs, 1),
         **columns,
         # What auto chose (the flow or the proxy); the setting itself otherwise.
         "returned": (getattr(posterior, "history", None) or {}).get(

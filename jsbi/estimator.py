@@ -26,6 +26,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -241,12 +242,16 @@ class PosteriorEstimator:
         self.history["objective"] = self.objective
         if proposal is not None and proposal is not self.prior:
             self.history["proposal"] = repr(proposal)
+        start = time.perf_counter()
         val, _ = split_indices(len(theta), config.validation_fraction, self.seed)
         theta_val, x_val = theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device)
         self._decide(theta_val, x_val, x.to(device))
         posterior = self.build_posterior()
         if config.recalibrate and not isinstance(posterior, ProxyPosterior):
             posterior.recalibrate(theta_val, x_val)
+        # The work after the last epoch (the choice, the misspecification check's
+        # reference, the recalibration) is part of the fit's cost, outside every epoch's.
+        self.history["decide_time"] = time.perf_counter() - start
         self._warn_capped()
         if show_train_summary is None:  # with the bar: in a terminal or a notebook
             show_train_summary = interactive() if show_progress_bar is None else show_progress_bar

@@ -55,7 +55,7 @@ class TrainedMethod:
         history: The training history (per-epoch series, ``epochs_trained``, and
             ``wall_time``).
         seconds: Training wall time; for a run resumed from its checkpoint, the sum of
-            all its epochs' times.
+            all its epochs' times and of the work after the last (``decide_time``).
         epochs: Epochs trained.
         estimator: The :class:`~jsbi.PosteriorEstimator` (``None`` for sbi).
     """
@@ -150,8 +150,12 @@ def train_method(
     start = time.perf_counter()
     posterior = est.fit(theta, x, checkpoint=checkpoint, **fit_options)
     history = dict(posterior.history)
-    # The epochs' own times: a run resumed from its checkpoint reports the whole run.
-    seconds = float(sum(history["epoch_time"])) if checkpoint else time.perf_counter() - start
+    # The epochs' own times and the work after them: a run resumed from its checkpoint
+    # reports the whole run.
+    if checkpoint:
+        seconds = float(sum(history["epoch_time"])) + history.get("decide_time", 0.0)
+    else:
+        seconds = time.perf_counter() - start
     history.setdefault("wall_time", seconds)
     return TrainedMethod(
         method_label(method), posterior, history, seconds, history["epochs_trained"], est

@@ -152,7 +152,8 @@ class SymmetricConfig(Config):
         proxy_patience: ``npe-first``: the proxy's own early stopping (``None``: it fits
             to the end, its best state kept at the switch).
         probe_every: ``npe-first``: measure the proxy against the flow (the gate's
-            measurement, on ``gate_pairs``) every ``probe_every`` phase-1 epochs.
+            measurement, on ``gate_pairs``) at phase-1 epochs ``probe_every``, 2 and 3
+            times that, then ever sparser (:func:`~jsbi.methods.plans.probe_epoch`).
         abandon_patience: ``npe-first``: after this many probes in a row where the proxy
             trails the flow by more than a standard error without gaining on it, the proxy
             stops fitting and phase 2 is skipped: the result is npe's, at little more than
@@ -309,8 +310,9 @@ class SymmetricConfig(Config):
     )
     probe_every: int | None = option(
         None,
-        "npe-first: measure the proxy against the flow every n phase-1 epochs (as the "
-        "gate does, on gate_pairs); none: not in phase 1",
+        "npe-first: measure the proxy against the flow at phase-1 epochs n, 2n, 3n, then "
+        "each half its epoch after the last (as the gate does, on gate_pairs); none: not "
+        "in phase 1",
         minimum=1,
         optional=True,
         advanced=True,
@@ -353,9 +355,10 @@ class SymmetricConfig(Config):
 
         With ``npe-first`` it takes one reparameterised sample per ``x`` with the path
         gradient (unbiased), measures the gate on every 5th phase-2 epoch, with 64
-        importance samples per validation pair, and probes the proxy every 5th phase-1
-        epoch, abandoning it after 3 probes in a row where it clearly trails the flow (see
-        ``docs/method.md``, "The schedule ``npe-first`` and the gate").
+        importance samples per validation pair, and probes the proxy at phase-1 epochs 5,
+        10, 15, then ever sparser, abandoning it after 3 probes in a row where it clearly
+        trails the flow (see ``docs/method.md``, "The schedule ``npe-first`` and the
+        gate").
         """
         tuned = {}
         if changes.get("schedule", "npe-first") == "npe-first":

@@ -269,16 +269,16 @@ class NpeFirstPlan(Plan):
         return own and not state.proxy_frozen
 
     def probe_due(self, state: RunState) -> bool:
-        r"""Whether this phase-1 epoch measures the proxy against the flow
-        (``probe_every``), while the proxy still fits; never without the gate (``gate=False``
-        runs phase 2 whatever the proxy's fit)."""
+        r"""Whether this phase-1 epoch measures the proxy against the flow, while the proxy
+        still fits (:func:`probe_epoch`); never without the gate (``gate=False`` runs phase
+        2 whatever the proxy's fit)."""
         every = self.config.probe_every
         return (
             every is not None
             and self.config.gated
             and state.phase == 1
             and not state.proxy_frozen
-            and state.epoch % every == 0
+            and probe_epoch(state.epoch, every)
         )
 
     def probed(self, state: RunState, gap: float, se: float) -> tuple[int, bool]:
@@ -314,6 +314,26 @@ class NpeFirstPlan(Plan):
             measure=self.config.gated,
             patience=self.config.phase2_patience,
         )
+
+
+#: After the first probes, the next one is this share of the epochs done later (at least
+#: ``probe_every``): a long phase 1 pays for a few probes, not one per ``probe_every``.
+PROBE_SPACING = 0.5
+
+
+def probe_epoch(epoch: int, every: int) -> bool:
+    r"""Whether phase-1 epoch ``epoch`` (1-based) is a probe's: ``every``, ``2 every``,
+    ``3 every``, then each one :data:`PROBE_SPACING` of its epoch after the last
+    (``every = 5``: epochs 5, 10, 15, 22, 33, 49, 73, 109, ...).
+
+    Example:
+        >>> [e for e in range(1, 120) if probe_epoch(e, 5)]
+        [5, 10, 15, 22, 33, 49, 73, 109]
+    """
+    due = every
+    while due < epoch:
+        due += max(every, int(due * PROBE_SPACING))
+    return due == epoch
 
 
 #: What a symmetric run's phase 2 did (:func:`phase2_outcome`), in words.

@@ -402,6 +402,52 @@ def test_the_gate_is_measured_every_gate_every_th_phase_two_epoch():
         _npe_first_step(gate_every=0)
 
 
+def test_phase_one_probes_come_every_probe_every_epochs_then_ever_sparser(monkeypatch):
+    import jsbi.methods.symmetric as schedules
+
+    step, *_, theta, x = _npe_first_step(probe_every=5, abandon_patience=3)
+    gaps = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])  # trailing, but gaining every time
+
+    def measured(*args):
+        return {"proxy_minus_flow": next(gaps), "proxy_minus_flow_se": 0.05}
+
+    monkeypatch.setattr(schedules, "proxy_minus_flow", measured)
+    probed = []
+    for epoch in range(1, 40):
+        step.on_epoch_start(epoch)
+        if "probe_gap" in step.validate(theta[:20], x[:20]):
+            probed.append(epoch)
+    assert probed == [5, 10, 15, 22, 33]
+    assert [p[0] for p in step.state.summary["probes"]] == probed
+    assert not step.state.proxy_frozen  # it gained on the flow at every probe
+
+
+def test_a_proxy_that_keeps_trailing_is_abandoned_at_its_best_state(monkeypatch):
+    import jsbi.methods.symmetric as schedules
+
+    step, _, proxy, _, theta, x = _npe_first_step(probe_every=5, abandon_patience=3)
+    # Gaps with standard error 0.05: the second probe gains on the flow (the count starts
+    # again), the next three trail without gaining.
+    gaps = iter([0.5, 0.3, 0.3, 0.31, 0.3])
+    monkeypatch.setattr(
+        schedules,
+        "proxy_minus_flow",
+        lambda *a: {"proxy_minus_flow": next(gaps), "proxy_minus_flow_se": 0.05},
+    )
+    best = {k: v.clone() for k, v in proxy.state_dict().items()}
+    step.state.proxy_best = (1.0, best)
+    with torch.no_grad():
+        for p in proxy.parameters():
+            p.add_(1.0)  # fitted on since its best state
+    for epoch in range(1, 34):
+        step.on_epoch_start(epoch)
+        step.validate(theta[:20], x[:20])
+    assert step.state.summary["proxy_abandoned_epoch"] == 33
+    assert step.state.proxy_frozen and not step.plan.switch(step.state).go_on
+    assert all(torch.equal(v, best[k]) for k, v in proxy.state_dict().items())
+    assert not step.plan.fit_due(step.state)
+
+
 def test_the_gate_uses_gate_samples_and_a_caller_may_ask_for_more(monkeypatch):
     import jsbi.methods.symmetric as schedules
 

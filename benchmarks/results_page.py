@@ -9,6 +9,9 @@ Sections, each present when its folder is:
   curve leaves the 95 % band, the share with SBC in band, TARP's ATC), its training
   time, and its C2ST difference to sbi's NPE paired over (observation, seed), beside the
   field's published numbers (``benchmarks/published/c2st.csv``);
+- ``fit_cost/`` (``benchmarks/fit_cost.py``): a fit's cost before and after a change;
+- ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
+  importance draws;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
 - ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
 
@@ -227,6 +230,63 @@ def evidence_section(folder: Path) -> list[str]:
     return [*out, ""]
 
 
+def fit_cost_section(folder: Path) -> list[str]:
+    rows = read_all(folder)
+    out = [
+        "## What a fit costs, before and after a change",
+        "",
+        "`OMP_NUM_THREADS=1 python benchmarks/fit_cost.py --old <commit> --tasks "
+        "two_moons,gaussian_mixture,slcp,gaussian_linear_uniform --out "
+        "benchmarks/results/fit_cost/dev_1k.csv`: npe and the default at 1,000 simulations, "
+        "seed 0, trained by the older commit's package and by this checkout's on the same "
+        "pairs, one process at a time on an otherwise idle machine. `after` is the work "
+        "after the last epoch (the choice, the misspecification reference), which the older "
+        "code did not record; equal best validation NLLs mean the same flow was trained.",
+        "",
+        "| task | code | method | fit s | epochs s | after s | x npe | probes | phase 2 "
+        "| returned | best val. NLL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    npe = {(r["task"], r["code"]): num(r["seconds"]) for r in rows if r["method"] == "npe"}
+    for r in rows:
+        ratio = num(r["seconds"]) / npe.get((r["task"], r["code"]), math.nan)
+        out.append(
+            f"| {r['task']} | {r['code']} | {r['method']} | {r['seconds']} | "
+            f"{r['epochs_seconds']} | {r['decide_seconds'] or '-'} | {ratio:.2f} | "
+            f"{r['probes']} | {r['phase2'] or '-'} | {r['returned']} | "
+            f"{r['best_validation_nll']} |"
+        )
+    return [*out, ""]
+
+
+def typicality_section(folder: Path) -> list[str]:
+    rows = read_all(folder)
+    out = [
+        "## The misspecification check's importance draws",
+        "",
+        "`OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp "
+        "--out benchmarks/results/typicality/samples.csv`: jeffreys at 1,000 simulations "
+        "(seed 0); the reference (1,000 draws of the learned prior predictive) with S "
+        "importance draws per log evidence, and the share of 200 fresh simulations of the "
+        "true simulator flagged at p < 0.01, as they are and moved off the model. "
+        "Flagging unmoved simulations is the learned model's own error at this budget.",
+        "",
+        "| task | S | reference s | flagged: true | shift 1 sd | shift 3 sd | noise 1 sd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cells = defaultdict(dict)
+    for r in rows:
+        key = (r["task"], r["draws"], r["reference_seconds"])
+        cells[key][r["set"]] = f"{num(r['flagged']):.3f}"
+    for (task, draws, seconds), flagged in cells.items():
+        sets = " | ".join(flagged.get(k, "-") for k in SETS)
+        out.append(f"| {task} | {draws} | {seconds} | {sets} |")
+    return [*out, ""]
+
+
+SETS = ("true", "shift 1 sd", "shift 3 sd", "noise 1 sd")
+
+
 def summary_table(folder: Path) -> list[str]:
     # The README's one table: the default, jsbi npe and sbi NPE on the development set.
     rows = read(folder / "benchmark.csv")
@@ -343,8 +403,12 @@ def page() -> str:
         )
     if (held / "benchmark.csv").exists():
         out += cost_section("held-out set", held)
+    if (RESULTS / "fit_cost").exists():
+        out += fit_cost_section(RESULTS / "fit_cost")
     if (RESULTS / "evidence").exists():
         out += evidence_section(RESULTS / "evidence")
+    if (RESULTS / "typicality").exists():
+        out += typicality_section(RESULTS / "typicality")
     if (RESULTS / "ensemble_cost").exists():
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():

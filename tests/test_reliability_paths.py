@@ -183,6 +183,24 @@ def test_the_proxys_leakage_is_zero_without_sampling_and_the_flows_beyond_its_do
     assert leakage(post, torch.tensor([[3.0, 3.0]]), BOX, 500).tolist() == [1.0]
 
 
+def test_beyond_the_proxys_domain_the_flow_answers_normalised(proxy_posterior, monkeypatch):
+    from jsbi.posteriors import Posterior
+
+    post = proxy_posterior
+    flow = Posterior(post.flow, BOX)
+    x0 = torch.tensor([0.3, -0.2])
+    monkeypatch.setattr(post.proxy, "in_domain", lambda x: torch.zeros(len(x), dtype=torch.bool))
+    theta = BOX.sample((20,))
+    mass = flow.accepted_mass(x0)
+    assert post.flow.leaks and float(mass.mass[0]) < 1  # the truncation matters here
+    # The flow's density, renormalised by its mass inside the box (not left at one).
+    assert torch.equal(post.accepted_mass(x0).mass, mass.mass)
+    with pytest.warns(UserWarning, match="outside the likelihood proxy's domain"):
+        lp = post.log_prob(theta, x=x0)
+    assert torch.allclose(lp, flow.log_prob(theta, x=x0))
+    assert post.leakage(x0) == pytest.approx(1 - float(mass.mass[0]))
+
+
 def test_huge_finite_rows_give_a_finite_proxy_or_none():
     theta, x = _pairs()
     x3 = x.clone()

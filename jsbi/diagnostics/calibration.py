@@ -15,16 +15,19 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.c2st import nltp
+from jsbi.diagnostics.c2st import NLTPResult, nltp
 from jsbi.diagnostics.coverage import coverage_from_log_probs
 from jsbi.diagnostics.sbc import check_sbc, draw_samples, log_prob_batched, sbc_ranks
 from jsbi.diagnostics.tarp import tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike
+from jsbi.posteriors.posterior import UnnormalisableError
 
 __all__ = ["calibration"]
 
@@ -65,7 +68,8 @@ def calibration(
         magnitude; negative: over-confident), ``coverage_mean_deviation``,
         ``coverage_outside_band`` (bool), ``sbc_in_band`` (bool, every parameter),
         ``tarp_atc`` (near 0 when calibrated, negative when over-confident), ``nltp`` and
-        ``nltp_se``.
+        ``nltp_se`` (NaN, with a warning, where a truncated flow has no draw inside the
+        prior's support at some pair: its density there cannot be normalised).
     """
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -76,7 +80,12 @@ def calibration(
     lq = log_prob_batched(posterior, both, x, batch_size=batch_size, normalize=False)
     cov = coverage_from_log_probs(lq[1:], lq[0])
     tarp = tarp_from_samples(samples, theta, seed=seed)
-    loss = nltp(posterior, theta, x)
+    try:
+        loss = nltp(posterior, theta, x)
+    except UnnormalisableError as e:
+        # The other columns stand; the NLTP would need the density at every pair.
+        warnings.warn(f"NLTP not computed (NaN): {e}", stacklevel=2)
+        loss = NLTPResult(math.nan, math.nan, torch.full((len(theta),), math.nan))
     return {
         "coverage_max_deviation": cov.max_deviation,
         "coverage_mean_deviation": cov.mean_deviation,

@@ -54,6 +54,12 @@ from jsbi.seeding import seeded
 
 __all__ = ["Posterior"]
 
+
+class UnnormalisableError(RuntimeError):
+    r"""A truncated flow with no draw inside the prior's support at some observation:
+    its density there cannot be normalised."""
+
+
 #: The temperatures :meth:`Posterior.recalibrate` tries by default: 0.5 to 4, log-spaced.
 _TEMPERATURES = [round(0.5 * 8 ** (i / 24), 4) for i in range(25)]
 
@@ -500,7 +506,7 @@ class Posterior(Distribution):
         mass = torch.tensor([self._mass[k][0] for k in keys], device=self.device)
         se = torch.tensor([self._mass[k][1] for k in keys], device=self.device)
         if bool((mass == 0).any()):
-            raise RuntimeError(
+            raise UnnormalisableError(
                 f"none of {n} flow samples fell inside the prior's support for some x: its "
                 "truncated density cannot be normalised (train with support='transform')"
             )

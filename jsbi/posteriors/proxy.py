@@ -236,10 +236,7 @@ class ProxyPosterior(Posterior):
     def leakage(self, x: Tensor | None = None, num_samples: int = 10_000) -> float:
         # Zero: the proxy's density is zero outside the prior; the flow's, where the
         # flow answers for the proxy (an x outside its domain).
-        in_domain = getattr(self.proxy, "in_domain", None)
-        if in_domain is not None and not bool(in_domain(self._one_x(x)).all()):
-            return 1.0 - float(Posterior.accepted_mass(self, x, num_samples).mass[0])
-        return 0.0
+        return 1.0 - float(self.accepted_mass(x, num_samples).mass[0])
 
     def recalibrate(self, *args: Any, **kwargs: Any) -> float:
         r"""Not for the proxy: its samples do not depend on the flow's temperature."""
@@ -249,10 +246,17 @@ class ProxyPosterior(Posterior):
         )
 
     def accepted_mass(self, x=None, num_samples=None, *, many: bool = False) -> AcceptedMass:
-        # The proxy has the prior's support: all of its mass is inside.
+        # The proxy has the prior's support: all of its mass is inside. Beyond its domain
+        # the flow answers for it, normalised by the flow's own mass inside.
         x = self._many_x(x) if many else self._one_x(x)
-        one = torch.ones(len(x), device=self.device)
-        return AcceptedMass(one, torch.zeros_like(one), 0)
+        mass = torch.ones(len(x), device=self.device)
+        se, n = torch.zeros_like(mass), 0
+        in_domain = getattr(self.proxy, "in_domain", None)
+        outside = None if in_domain is None else ~in_domain(x)
+        if outside is not None and bool(outside.any()):
+            flow = Posterior.accepted_mass(self, x[outside], num_samples, many=True)
+            mass[outside], se[outside], n = flow.mass, flow.se, flow.num_samples
+        return AcceptedMass(mass, se, n)
 
     def map(self, x: Tensor | None = None, *, num_init_samples: int = 1000, **ignored: Any):
         r"""The best of ``num_init_samples`` proxy samples by proxy density, shape ``(1, d)``."""

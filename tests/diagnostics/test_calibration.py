@@ -132,3 +132,26 @@ def test_plots_draw(heldout):
     ax = plot_tarp(run_tarp(post, theta, x, 50, seed=0))
     assert len(ax.lines) == 2
     plt.close("all")
+
+
+class Unnormalisable(GaussianPosterior):
+    # A truncated flow with no draw inside the support at some x: its normalised density
+    # raises, the unnormalised one (ranks, coverage) is fine.
+    def log_prob_batched(self, theta, x, norm_posterior=True):
+        from jsbi.posteriors.posterior import UnnormalisableError
+
+        if norm_posterior:
+            raise UnnormalisableError("none of 1000 flow samples fell inside the support")
+        return super().log_prob_batched(theta, x)
+
+
+def test_calibration_keeps_its_columns_where_the_nltp_cannot_be_normalised(heldout):
+    from jsbi.diagnostics.calibration import calibration
+
+    theta, x = heldout
+    with pytest.warns(UserWarning, match="NLTP not computed"):
+        out = calibration(Unnormalisable(), theta, x, 50)
+    assert np.isnan(out["nltp"]) and np.isnan(out["nltp_se"])
+    exact = calibration(GaussianPosterior(), theta, x, 50)
+    assert out["coverage_max_deviation"] == exact["coverage_max_deviation"]
+    assert out["tarp_atc"] == exact["tarp_atc"] and np.isfinite(exact["nltp"])

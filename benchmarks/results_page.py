@@ -10,6 +10,7 @@ Sections, each present when its folder is:
   time, and its C2ST difference to sbi's NPE paired over (observation, seed), beside the
   field's published numbers (``benchmarks/published/c2st.csv``);
 - ``fit_cost/`` (``benchmarks/fit_cost.py``): a fit's cost before and after a change;
+- ``softmax_cost/`` (``benchmarks/softmax_cost.py``): the spline's softmax;
 - ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
   importance draws;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
@@ -259,6 +260,24 @@ def fit_cost_section(folder: Path) -> list[str]:
     return [*out, ""]
 
 
+def softmax_section(folder: Path) -> list[str]:
+    rows = read_all(folder)
+    out = [
+        "## The spline's softmax",
+        "",
+        "`OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py --out "
+        "benchmarks/results/softmax_cost/softmax_cost.csv`: torch's softmax over the last "
+        "dimension against `exp` and a sum (`jsbi.flows.spline`), alone and in a 10-D "
+        "neural spline flow (5 transforms, 10 bins) with the same weights, one thread.",
+        "",
+        "| what | torch ms | jsbi ms | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(f"| {r['what']} | {r['torch_ms']} | {r['jsbi_ms']} | {r['speed_up']}x |")
+    return [*out, ""]
+
+
 def typicality_section(folder: Path) -> list[str]:
     rows = read_all(folder)
     out = [
@@ -405,6 +424,8 @@ def page() -> str:
         out += cost_section("held-out set", held)
     if (RESULTS / "fit_cost").exists():
         out += fit_cost_section(RESULTS / "fit_cost")
+    if (RESULTS / "softmax_cost").exists():
+        out += softmax_section(RESULTS / "softmax_cost")
     if (RESULTS / "evidence").exists():
         out += evidence_section(RESULTS / "evidence")
     if (RESULTS / "typicality").exists():

@@ -1,0 +1,100 @@
+r"""torch's softmax against ``exp`` and a sum, alone and in zuko's spline flow.
+
+Times, on one thread: the softmax over the last dimension (spline bins) of a
+``(N, 10, bins)`` tensor; and a 10-parameter neural spline flow (5 transforms, 10 bins,
+context 10, jsbi's default widths) drawing 10,000 samples and taking one
+``log_prob``-and-backward step on a batch of 200, with zuko's spline and with
+:mod:`jsbi.flows.spline`'s, on the same weights. Stop other work on the machine while it
+runs: these are timings.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py \
+        --out benchmarks/results/softmax_cost/softmax_cost.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import zuko
+
+from jsbi.benchmark import write_rows
+from jsbi.flows.spline import NSF, softmax
+
+
+def _seconds(f, repeats: int) -> float:
+    f()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        f()
+    return (time.perf_counter() - start) / repeats
+
+
+def softmax_rows() -> list[dict]:
+    rows = []
+    for n in (200, 10_000):
+        for bins in (8, 10, 16, 32):
+            t = torch.randn(n, 10, bins)
+            torch_s = _seconds(lambda t=t: torch.softmax(t, -1), 20)
+            ours = _seconds(lambda t=t: softmax(t), 20)
+            rows.append(
+                {
+                    "what": f"softmax ({n}, 10, {bins})",
+                    "torch_ms": round(1e3 * torch_s, 3),
+                    "jsbi_ms": round(1e3 * ours, 3),
+                    "speed_up": round(torch_s / ours, 2),
+                }
+            )
+    return rows
+
+
+def flow_rows() -> list[dict]:
+    kwargs = {"features": 10, "context": 10, "bins": 10, "transforms": 5}
+    kwargs["hidden_features"] = (50,) * 5
+    theirs = zuko.flows.NSF(**kwargs)
+    ours = NSF(**kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    c = torch.randn(10_000, 10)
+    theta, x = torch.randn(200, 10), torch.randn(200, 10)
+
+    def draw(flow):
+        with torch.no_grad():
+            flow(c).sample()
+
+    def step(flow):
+        flow.zero_grad()
+        (-flow(x).log_prob(theta).mean()).backward()
+
+    rows = []
+    for what, f, repeats in (("10,000 samples", draw, 2), ("log_prob + backward, 200", step, 50)):
+        torch_s = _seconds(lambda f=f: f(theirs), repeats)
+        ours_s = _seconds(lambda f=f: f(ours), repeats)
+        rows.append(
+            {
+                "what": f"NSF 10-D: {what}",
+                "torch_ms": round(1e3 * torch_s, 3),
+                "jsbi_ms": round(1e3 * ours_s, 3),
+                "speed_up": round(torch_s / ours_s, 2),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("softmax_cost.csv"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows = softmax_rows() + flow_rows()
+    for r in rows:
+        print(r, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()

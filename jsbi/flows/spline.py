@@ -1,0 +1,88 @@
+r"""zuko's neural spline flow, with the spline's softmax computed by ``exp`` and a sum.
+
+torch 2.13's CPU ``softmax`` over a last dimension of fewer than 16 entries (a spline's
+bins: 10 by default) is slower than ``exp`` over the max-shifted input divided by its
+sum, and faster from 16 on (``benchmarks/softmax_cost.py``): :func:`softmax` takes the
+faster of the two. The spline transform computes two
+such softmaxes per transform and per pass, and sampling a fully autoregressive flow makes
+one pass per parameter. :class:`NSF` is zuko's :class:`zuko.flows.NSF` in every other
+respect: the same modules and parameters (a saved flow loads into either), the same spline
+up to float rounding.
+
+Example:
+    >>> import torch, zuko
+    >>> phi = [torch.randn(4, 3, k) for k in (10, 10, 9)]
+    >>> x = 4 * torch.rand(4, 3) - 2
+    >>> ours, theirs = MonotonicRQSTransform(*phi), zuko.transforms.MonotonicRQSTransform(*phi)
+    >>> bool(torch.allclose(ours(x), theirs(x), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+import zuko
+from torch import Tensor
+
+__all__: list[str] = []
+
+
+#: From this many entries in the last dimension on, torch's CPU softmax is the faster.
+TORCH_FROM = 16
+
+
+def softmax(t: Tensor) -> Tensor:
+    r"""The softmax over the last dimension: :math:`e^{t - \max t} / \sum e^{t - \max t}`
+    on a CPU for fewer than :data:`TORCH_FROM` entries, torch's otherwise."""
+    if t.shape[-1] >= TORCH_FROM or t.device.type != "cpu":
+        return torch.softmax(t, dim=-1)
+    e = (t - t.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+class MonotonicRQSTransform(zuko.transforms.MonotonicRQSTransform):
+    r""":class:`zuko.transforms.MonotonicRQSTransform`, its bins' widths and heights by
+    :func:`softmax` (its ``__init__``, zuko 1.6's, with that one change)."""
+
+    def __init__(
+        self,
+        widths: Tensor,
+        heights: Tensor,
+        derivatives: Tensor,
+        bound: float = 5.0,
+        slope: float = 1e-3,
+        **kwargs,
+    ) -> None:
+        torch.distributions.Transform.__init__(self, **kwargs)
+
+        widths = widths / (1 + abs(2 * widths / math.log(slope)))
+        heights = heights / (1 + abs(2 * heights / math.log(slope)))
+        derivatives = derivatives / (1 + abs(derivatives / math.log(slope)))
+
+        widths = F.pad(softmax(widths), (1, 0), value=0)
+        heights = F.pad(softmax(heights), (1, 0), value=0)
+        derivatives = F.pad(derivatives, (1, 1), value=0)
+
+        self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+        self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+        self.derivatives = torch.exp(derivatives)
+
+
+class NSF(zuko.flows.NSF):
+    r""":class:`zuko.flows.NSF` with :class:`MonotonicRQSTransform` as its spline."""
+
+    def __init__(
+        self, features: int, context: int = 0, bins: int = 8, slope: float = 1e-3, **kwargs
+    ) -> None:
+        zuko.flows.MAF.__init__(
+            self,
+            features=features,
+            context=context,
+            univariate=partial(MonotonicRQSTransform, slope=slope),
+            shapes=[(bins,), (bins,), (bins - 1,)],
+            **kwargs,
+        )

@@ -45,8 +45,8 @@ THRESHOLD = 0.01
 #: Reference statistics of the check (its p-values are >= 1 / (n + 1)).
 REFERENCE_SIZE = 1000
 #: Importance samples per x of the evidence statistic (the reference's too). The p-value is
-#: exact for any number, the observation's statistic being computed as the reference's; 64
-#: cost a quarter of 256 and flagged as often on two_moons and slcp (docs/method.md).
+#: valid for any number, the observation's statistic being computed as the reference's;
+#: 64 cost a quarter of 256 and flagged as often on two_moons and slcp (docs/method.md).
 EVIDENCE_SAMPLES = 64
 
 

@@ -275,6 +275,36 @@ def softmax_section(folder: Path) -> list[str]:
     ]
     for r in rows:
         out.append(f"| {r['what']} | {r['torch_ms']} | {r['jsbi_ms']} | {r['speed_up']}x |")
+    paired = read_all(folder / "paired")
+    if not paired:
+        return [*out, ""]
+    out += [
+        "",
+        "The same model up to rounding, which early stopping may turn into another run: "
+        "`OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py --paired "
+        "two_moons,gaussian_mixture --out benchmarks/results/softmax_cost/paired/npe.csv` "
+        "trains npe at 1,000 simulations with each spline on the same pairs and seed.",
+        "",
+        "| task | seeds | best val. NLL, jsbi - zuko (mean ± se) | s, zuko | s, jsbi |",
+        "|---|---|---|---|---|",
+    ]
+    for task in sorted({r["task"] for r in paired}):
+        mine = [r for r in paired if r["task"] == task]
+        by = {(r["seed"], r["spline"]): r for r in mine}
+        seeds = sorted({r["seed"] for r in mine}, key=int)
+        diff = [
+            num(by[s, "jsbi"]["best_validation_nll"]) - num(by[s, "zuko"]["best_validation_nll"])
+            for s in seeds
+        ]
+        se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+        secs = {
+            k: statistics.fmean(num(r["seconds"]) for r in mine if r["spline"] == k)
+            for k in ("zuko", "jsbi")
+        }
+        out.append(
+            f"| {task} | {len(seeds)} | {statistics.fmean(diff):+.3f} ± {se:.3f} | "
+            f"{secs['zuko']:.1f} | {secs['jsbi']:.1f} |"
+        )
     return [*out, ""]
 
 

@@ -7,9 +7,14 @@ context 10, jsbi's default widths) drawing 10,000 samples and taking one
 :mod:`jsbi.flows.spline`'s, on the same weights. Stop other work on the machine while it
 runs: these are timings.
 
+With ``--paired TASKS``, trains npe at 1,000 simulations with each spline on the same
+pairs and seeds instead, and records each run's best validation NLL, epochs and time.
+
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py \
         --out benchmarks/results/softmax_cost/softmax_cost.csv
+    OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py --paired two_moons,gaussian_mixture \
+        --out benchmarks/results/softmax_cost/paired/npe.csv
 """
 
 from __future__ import annotations
@@ -83,12 +88,45 @@ def flow_rows() -> list[dict]:
     return rows
 
 
+def paired_rows(task_name: str, seeds: list[int]) -> list[dict]:
+    # npe trained with zuko's spline and with jsbi's on the same pairs and seed: the
+    # same model up to rounding, which early stopping may turn into another run.
+    import jsbi.flows.conditional as conditional
+    from jsbi.pipeline import train_method
+    from jsbi.simulators import get_task, simulate
+
+    task = get_task(task_name)
+    rows = []
+    for seed in seeds:
+        theta, x = simulate(task, 1000, seed=seed, show_progress_bar=False)
+        for spline, cls in (("zuko", zuko.flows.NSF), ("jsbi", NSF)):
+            conditional.FLOWS["nsf"] = cls
+            t = train_method("npe", task.prior, theta, x, seed=seed)
+            row = {"task": task_name, "seed": seed, "spline": spline, "epochs": t.epochs}
+            row |= {"best_validation_nll": round(t.history["best_validation_loss"], 4)}
+            rows.append(row | {"seconds": round(t.seconds, 2)})
+            print(rows[-1], flush=True)
+    conditional.FLOWS["nsf"] = NSF
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("softmax_cost.csv"))
+    p.add_argument(
+        "--paired",
+        help="instead: npe at 1,000 simulations with each spline, on these tasks",
+    )
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9,10,11")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    if args.paired:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = [r for task in args.paired.split(",") for r in paired_rows(task, seeds)]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_rows(args.out, rows)
+        return
     rows = softmax_rows() + flow_rows()
     for r in rows:
         print(r, flush=True)

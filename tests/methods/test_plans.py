@@ -422,6 +422,28 @@ def test_phase_one_probes_come_every_probe_every_epochs_then_ever_sparser(monkey
     assert not step.state.proxy_frozen  # it gained on the flow at every probe
 
 
+def test_probes_that_abandon_nothing_leave_the_run_as_it_was():
+    # A probe measures in its own random stream: the run, the flow and the proxy are
+    # those of a run without probes.
+    prior, theta, x = _box()
+    histories = []
+    for probe_every in (None, 2):
+        est = PosteriorEstimator(
+            prior,
+            objective="jeffreys",
+            seed=0,
+            probe_every=probe_every,
+            abandon_patience=None,
+            **SMALL,
+        )
+        post = est.fit(theta, x, show_progress_bar=False, max_epochs=7, learning_rate=3e-3)
+        histories.append(post.history)
+    assert len(histories[1]["probes"]) == 3 and "probes" not in histories[0]
+    assert histories[0]["validation_loss"] == histories[1]["validation_loss"]
+    for key in ("validation_proxy_fit", "train_fit"):
+        assert histories[0][key] == histories[1][key]
+
+
 def test_a_proxy_that_keeps_trailing_is_abandoned_at_its_best_state(monkeypatch):
     import jsbi.methods.symmetric as schedules
 

@@ -3,11 +3,10 @@ r"""zuko's neural spline flow, with the spline's softmax computed by ``exp`` and
 torch 2.13's CPU ``softmax`` over a last dimension of fewer than 16 entries (a spline's
 bins: 10 by default) is slower than ``exp`` over the max-shifted input divided by its
 sum, and faster from 16 on (``benchmarks/softmax_cost.py``): :func:`softmax` takes the
-faster of the two. The spline transform computes two
-such softmaxes per transform and per pass, and sampling a fully autoregressive flow makes
-one pass per parameter. :class:`NSF` is zuko's :class:`zuko.flows.NSF` in every other
-respect: the same modules and parameters (a saved flow loads into either), the same spline
-up to float rounding.
+faster of the two. The spline transform computes two such softmaxes per transform and
+per pass, and sampling a fully autoregressive flow makes one pass per parameter.
+:class:`NSF` is zuko's :class:`zuko.flows.NSF` in every other respect: the same modules
+and parameters (a saved flow loads into either), the same spline up to float rounding.
 
 Example:
     >>> import torch, zuko

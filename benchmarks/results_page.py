@@ -11,6 +11,8 @@ Sections, each present when its folder is:
   field's published numbers (``benchmarks/published/c2st.csv``);
 - ``fit_cost/`` (``benchmarks/fit_cost.py``): a fit's cost before and after a change;
 - ``softmax_cost/`` (``benchmarks/softmax_cost.py``): the spline's softmax;
+- ``proxy_sample_cost/`` (``benchmarks/proxy_sample_cost.py``): drawing the proxy with
+  each spline;
 - ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
   importance draws;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
@@ -308,6 +310,28 @@ def softmax_section(folder: Path) -> list[str]:
     return [*out, ""]
 
 
+def proxy_sample_section(folder: Path) -> list[str]:
+    rows = read_all(folder)
+    out = [
+        "## Drawing the proxy: zuko's spline and jsbi's",
+        "",
+        "`OMP_NUM_THREADS=1 python benchmarks/proxy_sample_cost.py --task "
+        "gaussian_linear_uniform --seed 1 --out "
+        "benchmarks/results/proxy_sample_cost/gaussian_linear_uniform.csv`: one trained "
+        "proxy posterior (1,000 simulations) loaded with each spline, 10,000 samples at "
+        "observation 1 with the same seed, one thread, nothing else running.",
+        "",
+        "| task | spline | seconds | IMH acceptance | split R-hat |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['task']} | {r['spline']} | {r['seconds']} | {r['imh_acceptance']} | "
+            f"{r['rhat']} |"
+        )
+    return [*out, ""]
+
+
 def typicality_section(folder: Path) -> list[str]:
     rows = read_all(folder)
     out = [
@@ -457,6 +481,8 @@ def page() -> str:
         out += fit_cost_section(RESULTS / "fit_cost")
     if (RESULTS / "softmax_cost").exists():
         out += softmax_section(RESULTS / "softmax_cost")
+    if (RESULTS / "proxy_sample_cost").exists():
+        out += proxy_sample_section(RESULTS / "proxy_sample_cost")
     if (RESULTS / "evidence").exists():
         out += evidence_section(RESULTS / "evidence")
     if (RESULTS / "typicality").exists():

@@ -1,0 +1,76 @@
+r"""Time to draw 10,000 samples of the likelihood proxy, with zuko's spline and jsbi's.
+
+Trains jeffreys returning its proxy (``posterior="proxy"``) on one task, saves it, and
+loads it twice: with ``FLOWS["nsf"]`` set to zuko's ``NSF`` and to
+:class:`jsbi.flows.spline.NSF` (the same weights). Each draws the samples at observation 1
+with the same seed, after a warm-up draw of 100: the wall time, and the sampler's
+acceptance and split R-hat. Stop other work on the machine while it runs: these are
+timings.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/proxy_sample_cost.py \
+        --task gaussian_linear_uniform --seed 1 \
+        --out benchmarks/results/proxy_sample_cost/gaussian_linear_uniform.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import zuko
+
+import jsbi.flows.conditional as conditional
+from jsbi.benchmark import _train, write_rows
+from jsbi.flows.spline import NSF
+from jsbi.posteriors import load_posterior
+from jsbi.seeding import seeded
+from jsbi.simulators import get_task, simulate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="gaussian_linear_uniform")
+    p.add_argument("--num-simulations", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--num-samples", type=int, default=10_000)
+    p.add_argument("--out", type=Path, default=Path("proxy_sample_cost.csv"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    task = get_task(args.task)
+    theta, x = simulate(task, args.num_simulations, seed=args.seed, show_progress_bar=False)
+    options = {"posterior": "proxy"}
+    post, _, _ = _train("jeffreys", task, theta, x, args.seed, 2**31 - 1, options, None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "posterior.pt"
+        post.save(path)
+        for spline, cls in (("zuko", zuko.flows.NSF), ("jsbi", NSF)):
+            conditional.FLOWS["nsf"] = cls
+            loaded = load_posterior(path)
+            loaded.sample((100,), x=task.observation(1))  # warm-up, the check's cache
+            with seeded(args.seed):
+                start = time.perf_counter()
+                loaded.sample((args.num_samples,), x=task.observation(1))
+                seconds = time.perf_counter() - start
+            mixing = loaded.last_mixing
+            row = {"task": args.task, "num_simulations": args.num_simulations}
+            row |= {"seed": args.seed, "spline": spline, "samples": args.num_samples}
+            row |= {
+                "seconds": round(seconds, 2),
+                "imh_acceptance": round(mixing.imh_acceptance, 3),
+            }
+            rows.append(row | {"rhat": round(mixing.rhat, 3)})
+            print(rows[-1], flush=True)
+    conditional.FLOWS["nsf"] = NSF
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()

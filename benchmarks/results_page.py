@@ -191,170 +191,141 @@ def cost_section(title: str, folder: Path) -> list[str]:
     return [*out, ""]
 
 
-def ensemble_section(folder: Path) -> list[str]:
-    rows = read_all(folder)
-    out = [
-        "## Ensembles: one batched module against separate fits",
-        "",
-        "`python benchmarks/ensemble_cost.py --num-simulations 10000 --epochs 5 --out "
-        "benchmarks/results/ensemble_cost/ensemble_cost.csv`: npe on two_moons, seconds "
-        "per epoch of `ensemble=K` against K separate fits, one torch thread.",
-        "",
-        "| K | batched s / epoch | K separate fits s / epoch | speed-up |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['members']} | {r['batched_seconds_per_epoch']} | "
-            f"{r['separate_seconds_per_epoch']} | {r['speed_up']}x |"
-        )
+def table(title: str | None, intro: str, header: list[str], cells: list[list]) -> list[str]:
+    # A section (or, without a title, a paragraph) with one table: the command, then rows.
+    out = [f"## {title}", ""] if title else []
+    out += [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
     return [*out, ""]
 
 
+def ensemble_section(folder: Path) -> list[str]:
+    return table(
+        "Ensembles: one batched module against separate fits",
+        "`python benchmarks/ensemble_cost.py --num-simulations 10000 --epochs 5 --out "
+        "benchmarks/results/ensemble_cost/ensemble_cost.csv`: npe on two_moons, seconds "
+        "per epoch of `ensemble=K` against K separate fits, one torch thread.",
+        ["K", "batched s / epoch", "K separate fits s / epoch", "speed-up"],
+        [
+            [r["members"], r["batched_seconds_per_epoch"], r["separate_seconds_per_epoch"]]
+            + [f"{r['speed_up']}x"]
+            for r in read_all(folder)
+        ],
+    )
+
+
 def evidence_section(folder: Path) -> list[str]:
-    rows = read_all(folder)
-    out = [
-        "## The evidence against its closed form",
-        "",
+    return table(
+        "The evidence against its closed form",
         "`python benchmarks/evidence.py --num-simulations 2000 --out "
         "benchmarks/results/evidence/evidence.csv`: gaussian_linear (10-D), jeffreys' "
         "likelihood proxy, `log_evidence` at 20 draws of p(x) against the exact log "
         "density; the error is the fitted likelihood's (the Monte Carlo standard error is "
         "the last column).",
-        "",
-        "| N | likelihood flow | mean abs. error (nats) | max abs. error | max MC se |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {int(r['num_simulations']):,} | {r['likelihood']} | {r['mean_abs_error']} | "
-            f"{r['max_abs_error']} | {r['max_se']} |"
-        )
-    return [*out, ""]
+        ["N", "likelihood flow", "mean abs. error (nats)", "max abs. error", "max MC se"],
+        [
+            [f"{int(r['num_simulations']):,}", r["likelihood"], r["mean_abs_error"]]
+            + [r["max_abs_error"], r["max_se"]]
+            for r in read_all(folder)
+        ],
+    )
 
 
 def fit_cost_section(folder: Path) -> list[str]:
     rows = read_all(folder)
-    out = [
-        "## What a fit costs, before and after a change",
-        "",
+    npe = {(r["task"], r["code"]): num(r["seconds"]) for r in rows if r["method"] == "npe"}
+    return table(
+        "What a fit costs, before and after a change",
         "`OMP_NUM_THREADS=1 python benchmarks/fit_cost.py --old <commit> --tasks "
         "two_moons,gaussian_mixture,slcp,gaussian_linear_uniform --out "
         "benchmarks/results/fit_cost/dev_1k.csv`: npe and the default at 1,000 simulations, "
         "seed 0, trained by the older commit's package and by this checkout's on the same "
         "pairs, one process at a time on an otherwise idle machine. `after` is the work "
         "after the last epoch (the choice, the misspecification reference), which the older "
-        "code did not record; equal best validation NLLs mean the same flow was trained.",
-        "",
-        "| task | code | method | fit s | epochs s | after s | x npe | probes | phase 2 "
-        "| returned | best val. NLL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    npe = {(r["task"], r["code"]): num(r["seconds"]) for r in rows if r["method"] == "npe"}
-    for r in rows:
-        ratio = num(r["seconds"]) / npe.get((r["task"], r["code"]), math.nan)
-        out.append(
-            f"| {r['task']} | {r['code']} | {r['method']} | {r['seconds']} | "
-            f"{r['epochs_seconds']} | {r['decide_seconds'] or '-'} | {ratio:.2f} | "
-            f"{r['probes']} | {r['phase2'] or '-'} | {r['returned']} | "
-            f"{r['best_validation_nll']} |"
-        )
-    return [*out, ""]
+        "code did not record.",
+        ["task", "code", "method", "fit s", "epochs s", "after s", "x npe", "probes"]
+        + ["phase 2", "returned", "best val. NLL"],
+        [
+            [r["task"], r["code"], r["method"], r["seconds"], r["epochs_seconds"]]
+            + [r["decide_seconds"] or "-"]
+            + [f"{num(r['seconds']) / npe.get((r['task'], r['code']), math.nan):.2f}"]
+            + [r["probes"], r["phase2"] or "-", r["returned"], r["best_validation_nll"]]
+            for r in rows
+        ],
+    )
 
 
 def softmax_section(folder: Path) -> list[str]:
-    rows = read_all(folder)
-    out = [
-        "## The spline's softmax",
-        "",
+    out = table(
+        "The spline's softmax",
         "`OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py --out "
         "benchmarks/results/softmax_cost/softmax_cost.csv`: torch's softmax over the last "
         "dimension against `exp` and a sum (`jsbi.flows.spline`), alone and in a 10-D "
         "neural spline flow (5 transforms, 10 bins) with the same weights, one thread.",
-        "",
-        "| what | torch ms | jsbi ms | speed-up |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(f"| {r['what']} | {r['torch_ms']} | {r['jsbi_ms']} | {r['speed_up']}x |")
+        ["what", "torch ms", "jsbi ms", "speed-up"],
+        [[r["what"], r["torch_ms"], r["jsbi_ms"], f"{r['speed_up']}x"] for r in read_all(folder)],
+    )
     paired = read_all(folder / "paired")
-    if not paired:
-        return [*out, ""]
-    out += [
-        "",
+    cells = []
+    for task in sorted({r["task"] for r in paired}):
+        mine = [r for r in paired if r["task"] == task]
+        by = {(r["seed"], r["spline"]): num(r["best_validation_nll"]) for r in mine}
+        seeds = sorted({r["seed"] for r in mine}, key=int)
+        diff = [by[s, "jsbi"] - by[s, "zuko"] for s in seeds]
+        se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+        # (Its seconds are not shown: that run shared the machine, and was paused.)
+        epochs = [
+            statistics.fmean(num(r["epochs"]) for r in mine if r["spline"] == k)
+            for k in ("zuko", "jsbi")
+        ]
+        cells.append([task, len(seeds), f"{statistics.fmean(diff):+.3f} ± {se:.3f}"])
+        cells[-1] += [f"{e:.0f}" for e in epochs]
+    if not cells:
+        return out
+    return out + table(
+        None,
         "The same model up to rounding, which early stopping may turn into another run: "
         "`OMP_NUM_THREADS=1 python benchmarks/softmax_cost.py --paired "
         "two_moons,gaussian_mixture --out benchmarks/results/softmax_cost/paired/npe.csv` "
         "trains npe at 1,000 simulations with each spline on the same pairs and seed.",
-        "",
-        "| task | seeds | best val. NLL, jsbi - zuko (mean ± se) | s, zuko | s, jsbi |",
-        "|---|---|---|---|---|",
-    ]
-    for task in sorted({r["task"] for r in paired}):
-        mine = [r for r in paired if r["task"] == task]
-        by = {(r["seed"], r["spline"]): r for r in mine}
-        seeds = sorted({r["seed"] for r in mine}, key=int)
-        diff = [
-            num(by[s, "jsbi"]["best_validation_nll"]) - num(by[s, "zuko"]["best_validation_nll"])
-            for s in seeds
-        ]
-        se = statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
-        secs = {
-            k: statistics.fmean(num(r["seconds"]) for r in mine if r["spline"] == k)
-            for k in ("zuko", "jsbi")
-        }
-        out.append(
-            f"| {task} | {len(seeds)} | {statistics.fmean(diff):+.3f} ± {se:.3f} | "
-            f"{secs['zuko']:.1f} | {secs['jsbi']:.1f} |"
-        )
-    return [*out, ""]
+        ["task", "seeds", "best val. NLL, jsbi - zuko (mean ± se)", "epochs, zuko"]
+        + ["epochs, jsbi"],
+        cells,
+    )
 
 
 def proxy_sample_section(folder: Path) -> list[str]:
-    rows = read_all(folder)
-    out = [
-        "## Drawing the proxy: zuko's spline and jsbi's",
-        "",
+    return table(
+        "Drawing the proxy: zuko's spline and jsbi's",
         "`OMP_NUM_THREADS=1 python benchmarks/proxy_sample_cost.py --task "
         "gaussian_linear_uniform --seed 1 --out "
         "benchmarks/results/proxy_sample_cost/gaussian_linear_uniform.csv`: one trained "
         "proxy posterior (1,000 simulations) loaded with each spline, 10,000 samples at "
         "observation 1 with the same seed, one thread, nothing else running.",
-        "",
-        "| task | spline | seconds | IMH acceptance | split R-hat |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['task']} | {r['spline']} | {r['seconds']} | {r['imh_acceptance']} | "
-            f"{r['rhat']} |"
-        )
-    return [*out, ""]
+        ["task", "spline", "seconds", "IMH acceptance", "split R-hat"],
+        [
+            [r["task"], r["spline"], r["seconds"], r["imh_acceptance"], r["rhat"]]
+            for r in read_all(folder)
+        ],
+    )
 
 
 def typicality_section(folder: Path) -> list[str]:
-    rows = read_all(folder)
-    out = [
-        "## The misspecification check's importance draws",
-        "",
+    cells = defaultdict(dict)
+    for r in read_all(folder):
+        key = (r["task"], r["draws"], r["reference_seconds"])
+        cells[key][r["set"]] = f"{num(r['flagged']):.3f}"
+    return table(
+        "The misspecification check's importance draws",
         "`OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp "
         "--out benchmarks/results/typicality/samples.csv`: jeffreys at 1,000 simulations "
         "(seed 0); the reference (1,000 draws of the learned prior predictive) with S "
         "importance draws per log evidence, and the share of 200 fresh simulations of the "
         "true simulator flagged at p < 0.01, as they are and moved off the model. "
         "Flagging unmoved simulations is the learned model's own error at this budget.",
-        "",
-        "| task | S | reference s | flagged: true | shift 1 sd | shift 3 sd | noise 1 sd |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    cells = defaultdict(dict)
-    for r in rows:
-        key = (r["task"], r["draws"], r["reference_seconds"])
-        cells[key][r["set"]] = f"{num(r['flagged']):.3f}"
-    for (task, draws, seconds), flagged in cells.items():
-        sets = " | ".join(flagged.get(k, "-") for k in SETS)
-        out.append(f"| {task} | {draws} | {seconds} | {sets} |")
-    return [*out, ""]
+        ["task", "S", "reference s", "flagged: true", "shift 1 sd", "shift 3 sd"] + ["noise 1 sd"],
+        [[*key, *(flagged.get(k, "-") for k in SETS)] for key, flagged in cells.items()],
+    )
 
 
 SETS = ("true", "shift 1 sd", "shift 3 sd", "noise 1 sd")

@@ -38,6 +38,15 @@ def _seconds(f, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _row(what: str, torch_s: float, ours_s: float) -> dict:
+    return {
+        "what": what,
+        "torch_ms": round(1e3 * torch_s, 3),
+        "jsbi_ms": round(1e3 * ours_s, 3),
+        "speed_up": round(torch_s / ours_s, 2),
+    }
+
+
 def softmax_rows() -> list[dict]:
     rows = []
     for n in (200, 10_000):
@@ -45,14 +54,7 @@ def softmax_rows() -> list[dict]:
             t = torch.randn(n, 10, bins)
             torch_s = _seconds(lambda t=t: torch.softmax(t, -1), 20)
             ours = _seconds(lambda t=t: softmax(t), 20)
-            rows.append(
-                {
-                    "what": f"softmax ({n}, 10, {bins})",
-                    "torch_ms": round(1e3 * torch_s, 3),
-                    "jsbi_ms": round(1e3 * ours, 3),
-                    "speed_up": round(torch_s / ours, 2),
-                }
-            )
+            rows.append(_row(f"softmax ({n}, 10, {bins})", torch_s, ours))
     return rows
 
 
@@ -77,14 +79,7 @@ def flow_rows() -> list[dict]:
     for what, f, repeats in (("10,000 samples", draw, 2), ("log_prob + backward, 200", step, 50)):
         torch_s = _seconds(lambda f=f: f(theirs), repeats)
         ours_s = _seconds(lambda f=f: f(ours), repeats)
-        rows.append(
-            {
-                "what": f"NSF 10-D: {what}",
-                "torch_ms": round(1e3 * torch_s, 3),
-                "jsbi_ms": round(1e3 * ours_s, 3),
-                "speed_up": round(torch_s / ours_s, 2),
-            }
-        )
+        rows.append(_row(f"NSF 10-D: {what}", torch_s, ours_s))
     return rows
 
 

@@ -255,6 +255,28 @@ def fit_cost_section(folder: Path) -> list[str]:
     )
 
 
+def variants_section(folder: Path) -> list[str]:
+    rows = read_all(folder)
+    npe = {r["task"]: num(r["seconds"]) for r in rows if r["method"] == "npe"}
+    return table(
+        None,
+        "Options that may cut the proxy's cost, this checkout alone: `OMP_NUM_THREADS=1 "
+        "python benchmarks/fit_cost.py --variants 'proxy_every=2;proxy_patience=10' "
+        "--tasks two_moons,gaussian_mixture,slcp,gaussian_linear_uniform --out "
+        "benchmarks/results/fit_cost/variants/dev_1k.csv`; `gap` is the final "
+        "proxy-minus-flow NLL (± its standard error; negative: the proxy is the better "
+        "model), which decides what is returned. Times only: their C2ST is not measured.",
+        ["task", "method", "fit s", "x npe", "phase 2", "returned", "gap", "best val. NLL"],
+        [
+            [r["task"], r["method"], r["seconds"]]
+            + [f"{num(r['seconds']) / npe.get(r['task'], math.nan):.2f}", r["phase2"] or "-"]
+            + [r["returned"], f"{r['proxy_minus_flow']} ± {r['proxy_minus_flow_se']}"]
+            + [r["best_validation_nll"]]
+            for r in rows
+        ],
+    )
+
+
 def softmax_section(folder: Path) -> list[str]:
     out = table(
         "The spline's softmax",
@@ -450,6 +472,8 @@ def page() -> str:
         out += cost_section("held-out set", held)
     if (RESULTS / "fit_cost").exists():
         out += fit_cost_section(RESULTS / "fit_cost")
+    if (RESULTS / "fit_cost" / "variants").exists():
+        out += variants_section(RESULTS / "fit_cost" / "variants")
     if (RESULTS / "softmax_cost").exists():
         out += softmax_section(RESULTS / "softmax_cost")
     if (RESULTS / "proxy_sample_cost").exists():

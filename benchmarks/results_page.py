@@ -255,6 +255,13 @@ def fit_cost_section(folder: Path) -> list[str]:
     )
 
 
+def _gap(row: dict[str, str]) -> str:
+    # The final proxy-minus-flow NLL with its standard error ("-": npe has no proxy).
+    if math.isnan(num(row["proxy_minus_flow"])):
+        return "-"
+    return f"{row['proxy_minus_flow']} ± {row['proxy_minus_flow_se']}"
+
+
 def variants_section(folder: Path) -> list[str]:
     rows = read_all(folder)
     npe = {r["task"]: num(r["seconds"]) for r in rows if r["method"] == "npe"}
@@ -270,7 +277,7 @@ def variants_section(folder: Path) -> list[str]:
         [
             [r["task"], r["method"], r["seconds"]]
             + [f"{num(r['seconds']) / npe.get(r['task'], math.nan):.2f}", r["phase2"] or "-"]
-            + [r["returned"], f"{r['proxy_minus_flow']} ± {r['proxy_minus_flow_se']}"]
+            + [r["returned"], _gap(r)]
             + [r["best_validation_nll"]]
             for r in rows
         ],

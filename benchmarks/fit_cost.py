@@ -42,7 +42,7 @@ def _variants(text: str) -> list[tuple[str, str, dict]]:
     for variant in filter(None, text.split(";")):
         options = dict(kv.split("=", 1) for kv in variant.split(","))
         parsed = {
-            k: json.loads(v) if v[:1].isdigit() or v in ("null", "true") else v
+            k: json.loads(v) if v[:1].isdigit() or v in ("null", "true", "false") else v
             for k, v in options.items()
         }
         out.append((f"jeffreys {variant}", "jeffreys", parsed))

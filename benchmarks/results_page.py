@@ -470,7 +470,8 @@ def page() -> str:
             "Held-out set",
             held,
             "Never tuned on: the other tasks, seed 0 (the observations are named per cell). "
-            "Command: `jsbi benchmark --tasks bernoulli_glm,sir,lotka_volterra,slcp_distractors "
+            "Command: `jsbi benchmark --tasks bernoulli_glm,sir,lotka_volterra,slcp_distractors,"
+            "bernoulli_glm_raw "
             "--num-simulations 1000 "
             "--objectives jeffreys,npe,sbi-npe --seeds 0 --observations 6,7,8,9,10 --out "
             "benchmarks/results/heldout`.",

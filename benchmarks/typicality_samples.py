@@ -1,11 +1,12 @@
 r"""How many importance draws the misspecification check's evidence statistic needs.
 
 For each task, trains jeffreys (seed 0), then for each number of draws S builds the
-check's reference (1,000 draws of the learned model's prior predictive, their log evidence
-with S draws each) and the p-values of 200 fresh simulations of the true simulator (seed
-12345): as they are, shifted by one and three standard deviations of the training ``x``,
-and with Gaussian noise of one standard deviation added. Records the reference's build
-time and, per set, the share flagged (p < 0.01) and the median p-value.
+check's reference as a fit does (``fit_typicality``: 1,000 draws of the learned model's
+prior predictive, their log evidence with S draws each) and the p-values of 200 fresh
+simulations of the true simulator (seed 12345): as they are, shifted by one and three
+standard deviations of the training ``x``, and with Gaussian noise of one standard
+deviation added. Records the reference's build time and, per set, the share flagged
+(p < 0.01) and the median p-value.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from jsbi.benchmark import _train, write_rows
-from jsbi.posteriors.typicality import REFERENCE_SIZE, THRESHOLD, Typicality
+from jsbi.posteriors.typicality import THRESHOLD, fit_typicality
 from jsbi.proxies.importance import proxy_log_normalizer
 from jsbi.seeding import seeded
 from jsbi.simulators import get_task, simulate
@@ -51,11 +52,7 @@ def rows_for(task_name: str, n: int, draws: list[int], fresh: int = 200) -> list
     rows = []
     for s in draws:
         start = time.perf_counter()
-        with seeded(0), torch.no_grad():
-            th = task.prior.sample((REFERENCE_SIZE,)).reshape(REFERENCE_SIZE, -1)
-            x_model = post.proxy.simulate(th)
-        log_z = _log_evidence(post, task.prior, x_model, s)
-        ref = Typicality("evidence", log_z[torch.isfinite(log_z)])
+        ref = fit_typicality(post.flow, post.proxy, task.prior, x, draws=s)
         seconds = time.perf_counter() - start
         for name, xs in sets.items():
             p = torch.tensor([ref.p_value_of(v) for v in _log_evidence(post, task.prior, xs, s)])

@@ -286,7 +286,8 @@ def run_unit(
     posterior, seconds, epochs = _train(
         method, task, theta, x, seed, max_epochs, options, checkpoint
     )
-    decided = (getattr(posterior, "history", None) or {}).get("decide_time", math.nan)
+    history = getattr(posterior, "history", None) or {}  # sbi's posteriors have none
+    decided = history.get("decide_time", math.nan)
     unit = {
         "task": task_name,
         "num_simulations": num_simulations,
@@ -301,10 +302,8 @@ def run_unit(
         / max(epochs, 1),
         **columns,
         # What auto chose (the flow or the proxy); the setting itself otherwise.
-        "returned": (getattr(posterior, "history", None) or {}).get(
-            "posterior", columns["posterior"]
-        ),
-        "phase2": phase2_outcome(getattr(posterior, "history", None) or {}),
+        "returned": history.get("posterior", columns["posterior"]),
+        "phase2": phase2_outcome(history),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }

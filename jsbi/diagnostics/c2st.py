@@ -184,10 +184,12 @@ def _in_support(prior: Distribution, theta: Tensor) -> Tensor:
 @torch.no_grad()
 def _own_leakage(posterior: Any, x: Tensor, num_samples: int) -> float:
     # A jsbi posterior's leakage at one x; all of it where none of the flow's draws fell
-    # inside the support (its accepted mass is refused as zero there).
+    # inside the support (its accepted mass cannot normalise it there).
+    from jsbi.posteriors.posterior import UnnormalisableError
+
     try:
         return float(posterior.leakage(x, num_samples))
-    except RuntimeError:
+    except UnnormalisableError:
         return 1.0
 
 

@@ -117,13 +117,20 @@ class Typicality:
 
 
 @torch.no_grad()
-def fit_typicality(flow: nn.Module, proxy: Any, prior: Distribution, x: Tensor) -> Typicality:
+def fit_typicality(
+    flow: nn.Module,
+    proxy: Any,
+    prior: Distribution,
+    x: Tensor,
+    draws: int = EVIDENCE_SAMPLES,
+) -> Typicality:
     r"""The reference of a trained posterior's misspecification check.
 
     With a likelihood proxy: the log evidence of :data:`REFERENCE_SIZE` draws of the
     learned model's own prior predictive (``theta ~ prior``, ``x ~ l(x | theta)``), a null
     without the fit's optimism about its training pairs; else the flow's embedding of (at
-    most that many of) the simulations ``x``.
+    most that many of) the simulations ``x``. ``draws``: importance draws per log
+    evidence (the observation's statistic must use as many).
     """
     from jsbi.proxies.importance import proxy_log_normalizer
     from jsbi.seeding import seeded
@@ -134,7 +141,7 @@ def fit_typicality(flow: nn.Module, proxy: Any, prior: Distribution, x: Tensor) 
             proxy.eval()
             theta = prior.sample((n,)).to(x.device).reshape(n, -1)
             x_model = proxy.simulate(theta)
-            log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, EVIDENCE_SAMPLES)
+            log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, draws)
             return Typicality("evidence", log_z[torch.isfinite(log_z)])
         rows = torch.randperm(len(x), device=x.device)[:n]
         return Typicality("embedding", flow.embed(x[rows]))

@@ -205,7 +205,7 @@ def test_passes_gives_coupling_transforms_recorded_in_the_config():
     )
 
 
-@pytest.mark.parametrize("bins", [3, 10, 16, 33])
+@pytest.mark.parametrize("bins", [2, 10, 15])  # from 16 on it is torch's own
 def test_the_splines_softmax_is_torchs(bins):
     from jsbi.flows.spline import softmax
 

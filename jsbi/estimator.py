@@ -277,16 +277,21 @@ class PosteriorEstimator:
         # likelihoods chosen (if the run never reached npe-first's switch), the reference
         # of the misspecification check, and for posterior="auto" the proxy measured
         # against the flow, with 256 importance samples per pair whatever the gate used
-        # (fewer bias log Z low, and this choice is final).
-        if isinstance(self.method, SymmetricConfig):
+        # (fewer bias log Z low, and this choice is final). A proxy abandoned in phase 1
+        # stopped training early: its model of x is not the check's reference (its own
+        # draws, not the data, would be "typical"), nor worth its cost; the flow's
+        # embedding is.
+        abandoned = "proxy_abandoned_epoch" in self.history
+        if isinstance(self.method, SymmetricConfig) and not abandoned:
             chosen = self.step.choose_candidates((theta_val, x_val))
             if chosen is not None:
                 self.history["proxy_candidates"] = chosen
-        proxy = self._finite_proxy()
+        proxy = None if abandoned else self._finite_proxy()
         self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all)
+        self.history["typicality"] = self._typicality.kind
         if not isinstance(self.method, SymmetricConfig):
             return
-        if self.method.returns == "auto" and "proxy_abandoned_epoch" not in self.history:
+        if self.method.returns == "auto" and not abandoned:
             # (An abandoned proxy lost already: the flow is returned, unmeasured.)
             measured = self.step.measure_proxy(theta_val, x_val, num_samples=256)
             self.history["final_proxy"] = measured

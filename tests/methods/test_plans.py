@@ -573,3 +573,34 @@ def test_npe_first_selects_the_likelihood_candidate_at_the_switch():
     assert chosen["nll"][chosen["selected"]] == min(chosen["nll"])
     assert len(chosen["nll"]) == 2 and all(math.isfinite(v) for v in chosen["nll"])
     assert "phase2_start" in post.history  # chosen at the switch, before the gate measured
+
+
+def test_an_abandoned_proxy_is_not_the_misspecification_checks_reference(monkeypatch):
+    # A proxy abandoned in phase 1 stopped training early: the check reads the flow's
+    # embedding (and the abandoned proxy's candidates are not chosen); a proxy that ran
+    # on is the check's likelihood.
+    import jsbi.methods.symmetric as schedules
+
+    prior, theta, x = _box()
+    kinds = {}
+    for gap in (5.0, -5.0):  # trailing far beyond its error, or clearly ahead
+        monkeypatch.setattr(
+            schedules,
+            "proxy_minus_flow",
+            lambda *a, g=gap: {"proxy_minus_flow": g, "proxy_minus_flow_se": 0.01},
+        )
+        est = PosteriorEstimator(
+            prior,
+            objective="jeffreys",
+            posterior="flow",  # (the stand-in gap is not a measured proxy to return)
+            seed=0,
+            probe_every=1,
+            abandon_patience=1,
+            **SMALL,
+        )
+        post = est.fit(theta, x, show_progress_bar=False, max_epochs=3, learning_rate=3e-3)
+        kinds[gap] = (post.history["typicality"], post.typicality.kind)
+        if gap > 0:
+            assert post.history["proxy_abandoned_epoch"] == 1
+            assert "proxy_candidates" not in post.history
+    assert kinds == {5.0: ("embedding", "embedding"), -5.0: ("evidence", "evidence")}

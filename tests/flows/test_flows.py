@@ -214,23 +214,33 @@ def test_the_splines_softmax_is_torchs(bins):
     assert torch.allclose(softmax(t).sum(-1), torch.ones(50, 4), atol=1e-6)
 
 
-def test_jsbis_nsf_is_zukos_with_the_same_weights():
+@pytest.mark.parametrize("options", [{}, {"passes": 2}, {"randperm": True}])
+def test_jsbis_nsf_is_zukos_with_the_same_weights(options):
+    # Same modules, same log_prob, same draws and the same gradient of a draw, whether
+    # the inverse settles one parameter per pass (fully autoregressive, or a random
+    # order) or one half (a coupling flow).
     import zuko
 
-    from jsbi.flows.spline import NSF
+    from jsbi.flows.spline import NSF, _RankedInverse
 
-    kwargs = {"features": 3, "context": 2, "bins": 10, "transforms": 2}
-    theirs = zuko.flows.NSF(**kwargs, hidden_features=(16,))
-    ours = NSF(**kwargs, hidden_features=(16,))
+    kwargs = {"features": 5, "context": 2, "bins": 10, "transforms": 3, **options}
+    theirs = zuko.flows.NSF(**kwargs, hidden_features=(16, 16))
+    ours = NSF(**kwargs, hidden_features=(16, 16))
     ours.load_state_dict(theirs.state_dict())  # the same modules: a saved flow loads
     assert FLOWS["nsf"] is NSF and isinstance(ours, zuko.flows.NSF)
-    c, theta = torch.randn(100, 2), torch.randn(100, 3)
+    c, theta = torch.randn(100, 2), torch.randn(100, 5)
     assert torch.allclose(ours(c).log_prob(theta), theirs(c).log_prob(theta), atol=1e-4)
-    torch.manual_seed(1)
-    a = ours(c).sample()
-    torch.manual_seed(1)
-    b = theirs(c).sample()
-    assert torch.allclose(a, b, atol=1e-4)
+    assert all(isinstance(t, _RankedInverse) for t in ours(c).transform.transforms)
+    draws, grads = [], []
+    for flow in (ours, theirs):
+        context = c.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        draw = flow(context).rsample()
+        (draw**2).sum().backward()
+        draws.append(draw.detach())
+        grads.append(context.grad)
+    assert torch.allclose(draws[0], draws[1], atol=1e-4)
+    assert torch.allclose(grads[0], grads[1], atol=1e-3, rtol=1e-3)
     # The inverse is the forward's: a draw maps back to its base point.
-    z = ours(c).transform(a)
-    assert torch.allclose(ours(c).transform.inv(z), a, atol=1e-4)
+    z = ours(c).transform(draws[0])
+    assert torch.allclose(ours(c).transform.inv(z), draws[0], atol=1e-4)

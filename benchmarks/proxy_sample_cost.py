@@ -1,4 +1,5 @@
-r"""Time to draw 10,000 samples of the likelihood proxy, with zuko's spline and jsbi's.
+r"""Time to draw 10,000 samples of the likelihood proxy, with zuko's spline flow and jsbi's
+(its softmax and its inverse that settles one parameter per pass: ``jsbi.flows.spline``).
 
 Trains jeffreys returning its proxy (``posterior="proxy"``) on one task, saves it, and
 loads it twice: with ``FLOWS["nsf"]`` set to zuko's ``NSF`` and to

@@ -287,8 +287,8 @@ class PosteriorEstimator:
             if chosen is not None:
                 self.history["proxy_candidates"] = chosen
         proxy = None if abandoned else self._finite_proxy()
-        self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all)
-        self.history["typicality"] = self._typicality.kind
+        self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all, held_out=x_val)
+        self.history["typicality"] = f"{self._typicality.kind} ({self._typicality.source})"
         if not isinstance(self.method, SymmetricConfig):
             return
         if self.method.returns == "auto" and not abandoned:

@@ -6,9 +6,12 @@ of reference draws of :math:`p(x)` that are no more typical than it:
 
 * with a likelihood proxy, by the model's own evidence: :math:`P(\log p(X) \le \log
   p(x_o))`, :math:`\log p` importance-sampled (:meth:`~jsbi.posteriors.Posterior.log_evidence`),
-  the reference :math:`X` drawn from the learned model itself (:math:`\theta \sim \pi`,
-  :math:`X \sim l_\psi(\cdot \mid \theta)`), so that no fit's optimism about its own
-  training pairs enters and the reference is as large as asked (1,000);
+  the reference :math:`X` the fit's held-out (validation) simulations, never trained on
+  (they only choose where training stops): under the simulator an observation is
+  exchangeable with them, so the p-value is valid whatever the proxy learned. Its least
+  value is :math:`1 / (n + 1)`, below 0.01 from 100 of them (1,000 simulations at the
+  default validation fraction); with fewer, the reference is 1,000 draws of the learned model itself (:math:`\theta \sim \pi`,
+  :math:`X \sim l_\psi(\cdot \mid \theta)`), valid only as far as the model is right;
 * without one, by a distance in the flow's embedding space (its z-scored, embedded ``x``):
   the mean distance to the ``k`` nearest embedded simulations, against the same statistic
   of each simulation among the others (at most 1,000 of them).
@@ -48,25 +51,38 @@ REFERENCE_SIZE = 1000
 #: valid for any number, the observation's statistic being computed as the reference's;
 #: 64 cost a quarter of 256 and flagged as often on two_moons and slcp (docs/method.md).
 EVIDENCE_SAMPLES = 64
+#: Held-out simulations the evidence check needs to use them as its reference: with
+#: ``n`` of them the least p-value is ``1 / (n + 1)``, below :data:`THRESHOLD` from 100.
+MIN_HELD_OUT = 100
 
 
 class Typicality:
     r"""The reference of a posterior's misspecification check.
 
     Arguments:
-        kind: ``"evidence"`` (``reference`` holds log evidences of draws of the model's
-            prior predictive, shape ``(n,)``) or ``"embedding"`` (``reference`` holds
-            embedded simulations, shape ``(n, k)``).
+        kind: ``"evidence"`` (``reference`` holds log evidences, shape ``(n,)``) or
+            ``"embedding"`` (``reference`` holds embedded simulations, shape ``(n, k)``).
         reference: The reference statistics.
         null: ``"embedding"``: each reference simulation's own statistic among the others,
             shape ``(n,)`` (computed when ``None``).
         k: ``"embedding"``: neighbours per statistic.
+        source: What the reference was computed on: ``"held-out"`` (simulations the fit
+            never trained on), ``"model"`` (draws of the learned model's prior
+            predictive) or ``"simulations"`` (the training simulations, ``"embedding"``).
     """
 
-    def __init__(self, kind: str, reference: Tensor, null: Tensor | None = None, k: int = 0):
+    def __init__(
+        self,
+        kind: str,
+        reference: Tensor,
+        null: Tensor | None = None,
+        k: int = 0,
+        source: str | None = None,
+    ):
         if kind not in ("evidence", "embedding"):
             raise ValueError(f"kind must be 'evidence' or 'embedding', got {kind!r}")
         self.kind = kind
+        self.source = source or ("simulations" if kind == "embedding" else "model")
         self.reference = reference.detach().double().cpu()
         if kind == "embedding":
             n = len(self.reference)
@@ -109,11 +125,18 @@ class Typicality:
             "reference": self.reference.float(),
             "null": None if self.null is None else self.null.float(),
             "k": self.k,
+            "source": self.source,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Typicality:
-        return cls(state["kind"], state["reference"], state.get("null"), state.get("k", 0))
+        return cls(
+            state["kind"],
+            state["reference"],
+            state.get("null"),
+            state.get("k", 0),
+            state.get("source"),  # (saved before it was recorded: None)
+        )
 
 
 @torch.no_grad()
@@ -123,14 +146,19 @@ def fit_typicality(
     prior: Distribution,
     x: Tensor,
     draws: int = EVIDENCE_SAMPLES,
+    held_out: Tensor | None = None,
 ) -> Typicality:
     r"""The reference of a trained posterior's misspecification check.
 
-    With a likelihood proxy: the log evidence of :data:`REFERENCE_SIZE` draws of the
-    learned model's own prior predictive (``theta ~ prior``, ``x ~ l(x | theta)``), a null
-    without the fit's optimism about its training pairs; else the flow's embedding of (at
-    most that many of) the simulations ``x``. ``draws``: importance draws per log
-    evidence (the observation's statistic must use as many).
+    With a likelihood proxy: the log evidence of the held-out simulations ``held_out``
+    (at most :data:`REFERENCE_SIZE`; the fit's validation ``x``, never trained on), which
+    under the simulator are exchangeable with an observation, so the p-value is valid
+    however well the proxy learned; where fewer than :data:`MIN_HELD_OUT` are given, of
+    :data:`REFERENCE_SIZE` draws of the learned model's own prior predictive (``theta ~
+    prior``, ``x ~ l(x | theta)``), valid only as far as the model is right. Without a
+    likelihood proxy: the flow's embedding of (at most that many of) the simulations
+    ``x``. ``draws``: importance draws per log evidence (the observation's statistic must
+    use as many).
     """
     from jsbi.proxies.importance import proxy_log_normalizer
     from jsbi.seeding import seeded
@@ -139,9 +167,13 @@ def fit_typicality(
     with seeded(0, [x.device]):
         if proxy is not None and proxy.has_likelihood:
             proxy.eval()
+            if held_out is not None and len(held_out) >= MIN_HELD_OUT:
+                log_z, _ = proxy_log_normalizer(proxy, flow, prior, held_out[:n], draws)
+                # (-inf is a simulation the model calls impossible: kept, as x_o's would be.)
+                return Typicality("evidence", log_z[~torch.isnan(log_z)], source="held-out")
             theta = prior.sample((n,)).to(x.device).reshape(n, -1)
             x_model = proxy.simulate(theta)
             log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, draws)
-            return Typicality("evidence", log_z[torch.isfinite(log_z)])
+            return Typicality("evidence", log_z[torch.isfinite(log_z)], source="model")
         rows = torch.randperm(len(x), device=x.device)[:n]
         return Typicality("embedding", flow.embed(x[rows]))

@@ -99,7 +99,24 @@ def test_a_saved_posterior_keeps_its_reference_and_its_evidence(tmp_path, fits):
     loaded = jsbi.load_posterior(path)
     x_o = torch.tensor([0.4, -1.1])
     assert loaded.observation_p_value(x_o) == post.observation_p_value(x_o)
+    assert loaded.typicality.source == post.typicality.source == "held-out"
     assert torch.equal(loaded.log_evidence(x_o)[0], post.log_evidence(x_o)[0])
+
+
+def test_the_check_reads_held_out_simulations_and_its_p_values_are_uniform_there(fits):
+    # 2,000 pairs leave 200 validation pairs, never trained on: the reference. Under the
+    # simulator an observation is exchangeable with them, so its p-value is uniform on
+    # {1, ..., 201} / 201 whatever the proxy learned: at 400 fresh draws of p(x), the
+    # share below 0.1 and below 0.5 within 3.5 binomial standard errors (0.052, 0.088).
+    post = _posterior(fits, "jeffreys")
+    assert post.typicality.source == "held-out" and len(post.typicality.reference) == 200
+    assert post.history["typicality"] == "evidence (held-out)"
+    exact = MultivariateNormal(torch.zeros(2), covariance_matrix=1.25 * torch.eye(2))
+    torch.manual_seed(11)
+    p = torch.tensor([post.observation_p_value(x) for x in exact.sample((400,))])
+    for level in (0.1, 0.5):
+        se = (level * (1 - level) / 400) ** 0.5
+        assert abs(float((p < level).float().mean()) - level) < 3.5 * se, (level, p)
 
 
 class _Fixed:

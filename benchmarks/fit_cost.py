@@ -90,6 +90,14 @@ def worker(tasks: list[str], n: int, seed: int, variants: str = "") -> None:
             print("ROW " + json.dumps(row), flush=True)
 
 
+def _checkout() -> str:
+    # This checkout's commit, "+changes" where the package differs from it.
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "jsbi"]).returncode != 0
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def _run(code: str, tag: str, args: argparse.Namespace) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, __file__, "--worker", "--tasks", args.tasks]
@@ -118,7 +126,7 @@ def main() -> None:
     from jsbi.benchmark import write_rows
 
     if args.variants:
-        rows = _run(str(ROOT), "this checkout", args)
+        rows = _run(str(ROOT), _checkout(), args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_rows(args.out, rows)
         return
@@ -131,7 +139,7 @@ def main() -> None:
             rows = _run(str(tree), args.old, args)
         finally:
             subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
-    rows += _run(str(ROOT), "this checkout", args)
+    rows += _run(str(ROOT), _checkout(), args)
     for r in rows:
         print(r)
     args.out.parent.mkdir(parents=True, exist_ok=True)

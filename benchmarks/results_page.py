@@ -265,11 +265,10 @@ def _fit_cost_table(
     return table(
         title,
         f"`OMP_NUM_THREADS=1 python benchmarks/fit_cost.py --old <commit> {tasks} --out "
-        f"benchmarks/results/fit_cost/{name}`: {what}, trained by the older commit's "
-        "package and by the checkout that recorded the file on the same pairs, one process "
-        "at a time on an otherwise idle machine. `after` is the work after the last epoch "
-        "(the choice, the misspecification reference), which code before ae382b7 did not "
-        "record.",
+        f"benchmarks/results/fit_cost/{name}`: {what}, trained by each commit's package "
+        "(`code`) on the same pairs, one process at a time on an otherwise idle machine. "
+        "`after` is the work after the last epoch (the choice, the misspecification "
+        "reference), which code before ae382b7 did not record.",
         ["task", "code", "method", "fit s", "epochs s", "after s", "x npe", "probes"]
         + ["phase 2", "returned", "best val. NLL"],
         [

@@ -10,8 +10,9 @@ of reference draws of :math:`p(x)` that are no more typical than it:
   (they only choose where training stops): under the simulator an observation is
   exchangeable with them, so the p-value is valid whatever the proxy learned. Its least
   value is :math:`1 / (n + 1)`, below 0.01 from 100 of them (1,000 simulations at the
-  default validation fraction); with fewer, the reference is 1,000 draws of the learned model itself (:math:`\theta \sim \pi`,
-  :math:`X \sim l_\psi(\cdot \mid \theta)`), valid only as far as the model is right;
+  default validation fraction); with fewer, the reference is 1,000 draws of the learned
+  model itself (:math:`\theta \sim \pi`, :math:`X \sim l_\psi(\cdot \mid \theta)`),
+  valid only as far as the model is right;
 * without one, by a distance in the flow's embedding space (its z-scored, embedded ``x``):
   the mean distance to the ``k`` nearest embedded simulations, against the same statistic
   of each simulation among the others (at most 1,000 of them).

@@ -245,7 +245,9 @@ class PosteriorEstimator:
         start = time.perf_counter()
         val, _ = split_indices(len(theta), config.validation_fraction, self.seed)
         theta_val, x_val = theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device)
-        self._decide(theta_val, x_val, x.to(device))
+        # (Pairs drawn from a proposal are not the prior predictive's: no held-out reference.)
+        from_prior = proposal is None or proposal is self.prior
+        self._decide(theta_val, x_val, x.to(device), from_prior)
         posterior = self.build_posterior()
         if config.recalibrate and not isinstance(posterior, ProxyPosterior):
             posterior.recalibrate(theta_val, x_val)
@@ -272,7 +274,7 @@ class PosteriorEstimator:
             stacklevel=3,
         )
 
-    def _decide(self, theta_val: Tensor, x_val: Tensor, x_all: Tensor) -> None:
+    def _decide(self, theta_val: Tensor, x_val: Tensor, x_all: Tensor, from_prior: bool) -> None:
         # After training, on the run's own validation pairs: the proxy's candidate
         # likelihoods chosen (if the run never reached npe-first's switch), the reference
         # of the misspecification check, and for posterior="auto" the proxy measured
@@ -287,7 +289,8 @@ class PosteriorEstimator:
             if chosen is not None:
                 self.history["proxy_candidates"] = chosen
         proxy = None if abandoned else self._finite_proxy()
-        self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all, held_out=x_val)
+        held_out = x_val if from_prior else None
+        self._typicality = fit_typicality(self.flow, proxy, self.prior, x_all, held_out=held_out)
         self.history["typicality"] = f"{self._typicality.kind} ({self._typicality.source})"
         if not isinstance(self.method, SymmetricConfig):
             return

@@ -112,3 +112,21 @@ def test_a_proposals_draws_share_no_random_numbers_with_the_simulators_noise():
     assert abs(float(corr)) < 0.2
     prior_theta, _ = jsbi.simulate(sim, 500, seed=0)
     assert not torch.equal(theta, prior_theta)  # another stream than the prior's draws
+
+
+def test_pairs_from_a_proposal_are_not_the_misspecification_checks_reference():
+    # The check's reference must be draws of the prior predictive: validation pairs
+    # simulated from a TSNPE proposal are not, so the learned model's draws are used.
+    prior = _prior()
+    proposal = TruncatedProposal(prior, GaussianAtX(), torch.zeros(2), quantile=Q, seed=0)
+    g = torch.Generator().manual_seed(0)
+    sources = []
+    for p in (None, proposal):
+        theta = (p or prior).sample((1000,))
+        x = theta + 0.05 * torch.randn(theta.shape, generator=g)
+        est = PosteriorEstimator(
+            prior, objective="jeffreys", posterior="flow", hidden_features=(8, 8), num_transforms=1
+        )
+        post = est.fit(theta, x, max_epochs=1, proposal=p, show_progress_bar=False)
+        sources.append(post.typicality.source)
+    assert sources == ["held-out", "model"]

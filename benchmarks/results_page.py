@@ -14,8 +14,11 @@ Sections, each present when its folder is:
 - ``proxy_sample_cost/`` (``benchmarks/proxy_sample_cost.py``): drawing the proxy with
   each spline;
 - ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
-  importance draws;
+  importance draws and its reference;
+- ``recalibration/`` (``benchmarks/recalibration_check.py``): the base temperature's
+  calibration error on the validation pairs and on fresh pairs;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
+- ``proxy_sampler_steps/`` (the same script): five MCMC steps against ten;
 - ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
 
 Usage:
@@ -197,6 +200,22 @@ def table(title: str | None, intro: str, header: list[str], cells: list[list]) -
     out += [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
     return [*out, ""]
+
+
+def recalibration_section(folder: Path) -> list[str]:
+    return table(
+        "Recalibration by a base temperature",
+        "`OMP_NUM_THREADS=1 python benchmarks/recalibration_check.py --tasks "
+        "two_moons,gaussian_mixture,slcp --out benchmarks/results/recalibration/npe_1k.csv`: "
+        "npe at 1,000 simulations (seed 0); the calibration error `recalibrate` minimises "
+        "(the mean distance of the truths' sorted credibility levels to uniform quantiles) "
+        "at each temperature, on the fit's 100 validation pairs and on 500 fresh pairs.",
+        ["task", "T", "validation pairs", "fresh pairs"],
+        [
+            [r["task"], r["temperature"], r["validation_error"], r["fresh_error"]]
+            for r in read_all(folder)
+        ],
+    )
 
 
 def ensemble_section(folder: Path) -> list[str]:
@@ -546,6 +565,8 @@ def page() -> str:
         out += evidence_section(RESULTS / "evidence")
     if (RESULTS / "typicality").exists():
         out += typicality_section(RESULTS / "typicality")
+    if (RESULTS / "recalibration").exists():
+        out += recalibration_section(RESULTS / "recalibration")
     if (RESULTS / "ensemble_cost").exists():
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():
@@ -559,6 +580,17 @@ def page() -> str:
             RESULTS / "proxy_sampler_sbi",
             "jsbi's MCMC against sbi's slice sampler on the same proxy",
             SBI_SAMPLER_INTRO,
+        )
+    if (RESULTS / "proxy_sampler_steps").exists():
+        out += sampler_section(
+            RESULTS / "proxy_sampler_steps",
+            "Five steps or ten",
+            "`OMP_NUM_THREADS=1 python benchmarks/proxy_sampler.py --tasks two_moons "
+            "gaussian_mixture slcp gaussian_linear_uniform --num-simulations 1000 --variants "
+            "mcmc-5,mcmc-10 --out benchmarks/results/proxy_sampler_steps`: one jeffreys "
+            "proxy per task (seed 0, `posterior='proxy'`), sampled at observations 1-5 with "
+            "5 and 10 MCMC steps (jsbi's NSF with its ranked inverse; two processes on the "
+            "2 cores, so the times are upper bounds).",
         )
     if (RESULTS / "time_to_accuracy").exists():
         out += front_section(RESULTS / "time_to_accuracy")

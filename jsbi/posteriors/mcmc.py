@@ -22,7 +22,8 @@ the samples asked). On a box prior :math:`U = +\infty` outside the support: such
 are rejected, the likelihood never evaluated there.
 
 The run reports the acceptance rates; over the trajectories of the first
-``diagnostic_chains`` chains per observation (their second half), arviz's rank-normalised
+``diagnostic_chains`` chains per observation (their second half, or their last 4 steps
+where that is shorter), arviz's rank-normalised
 split :math:`\hat R` and bulk ESS; and the population's drift over the second half.
 Each returned sample is the last state of its own chain, so what decides whether the
 samples follow :math:`r` is whether the population still moves, not whether each short
@@ -75,7 +76,7 @@ class MixingInfo:
         mala_acceptance: MALA's acceptance rate (NaN without MALA steps).
         rhat: The largest split :math:`\hat R` over parameters and observations.
         ess: The smallest bulk ESS over parameters and observations, per
-            ``diagnostic_chains`` chains' second half.
+            ``diagnostic_chains`` chains' traced steps (as ``rhat``).
         drift: How far the population of all chains moved over the second half of the
             run: the largest, over parameters and observations, of the change in its mean
             in units of its standard deviation plus the change in its log standard
@@ -210,6 +211,9 @@ def _run(
     trace = []
     imh_acc = mala_acc = 0.0
     half = theta
+    # The diagnostics' trajectories: the second half, or the last 4 steps where it is
+    # shorter (split R-hat needs 4 states).
+    traced_from = min(num_steps // 2, max(0, num_steps - 4))
     for t in range(num_steps):
         if t == num_steps // 2:
             half = theta
@@ -224,7 +228,7 @@ def _run(
                 if t < num_steps // 2:  # adapted in the first half, fixed in the second
                     eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
             log_w = _log_weight(neg_u, target.log_m(theta, xs))
-        if t >= num_steps // 2:
+        if t >= traced_from:
             trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
     rhat, ess = _diagnostics(torch.stack(trace, dim=2)) if len(trace) >= 4 else (math.nan,) * 2
     stats = (

@@ -129,6 +129,8 @@ def test_no_sample_repeats_while_importance_resampling_repeats_a_third_or_more()
         resampled = importance.sample((5000,), x=x_o)
     assert len(torch.unique(resampled, dim=0)) < 2 / 3 * 5000
     assert isinstance(mcmc.last_mixing, MixingInfo)
+    # 5 steps: R-hat over their last 4 (a second half of 3 is too short for it).
+    assert math.isfinite(mcmc.last_mixing.rhat) and mcmc.last_mixing.num_steps == 5
 
 
 def test_a_box_prior_rejects_every_proposal_outside_its_support():

@@ -15,6 +15,7 @@ Sections, each present when its folder is:
   each spline;
 - ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
   importance draws and its reference;
+- ``probe_trace/`` (``benchmarks/probe_trace.py``): the phase-1 probes' gaps;
 - ``recalibration/`` (``benchmarks/recalibration_check.py``): the base temperature's
   calibration error on the validation pairs and on fresh pairs;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
@@ -200,6 +201,31 @@ def table(title: str | None, intro: str, header: list[str], cells: list[list]) -
     out += [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
     return [*out, ""]
+
+
+def probe_section(folder: Path) -> list[str]:
+    by_task: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in read_all(folder):
+        by_task[r["task"]].append(r)
+    return table(
+        "The phase-1 probes: when does the proxy trail?",
+        "`OMP_NUM_THREADS=1 python benchmarks/probe_trace.py --out "
+        "benchmarks/results/probe_trace/dev_1k.csv`: the default at 1,000 simulations "
+        "(seed 0); at each probe epoch the proxy's validation NLL minus the flow's ± its "
+        "standard error (64 importance draws; negative: the proxy is ahead), then what the "
+        "run did and the final measurement (256 draws) that chose what it returned.",
+        ["task", "probes: epoch gap ± se", "phase 2", "returned", "final gap"],
+        [
+            [
+                task,
+                "; ".join(f"{r['probe_epoch']}: {r['gap']} ± {r['gap_se']}" for r in rows),
+                rows[0]["phase2"],
+                rows[0]["returned"],
+                f"{rows[0]['final_gap']} ± {rows[0]['final_gap_se']}",
+            ]
+            for task, rows in by_task.items()
+        ],
+    )
 
 
 def recalibration_section(folder: Path) -> list[str]:
@@ -565,6 +591,8 @@ def page() -> str:
         out += evidence_section(RESULTS / "evidence")
     if (RESULTS / "typicality").exists():
         out += typicality_section(RESULTS / "typicality")
+    if (RESULTS / "probe_trace").exists():
+        out += probe_section(RESULTS / "probe_trace")
     if (RESULTS / "recalibration").exists():
         out += recalibration_section(RESULTS / "recalibration")
     if (RESULTS / "ensemble_cost").exists():

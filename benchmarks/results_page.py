@@ -428,8 +428,9 @@ def typicality_section(folder: Path) -> list[str]:
             ["task", "S", "reference s"],
         )
     if (folder / "references.csv").exists():
+        extra = folder / "embedding.csv"
         out += _typicality_table(
-            read(folder / "references.csv"),
+            read(folder / "references.csv") + (read(extra) if extra.exists() else []),
             ("task", "reference", "reference_size", "reference_seconds"),
             None,
             "The check's reference: `OMP_NUM_THREADS=1 python "
@@ -438,7 +439,10 @@ def typicality_section(folder: Path) -> list[str]:
             "the same fits, 64 draws, the log evidence of the fit's validation simulations "
             "(held-out: never trained on) or of 1,000 draws of the learned model (model), and "
             "the share of 1,000 fresh simulations flagged at p < 0.01 (a valid check flags at "
-            "most 0.01 of the true simulator's, within a binomial standard error of 0.003).",
+            "most 0.01 of the true simulator's, within a binomial standard error of 0.003). "
+            "`embedding` is the check of a posterior without a likelihood proxy (npe's), on "
+            "the same fits' flows: `--references embedding --out "
+            "benchmarks/results/typicality/embedding.csv`.",
             ["task", "reference", "size", "reference s"],
         )
     return out

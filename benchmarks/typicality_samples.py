@@ -7,9 +7,10 @@ with S draws each) and the p-values of ``--fresh`` new simulations of the true s
 (seed 12345): as they are, shifted by one and three standard deviations of the training
 ``x``, and with Gaussian noise of one standard deviation added. References: ``held-out``
 (the fit's validation ``x``), ``model`` (1,000 draws of the learned model's prior
-predictive). Records the reference's build time and, per set, the share flagged
-(p < 0.01) and the median p-value. On the true simulator's draws a valid check flags at
-most 1%.
+predictive), ``embedding`` (the check without a likelihood proxy, npe's: the flow's
+embedding of the simulations, S unused). Records the reference's build time and, per set,
+the share flagged (p < 0.01) and the median p-value. On the true simulator's draws a valid
+check flags at most 1%.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
@@ -18,6 +19,9 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
         --draws 64 --references held-out,model --fresh 1000 \
         --out benchmarks/results/typicality/references.csv
+    OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
+        --draws 64 --references embedding --fresh 1000 \
+        --out benchmarks/results/typicality/embedding.csv
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from jsbi.seeding import seeded
 from jsbi.simulators import get_task, simulate
 from jsbi.training.config import TrainConfig
 from jsbi.training.data import split_indices
+
+#: The reference each --references name builds (``embedding``: the check of a posterior
+#: without a likelihood proxy, npe's, on the same fit's flow).
+SOURCES = {"embedding": "simulations"}
 
 
 def _log_evidence(post, prior, x: torch.Tensor, draws: int) -> torch.Tensor:
@@ -66,13 +74,20 @@ def rows_for(
     rows = []
     for s, reference in itertools.product(draws, references):
         start = time.perf_counter()
+        proxy = None if reference == "embedding" else post.proxy  # (npe's check)
         ref = fit_typicality(
-            post.flow, post.proxy, task.prior, x, draws=s, held_out=held_out[reference]
+            post.flow, proxy, task.prior, x, draws=s, held_out=held_out.get(reference)
         )
         seconds = time.perf_counter() - start
-        assert ref.source == reference, (ref.source, reference)
+        assert ref.source == SOURCES.get(reference, reference), (ref.source, reference)
         for name, xs in sets.items():
-            p = torch.tensor([ref.p_value_of(v) for v in _log_evidence(post, task.prior, xs, s)])
+            with torch.no_grad():
+                stats = (
+                    post.flow.embed(xs)
+                    if proxy is None
+                    else _log_evidence(post, task.prior, xs, s)
+                )
+            p = torch.tensor([ref.p_value_of(v) for v in stats])
             row = {"task": task_name, "num_simulations": n, "draws": s}
             row |= {"reference": reference, "reference_size": len(ref.reference), "set": name}
             row |= {"reference_seconds": round(seconds, 2)}

@@ -428,9 +428,9 @@ def typicality_section(folder: Path) -> list[str]:
             ["task", "S", "reference s"],
         )
     if (folder / "references.csv").exists():
-        extra = folder / "embedding.csv"
+        extra = [folder / "embedding.csv", folder / "combined.csv"]
         out += _typicality_table(
-            read(folder / "references.csv") + (read(extra) if extra.exists() else []),
+            read(folder / "references.csv") + [r for f in extra if f.exists() for r in read(f)],
             ("task", "reference", "reference_size", "reference_seconds"),
             None,
             "The check's reference: `OMP_NUM_THREADS=1 python "
@@ -442,7 +442,10 @@ def typicality_section(folder: Path) -> list[str]:
             "most 0.01 of the true simulator's, within a binomial standard error of 0.003). "
             "`embedding` is the check of a posterior without a likelihood proxy (npe's), on "
             "the same fits' flows: `--references embedding --out "
-            "benchmarks/results/typicality/embedding.csv`.",
+            "benchmarks/results/typicality/embedding.csv`. `combined` is the default since "
+            "then, the held-out evidence with the embedding check beside it (twice the "
+            "smaller p-value): `--references combined --out "
+            "benchmarks/results/typicality/combined.csv`.",
             ["task", "reference", "size", "reference s"],
         )
     return out

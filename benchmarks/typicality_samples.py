@@ -8,7 +8,8 @@ with S draws each) and the p-values of ``--fresh`` new simulations of the true s
 ``x``, and with Gaussian noise of one standard deviation added. References: ``held-out``
 (the fit's validation ``x``), ``model`` (1,000 draws of the learned model's prior
 predictive), ``embedding`` (the check without a likelihood proxy, npe's: the flow's
-embedding of the simulations, S unused). Records the reference's build time and, per set,
+embedding of the simulations, S unused), ``combined`` (held-out, with the embedding
+check as its partner: twice the smaller p-value). Records the reference's build time and, per set,
 the share flagged (p < 0.01) and the median p-value. On the true simulator's draws a valid
 check flags at most 1%.
 
@@ -22,6 +23,9 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
         --draws 64 --references embedding --fresh 1000 \
         --out benchmarks/results/typicality/embedding.csv
+    OMP_NUM_THREADS=1 python benchmarks/typicality_samples.py --tasks two_moons,slcp \
+        --draws 64 --references combined --fresh 1000 \
+        --out benchmarks/results/typicality/combined.csv
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from jsbi.training.data import split_indices
 
 #: The reference each --references name builds (``embedding``: the check of a posterior
 #: without a likelihood proxy, npe's, on the same fit's flow).
-SOURCES = {"embedding": "simulations"}
+SOURCES = {"embedding": "simulations", "combined": "held-out"}
 
 
 def _log_evidence(post, prior, x: torch.Tensor, draws: int) -> torch.Tensor:
@@ -61,7 +65,7 @@ def rows_for(
     post, _, _ = _train("jeffreys", task, theta, x, 0, 2**31 - 1, None, None)
     post.proxy.eval()
     val, _ = split_indices(len(x), TrainConfig().validation_fraction, 0)  # the fit's own
-    held_out = {"held-out": x[val], "model": None}
+    held_out = {"held-out": x[val], "combined": x[val], "model": None}
     _, xt = simulate(task, fresh, seed=12345, show_progress_bar=False)
     sd = x.std(0)
     noise = torch.randn(xt.shape, generator=torch.Generator().manual_seed(1))
@@ -76,18 +80,21 @@ def rows_for(
         start = time.perf_counter()
         proxy = None if reference == "embedding" else post.proxy  # (npe's check)
         ref = fit_typicality(
-            post.flow, proxy, task.prior, x, draws=s, held_out=held_out.get(reference)
+            post.flow,
+            proxy,
+            task.prior,
+            x,
+            draws=s,
+            held_out=held_out.get(reference),
+            combine=reference == "combined",
         )
         seconds = time.perf_counter() - start
         assert ref.source == SOURCES.get(reference, reference), (ref.source, reference)
         for name, xs in sets.items():
             with torch.no_grad():
-                stats = (
-                    post.flow.embed(xs)
-                    if proxy is None
-                    else _log_evidence(post, task.prior, xs, s)
-                )
-            p = torch.tensor([ref.p_value_of(v) for v in stats])
+                embedded = post.flow.embed(xs)
+                stats = embedded if proxy is None else _log_evidence(post, task.prior, xs, s)
+            p = torch.tensor([ref.p_value_of(v, e) for v, e in zip(stats, embedded, strict=True)])
             row = {"task": task_name, "num_simulations": n, "draws": s}
             row |= {"reference": reference, "reference_size": len(ref.reference), "set": name}
             row |= {"reference_seconds": round(seconds, 2)}

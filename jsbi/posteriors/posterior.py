@@ -283,7 +283,10 @@ class Posterior(Distribution):
         key = x.cpu().numpy().tobytes()
         if key not in self._p_values:
             with torch.no_grad():
-                self._p_values[key] = self.typicality.p_value_of(self._typicality_statistic(x))
+                embedding = self.flow.embed(x)[0] if self.typicality.partner is not None else None
+                self._p_values[key] = self.typicality.p_value_of(
+                    self._typicality_statistic(x), embedding
+                )
         return self._p_values[key]
 
     def _typicality_statistic(self, x: Tensor) -> Tensor:
@@ -301,11 +304,12 @@ class Posterior(Distribution):
         p = self.observation_p_value(x)
         threshold = self.misspecification_threshold
         if threshold is not None and p < threshold:
-            how = (
-                "its log evidence under the learned likelihood"
-                if self.typicality.kind == "evidence"
-                else "its distance to the simulations in the flow's embedding"
-            )
+            how = {
+                "evidence": "its log evidence under the learned likelihood",
+                "embedding": "its distance to the simulations in the flow's embedding",
+            }[self.typicality.kind]
+            if self.typicality.partner is not None:
+                how += " and by its distance in the flow's embedding (twice the smaller)"
             warnings.warn(
                 f"the observation is atypical of the simulations: prior-predictive p-value "
                 f"{p:.3g} by {how} (below {threshold}). The posterior there is an "

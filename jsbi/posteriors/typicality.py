@@ -12,7 +12,10 @@ of reference draws of :math:`p(x)` that are no more typical than it:
   value is :math:`1 / (n + 1)`, below 0.01 from 100 of them (1,000 simulations at the
   default validation fraction); with fewer, the reference is 1,000 draws of the learned
   model itself (:math:`\theta \sim \pi`, :math:`X \sim l_\psi(\cdot \mid \theta)`),
-  valid only as far as the model is right;
+  valid only as far as the model is right. Against held-out simulations the embedding
+  check below stands beside it, each at half the level (``Typicality.partner``):
+  the p-value is twice the smaller of the two, which keeps the level and the finer
+  resolution of the embedding's 1,000 reference simulations;
 * without one, by a distance in the flow's embedding space (its z-scored, embedded ``x``):
   the mean distance to the ``k`` nearest embedded simulations, against the same statistic
   of each simulation among the others (at most 1,000 of them).
@@ -70,6 +73,9 @@ class Typicality:
         source: What the reference was computed on: ``"held-out"`` (simulations the fit
             never trained on), ``"model"`` (draws of the learned model's prior
             predictive) or ``"simulations"`` (the training simulations, ``"embedding"``).
+        partner: ``"evidence"``: an ``"embedding"`` reference combined with it, each at
+            half the level: the p-value is ``min(1, 2 min(p, p_partner))``, valid when
+            both are (a union bound), and as resolving as the finer of the two.
     """
 
     def __init__(
@@ -79,10 +85,14 @@ class Typicality:
         null: Tensor | None = None,
         k: int = 0,
         source: str | None = None,
+        partner: Typicality | None = None,
     ):
         if kind not in ("evidence", "embedding"):
             raise ValueError(f"kind must be 'evidence' or 'embedding', got {kind!r}")
+        if partner is not None and (kind != "evidence" or partner.kind != "embedding"):
+            raise ValueError("partner: an 'embedding' reference beside an 'evidence' one")
         self.kind = kind
+        self.partner = partner
         self.source = source or ("simulations" if kind == "embedding" else "model")
         self.reference = reference.detach().double().cpu()
         if kind == "embedding":
@@ -107,9 +117,18 @@ class Typicality:
     def _leave_one_out(self) -> Tensor:
         return self._knn(self.reference, exclude_self=True)
 
-    def p_value_of(self, statistic: Tensor) -> float:
+    def p_value_of(self, statistic: Tensor, embedding: Tensor | None = None) -> float:
         r"""The p-value of an observation's statistic (its log evidence, or its embedding
-        of shape ``(k,)``)."""
+        of shape ``(k,)``); with a ``partner``, ``embedding`` is the observation's
+        embedding and the two p-values are combined."""
+        if self.partner is not None:
+            if embedding is None:
+                raise ValueError("p_value_of: this check needs the observation's embedding")
+            p = min(self._own_p_value(statistic), self.partner.p_value_of(embedding))
+            return min(1.0, 2 * p)
+        return self._own_p_value(statistic)
+
+    def _own_p_value(self, statistic: Tensor) -> float:
         statistic = statistic.detach().double().cpu()
         n = len(self.reference)
         if self.kind == "evidence":
@@ -127,6 +146,7 @@ class Typicality:
             "null": None if self.null is None else self.null.float(),
             "k": self.k,
             "source": self.source,
+            "partner": None if self.partner is None else self.partner.state(),
         }
 
     @classmethod
@@ -137,6 +157,7 @@ class Typicality:
             state.get("null"),
             state.get("k", 0),
             state.get("source"),  # (saved before it was recorded: None)
+            None if state.get("partner") is None else cls.from_state(state["partner"]),
         )
 
 
@@ -148,6 +169,7 @@ def fit_typicality(
     x: Tensor,
     draws: int = EVIDENCE_SAMPLES,
     held_out: Tensor | None = None,
+    combine: bool = True,
 ) -> Typicality:
     r"""The reference of a trained posterior's misspecification check.
 
@@ -159,7 +181,9 @@ def fit_typicality(
     prior``, ``x ~ l(x | theta)``), valid only as far as the model is right. Without a
     likelihood proxy: the flow's embedding of (at most that many of) the simulations
     ``x``. ``draws``: importance draws per log evidence (the observation's statistic must
-    use as many).
+    use as many). ``combine``: the held-out evidence check has the embedding check as its
+    ``partner`` (with 100 held-out simulations its least p-value is 1/101;
+    the embedding's, against 1,000 simulations, 1/1001).
     """
     from jsbi.proxies.importance import proxy_log_normalizer
     from jsbi.seeding import seeded
@@ -170,11 +194,18 @@ def fit_typicality(
             proxy.eval()
             if held_out is not None and len(held_out) >= MIN_HELD_OUT:
                 log_z, _ = proxy_log_normalizer(proxy, flow, prior, held_out[:n], draws)
+                partner = _embedding_reference(flow, x, n) if combine else None
                 # (-inf is a simulation the model calls impossible: kept, as x_o's would be.)
-                return Typicality("evidence", log_z[~torch.isnan(log_z)], source="held-out")
+                log_z = log_z[~torch.isnan(log_z)]
+                return Typicality("evidence", log_z, source="held-out", partner=partner)
             theta = prior.sample((n,)).to(x.device).reshape(n, -1)
             x_model = proxy.simulate(theta)
             log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, draws)
             return Typicality("evidence", log_z[torch.isfinite(log_z)], source="model")
-        rows = torch.randperm(len(x), device=x.device)[:n]
-        return Typicality("embedding", flow.embed(x[rows]))
+        return _embedding_reference(flow, x, n)
+
+
+def _embedding_reference(flow: nn.Module, x: Tensor, n: int) -> Typicality:
+    # The flow's embedding of (at most n of) the simulations x.
+    rows = torch.randperm(len(x), device=x.device)[:n]
+    return Typicality("embedding", flow.embed(x[rows]))

@@ -77,8 +77,13 @@ def test_an_atypical_observation_warns_and_a_typical_one_does_not(fits, objectiv
     far = torch.tensor([5.0, 5.0])
     with pytest.warns(UserWarning, match="atypical of the simulations: prior-predictive p-value"):
         post.sample((10,), x=far)
-    n = len(post.typicality.reference)
-    assert post.observation_p_value(far) == pytest.approx(1 / (n + 1))
+    # Below every reference: 1 / (n + 1), or with the embedding check beside the evidence,
+    # twice the smaller of the two.
+    t = post.typicality
+    expected = 1 / (len(t.reference) + 1)
+    if t.partner is not None:
+        expected = 2 * min(expected, 1 / (len(t.partner.reference) + 1))
+    assert post.observation_p_value(far) == pytest.approx(expected)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         post.set_default_x(torch.tensor([0.3, -0.2]))
@@ -108,15 +113,41 @@ def test_the_check_reads_held_out_simulations_and_its_p_values_are_uniform_there
     # simulator an observation is exchangeable with them, so its p-value is uniform on
     # {1, ..., 201} / 201 whatever the proxy learned: at 400 fresh draws of p(x), the
     # share below 0.1 and below 0.5 within 3.5 binomial standard errors (0.052, 0.088).
+    # The combined check (twice the smaller of it and the embedding's) is then valid:
+    # it flags no more than its level, within the same error.
     post = _posterior(fits, "jeffreys")
-    assert post.typicality.source == "held-out" and len(post.typicality.reference) == 200
+    t = post.typicality
+    assert t.source == "held-out" and len(t.reference) == 200 and t.partner.kind == "embedding"
     assert post.history["typicality"] == "evidence (held-out)"
     exact = MultivariateNormal(torch.zeros(2), covariance_matrix=1.25 * torch.eye(2))
     torch.manual_seed(11)
-    p = torch.tensor([post.observation_p_value(x) for x in exact.sample((400,))])
+    xs = exact.sample((400,))
+    own = torch.tensor([t._own_p_value(post._typicality_statistic(x[None])) for x in xs])
+    combined = torch.tensor([post.observation_p_value(x) for x in xs])
     for level in (0.1, 0.5):
         se = (level * (1 - level) / 400) ** 0.5
-        assert abs(float((p < level).float().mean()) - level) < 3.5 * se, (level, p)
+        assert abs(float((own < level).float().mean()) - level) < 3.5 * se, (level, own)
+        assert float((combined < level).float().mean()) < level + 3.5 * se, (level, combined)
+
+
+def test_a_combined_check_is_twice_the_smaller_p_value_and_is_saved_whole():
+    from jsbi.posteriors.typicality import Typicality
+
+    embedding = Typicality(
+        "embedding", torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    )
+    check = Typicality("evidence", torch.linspace(-3, 3, 99), partner=embedding)
+    typical, far = torch.zeros(2), torch.full((2,), 8.0)
+    assert check.p_value_of(torch.tensor(-4.0), typical) == pytest.approx(2 / 100)
+    assert check.p_value_of(torch.tensor(0.0), far) == pytest.approx(2 / 201)
+    assert check.p_value_of(torch.tensor(9.0), typical) == 1.0  # (capped)
+    with pytest.raises(ValueError, match="needs the observation's embedding"):
+        check.p_value_of(torch.tensor(0.0))
+    with pytest.raises(ValueError, match="partner"):
+        Typicality("embedding", torch.randn(20, 2), partner=embedding)
+    again = Typicality.from_state(check.state())
+    assert again.partner.kind == "embedding"
+    assert again.p_value_of(torch.tensor(0.0), far) == check.p_value_of(torch.tensor(0.0), far)
 
 
 class _Fixed:

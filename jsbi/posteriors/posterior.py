@@ -309,7 +309,10 @@ class Posterior(Distribution):
                 "embedding": "its distance to the simulations in the flow's embedding",
             }[self.typicality.kind]
             if self.typicality.partner is not None:
-                how += " and by its distance in the flow's embedding (twice the smaller)"
+                how += (
+                    " and its distance to the simulations in the flow's embedding (twice "
+                    "the smaller of their p-values)"
+                )
             warnings.warn(
                 f"the observation is atypical of the simulations: prior-predictive p-value "
                 f"{p:.3g} by {how} (below {threshold}). The posterior there is an "

@@ -16,16 +16,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import warnings
-from pathlib import Path
+import per_task
 
-import torch
-
-from jsbi.benchmark import write_rows
 from jsbi.methods.plans import phase2_outcome
 from jsbi.pipeline import train_method
 from jsbi.simulators import get_task, simulate
+
+DEV_TASKS = "two_moons,gaussian_mixture,slcp,gaussian_linear_uniform"
 
 
 def rows_for(name: str, n: int, seed: int) -> list[dict]:
@@ -51,19 +48,9 @@ def rows_for(name: str, n: int, seed: int) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp,gaussian_linear_uniform")
-    p.add_argument("--num-simulations", type=int, default=1000)
+    p = per_task.parser(__doc__, DEV_TASKS, "probe_trace.csv")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("probe_trace.csv"))
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    rows = []
-    for name in args.tasks.split(","):
-        rows += rows_for(name, args.num_simulations, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_rows(args.out, rows)
+    per_task.run(p, lambda task, args: rows_for(task, args.num_simulations, args.seed))
 
 
 if __name__ == "__main__":

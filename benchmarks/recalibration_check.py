@@ -16,14 +16,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import warnings
-from pathlib import Path
-
-import torch
+import per_task
 
 import jsbi
-from jsbi.benchmark import write_rows
 from jsbi.simulators import get_task, simulate
 from jsbi.training.config import TrainConfig
 from jsbi.training.data import split_indices
@@ -49,19 +44,9 @@ def rows_for(name: str, n: int, fresh: int) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp")
-    p.add_argument("--num-simulations", type=int, default=1000)
+    p = per_task.parser(__doc__, "two_moons,gaussian_mixture,slcp", "recalibration_check.csv")
     p.add_argument("--fresh", type=int, default=500)
-    p.add_argument("--out", type=Path, default=Path("recalibration_check.csv"))
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    rows = []
-    for name in args.tasks.split(","):
-        rows += rows_for(name, args.num_simulations, args.fresh)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_rows(args.out, rows)
+    per_task.run(p, lambda task, args: rows_for(task, args.num_simulations, args.fresh))
 
 
 if __name__ == "__main__":

@@ -30,15 +30,12 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import time
-import warnings
-from pathlib import Path
 
+import per_task
 import torch
 
-from jsbi.benchmark import _train, write_rows
+from jsbi.benchmark import _train
 from jsbi.posteriors.typicality import THRESHOLD, fit_typicality
 from jsbi.proxies.importance import proxy_log_normalizer
 from jsbi.seeding import seeded
@@ -76,51 +73,58 @@ def rows_for(
         "noise 1 sd": xt + sd * noise,
     }
     rows = []
-    for s, reference in itertools.product(draws, references):
-        start = time.perf_counter()
-        proxy = None if reference == "embedding" else post.proxy  # (npe's check)
-        ref = fit_typicality(
-            post.flow,
-            proxy,
-            task.prior,
-            x,
-            draws=s,
-            held_out=held_out.get(reference),
-            combine=reference == "combined",
-        )
-        seconds = time.perf_counter() - start
-        assert ref.source == SOURCES.get(reference, reference), (ref.source, reference)
-        for name, xs in sets.items():
-            with torch.no_grad():
-                embedded = post.flow.embed(xs)
-                stats = embedded if proxy is None else _log_evidence(post, task.prior, xs, s)
-            p = torch.tensor([ref.p_value_of(v, e) for v, e in zip(stats, embedded, strict=True)])
-            row = {"task": task_name, "num_simulations": n, "draws": s}
-            row |= {"reference": reference, "reference_size": len(ref.reference), "set": name}
-            row |= {"reference_seconds": round(seconds, 2)}
-            row |= {"flagged": float((p < THRESHOLD).float().mean())}
-            rows.append(row | {"median_p": float(p.median())})
-            print(rows[-1], flush=True)
+    for s in draws:
+        # Each set's statistics, once for every reference that reads them.
+        with torch.no_grad():
+            embedded = {name: post.flow.embed(xs) for name, xs in sets.items()}
+            evidence = {
+                name: _log_evidence(post, task.prior, xs, s)
+                for name, xs in sets.items()
+                if references != ["embedding"]
+            }
+        for reference in references:
+            rows += _reference_rows(post, task, x, s, reference, held_out, embedded, evidence)
+    return [{"task": task_name, "num_simulations": n, **row} for row in rows]
+
+
+def _reference_rows(post, task, x, s, reference, held_out, embedded, evidence) -> list[dict]:
+    # One reference's build time and, per set, the share flagged and the median p-value.
+    start = time.perf_counter()
+    proxy = None if reference == "embedding" else post.proxy  # (npe's check)
+    ref = fit_typicality(
+        post.flow,
+        proxy,
+        task.prior,
+        x,
+        draws=s,
+        held_out=held_out.get(reference),
+        combine=reference == "combined",
+    )
+    seconds = time.perf_counter() - start
+    assert ref.source == SOURCES.get(reference, reference), (ref.source, reference)
+    rows = []
+    for name, emb in embedded.items():
+        stats = emb if proxy is None else evidence[name]
+        p = torch.tensor([ref.p_value_of(v, e) for v, e in zip(stats, emb, strict=True)])
+        row = {"draws": s, "reference": reference, "reference_size": len(ref.reference)}
+        row |= {"set": name, "reference_seconds": round(seconds, 2)}
+        row |= {"flagged": float((p < THRESHOLD).float().mean())}
+        rows.append(row | {"median_p": float(p.median())})
+        print(rows[-1], flush=True)
     return rows
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="two_moons,slcp")
-    p.add_argument("--num-simulations", type=int, default=1000)
+    p = per_task.parser(__doc__, "two_moons,slcp", "typicality_samples.csv")
     p.add_argument("--draws", default="64")
     p.add_argument("--references", default="held-out,model")
     p.add_argument("--fresh", type=int, default=1000, help="new simulations per set")
-    p.add_argument("--out", type=Path, default=Path("typicality_samples.csv"))
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    draws = [int(v) for v in args.draws.split(",")]
-    rows = []
-    for task in args.tasks.split(","):
-        rows += rows_for(task, args.num_simulations, draws, args.references.split(","), args.fresh)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_rows(args.out, rows)
+
+    def rows(task: str, args) -> list[dict]:
+        draws = [int(v) for v in args.draws.split(",")]
+        return rows_for(task, args.num_simulations, draws, args.references.split(","), args.fresh)
+
+    per_task.run(p, rows)
 
 
 if __name__ == "__main__":

@@ -116,9 +116,13 @@ class _RankedInverse(zuko.transforms.AutoregressiveTransform):
         *body, last = owner.hyper
         total = owner.total
         weight = last.mask * last.weight
+        # Each rank's parameters, in one device sync per inverse (not one per pass).
+        order = owner.order.to(y.device)
+        ranks = torch.argsort(order, stable=True).split(
+            torch.bincount(order, minlength=self.passes).tolist()
+        )
         x = torch.zeros_like(y)
-        for k in range(self.passes):
-            idx = (owner.order == k).nonzero().squeeze(1).to(y.device)
+        for idx in ranks:
             rows = (idx[:, None] * total + torch.arange(total, device=y.device)).reshape(-1)
             h = x if self.c is None else torch.cat(broadcast(x, self.c, ignore=1), dim=-1)
             for layer in body:

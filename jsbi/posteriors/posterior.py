@@ -92,6 +92,13 @@ class _Potential:
         return self.posterior.log_prob(theta, x=self.x_o, track_gradients=track_gradients)
 
 
+#: What each kind of misspecification check reads, for its warning.
+_STATISTICS = {
+    "evidence": "its log evidence under the learned likelihood",
+    "embedding": "its distance to the simulations in the flow's embedding",
+}
+
+
 class Posterior(Distribution):
     r"""An amortised posterior :math:`q(\theta | x)` with sbi's posterior interface.
 
@@ -304,15 +311,9 @@ class Posterior(Distribution):
         p = self.observation_p_value(x)
         threshold = self.misspecification_threshold
         if threshold is not None and p < threshold:
-            how = {
-                "evidence": "its log evidence under the learned likelihood",
-                "embedding": "its distance to the simulations in the flow's embedding",
-            }[self.typicality.kind]
+            how = _STATISTICS[self.typicality.kind]
             if self.typicality.partner is not None:
-                how += (
-                    " and its distance to the simulations in the flow's embedding (twice "
-                    "the smaller of their p-values)"
-                )
+                how += f" and {_STATISTICS['embedding']} (twice the smaller of their p-values)"
             warnings.warn(
                 f"the observation is atypical of the simulations: prior-predictive p-value "
                 f"{p:.3g} by {how} (below {threshold}). The posterior there is an "

@@ -56,6 +56,10 @@ DEV_OBSERVATIONS = range(1, 6)
 METHODS: tuple[str, ...] = tuple(method_names())
 #: The tables' roles: the package default, and jsbi's own NPE that it must never trail.
 DEFAULT, REFERENCE = "jeffreys", "npe"
+#: ``options["embedding"]``: the embedding of ``x`` every method of a unit reads (sbi's NPE
+#: too), built afresh per unit from its seed. ``"mlp"``: an MLP to this many features.
+EMBEDDINGS = ("mlp",)
+EMBEDDING_FEATURES = 20
 
 
 def method_options(method: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -64,7 +68,7 @@ def method_options(method: str, options: Mapping[str, Any] | None = None) -> dic
     out = {}
     npe = isinstance(method_config(method), NPEConfig)
     for key, value in (options or {}).items():
-        if key == "device" or (npe and key in SymmetricConfig.names()):
+        if key in ("device", "embedding") or (npe and key in SymmetricConfig.names()):
             continue
         out[key] = value
     return out
@@ -202,9 +206,17 @@ def _train(
 
     fit = {"max_epochs": max_epochs}
     device = (options or {}).get("device")  # every method's, sbi's too
+    embedding = unit_embedding((options or {}).get("embedding"), x.shape[1], seed)
     if method == BASELINE:
         trained = train_method(
-            SBI_NPE, task.prior, theta, x, seed=seed, fit_options=fit, device=device
+            SBI_NPE,
+            task.prior,
+            theta,
+            x,
+            seed=seed,
+            fit_options=fit,
+            device=device,
+            embedding_net=embedding,
         )
         return trained.posterior, trained.seconds, trained.epochs
     trained = train_method(
@@ -217,9 +229,23 @@ def _train(
         fit_options=fit,
         checkpoint=checkpoint,
         device=device,
+        embedding_net=embedding,
     )
     # With a checkpoint, the sum of the epochs' times: a resumed run reports the whole run.
     return trained.posterior, trained.seconds, trained.epochs
+
+
+def unit_embedding(kind: str | None, dim_x: int, seed: int) -> torch.nn.Module | None:
+    r"""The embedding of ``x`` a unit's method reads (``kind``: ``None`` or one of
+    :data:`EMBEDDINGS`), initialised from the unit's seed: the same for every method."""
+    if kind is None:
+        return None
+    if kind not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS} or None, got {kind!r}")
+    from jsbi.flows import MLPEmbedding
+
+    with seeded(seed):
+        return MLPEmbedding(dim_x, EMBEDDING_FEATURES)
 
 
 def run_unit(
@@ -249,7 +275,9 @@ def run_unit(
         observations: Observation numbers to score.
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
-        options: Extra estimator options of every jsbi method (:func:`method_options`).
+        options: Extra estimator options of every jsbi method (:func:`method_options`);
+            ``"embedding"`` (:data:`EMBEDDINGS`) gives every method, sbi's NPE too, an
+            embedding of ``x`` (:func:`unit_embedding`; rows then carry ``embedding``).
         out: The resumable run's folder (``None``: nothing is written).
         threads: Torch threads of this unit (units run side by side).
         calibration_pairs: Fresh prior-predictive pairs for the calibration columns (the
@@ -301,6 +329,7 @@ def run_unit(
         "seconds_per_epoch": (seconds - (decided if math.isfinite(decided) else 0.0))
         / max(epochs, 1),
         **columns,
+        **({"embedding": options["embedding"]} if (options or {}).get("embedding") else {}),
         # What auto chose (the flow or the proxy); the setting itself otherwise.
         "returned": history.get("posterior", columns["posterior"]),
         "phase2": phase2_outcome(history),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from jsbi.methods.registry import BASELINE
@@ -84,6 +84,7 @@ def train_method(
     fit_options: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     device: str | None = None,
+    embedding_net: nn.Module | None = None,
 ) -> TrainedMethod:
     r"""Trains one method on ``(theta, x)``.
 
@@ -104,6 +105,8 @@ def train_method(
             resumed from.
         device: Where to train (``None``: the estimator option's, else the CPU); for
             ``"sbi-npe"``, sbi's ``device``.
+        embedding_net: A module for ``x``, trained jointly, for every method (sbi's NPE
+            too, so that the methods compare with the same embedding).
 
     Returns:
         A :class:`TrainedMethod`.
@@ -133,6 +136,8 @@ def train_method(
         start = time.perf_counter()
         if device is not None:
             kwargs["device"] = str(device)
+        if embedding_net is not None:
+            kwargs["embedding_net"] = embedding_net
         posterior, history = train_sbi_npe(theta, x, prior, seed=seed, **kwargs)
         seconds = time.perf_counter() - start
         return TrainedMethod(SBI_NPE, posterior, history, seconds, history["epochs_trained"])
@@ -143,6 +148,8 @@ def train_method(
     options.setdefault("objective", objective)
     if device is not None:
         options["device"] = device
+    if embedding_net is not None:
+        options["embedding_net"] = embedding_net
     if options["objective"] != objective:
         raise ValueError(f"method {method!r} and objective={options['objective']!r} disagree")
     est = PosteriorEstimator(prior, seed=seed, **options)

@@ -226,6 +226,29 @@ def test_options_reach_the_flow_of_every_jsbi_method_and_the_step_of_adaptive_on
     assert math.isfinite(jeff.history["train_R"][0])
 
 
+def test_an_embedding_option_gives_every_method_the_same_fresh_embedding():
+    import torch
+
+    import jsbi
+    from jsbi.benchmark import _train, unit_embedding
+    from jsbi.flows import MLPEmbedding
+
+    task = jsbi.get_task("slcp_distractors")  # 100-D x
+    theta, x = jsbi.simulate(task, 200, seed=0, show_progress_bar=False)
+    options = {"embedding": "mlp", "num_transforms": 1}
+    first, again = unit_embedding("mlp", 100, seed=0), unit_embedding("mlp", 100, seed=0)
+    for a, b in zip(first.parameters(), again.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # the unit's seed: the same for every method
+    jeff, _, _ = _train("jeffreys-summary", task, theta, x, 0, 1, options, None)
+    assert isinstance(jeff.flow.embedding_net, MLPEmbedding)
+    assert jeff.proxy.dim_u == 20 and jeff.proxy.summary.__self__ is jeff.flow
+    sbi, _, _ = _train("sbi-npe", task, theta, x, 0, 1, options, None)
+    embedded = [m for m in sbi.posterior_estimator.modules() if isinstance(m, MLPEmbedding)]
+    assert len(embedded) == 1  # sbi's NPE reads x through the same kind of embedding
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        unit_embedding("cnn", 100, seed=0)
+
+
 def _c2st_row(method, obs, c2st, task="two_moons", seed=0):
     # One scored unit as the harness writes it, at 1,000 simulations.
     return dict(

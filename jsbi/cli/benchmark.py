@@ -63,6 +63,14 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         choices=["transform", "truncate"],
         help="how every jsbi method's flow respects a bounded prior (default: the method's)",
     )
+    g.add_argument(
+        "--embedding",
+        default=None,
+        choices=["mlp"],
+        help="every method, sbi's NPE too, reads x through an MLP embedding (20 features, "
+        "trained with the flow; jeffreys-summary's likelihood proxy models its summaries). "
+        "Give such runs their own --out (default: none, x itself)",
+    )
     # The package's training defaults for every unit, so that rows compare like with
     # like (a finished unit is read back, not retrained): only the cap is a flag.
     add_config_flags(p, TrainConfig, "training", only=["max_epochs"])
@@ -119,6 +127,7 @@ def _command(args: argparse.Namespace, tasks: list[str], methods: list[str]) -> 
         f"--seeds {','.join(map(str, args.seeds))} --num-c2st-samples {args.num_samples} "
         + (f"--max-epochs {max_epochs} " if max_epochs is not None else "")
         + (f"--support {args.support} " if args.support is not None else "")
+        + (f"--embedding {args.embedding} " if args.embedding is not None else "")
         + f"--out {args.out}"
         + "".join(f" --also {folder}" for folder in args.also)
         + (" --summarise" if args.summarise else "")
@@ -161,6 +170,8 @@ def main(args: argparse.Namespace) -> int:
         options = {"device": args.device}
         if args.support is not None:
             options["support"] = args.support
+        if args.embedding is not None:
+            options["embedding"] = args.embedding
         try:
             rows = run_benchmark(
                 tasks,

@@ -66,6 +66,7 @@ def train_sbi_npe(
     clip_max_norm: float | None = 5.0,
     show_progress_bar: bool = False,
     device: str = "cpu",
+    embedding_net: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     r"""Trains sbi's NPE (zuko NSF) on the given simulations.
 
@@ -82,6 +83,8 @@ def train_sbi_npe(
         clip_max_norm: sbi's gradient-norm clip (sbi's default).
         show_progress_bar: Whether sbi prints its training progress.
         device: sbi's training device (sbi wants the prior there too: build it there).
+        embedding_net: A module for ``x`` (after sbi's z-scoring), trained jointly
+            (``None``: sbi's identity).
 
     Returns:
         sbi's ``DirectPosterior`` and a history dict named as jsbi's trainer names it:
@@ -113,6 +116,7 @@ def train_sbi_npe(
             hidden_features=hidden_features,
             num_transforms=num_transforms,
             num_bins=num_bins,
+            **({} if embedding_net is None else {"embedding_net": embedding_net}),
         )
         inference = NPE(
             prior=prior,

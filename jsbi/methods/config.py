@@ -114,7 +114,8 @@ class SymmetricConfig(Config):
         proxy_hidden_features: The energy MLP's hidden widths (ratio, residual, mlp).
         proxy_options: Further arguments of the proxy's class (see
             :class:`~jsbi.proxies.ProxyConfig`).
-        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net.
+        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net (the
+            likelihood proxy then models the summaries ``s(x)``: for high-dimensional ``x``).
         posterior: What fit returns: ``"auto"`` (the proxy where it is clearly the better
             model on the validation pairs, else the flow), ``"flow"`` or ``"proxy"``
             (``None``: ``"auto"`` with the likelihood proxy, else ``"flow"``).

@@ -78,6 +78,7 @@ _PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
         SymmetricConfig.jeffreys,
         {"probe_every": None, "abandon_patience": None},
     ),
+    "jeffreys-summary": (SymmetricConfig.jeffreys, {"share_embedding": True}),
 }
 
 #: The estimator options a named method carries besides its config (the flow's or the
@@ -117,6 +118,8 @@ DESCRIPTIONS: dict[str, str] = {
     "jeffreys-recalibrated": "jeffreys with the flow's temperature fitted on the validation "
     "pairs (where it returns the flow)",
     "jeffreys-noprobe": "jeffreys without the phase-1 probes that abandon a trailing proxy",
+    "jeffreys-summary": "jeffreys whose likelihood proxy models the flow's embedding of x "
+    "(learned summaries), not x: for high-dimensional x",
     BASELINE: "sbi's NPE (zuko NSF, sbi's defaults), the baseline",
 }
 

@@ -74,7 +74,7 @@ def load_posterior(
     except (KeyError, RuntimeError) as e:
         raise PosteriorLoadError(f"{where} does not match the flow it describes: {e}") from e
     saved = state.get("proxy")
-    proxy = None if saved is None else _proxy(saved, prior, where).to(device)
+    proxy = None if saved is None else _proxy(saved, prior, where, module).to(device)
     for name, m in (("flow", module), ("proxy", proxy)):
         if m is not None and not all(bool(torch.isfinite(p).all()) for p in m.parameters()):
             raise PosteriorLoadError(
@@ -135,9 +135,11 @@ def _read(path: str | os.PathLike, device: str | torch.device) -> dict:
     return state
 
 
-def _proxy(saved: dict, prior: Distribution, where: str) -> LikelihoodEnergy:
+def _proxy(saved: dict, prior: Distribution, where: str, flow: nn.Module) -> LikelihoodEnergy:
+    # (A likelihood of summaries reads them through the loaded flow's embedding.)
+    summary = flow.embed if saved.get("config", {}).get("summary") else None
     try:
-        proxy = LikelihoodEnergy.from_config(saved["config"], prior)
+        proxy = LikelihoodEnergy.from_config(saved["config"], prior, summary=summary)
         proxy.load_state_dict(saved["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise PosteriorLoadError(f"{where} does not match the proxy it describes: {e}") from e

@@ -198,6 +198,9 @@ def fit_typicality(
                 # (-inf is a simulation the model calls impossible: kept, as x_o's would be.)
                 log_z = log_z[~torch.isnan(log_z)]
                 return Typicality("evidence", log_z, source="held-out", partner=partner)
+            if getattr(proxy, "summary", None) is not None:
+                # A likelihood of summaries cannot draw x: the embedding's check.
+                return _embedding_reference(flow, x, n)
             theta = prior.sample((n,)).to(x.device).reshape(n, -1)
             x_model = proxy.simulate(theta)
             log_z, _ = proxy_log_normalizer(proxy, flow, prior, x_model, draws)

@@ -45,8 +45,9 @@ class ProxyConfig(Config):
         options: Further arguments of the family's class (e.g. ``contrastive="nrec"`` for
             the ratio proxy; ``num_transforms`` or candidate likelihoods
             ``alternatives=[{"flow": "maf"}]`` for the likelihood proxy).
-        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net
-            (``ratio`` and ``mlp`` only).
+        share_embedding: Whether the proxy reads ``x`` through the flow's embedding net;
+            the likelihood proxy then models the embedding's summaries ``s(x)``, not
+            ``x`` (for high-dimensional ``x``).
     """
 
     what = "proxy"
@@ -59,11 +60,6 @@ class ProxyConfig(Config):
     def check(self) -> None:
         if not isinstance(self.options, Mapping):
             raise ValueError(f"options must be a dict, got {self.options!r}")
-        if self.share_embedding and self.family == "likelihood":
-            raise ValueError(
-                "share_embedding applies to the 'ratio' and 'mlp' proxies: the likelihood "
-                "proxy models x itself"
-            )
 
 
 def build_proxy(
@@ -85,6 +81,8 @@ def build_proxy(
     m = x.shape[1]
     options = dict(config.options)
     if config.family == "likelihood":
+        if config.share_embedding:
+            options["summary"] = flow.embed
         energy: Proxy = LikelihoodEnergy(prior, m, **options)
         return energy.set_standardization(theta, x).to(theta.device)
     kwargs: dict[str, Any] = {"hidden_features": tuple(config.hidden_features), **options}

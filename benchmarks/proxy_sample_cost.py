@@ -5,11 +5,12 @@ Trains jeffreys returning its proxy (``posterior="proxy"``) on one task, saves i
 loads it twice: with ``FLOWS["nsf"]`` set to zuko's ``NSF`` and to
 :class:`jsbi.flows.spline.NSF` (the same weights). Each draws the samples at observation 1
 with the same seed, after a warm-up draw of 100: the wall time, and the sampler's
-acceptance and split R-hat. Stop other work on the machine while it runs: these are
+acceptance and split R-hat, with each number of torch threads asked (1, and this
+2-core machine's default, 2). Stop other work on the machine while it runs: these are
 timings.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/proxy_sample_cost.py \
+    python benchmarks/proxy_sample_cost.py --threads 1,2 \
         --task gaussian_linear_uniform --seed 1 \
         --out benchmarks/results/proxy_sample_cost/gaussian_linear_uniform.csv
 """
@@ -17,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 import warnings
@@ -39,9 +41,11 @@ def main() -> None:
     p.add_argument("--num-simulations", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--num-samples", type=int, default=10_000)
+    p.add_argument("--threads", default="1", help="comma-separated torch thread counts")
     p.add_argument("--out", type=Path, default=Path("proxy_sample_cost.csv"))
     args = p.parse_args()
-    torch.set_num_threads(1)
+    threads = [int(t) for t in args.threads.split(",")]
+    torch.set_num_threads(threads[0])  # training's
     warnings.simplefilter("ignore")
     task = get_task(args.task)
     theta, x = simulate(task, args.num_simulations, seed=args.seed, show_progress_bar=False)
@@ -51,7 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "posterior.pt"
         post.save(path)
-        for spline, cls in (("zuko", zuko.flows.NSF), ("jsbi", NSF)):
+        for (spline, cls), count in itertools.product(
+            (("zuko", zuko.flows.NSF), ("jsbi", NSF)), threads
+        ):
+            torch.set_num_threads(count)
             conditional.FLOWS["nsf"] = cls
             loaded = load_posterior(path)
             loaded.sample((100,), x=task.observation(1))  # warm-up, the check's cache
@@ -61,7 +68,8 @@ def main() -> None:
                 seconds = time.perf_counter() - start
             mixing = loaded.last_mixing
             row = {"task": args.task, "num_simulations": args.num_simulations}
-            row |= {"seed": args.seed, "spline": spline, "samples": args.num_samples}
+            row |= {"seed": args.seed, "spline": spline, "threads": count}
+            row |= {"samples": args.num_samples}
             row |= {
                 "seconds": round(seconds, 2),
                 "imh_acceptance": round(mixing.imh_acceptance, 3),

@@ -397,15 +397,17 @@ def softmax_section(folder: Path) -> list[str]:
 def proxy_sample_section(folder: Path) -> list[str]:
     return table(
         "Drawing the proxy: zuko's spline flow and jsbi's",
-        "`OMP_NUM_THREADS=1 python benchmarks/proxy_sample_cost.py --task "
+        "`python benchmarks/proxy_sample_cost.py --threads 1,2 --task "
         "gaussian_linear_uniform --seed 1 --out "
         "benchmarks/results/proxy_sample_cost/gaussian_linear_uniform.csv`: one trained "
         "proxy posterior (1,000 simulations) loaded with each spline flow (jsbi's: its softmax "
         "and its inverse that settles one parameter per pass), 10,000 samples at "
-        "observation 1 with the same seed, one thread, nothing else running.",
-        ["task", "spline", "seconds", "IMH acceptance", "split R-hat"],
+        "observation 1 with the same seed, with 1 torch thread and with 2 (this 2-core "
+        "machine's default), nothing else running.",
+        ["task", "spline", "threads", "seconds", "IMH acceptance", "split R-hat"],
         [
-            [r["task"], r["spline"], r["seconds"], r["imh_acceptance"], r["rhat"]]
+            [r["task"], r["spline"], r.get("threads", 1), r["seconds"], r["imh_acceptance"]]
+            + [r["rhat"]]
             for r in read_all(folder)
         ],
     )

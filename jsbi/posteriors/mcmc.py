@@ -203,7 +203,10 @@ def _run(
     B = len(x)
     xs = x.repeat_interleave(n, dim=0)
     theta, log_m = target.propose(xs)
-    log_w = _log_weight(target.neg_u(theta, xs), log_m)
+    # With MALA, every state carries its -U and gradient: an independence step computes
+    # them at its proposals, so MALA needs them only at its own.
+    v, g = target.neg_u_and_grad(theta, xs) if num_mala else (target.neg_u(theta, xs), None)
+    log_w = _log_weight(v, log_m)
     scale = _scale(target.flow, x).repeat_interleave(n, dim=0)
     d = theta.shape[1]
     eps = None
@@ -217,17 +220,18 @@ def _run(
     for t in range(num_steps):
         if t == num_steps // 2:
             half = theta
-        theta, log_w, acc = _imh(target, theta, log_w, xs)
+        theta, log_w, v, g, acc = _imh(target, theta, log_w, xs, v, g)
         imh_acc += acc
         if num_mala:
             if eps is None:  # from the states after the first independence step
                 eps = _initial_step(target, theta, xs, scale, B, n)
             for _ in range(num_mala):
-                theta, neg_u, rate = _mala(target, theta, xs, scale, eps.repeat_interleave(n))
+                step = eps.repeat_interleave(n)
+                theta, v, g, rate = _mala(target, theta, xs, scale, step, v, g)
                 mala_acc += float(rate.mean())
                 if t < num_steps // 2:  # adapted in the first half, fixed in the second
                     eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
-            log_w = _log_weight(neg_u, target.log_m(theta, xs))
+            log_w = _log_weight(v, target.log_m(theta, xs))
         if t >= traced_from:
             trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
     rhat, ess = _diagnostics(torch.stack(trace, dim=2)) if len(trace) >= 4 else (math.nan,) * 2
@@ -249,24 +253,40 @@ def _log_weight(neg_u: Tensor, log_m: Tensor) -> Tensor:
 
 
 def _imh(
-    target: _Target, theta: Tensor, log_w: Tensor, xs: Tensor
-) -> tuple[Tensor, Tensor, float]:
+    target: _Target, theta: Tensor, log_w: Tensor, xs: Tensor, v: Tensor, g: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, float]:
+    # One independence step; the states' -U ``v`` and (where ``g`` is given) gradient
+    # follow the accepted proposals.
     proposal, log_m = target.propose(xs)
-    log_w_new = _log_weight(target.neg_u(proposal, xs), log_m)
+    if g is None:
+        v_new, g_new = target.neg_u(proposal, xs), None
+    else:
+        v_new, g_new = target.neg_u_and_grad(proposal, xs)
+    log_w_new = _log_weight(v_new, log_m)
     # Accept with probability min(1, w' / w); a proposal outside the support has w' = 0.
     accept = torch.log(torch.rand_like(log_w)) < (log_w_new - log_w)
     accept &= torch.isfinite(log_w_new)
     theta = torch.where(accept[:, None], proposal, theta)
-    return theta, torch.where(accept, log_w_new, log_w), float(accept.float().mean())
+    v = torch.where(accept, v_new, v)
+    g = None if g is None else torch.where(accept[:, None], g_new, g)
+    return theta, torch.where(accept, log_w_new, log_w), v, g, float(accept.float().mean())
 
 
 def _mala(
-    target: _Target, theta: Tensor, xs: Tensor, scale: Tensor, eps: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    # One preconditioned MALA step per chain; returns the new states, their -U and each
-    # chain's acceptance probability.
+    target: _Target,
+    theta: Tensor,
+    xs: Tensor,
+    scale: Tensor,
+    eps: Tensor,
+    v: Tensor | None = None,
+    g: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # One preconditioned MALA step per chain (``v``, ``g``: -U and its gradient at the
+    # states, computed here if not given); returns the new states, their -U and gradient,
+    # and each chain's acceptance probability.
     e = eps[:, None] * scale
-    v, g = target.neg_u_and_grad(theta, xs)
+    if v is None or g is None:
+        v, g = target.neg_u_and_grad(theta, xs)
     mean = theta + 0.5 * e**2 * g
     proposal = mean + e * torch.randn_like(theta)
     v_new, g_new = target.neg_u_and_grad(proposal, xs)
@@ -283,7 +303,8 @@ def _mala(
     rate = torch.exp(torch.clamp(log_alpha, max=0.0))
     accept = torch.rand_like(rate) < rate
     theta = torch.where(accept[:, None], proposal, theta)
-    return theta, torch.where(accept, v_new, v), rate
+    g = torch.where(accept[:, None], g_new, g)
+    return theta, torch.where(accept, v_new, v), g, rate
 
 
 #: MALA's target acceptance rate, and the pilot that finds each observation's step size.
@@ -317,7 +338,7 @@ def _initial_step(
     lo = torch.full_like(log_eps, -math.inf)
     hi = torch.full_like(log_eps, math.inf)
     for _ in range(iters):
-        _, _, rate = _mala(target, th, xx, sc, log_eps.exp().repeat_interleave(k))
+        *_, rate = _mala(target, th, xx, sc, log_eps.exp().repeat_interleave(k))
         too_big = (rate.reshape(B, k) * live).sum(1) / count < MALA_TARGET
         hi = torch.where(too_big, log_eps, hi)
         lo = torch.where(too_big, lo, log_eps)

@@ -588,6 +588,18 @@ def page() -> str:
         )
     if (held / "benchmark.csv").exists():
         out += cost_section("held-out set", held)
+    if (RESULTS / "summaries" / "benchmark.csv").exists():
+        out += grid_section(
+            "Held-out set: a likelihood of learned summaries",
+            RESULTS / "summaries",
+            "High-dimensional x, every method (sbi NPE too) reading x through the same "
+            "fresh MLP embedding (20 features) trained with its flow: jeffreys-summary's "
+            "likelihood proxy models the embedding's summaries s(x), jeffreys' models x "
+            "itself. Command: `jsbi benchmark --tasks slcp_distractors,bernoulli_glm_raw "
+            "--num-simulations 1000 --objectives jeffreys-summary,jeffreys,npe,sbi-npe "
+            "--seeds 0 --observations 6,7,8,9,10 --embedding mlp --out "
+            "benchmarks/results/summaries`.",
+        )
     if (RESULTS / "fit_cost").exists():
         out += fit_cost_section(RESULTS / "fit_cost")
     if (RESULTS / "fit_cost" / "variants").exists():

@@ -105,7 +105,9 @@ class NSF(zuko.flows.NSF):
 class _RankedInverse(zuko.transforms.AutoregressiveTransform):
     r""":class:`zuko.transforms.AutoregressiveTransform` at context ``c``, whose inverse
     computes at pass ``k`` only the parameters of rank ``k`` (their rows of the network's
-    last layer, and their splines)."""
+    last layer, and their splines), and with them the log-determinant of its Jacobian:
+    a draw with its log density (``rsample_and_log_prob``) then costs no further pass of
+    the network."""
 
     def __init__(self, owner: MaskedAutoregressiveTransform, c: Tensor | None, **kwargs):
         super().__init__(partial(owner.meta, c), owner.passes, **kwargs)
@@ -122,15 +124,28 @@ class _RankedInverse(zuko.transforms.AutoregressiveTransform):
             torch.bincount(order, minlength=self.passes).tolist()
         )
         x = torch.zeros_like(y)
+        ladj = 0
         for idx in ranks:
             rows = (idx[:, None] * total + torch.arange(total, device=y.device)).reshape(-1)
             h = x if self.c is None else torch.cat(broadcast(x, self.c, ignore=1), dim=-1)
             for layer in body:
                 h = layer(h)
             phi = F.linear(h, weight[rows], last.bias[rows]).unflatten(-1, (-1, total))
-            settled = owner.univariate(*unpack(phi, owner.shapes)).inv(y[..., idx])
+            spline = owner.univariate(*unpack(phi, owner.shapes))
+            settled = spline.inv(y[..., idx])
+            # These parameters are final (they read settled ranks only): so is their part
+            # of the forward log-determinant at x.
+            ladj = ladj + spline.log_abs_det_jacobian(settled, y[..., idx]).sum(-1)
             x = x.index_copy(-1, idx, settled)  # (out of place: rsample's gradient)
+        self._settled = (x, y, ladj)
         return x
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        # The inverse's own, where (x, y) is the pair it just computed; else a forward pass.
+        settled = getattr(self, "_settled", None)
+        if settled is not None and settled[0] is x and settled[1] is y:
+            return settled[2]
+        return super().log_abs_det_jacobian(x, y)
 
 
 class _MaskedAutoregressive(MaskedAutoregressiveTransform):

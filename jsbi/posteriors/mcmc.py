@@ -203,10 +203,9 @@ def _run(
     B = len(x)
     xs = x.repeat_interleave(n, dim=0)
     theta, log_m = target.propose(xs)
-    # With MALA, every state carries its -U and gradient: an independence step computes
-    # them at its proposals, so MALA needs them only at its own.
+    # Every state carries its -U, its log m and, with MALA, its gradient: each is
+    # computed where a state is new (an accepted proposal), never again.
     v, g = target.neg_u_and_grad(theta, xs) if num_mala else (target.neg_u(theta, xs), None)
-    log_w = _log_weight(v, log_m)
     scale = _scale(target.flow, x).repeat_interleave(n, dim=0)
     d = theta.shape[1]
     eps = None
@@ -220,18 +219,20 @@ def _run(
     for t in range(num_steps):
         if t == num_steps // 2:
             half = theta
-        theta, log_w, v, g, acc = _imh(target, theta, log_w, xs, v, g)
+        theta, log_m, v, g, acc = _imh(target, theta, log_m, xs, v, g)
         imh_acc += acc
         if num_mala:
             if eps is None:  # from the states after the first independence step
                 eps = _initial_step(target, theta, xs, scale, B, n)
+            moved = torch.zeros(len(xs), dtype=torch.bool, device=xs.device)
             for _ in range(num_mala):
                 step = eps.repeat_interleave(n)
-                theta, v, g, rate = _mala(target, theta, xs, scale, step, v, g)
+                theta, v, g, accept, rate = _mala(target, theta, xs, scale, step, v, g)
+                moved |= accept
                 mala_acc += float(rate.mean())
                 if t < num_steps // 2:  # adapted in the first half, fixed in the second
                     eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
-            log_w = _log_weight(v, target.log_m(theta, xs))
+            log_m = _at(log_m, moved, target.log_m, theta, xs)
         if t >= traced_from:
             trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
     rhat, ess = _diagnostics(torch.stack(trace, dim=2)) if len(trace) >= 4 else (math.nan,) * 2
@@ -252,24 +253,33 @@ def _log_weight(neg_u: Tensor, log_m: Tensor) -> Tensor:
     return torch.where(torch.isfinite(neg_u), neg_u - log_m, torch.full_like(neg_u, -math.inf))
 
 
+def _at(values: Tensor, rows: Tensor, compute: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    # ``values`` with its ``rows`` (a mask) replaced by ``compute`` of those rows of
+    # ``args``, computed only there (and not at all where no row is).
+    if not bool(rows.any()):
+        return values
+    values = values.clone()
+    values[rows] = compute(*(a[rows] for a in args))
+    return values
+
+
 def _imh(
-    target: _Target, theta: Tensor, log_w: Tensor, xs: Tensor, v: Tensor, g: Tensor | None
+    target: _Target, theta: Tensor, log_m: Tensor, xs: Tensor, v: Tensor, g: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, float]:
-    # One independence step; the states' -U ``v`` and (where ``g`` is given) gradient
-    # follow the accepted proposals.
-    proposal, log_m = target.propose(xs)
-    if g is None:
-        v_new, g_new = target.neg_u(proposal, xs), None
-    else:
-        v_new, g_new = target.neg_u_and_grad(proposal, xs)
-    log_w_new = _log_weight(v_new, log_m)
+    # One independence step from states with -U ``v``, log m ``log_m`` and (where given)
+    # gradient ``g``; returns the new states with theirs, and the acceptance rate.
+    proposal, log_m_new = target.propose(xs)
+    v_new = target.neg_u(proposal, xs)
+    log_w, log_w_new = _log_weight(v, log_m), _log_weight(v_new, log_m_new)
     # Accept with probability min(1, w' / w); a proposal outside the support has w' = 0.
     accept = torch.log(torch.rand_like(log_w)) < (log_w_new - log_w)
     accept &= torch.isfinite(log_w_new)
     theta = torch.where(accept[:, None], proposal, theta)
+    if g is not None:  # the gradient where a proposal was accepted only
+        g = _at(g, accept, lambda *a: target.neg_u_and_grad(*a)[1], proposal, xs)
     v = torch.where(accept, v_new, v)
-    g = None if g is None else torch.where(accept[:, None], g_new, g)
-    return theta, torch.where(accept, log_w_new, log_w), v, g, float(accept.float().mean())
+    log_m = torch.where(accept, log_m_new, log_m)
+    return theta, log_m, v, g, float(accept.float().mean())
 
 
 def _mala(
@@ -280,10 +290,10 @@ def _mala(
     eps: Tensor,
     v: Tensor | None = None,
     g: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     # One preconditioned MALA step per chain (``v``, ``g``: -U and its gradient at the
     # states, computed here if not given); returns the new states, their -U and gradient,
-    # and each chain's acceptance probability.
+    # which chains moved, and each chain's acceptance probability.
     e = eps[:, None] * scale
     if v is None or g is None:
         v, g = target.neg_u_and_grad(theta, xs)
@@ -304,7 +314,7 @@ def _mala(
     accept = torch.rand_like(rate) < rate
     theta = torch.where(accept[:, None], proposal, theta)
     g = torch.where(accept[:, None], g_new, g)
-    return theta, torch.where(accept, v_new, v), g, rate
+    return theta, torch.where(accept, v_new, v), g, accept, rate
 
 
 #: MALA's target acceptance rate, and the pilot that finds each observation's step size.

@@ -216,9 +216,9 @@ def test_the_splines_softmax_is_torchs(bins):
 
 @pytest.mark.parametrize("options", [{}, {"passes": 2}, {"randperm": True}])
 def test_jsbis_nsf_is_zukos_with_the_same_weights(options):
-    # Same modules, same log_prob, same draws and the same gradient of a draw, whether
-    # the inverse settles one parameter per pass (fully autoregressive, or a random
-    # order) or one half (a coupling flow).
+    # Same modules, same log_prob, same draws, the same log density with a draw and the
+    # same gradient of both, whether the inverse settles one parameter per pass (fully
+    # autoregressive, or a random order) or one half (a coupling flow).
     import zuko
 
     from jsbi.flows.spline import NSF, _RankedInverse
@@ -231,15 +231,19 @@ def test_jsbis_nsf_is_zukos_with_the_same_weights(options):
     c, theta = torch.randn(100, 2), torch.randn(100, 5)
     assert torch.allclose(ours(c).log_prob(theta), theirs(c).log_prob(theta), atol=1e-4)
     assert all(isinstance(t, _RankedInverse) for t in ours(c).transform.transforms)
-    draws, grads = [], []
+    draws, grads, log_qs = [], [], []
     for flow in (ours, theirs):
         context = c.clone().requires_grad_(True)
         torch.manual_seed(1)
-        draw = flow(context).rsample()
-        (draw**2).sum().backward()
+        draw, log_q = flow(context).rsample_and_log_prob()
+        ((draw**2).sum() + log_q.sum()).backward()
         draws.append(draw.detach())
         grads.append(context.grad)
+        log_qs.append(log_q.detach())
     assert torch.allclose(draws[0], draws[1], atol=1e-4)
+    # The log density that comes with a draw (from the inverse's own passes) is the flow's.
+    assert torch.allclose(log_qs[0], log_qs[1], atol=1e-4)
+    assert torch.allclose(log_qs[0], ours(c).log_prob(draws[0]), atol=1e-4)
     assert torch.allclose(grads[0], grads[1], atol=1e-3, rtol=1e-3)
     # The inverse is the forward's: a draw maps back to its base point.
     z = ours(c).transform(draws[0])

@@ -159,14 +159,22 @@ def _finished_rows(
     support: str | None = None,
     transforms: str | None = None,
     posterior: str | None = None,
+    *,
+    embedding: str | None = None,
 ) -> list[dict[str, Any]] | None:
     r"""The rows of the finished unit whose row file is ``done``, for ``observations``
     (``None`` if it has not finished). A finished unit is read back, never scored again;
-    one trained with another ``support``, other ``transforms`` or another ``posterior``
-    setting than the method now uses is an error."""
+    one trained with another ``support``, other ``transforms``, another ``posterior``
+    setting than the method now uses, or another ``embedding`` than asked, is an error."""
     if not done.exists():
         return None
     rows = _read_csv(done)
+    trained = sorted({r.get("embedding") or "none" for r in rows})
+    if trained != [embedding or "none"]:
+        raise FinishedUnitError(
+            f"the finished unit {done} was trained with embedding={trained[0]!r}, but this "
+            f"run asks for embedding={embedding or 'none'!r}: give it a fresh out folder"
+        )
     wanted = {"support": support, "transforms": transforms, "posterior": posterior}
     missing = sorted({c for c in wanted for r in rows if c not in r})
     if missing:
@@ -303,7 +311,8 @@ def run_unit(
     if out is not None:
         out = Path(out)
         done = out / "rows" / f"{name}.csv"
-        finished = _finished_rows(done, observations, *columns.values())
+        embedding = (options or {}).get("embedding")
+        finished = _finished_rows(done, observations, *columns.values(), embedding=embedding)
         if finished is not None:
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -451,7 +460,10 @@ def run_benchmark(
         columns = method_columns(unit[3], get_task(unit[0]), options)
         if out is not None:
             _finished_rows(
-                Path(out, "rows", f"{_unit_name(*unit)}.csv"), observations, *columns.values()
+                Path(out, "rows", f"{_unit_name(*unit)}.csv"),
+                observations,
+                *columns.values(),
+                embedding=(options or {}).get("embedding"),
             )
     kwargs = dict(
         observations=list(observations),

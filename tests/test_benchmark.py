@@ -62,6 +62,12 @@ def test_units_rows_resume_and_summary(tmp_path):
             ["two_moons"], [200], ["npe"], out=tmp_path, options={"support": other}, **TINY
         )
     assert {r["support"] for r in rows if r["method"] == "sbi-npe"} == {"sbi"}
+    # So is one read for a run with an embedding it was not trained with (sbi's too).
+    for method in ("npe", "sbi-npe"):
+        with pytest.raises(ValueError, match="trained with embedding='none'"):
+            run_benchmark(
+                ["two_moons"], [200], [method], out=tmp_path, options={"embedding": "mlp"}, **TINY
+            )
     # So is one trained with other transforms: a row file of autoregressive ones for
     # slcp, asked for with coupling ones (passes=2).
     assert {r["transforms"] for r in rows} == {"autoregressive", "sbi"}

@@ -284,8 +284,7 @@ def run_unit(
         num_samples: Posterior and reference samples per C2ST.
         max_epochs: Training epochs at most.
         options: Extra estimator options of every jsbi method (:func:`method_options`);
-            ``"embedding"`` (:data:`EMBEDDINGS`) gives every method, sbi's NPE too, an
-            embedding of ``x`` (:func:`unit_embedding`; rows then carry ``embedding``).
+            ``"embedding"``: of every method, sbi's too, recorded (:func:`unit_embedding`).
         out: The resumable run's folder (``None``: nothing is written).
         threads: Torch threads of this unit (units run side by side).
         calibration_pairs: Fresh prior-predictive pairs for the calibration columns (the

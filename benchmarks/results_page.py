@@ -591,7 +591,7 @@ def page() -> str:
             "Never tuned on: the other tasks, seed 0 (the observations are named per cell). "
             "Command: `jsbi benchmark --tasks bernoulli_glm,sir,lotka_volterra,slcp_distractors,"
             "bernoulli_glm_raw "
-            "--num-simulations 1000 "
+            "--num-simulations 1000,10000 "
             "--objectives jeffreys,npe,sbi-npe --seeds 0 --observations 6,7,8,9,10 --out "
             "benchmarks/results/heldout`.",
         )
@@ -604,8 +604,9 @@ def page() -> str:
             "High-dimensional x, every method (sbi NPE too) reading x through the same "
             "fresh MLP embedding (20 features) trained with its flow: jeffreys-summary's "
             "likelihood proxy models the embedding's summaries s(x), jeffreys' models x "
-            "itself. Command: `jsbi benchmark --tasks slcp_distractors,bernoulli_glm_raw "
-            "--num-simulations 1000 --objectives jeffreys-summary,jeffreys,npe,sbi-npe "
+            "itself. Command: `jsbi benchmark --tasks slcp_distractors,bernoulli_glm_raw,sir,"
+            "lotka_volterra --num-simulations 1000,10000 --objectives "
+            "jeffreys-summary,jeffreys,npe,sbi-npe "
             "--seeds 0 --observations 6,7,8,9,10 --embedding mlp --out "
             "benchmarks/results/summaries`.",
         )

@@ -110,8 +110,14 @@ class _Standardized:
     dim_theta: int
     dim_x: int
 
+    @property
+    def dim_u(self) -> int:
+        r"""The dimension the ``x`` statistics standardise: ``x``'s (a likelihood of
+        summaries standardises the summaries)."""
+        return self.dim_x
+
     def _register_statistics(self, theta_loc, theta_scale, x_loc, x_scale) -> None:
-        d, m = self.dim_theta, self.dim_x
+        d, m = self.dim_theta, self.dim_u
         self.register_buffer("theta_loc", self._stat(theta_loc, 0.0, d, "theta_loc"))
         self.register_buffer("theta_scale", self._stat(theta_scale, 1.0, d, "theta_scale"))
         self.register_buffer("x_loc", self._stat(x_loc, 0.0, m, "x_loc"))

@@ -126,7 +126,7 @@ class LikelihoodEnergy(_Standardized, Proxy):
         # trained with the flow.
         self.__dict__["summary"] = summary
         #: The dimension the likelihood models: ``m``, or the summaries'.
-        self.dim_u = self.dim_x if summary is None else _summary_features(summary, self.dim_x)
+        self._dim_u = self.dim_x if summary is None else _summary_features(summary, self.dim_x)
         self.outside_energy = _check_outside_energy(outside_energy)
         if not isinstance(flow, str):
             raise TypeError(f"flow must be a name in jsbi.flows.conditional.FLOWS, got {flow!r}")
@@ -160,13 +160,11 @@ class LikelihoodEnergy(_Standardized, Proxy):
         self.register_buffer("selected", torch.tensor(self._selected))
         self._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
 
-    def _register_statistics(self, theta_loc, theta_scale, x_loc, x_scale) -> None:
-        # The x statistics standardise what the likelihood models: x, or its summaries.
-        dim_x, self.dim_x = self.dim_x, self.dim_u
-        try:
-            super()._register_statistics(theta_loc, theta_scale, x_loc, x_scale)
-        finally:
-            self.dim_x = dim_x
+    @property
+    def dim_u(self) -> int:
+        r"""The dimension the likelihood models (and its statistics standardise): ``m``,
+        or the summaries'."""
+        return self._dim_u
 
     @classmethod
     def from_config(

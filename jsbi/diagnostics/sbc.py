@@ -268,6 +268,14 @@ def ecdf_band(
     }
 
 
+def dimension_prob(prob: float, d: int) -> float:
+    r"""Each of ``d`` dimensions' band coverage for a verdict of coverage ``prob`` over all
+    of them (Bonferroni: ``1 - (1 - prob) / d``)."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be in (0, 1), got {prob}")
+    return 1 - (1 - float(prob)) / max(int(d), 1)
+
+
 @dataclass
 class SBCResult(MetricRows):
     r"""Ranks and uniformity checks of one posterior.
@@ -277,8 +285,9 @@ class SBCResult(MetricRows):
         num_posterior_samples: ``L``.
         ks_pvalues: Kolmogorov-Smirnov p-values per dimension (as ``sbi.check_sbc``).
         chi2_pvalues: Chi-square p-values per dimension over ``num_bins`` rank bins.
-        outside_band: Per dimension, whether the ECDF leaves the simultaneous band.
-        prob: The band's simultaneous coverage.
+        outside_band: Per dimension, whether the ECDF leaves its simultaneous band (of
+            coverage :func:`dimension_prob`).
+        prob: The verdict's simultaneous coverage over all dimensions.
         theta_names: One name per dimension.
     """
 
@@ -292,7 +301,8 @@ class SBCResult(MetricRows):
 
     @property
     def calibrated(self) -> bool:
-        r"""Whether every dimension's ECDF stays inside the simultaneous band."""
+        r"""Whether every dimension's ECDF stays inside its band: a calibrated posterior
+        fails this with probability about ``1 - prob`` (:func:`dimension_prob`)."""
         return not bool(np.any(self.outside_band))
 
     def to_dict(self) -> dict[str, Any]:
@@ -322,7 +332,11 @@ def check_sbc(
     Arguments:
         ranks: Ranks from :func:`run_sbc`, shape ``(N, d)``, values in ``[0, L]``.
         num_posterior_samples: ``L``.
-        prob: Simultaneous coverage of the ECDF band.
+        prob: Simultaneous coverage of the verdict over all ``d`` dimensions: each
+            dimension's ECDF band has coverage ``1 - (1 - prob) / d`` (Bonferroni), so a
+            calibrated posterior is called out of band with probability about
+            ``1 - prob`` whatever ``d`` (with one band of ``prob`` per dimension it would
+            be about ``1 - prob^d``: 40% with ten parameters).
         num_bins: Rank bins of the chi-square test (default ``min(20, N // 10)``, at
             least 2).
         theta_names: One name per dimension (default ``theta_1 .. theta_d``).
@@ -356,12 +370,13 @@ def check_sbc(
     # test is right even when L + 1 is not a multiple of the number of bins.
     edges = np.unique(np.round(np.linspace(0, L + 1, bins + 1)).astype(int))
     expected = np.diff(edges) / (L + 1) * n
+    per_dimension = dimension_prob(prob, d)
     ks, chi2, outside = [], [], []
     for j in range(d):
         ks.append(stats.kstest(r[:, j], stats.uniform(loc=0, scale=L).cdf).pvalue)
         counts = np.histogram(r[:, j], bins=edges - 0.5)[0]
         chi2.append(stats.chisquare(counts, expected).pvalue)
-        outside.append(bool(ecdf_band(r[:, j], L, prob=prob)["outside"].any()))
+        outside.append(bool(ecdf_band(r[:, j], L, prob=per_dimension)["outside"].any()))
     return SBCResult(
         ranks=ranks,
         num_posterior_samples=L,
@@ -413,7 +428,7 @@ def plot_sbc_ecdf(
             cdf=lambda v: (np.rint(np.asarray(v) * L) + 1) / (L + 1),
             difference=True,
             confidence_bands="optimized",
-            ci_prob=result.prob,
+            ci_prob=dimension_prob(result.prob, d),  # the verdict's band
             ax=ax,
             plot_kwargs=None if color is None else {"color": color},
             fill_kwargs=None if color is None else {"color": color, "alpha": 0.2},

@@ -75,3 +75,44 @@ def pairs(n: int, dim: int = 2, noise: float = 0.5, seed: int = 1) -> tuple[Tens
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(n, dim, generator=g)
     return theta, theta + noise * torch.randn(n, dim, generator=g)
+
+
+class MixturePosterior:
+    r"""The exact posterior of the ``gaussian_mixture`` task: with the box prior
+    ``U(-10, 10)^2`` and ``x ~ 0.5 N(theta, I) + 0.5 N(theta, 0.01 I)``, it is the mixture
+    ``0.5 N(x, I) + 0.5 N(x, 0.01 I)`` truncated to the box and renormalised (each
+    component's mass inside by its CDF). Not Gaussian: a spike on a broad bump, cut at
+    the prior's edges. ``scale`` multiplies both components' spreads (below 1:
+    over-confident).
+    """
+
+    scales = (1.0, 0.1)
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def _mass(self, x: Tensor) -> Tensor:
+        # The mixture's mass inside the box at each x, shape (B,).
+        edge = torch.tensor(10.0)
+        mass = [
+            (Normal(x, s * self.scale).cdf(edge) - Normal(x, s * self.scale).cdf(-edge))
+            for s in self.scales
+        ]
+        return 0.5 * sum(m.prod(-1) for m in mass)
+
+    def sample_batched(self, sample_shape, x: Tensor) -> Tensor:
+        n, b = torch.Size(sample_shape).numel(), len(x)
+        out = torch.empty(n, b, 2)
+        need = torch.ones(n, b, dtype=torch.bool)
+        while need.any():  # rejection from the untruncated mixture
+            spread = torch.where(torch.rand(n, b, 1) < 0.5, 1.0, 0.1) * self.scale
+            draw = x + spread * torch.randn(n, b, 2)
+            keep = need & (draw.abs() <= 10).all(-1)
+            out[keep] = draw[keep]
+            need &= ~keep
+        return out.reshape(*sample_shape, b, 2)
+
+    def log_prob_batched(self, theta: Tensor, x: Tensor, **ignored) -> Tensor:
+        parts = [Normal(x, s * self.scale).log_prob(theta).sum(-1) for s in self.scales]
+        lp = torch.logsumexp(torch.stack(parts), 0) + math.log(0.5) - self._mass(x).log()
+        return torch.where((theta.abs() <= 10).all(-1), lp, torch.full_like(lp, -math.inf))

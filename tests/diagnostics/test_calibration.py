@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from jsbi.diagnostics.coverage import coverage_from_log_probs, expected_coverage, plot_coverage
-from jsbi.diagnostics.sbc import check_sbc, draw_samples, ecdf_band, plot_sbc_ecdf, run_sbc
+from jsbi.diagnostics.sbc import (
+    check_sbc,
+    dimension_prob,
+    draw_samples,
+    ecdf_band,
+    plot_sbc_ecdf,
+    run_sbc,
+)
 from jsbi.diagnostics.tarp import plot_tarp, run_tarp
 from tests.diagnostics.analytic import GaussianPosterior, pairs
 
@@ -67,6 +74,24 @@ def test_ecdf_band_is_simultaneous():
     rng = np.random.default_rng(0)
     out = [ecdf_band(rng.integers(0, 101, 200), 100)["outside"].any() for _ in range(300)]
     assert 0.01 < np.mean(out) < 0.11
+
+
+def test_sbc_verdict_is_family_wise():
+    # Uniform ranks in 10 dimensions: one 95% band per dimension calls about 40% of runs
+    # out of band; the verdict's family-wise band at most 5% (Bonferroni: 99.5% each).
+    assert dimension_prob(0.95, 10) == pytest.approx(0.995)
+    rng = np.random.default_rng(1)
+    runs = [rng.integers(0, 101, (200, 10)) for _ in range(150)]
+    per_dimension = [
+        any(ecdf_band(r[:, j], 100)["outside"].any() for j in range(10)) for r in runs
+    ]
+    verdict = [not check_sbc(torch.as_tensor(r), 100).calibrated for r in runs]
+    assert np.mean(per_dimension) > 0.25
+    assert np.mean(verdict) < 0.1
+    # A real miscalibration is still caught in 10 dimensions.
+    theta, x = pairs(200, dim=10, seed=1)
+    ranks = run_sbc(GaussianPosterior(dim=10, scale=0.7), theta, x, 100, seed=0)
+    assert not check_sbc(ranks, 100).calibrated
 
 
 def test_check_sbc_bad_input():
@@ -155,3 +180,26 @@ def test_calibration_keeps_its_columns_where_the_nltp_cannot_be_normalised(heldo
     exact = calibration(GaussianPosterior(), theta, x, 50)
     assert out["coverage_max_deviation"] == exact["coverage_max_deviation"]
     assert out["tarp_atc"] == exact["tarp_atc"] and np.isfinite(exact["nltp"])
+
+
+@pytest.mark.parametrize(("scale", "calibrated"), [(1.0, True), (0.8, False)])
+def test_calibration_of_the_exact_gaussian_mixture_posterior(scale, calibrated):
+    # A non-Gaussian, truncated posterior (a spike on a broad bump, cut at the prior's
+    # edges): the exact one is inside every band, so a development task's deviations are
+    # the estimator's and not the diagnostics'; 20% too narrow is flagged.
+    from jsbi.diagnostics.calibration import calibration
+    from jsbi.seeding import seeded
+    from jsbi.simulators import get_task
+    from tests.diagnostics.analytic import MixturePosterior
+
+    task = get_task("gaussian_mixture")
+    with seeded(5):
+        theta = task.prior.sample((1000,))
+        x = task.simulate(theta)
+    out = calibration(MixturePosterior(scale), theta, x, 100, seed=0)
+    assert out["coverage_outside_band"] is not calibrated
+    assert out["sbc_in_band"] is calibrated
+    if calibrated:
+        assert abs(out["coverage_max_deviation"]) <= 0.05 and abs(out["tarp_atc"]) <= 0.02
+    else:
+        assert out["coverage_max_deviation"] < -0.05  # over-confident

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -78,8 +79,16 @@ def caught_warnings() -> Iterator[list]:
         warnings.simplefilter("always")
         yield caught
     for w in records:
-        module = w.filename.rsplit("/", 1)[-1].removesuffix(".py")
-        caught.append((str(w.message), w.category, w.filename, w.lineno, module))
+        caught.append((str(w.message), w.category, w.filename, w.lineno, _module(w.filename)))
+
+
+def _module(filename: str) -> str:
+    # The dotted name of the module a warning came from (a filter's ``module`` matches
+    # it, e.g. "jsbi.posteriors.proxy"), or the file's stem where none is loaded from it.
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return os.path.splitext(os.path.basename(filename))[0]
 
 
 def raise_again(caught: list) -> None:

@@ -163,3 +163,24 @@ def test_a_negative_sample_shape_is_named():
     with pytest.raises(ValueError, match=r"sample_shape must be .* got \(-1,\)"):
         post.sample((-1,), x=theta[0])
     assert post.sample(torch.Size([2]), x=theta[0]).shape == (2, 2)
+
+
+def _warn_from_jsbi(value: int) -> int:
+    # A warning that names a jsbi module as its origin, raised in a worker process.
+    import jsbi.progress
+
+    warnings.warn_explicit("from a worker", UserWarning, jsbi.progress.__file__, 1)
+    return value + 1
+
+
+def test_a_workers_warnings_reach_the_callers_filters_by_their_dotted_module():
+    from jsbi.progress import side_by_side
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="from a worker", module=r"jsbi\.progress")
+        with pytest.raises(UserWarning, match="from a worker"):
+            list(side_by_side(_warn_from_jsbi, [(1,), (2,)], 2))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert list(side_by_side(_warn_from_jsbi, [(1,), (2,)], 2)) == [2, 3]
+    assert [str(w.message) for w in seen] == ["from a worker"] * 2

@@ -18,6 +18,10 @@ Sections, each present when its folder is:
 - ``probe_trace/`` (``benchmarks/probe_trace.py``): the phase-1 probes' gaps;
 - ``recalibration/`` (``benchmarks/recalibration_check.py``): the base temperature's
   calibration error on the validation pairs and on fresh pairs;
+- ``recalibration_families/`` (``benchmarks/recalibration_families.py``): richer bases
+  fitted on the validation pairs, scored on fresh pairs;
+- ``calibration_checks/`` (``benchmarks/sbc_false_alarm.py``): SBC's verdict on an exact
+  posterior;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
 - ``proxy_sampler_steps/`` (the same script): five MCMC steps against ten;
 - ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
@@ -239,6 +243,50 @@ def recalibration_section(folder: Path) -> list[str]:
         ["task", "T", "validation pairs", "fresh pairs"],
         [
             [r["task"], r["temperature"], r["validation_error"], r["fresh_error"]]
+            for r in read_all(folder)
+        ],
+    )
+
+
+def families_section(folder: Path) -> list[str]:
+    def dev(value: str) -> str:
+        return f"{num(value):+.3f}"
+
+    return table(
+        "Recalibration: richer bases fitted on the validation pairs",
+        "`OMP_NUM_THREADS=1 python benchmarks/recalibration_families.py --tasks two_moons,"
+        "gaussian_mixture,slcp,gaussian_linear_uniform --out benchmarks/results/"
+        "recalibration_families/families_1k.csv`: npe at 1,000 simulations (seed 0), its "
+        "base replaced (the density stays normalised) by a temperature chosen by "
+        "`recalibrate` (w1-temperature), the maximum-likelihood temperature of the "
+        "validation pairs' latent codes (mle-temperature), or a Student-t base fitted "
+        "likewise (student-t; nu = inf is Gaussian); calibration on 1,000 fresh pairs, "
+        "200 samples each (the target: coverage inside its band, |max deviation| <= 0.05, "
+        "SBC in band).",
+        ["task", "base", "T", "nu", "coverage max dev.", "mean dev.", "coverage out of band"]
+        + ["SBC in band", "TARP ATC", "NLTP"],
+        [
+            [r["task"], r["variant"], r["scale"], r["nu"], dev(r["coverage_max_deviation"])]
+            + [dev(r["coverage_mean_deviation"]), r["coverage_outside_band"], r["sbc_in_band"]]
+            + [dev(r["tarp_atc"]), f"{num(r['nltp']):.3f} ± {num(r['nltp_se']):.3f}"]
+            for r in read_all(folder)
+        ],
+    )
+
+
+def sbc_false_alarm_section(folder: Path) -> list[str]:
+    return table(
+        "SBC's verdict on an exact posterior",
+        "`OMP_NUM_THREADS=1 python benchmarks/sbc_false_alarm.py --out benchmarks/results/"
+        "calibration_checks/sbc_false_alarm.csv`: the share of seeds at which the exact "
+        "posterior of a conjugate Gaussian model is called out of band, with one 95% band "
+        "per parameter and with the family-wise bands `check_sbc` uses (each parameter's "
+        "at 1 - 0.05/d). Rows of the grids above written before the family-wise verdict "
+        "used one 95% band per parameter.",
+        ["parameters", "seeds", "pairs", "samples / pair", "per-parameter bands", "family-wise"],
+        [
+            [r["dim"], r["seeds"], r["pairs"], r["samples"]]
+            + [r["out_of_band_per_parameter_bands"], r["out_of_band_family_wise"]]
             for r in read_all(folder)
         ],
     )
@@ -626,6 +674,10 @@ def page() -> str:
         out += probe_section(RESULTS / "probe_trace")
     if (RESULTS / "recalibration").exists():
         out += recalibration_section(RESULTS / "recalibration")
+    if (RESULTS / "recalibration_families").exists():
+        out += families_section(RESULTS / "recalibration_families")
+    if (RESULTS / "calibration_checks").exists():
+        out += sbc_false_alarm_section(RESULTS / "calibration_checks")
     if (RESULTS / "ensemble_cost").exists():
         out += ensemble_section(RESULTS / "ensemble_cost")
     if (RESULTS / "proxy_sampler").exists():

@@ -641,7 +641,8 @@ def page() -> str:
             "bernoulli_glm_raw "
             "--num-simulations 1000,10000 "
             "--objectives jeffreys,npe,sbi-npe --seeds 0 --observations 6,7,8,9,10 --out "
-            "benchmarks/results/heldout`.",
+            "benchmarks/results/heldout`; gaussian_linear with `--observations "
+            "1,2,3,4,5,6,7,8,9,10`.",
         )
     if (held / "benchmark.csv").exists():
         out += cost_section("held-out set", held)

@@ -78,7 +78,7 @@ def test_ecdf_band_is_simultaneous():
 
 def test_sbc_verdict_is_family_wise():
     # Uniform ranks in 10 dimensions: one 95% band per dimension calls about 40% of runs
-    # out of band; the verdict's family-wise band at most 5% (Bonferroni: 99.5% each).
+    # out of band; the verdict's family-wise bands about 5% (Bonferroni: 99.5% each).
     assert dimension_prob(0.95, 10) == pytest.approx(0.995)
     rng = np.random.default_rng(1)
     runs = [rng.integers(0, 101, (200, 10)) for _ in range(150)]

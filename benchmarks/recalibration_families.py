@@ -13,7 +13,8 @@ another normalised density) and scores each variant with
 - ``mle-temperature``: the maximum-likelihood temperature of the validation pairs' latent
   codes ``z* = f(theta*; x*)``, :math:`T^2 = \overline{|z^*|^2} / d` (a calibrated flow
   maps the joint's pairs to its base, so ``z*`` should be ``N(0, I)``; the Jacobian does
-  not depend on the base, so this is also the validation NLL's optimum);
+  not depend on the base, so this is also the optimum of the flow's validation NLL
+  before any truncation to the prior's support);
 - ``student-t``: a multivariate Student-t base ``t_nu(0, T^2 I)`` (heavier tails, still
   radially decreasing, so credible regions keep their shape), ``(T, nu)`` by maximum
   likelihood of the latent codes over a grid.

@@ -15,8 +15,8 @@ another normalised density) and scores each variant with
   maps the joint's pairs to its base, so ``z*`` should be ``N(0, I)``; the Jacobian does
   not depend on the base, so this is also the optimum of the flow's validation NLL
   before any truncation to the prior's support);
-- ``student-t``: a multivariate Student-t base ``t_nu(0, T^2 I)`` (heavier tails, still
-  radially decreasing, so credible regions keep their shape), ``(T, nu)`` by maximum
+- ``student-t``: pyro's multivariate Student-t ``t_nu(0, T^2 I)`` as the base (heavier
+  tails, still radially decreasing, so credible regions keep their shape), ``(T, nu)`` by maximum
   likelihood of the latent codes over a grid.
 
 Usage:
@@ -32,7 +32,7 @@ import types
 
 import per_task
 import torch
-from torch.distributions import Chi2, Distribution
+from pyro.distributions import MultivariateStudentT
 from zuko.distributions import NormalizingFlow
 
 import jsbi
@@ -46,38 +46,10 @@ DOFS = (1, 2, 3, 4, 6, 8, 12, 20, 35, 60, 100, 1000)
 SCALES = torch.exp(torch.linspace(math.log(0.3), math.log(4.0), 200))
 
 
-class StudentT(Distribution):
-    r"""The multivariate Student-t ``t_nu(loc, T^2 I)`` over the last dimension."""
-
-    arg_constraints: dict = {}
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, scale: float, nu: float) -> None:
-        self.loc, self.scale, self.nu = loc, float(scale), float(nu)
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return student_log_prob(z - self.loc, self.scale, self.nu)
-
-    def rsample(self, shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
-        shape = torch.Size(shape) + self.batch_shape
-        g = torch.randn(shape + self.event_shape, dtype=self.loc.dtype)
-        w = Chi2(torch.full(shape, self.nu, dtype=self.loc.dtype)).sample()
-        return self.loc + self.scale * g / torch.sqrt(w / self.nu)[..., None]
-
-    def rsample_and_log_prob(self, shape: torch.Size = torch.Size()) -> tuple:  # noqa: B008
-        z = self.rsample(shape)
-        return z, self.log_prob(z)
-
-    def expand(self, batch_shape: torch.Size, _instance: object = None) -> StudentT:
-        return StudentT(self.loc.expand(*batch_shape, self.loc.shape[-1]), self.scale, self.nu)
-
-
-def student_log_prob(z: torch.Tensor, scale: float, nu: float) -> torch.Tensor:
-    d = z.shape[-1]
-    r2 = (z**2).sum(-1) / scale**2
-    c = math.lgamma((nu + d) / 2) - math.lgamma(nu / 2) - d / 2 * math.log(nu * math.pi)
-    return c - d * math.log(scale) - (nu + d) / 2 * torch.log1p(r2 / nu)
+def student_t(loc: torch.Tensor, scale: float, nu: float) -> MultivariateStudentT:
+    r"""The multivariate Student-t ``t_nu(loc, scale^2 I)`` over the last dimension (pyro's)."""
+    eye = torch.eye(loc.shape[-1], dtype=loc.dtype)
+    return MultivariateStudentT(torch.tensor(float(nu), dtype=loc.dtype), loc, scale * eye)
 
 
 def set_base(post: jsbi.Posterior, scale: float = 1.0, nu: float | None = None) -> None:
@@ -90,7 +62,7 @@ def set_base(post: jsbi.Posterior, scale: float = 1.0, nu: float | None = None) 
 
         def _dist(self: object, c: torch.Tensor) -> NormalizingFlow:
             dist = self.flow(c)
-            return NormalizingFlow(dist.transform, StudentT(dist.base.base_dist.loc, scale, nu))
+            return NormalizingFlow(dist.transform, student_t(dist.base.base_dist.loc, scale, nu))
 
         flow._dist = types.MethodType(_dist, flow)
 
@@ -107,8 +79,11 @@ def rows_for(name: str, n: int) -> list[dict]:
     with torch.no_grad():
         z, _ = post.flow.to_base(theta[val], x[val])
     d = z.shape[-1]
+    zero = torch.zeros(d)
     fits = [
-        (student_log_prob(z, s, nu).sum().item(), s, nu) for nu in DOFS for s in SCALES.tolist()
+        (student_t(zero, s, nu).log_prob(z).sum().item(), s, nu)
+        for nu in DOFS
+        for s in SCALES.tolist()
     ]
     _, t_scale, t_nu = max(fits)
     w1 = post.recalibrate(theta[val], x[val])

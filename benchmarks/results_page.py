@@ -342,15 +342,6 @@ FIT_COSTS = [
         "1,000 simulations, seed 0; the newer code's reference of the misspecification "
         "check is the flow's embedding there, not the abandoned proxy's evidence",
     ),
-    (
-        "draws.csv",
-        None,
-        "--tasks gaussian_linear_uniform",
-        "the development task where phase 2 costs most (10 parameters, fully autoregressive "
-        "draws), at 1,000 simulations, seed 0; the newer code's draws bring their log "
-        "density from the inverse's own passes, and its sampler computes a state's "
-        "gradient and log m only where the state is new",
-    ),
 ]
 
 

@@ -94,11 +94,8 @@ class MixturePosterior:
     def _mass(self, x: Tensor) -> Tensor:
         # The mixture's mass inside the box at each x, shape (B,).
         edge = torch.tensor(10.0)
-        mass = [
-            (Normal(x, s * self.scale).cdf(edge) - Normal(x, s * self.scale).cdf(-edge))
-            for s in self.scales
-        ]
-        return 0.5 * sum(m.prod(-1) for m in mass)
+        parts = [Normal(x, s * self.scale) for s in self.scales]
+        return 0.5 * sum((n.cdf(edge) - n.cdf(-edge)).prod(-1) for n in parts)
 
     def sample_batched(self, sample_shape, x: Tensor) -> Tensor:
         n, b = torch.Size(sample_shape).numel(), len(x)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -82,9 +83,11 @@ def caught_warnings() -> Iterator[list]:
         caught.append((str(w.message), w.category, w.filename, w.lineno, _module(w.filename)))
 
 
+@functools.lru_cache(maxsize=256)
 def _module(filename: str) -> str:
     # The dotted name of the module a warning came from (a filter's ``module`` matches
-    # it, e.g. "jsbi.posteriors.proxy"), or the file's stem where none is loaded from it.
+    # it, e.g. "jsbi.posteriors.proxy"), or the file's stem where none is loaded from it;
+    # once per file, not per warning.
     for name, module in list(sys.modules.items()):
         if getattr(module, "__file__", None) == filename:
             return name

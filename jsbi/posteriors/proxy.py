@@ -153,6 +153,9 @@ class ProxyPosterior(Posterior):
 
     @torch.no_grad()
     def _sample(self, n: int, x: Tensor, reject: bool, max_rounds: int = 1000) -> Tensor:
+        # last_mixing describes this draw's chains, or is None where it ran none (the
+        # flow answered every row, or the sampler is importance resampling).
+        self.last_mixing = None
         outside = self._outside(x)
         if bool(outside.any()):
             out = torch.empty(n, len(x), self.dim_theta, device=self.device)

@@ -190,3 +190,23 @@ def test_check_mixing_warns_only_when_the_chains_say_so():
         check_mixing(MixingInfo(0.3, 0.5, 1.4, 20.0, 0.02, 10))
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
         sample_proxy(energy, None, None, X_O, 10, num_steps=0)
+
+
+def test_the_drift_of_a_population_that_no_longer_moves_stays_below_its_noise_bound():
+    # Two independent draws of the target are what a mixed run's populations are at
+    # worst (a stationary run's are positively correlated): their drift is sampling noise.
+    # A fixed limit of 0.1 calls most of 500-chain runs unmixed; the noise bound, about
+    # 1% (DRIFT_LEVEL) or fewer, and it shrinks as 1/sqrt(n).
+    from jsbi.posteriors.mcmc import DRIFT_LEVEL, _drift, drift_noise
+
+    torch.manual_seed(0)
+    n, d, runs = 500, 2, 400
+    pairs = [(torch.randn(1, n, d), torch.randn(1, n, d)) for _ in range(runs)]
+    drifts = torch.tensor([_drift(a, b) for a, b in pairs])
+    assert float((drifts > 0.1).float().mean()) > 0.5
+    assert float((drifts > drift_noise(n, d)).float().mean()) <= DRIFT_LEVEL + 0.01
+    assert drift_noise(4 * n, d) == pytest.approx(drift_noise(n, d) / 2)
+    # A run that has not reached its target still says so where the noise is small.
+    prior, flow = _problem()
+    with pytest.warns(UserWarning, match="may not have mixed: the population still moved"):
+        check_mixing(sample_proxy(energy, flow, prior, X_O, 10_000, num_steps=1)[1])

@@ -286,6 +286,13 @@ def test_a_proxy_posterior_aims_at_ess_per_sample_times_the_samples_asked():
     # n draws with replacement from equal weights with an ESS of k n leave about
     # k (1 - exp(-1 / k)) n distinct: 0.63 n for k = 1, 0.88 n for k = 4.
     assert distinct[1.0] < 0.75 * 500 < 0.82 * 500 < distinct[4.0]
+    # last_mixing describes the last draw's chains: none after a draw that ran none.
+    post.sampler = "mcmc"
+    post.sample((100,), x=x_o)
+    assert post.last_mixing is not None and post.last_mixing.num_steps == post.mcmc_steps
+    post.sampler = "importance"
+    post.sample((100,), x=x_o)
+    assert post.last_mixing is None
     with pytest.raises(ValueError, match="ess_per_sample must be finite and >= 1"):
         ProxyPosterior(flow, _GaussianEnergy(), prior, ess_per_sample=0.5)
     # Set afterwards (benchmarks/phase2.py --proxy-ess does), it is checked the same way.

@@ -54,6 +54,7 @@ from jsbi.diagnostics.tarp import TARPResult, plot_tarp, tarp_from_samples
 from jsbi.diagnostics.utils import PosteriorLike, seeded
 from jsbi.files import atomic_write_text
 from jsbi.methods.plans import PHASE2_WORDS, phase2_outcome
+from jsbi.posteriors.mcmc import MixingInfo, mixing_problems
 from jsbi.progress import interactive, processes, progress_bar, side_by_side
 
 #: Chains the posterior samples of ``samples.nc`` are split into.
@@ -77,6 +78,9 @@ class MethodResult:
             reference; small: the posterior is not valid there).
         samples: Observation number -> posterior samples, shape ``(n, d)``.
         seconds: Wall time of this method's diagnostics.
+        mixing: Observation number -> how the MCMC chains of that observation's draw
+            mixed (:class:`~jsbi.posteriors.mcmc.MixingInfo` as a dict), for a posterior
+            that samples by MCMC (a proxy posterior); empty otherwise.
     """
 
     sbc: SBCResult
@@ -88,6 +92,7 @@ class MethodResult:
     samples: dict[int, Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     lc2st: dict[int, float] = field(default_factory=dict)
+    mixing: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def rows(self, method: str) -> list[dict[str, Any]]:
         out = []
@@ -98,6 +103,10 @@ class MethodResult:
         for i, v in self.lc2st.items():
             row = {"method": method, "observation": str(i), "metric": "lc2st_p_value", "value": v}
             out.append(row)
+        for i, info in self.mixing.items():
+            for key, v in info.items():
+                row = {"method": method, "observation": str(i), "metric": f"mcmc_{key}"}
+                out.append({**row, "value": v})
         for res in (self.nltp, self.sbc, self.coverage, self.tarp):
             out.extend(res.rows(method))
         return out
@@ -242,6 +251,15 @@ class Report:
                     out.append(
                         f"The local C2ST rejects {name} at observation {i} (p-value {p:.3g}): "
                         "its posterior there differs from the true one."
+                    )
+        for name, r in self.methods.items():
+            for i, info in sorted(r.mixing.items()):
+                problems = mixing_problems(MixingInfo(**info))
+                if problems:
+                    out.append(
+                        f"{name}'s MCMC chains may not have mixed at observation {i}: "
+                        + "; ".join(problems)
+                        + ". Its samples there may not follow its proxy."
                     )
         for i, p in sorted(self.settings.get("atypical_observations", {}).items()):
             for name, value in p.items():
@@ -1026,6 +1044,9 @@ def _diagnose(
         )
         draws = draw_samples(posterior, x_o, n, seed=s + i)[:, 0]
         res.samples[i] = draws
+        mixing = getattr(posterior, "last_mixing", None)  # this draw's chains, if any
+        if isinstance(mixing, MixingInfo):
+            res.mixing[i] = mixing.as_dict()
         if i in refs:
             res.c2st[i] = c2st(draws, refs[i][:n], seed=seed, n_jobs=budget["c2st_jobs"])
         elif lc2st is not None:

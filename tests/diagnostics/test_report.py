@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 
 import pytest
 import torch
@@ -287,3 +288,52 @@ def test_the_summary_gives_a_verdict_and_flags_an_epoch_cap(saved):
     assert 'id="verdict"' in page and "C2ST (mean" in page
     # One colour per method, the same for the legend swatch and every figure.
     assert report.colors() == {"exact": "C0", "shrunk": "C1"}
+
+
+class _ExactEnergy(torch.nn.Module):
+    # GaussianTask's posterior up to a constant: prior N(0, I), x ~ N(theta, 0.5^2 I).
+    def forward(self, theta, x):
+        return 0.5 * theta.square().sum(-1) + 2.0 * (x - theta).square().sum(-1)
+
+
+def _proxy_posterior(steps):
+    # The exact energy, proposed by an untrained flow (a poor proposal), by MCMC.
+    from jsbi.flows import build_conditional_flow
+    from jsbi.posteriors import ProxyPosterior
+
+    task = GaussianTask()
+    torch.manual_seed(0)
+    theta = task.prior.sample((300,))
+    flow = build_conditional_flow(
+        theta, task.simulate(theta), task.prior, hidden_features=(16,), num_transforms=1
+    )
+    return ProxyPosterior(flow, _ExactEnergy(), task.prior, mcmc_steps=steps)
+
+
+def test_the_report_keeps_each_observation_s_mixing_and_says_where_chains_did_not_mix():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    posteriors = {"short": _proxy_posterior(1), "long": _proxy_posterior(30)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the proxy's chains may not have mixed")
+        # Diagnosed side by side: the mixing comes back from the worker processes.
+        report = compare(
+            posteriors,
+            GaussianTask(),
+            observations=(1, 2),
+            num_sbc=30,
+            num_posterior_samples=50,
+            num_c2st_samples=500,
+        )
+    for name in posteriors:
+        assert set(report.methods[name].mixing) == {1, 2}
+    assert report.methods["short"].mixing[1]["num_steps"] == 1
+    sentences = report.verdict()
+    for i in (1, 2):
+        flagged = [s for s in sentences if f"chains may not have mixed at observation {i}:" in s]
+        assert [s.split("'")[0] for s in flagged] == ["short"], sentences
+    keys = {(r["method"], r["observation"], r["metric"]) for r in report.rows()}
+    assert {("short", "1", "mcmc_drift"), ("long", "2", "mcmc_imh_acceptance")} <= keys
+    # Analytic posteriors run no chains: nothing recorded, nothing said.
+    assert not _two_methods()[0].methods["exact"].mixing

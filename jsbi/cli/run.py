@@ -30,6 +30,7 @@ from jsbi.cli.problem import problem
 from jsbi.files import atomic_save, atomic_write_text
 from jsbi.flows import FlowConfig
 from jsbi.methods import NPEConfig, SymmetricConfig, method_config, method_names
+from jsbi.posteriors.mcmc import MixingInfo, mixing_problems
 from jsbi.training import TrainConfig
 
 __all__: list[str] = []
@@ -261,6 +262,15 @@ def _steps(
     w.writerow(names or [f"theta_{i + 1}" for i in range(samples.shape[1])])
     w.writerows(samples.tolist())
     atomic_write_text(out / "samples.csv", text.getvalue())
-    status("complete")
+    status("complete", **_mixing_fields(getattr(posterior, "last_mixing", None)))
     say(f"wrote {out}/posterior.pt, samples.pt, samples.csv, history.json, run.json")
     return 0
+
+
+def _mixing_fields(mixing: MixingInfo | None) -> dict[str, Any]:
+    # How the samples' MCMC chains mixed (a proxy posterior's draw), for run.json: the
+    # numbers (JSON's null for a NaN) and whether they say the chains mixed.
+    if mixing is None:
+        return {}
+    info = {k: v if math.isfinite(v) else None for k, v in mixing.as_dict().items()}
+    return {"mcmc_mixing": info, "mcmc_mixed": not mixing_problems(mixing)}

@@ -67,6 +67,10 @@ def test_run_posterior_proxy_returns_and_saves_the_proxy(tmp_path):
     assert isinstance(posterior, ProxyPosterior)
     samples = torch.load(out / "samples.pt")
     assert samples.shape == (30, 2) and samples.abs().max() <= 1
+    # run.json says how the samples' chains mixed (30 chains: R-hat from their last steps).
+    run = json.loads((out / "run.json").read_text())
+    assert run["mcmc_mixing"]["num_steps"] == posterior.mcmc_steps
+    assert 0 < run["mcmc_mixing"]["imh_acceptance"] <= 1 and isinstance(run["mcmc_mixed"], bool)
 
 
 def test_every_adaptive_option_has_a_flag_that_reaches_the_estimator():

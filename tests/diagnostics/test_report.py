@@ -26,19 +26,16 @@ HISTORIES = {
 }
 
 
+def _compare(posteriors, **kwargs):
+    # The report on the Gaussian task at observations 1 and 2, small settings.
+    small = {"num_sbc": 100, "num_posterior_samples": 100, "num_c2st_samples": 200}
+    return compare(posteriors, GaussianTask(), observations=(1, 2), **{**small, **kwargs})
+
+
 def _two_methods(**kwargs):
     # An exact posterior and an over-confident one, on the Gaussian task.
     posteriors = {"exact": GaussianPosterior(), "shrunk": GaussianPosterior(scale=0.5)}
-    report = compare(
-        posteriors,
-        GaussianTask(),
-        observations=(1, 2),
-        num_sbc=100,
-        num_posterior_samples=100,
-        num_c2st_samples=200,
-        **kwargs,
-    )
-    return report, posteriors
+    return _compare(posteriors, **kwargs), posteriors
 
 
 @pytest.fixture(scope="module")
@@ -318,14 +315,7 @@ def test_the_report_keeps_each_observation_s_mixing_and_says_where_chains_did_no
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the proxy's chains may not have mixed")
         # Diagnosed side by side: the mixing comes back from the worker processes.
-        report = compare(
-            posteriors,
-            GaussianTask(),
-            observations=(1, 2),
-            num_sbc=30,
-            num_posterior_samples=50,
-            num_c2st_samples=500,
-        )
+        report = _compare(posteriors, num_sbc=30, num_posterior_samples=50, num_c2st_samples=500)
     for name in posteriors:
         assert set(report.methods[name].mixing) == {1, 2}
     assert report.methods["short"].mixing[1]["num_steps"] == 1

@@ -828,7 +828,9 @@ def compare(
         "batch_size": batch_size,
         "lc2st": lc2st is not False and any(i not in refs for i in obs),
     }
-    jobs = _schedule(posteriors, jobs, n_jobs, budget, x, len(obs), bar, show_progress_bar)
+    jobs = _schedule(posteriors, jobs, budget, x, len(obs), bar, show_progress_bar)
+    # A C2ST fits its folds in processes only where the methods do not.
+    budget["c2st_jobs"] = n_jobs if jobs == 1 else 1
     data = ((theta, x, theta_names), obs, refs)
     methods = _diagnose_all(posteriors, jobs, task, data, budget, seed, bar)
     bar.close()
@@ -854,7 +856,6 @@ def compare(
 def _schedule(
     posteriors: Mapping[str, Any],
     jobs: int,
-    n_jobs: int | None,
     budget: dict,
     x: Tensor,
     n_obs: int,
@@ -862,11 +863,9 @@ def _schedule(
     show: bool,
 ) -> int:
     # The processes that diagnose the methods: side by side only on the CPU (a GPU's
-    # posteriors in turn); a C2ST fits its folds in processes only where the methods do
-    # not. Prints the expected duration where a bar shows.
+    # posteriors in turn). Prints the expected duration where a bar shows.
     on_cpu = all(str(getattr(p, "device", "cpu")) == "cpu" for p in posteriors.values())
     jobs = min(jobs, len(posteriors)) if on_cpu else 1
-    budget["c2st_jobs"] = n_jobs if jobs == 1 else 1
     if show:
         seconds = _expected_seconds(posteriors, x, budget["num_posterior_samples"], n_obs, budget)
         side = f", {jobs} side by side" if jobs > 1 else ""

@@ -25,6 +25,9 @@ The run reports the acceptance rates; over the trajectories of the first
 ``diagnostic_chains`` chains per observation (their second half, or their last 4 steps
 where that is shorter), arviz's rank-normalised
 split :math:`\hat R` and bulk ESS; and the population's drift over the second half.
+With ``max_steps``, a run whose population still drifts goes on in rounds of
+``num_steps`` until it no longer does (then :math:`\hat R`, the ESS and the drift are
+the last round's, the acceptance rates over every step).
 Each returned sample is the last state of its own chain, so what decides whether the
 samples follow :math:`r` is whether the population still moves, not whether each short
 chain forgets its start: :math:`\hat R` of 10-step trajectories is large even when their
@@ -156,6 +159,7 @@ def sample_proxy(
     prior_fraction: float = 0.1,
     diagnostic_chains: int = 32,
     max_chains: int = 100_000,
+    max_steps: int | None = None,
 ) -> tuple[Tensor, MixingInfo]:
     r"""Draws ``num_samples`` samples of the proxy at each row of ``x``, one chain each.
 
@@ -172,22 +176,31 @@ def sample_proxy(
         diagnostic_chains: Chains per observation whose trajectories give
             :math:`\hat R` and the ESS.
         max_chains: Chains run at once (memory): observations are chunked to stay below.
+        max_steps: Steps per chain at most. Where the population still moved by more than
+            :func:`check_mixing` allows over the second half of the last ``num_steps``,
+            the chains go on for another ``num_steps``, while that stays true and the
+            total stays within ``max_steps`` (``None``: ``num_steps``, no more).
 
     Returns:
-        Samples of shape ``(num_samples, B, d)`` and the run's :class:`MixingInfo`.
+        Samples of shape ``(num_samples, B, d)`` and the run's :class:`MixingInfo`
+        (``num_steps``: the most steps a chunk of observations ran).
     """
+    max_steps = int(num_steps) if max_steps is None else int(max_steps)
     if int(num_samples) < 1 or int(num_steps) < 1 or int(num_mala) < 0:
         raise ValueError(
             f"num_samples and num_steps must be >= 1 and num_mala >= 0, got {num_samples}, "
             f"{num_steps}, {num_mala}"
         )
+    if max_steps < int(num_steps):
+        raise ValueError(f"max_steps must be >= num_steps ({num_steps}), got {max_steps}")
     n, B = int(num_samples), len(x)
     target = _Target(energy, flow, prior, prior_fraction)
     per_chunk = max(1, int(max_chains) // n)
     chunks, stats = [], []
     for i in range(0, B, per_chunk):
+        rounds = (int(num_steps), max_steps)
         samples, info = _run(
-            target, x[i : i + per_chunk], n, num_steps, num_mala, diagnostic_chains
+            target, x[i : i + per_chunk], n, rounds, num_mala, diagnostic_chains, B
         )
         chunks.append(samples)
         stats.append((info, len(x[i : i + per_chunk])))
@@ -197,15 +210,26 @@ def sample_proxy(
     rhat = max(s[2] for s, _ in stats)
     ess = min(s[3] for s, _ in stats)
     drift = max(s[4] for s, _ in stats)
+    steps = max(s[5] for s, _ in stats)
     noise = drift_noise(n, chunks[0].shape[-1], B)
-    info = MixingInfo(float(imh), float(mala), rhat, ess, drift, num_steps, noise)
+    info = MixingInfo(float(imh), float(mala), rhat, ess, drift, steps, noise)
     return torch.cat(chunks, dim=1), info
 
 
 def _run(
-    target: _Target, x: Tensor, n: int, num_steps: int, num_mala: int, diagnostic_chains: int
-) -> tuple[Tensor, tuple[float, float, float, float]]:
+    target: _Target,
+    x: Tensor,
+    n: int,
+    rounds: tuple[int, int],
+    num_mala: int,
+    diagnostic_chains: int,
+    observations: int,
+) -> tuple[Tensor, tuple[float, float, float, float, int]]:
     # The chains of a chunk of observations: chain j of observation b is row b * n + j.
+    # They run in rounds of num_steps steps, and go on while the population still moved
+    # by more than check_mixing's limit over the last round's second half (for all
+    # ``observations`` of the draw), up to max_steps in all.
+    num_steps, max_steps = rounds
     B = len(x)
     xs = x.repeat_interleave(n, dim=0)
     theta, log_m = target.propose(xs)
@@ -214,41 +238,41 @@ def _run(
     v, g = target.neg_u_and_grad(theta, xs) if num_mala else (target.neg_u(theta, xs), None)
     scale = _scale(target.flow, x).repeat_interleave(n, dim=0)
     d = theta.shape[1]
+    limit = max(MAX_DRIFT, drift_noise(n, d, observations))
     eps = None
     keep = min(n, diagnostic_chains)
-    trace = []
     imh_acc = mala_acc = 0.0
-    half = theta
-    # The diagnostics' trajectories: the second half, or the last 4 steps where it is
-    # shorter (split R-hat needs 4 states).
+    # The diagnostics' trajectories: the last round's second half, or its last 4 steps
+    # where that is shorter (split R-hat needs 4 states).
     traced_from = min(num_steps // 2, max(0, num_steps - 4))
-    for t in range(num_steps):
-        if t == num_steps // 2:
-            half = theta
-        theta, log_m, v, g, acc = _imh(target, theta, log_m, xs, v, g)
-        imh_acc += acc
-        if num_mala:
-            if eps is None:  # from the states after the first independence step
-                eps = _initial_step(target, theta, xs, scale, B, n)
-            moved = torch.zeros(len(xs), dtype=torch.bool, device=xs.device)
-            for _ in range(num_mala):
-                step = eps.repeat_interleave(n)
-                theta, v, g, accept, rate = _mala(target, theta, xs, scale, step, v, g)
-                moved |= accept
-                mala_acc += float(rate.mean())
-                if t < num_steps // 2:  # adapted in the first half, fixed in the second
-                    eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
-            log_m = _at(log_m, moved, target.log_m, theta, xs)
-        if t >= traced_from:
-            trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
+    t = 0
+    while True:
+        start, trace, half = t, [], theta
+        for t in range(start, start + num_steps):
+            if t == start + num_steps // 2:
+                half = theta
+            theta, log_m, v, g, acc = _imh(target, theta, log_m, xs, v, g)
+            imh_acc += acc
+            if num_mala:
+                if eps is None:  # from the states after the first independence step
+                    eps = _initial_step(target, theta, xs, scale, B, n)
+                moved = torch.zeros(len(xs), dtype=torch.bool, device=xs.device)
+                for _ in range(num_mala):
+                    step = eps.repeat_interleave(n)
+                    theta, v, g, accept, rate = _mala(target, theta, xs, scale, step, v, g)
+                    moved |= accept
+                    mala_acc += float(rate.mean())
+                    if t < num_steps // 2:  # adapted in the first half, fixed after
+                        eps = eps * torch.exp(0.5 * (rate.reshape(B, n).mean(1) - MALA_TARGET))
+                log_m = _at(log_m, moved, target.log_m, theta, xs)
+            if t >= start + traced_from:
+                trace.append(theta.reshape(B, n, d)[:, :keep].cpu())
+        t += 1
+        drift = _drift(half.reshape(B, n, d), theta.reshape(B, n, d))
+        if not drift > limit or t + num_steps > max_steps:
+            break
     rhat, ess = _diagnostics(torch.stack(trace, dim=2)) if len(trace) >= 4 else (math.nan,) * 2
-    stats = (
-        imh_acc / num_steps,
-        mala_acc / max(1, num_steps * num_mala),
-        rhat,
-        ess,
-        _drift(half.reshape(B, n, d), theta.reshape(B, n, d)),
-    )
+    stats = (imh_acc / t, mala_acc / max(1, t * num_mala), rhat, ess, drift, t)
     return theta.reshape(B, n, d).transpose(0, 1), stats
 
 
@@ -381,6 +405,10 @@ def _drift(before: Tensor, after: Tensor) -> float:
     return float((moved + spread).max())
 
 
+#: The drift (see :class:`MixingInfo`) beyond which chains are not taken to have mixed,
+#: where sampling noise alone does not reach it (:func:`drift_noise`).
+MAX_DRIFT = 0.1
+
 #: The family-wise level (over parameters and observations) at which a population's drift
 #: is told from sampling noise (:func:`drift_noise`).
 DRIFT_LEVEL = 0.01
@@ -422,7 +450,7 @@ def _diagnostics(trace: Tensor) -> tuple[float, float]:
 
 
 def mixing_problems(
-    info: MixingInfo, *, max_drift: float = 0.1, min_acceptance: float = 0.01
+    info: MixingInfo, *, max_drift: float = MAX_DRIFT, min_acceptance: float = 0.01
 ) -> list[str]:
     r"""What says the chains did not mix, one phrase each (empty when nothing does): a
     population that still drifted over the second half of the run (see
@@ -448,7 +476,7 @@ def mixing_problems(
 def check_mixing(
     info: MixingInfo,
     *,
-    max_drift: float = 0.1,
+    max_drift: float = MAX_DRIFT,
     min_acceptance: float = 0.01,
     stacklevel: int = 3,
 ) -> None:
@@ -457,7 +485,7 @@ def check_mixing(
     if bad:
         warnings.warn(
             "the proxy's chains may not have mixed: " + "; ".join(bad) + f" after "
-            f"{info.num_steps} steps. Draw with more steps (mcmc_steps=), or use the flow "
-            "(posterior='flow')",
+            f"{info.num_steps} steps. Draw with more steps (mcmc_steps=, "
+            "mcmc_max_steps=), or use the flow (posterior='flow')",
             stacklevel=stacklevel,
         )

@@ -67,6 +67,10 @@ class ProxyPosterior(Posterior):
             ``"importance"`` (importance resampling).
         mcmc_steps: Steps per chain (each one independence and ``mcmc_mala`` MALA steps).
         mcmc_mala: MALA steps per independence step.
+        mcmc_max_steps: Steps per chain at most: where the population still moves after
+            ``mcmc_steps`` (:func:`~jsbi.posteriors.mcmc.check_mixing`'s drift), the
+            chains go on in rounds of ``mcmc_steps`` up to this many (``None``:
+            ``4 * mcmc_steps``; ``mcmc_steps``: never more).
         kwargs: See :class:`~jsbi.posteriors.posterior.Posterior`.
     """
 
@@ -84,6 +88,7 @@ class ProxyPosterior(Posterior):
         sampler: str = "mcmc",
         mcmc_steps: int = 10,
         mcmc_mala: int = 1,
+        mcmc_max_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         if sampler not in SAMPLERS:
@@ -91,6 +96,12 @@ class ProxyPosterior(Posterior):
         if int(mcmc_steps) < 1 or int(mcmc_mala) < 0:
             raise ValueError(
                 f"mcmc_steps must be >= 1 and mcmc_mala >= 0, got {mcmc_steps}, {mcmc_mala}"
+            )
+        if mcmc_max_steps is None:
+            mcmc_max_steps = MAX_STEPS_FACTOR * int(mcmc_steps)
+        if int(mcmc_max_steps) < int(mcmc_steps):
+            raise ValueError(
+                f"mcmc_max_steps must be >= mcmc_steps ({mcmc_steps}), got {mcmc_max_steps}"
             )
         if prior is None:
             raise ValueError("a ProxyPosterior needs the prior (the proposal's defensive part)")
@@ -112,6 +123,7 @@ class ProxyPosterior(Posterior):
         self.ess_per_sample = ess_per_sample  # checked by its setter
         self.min_ess_fraction = float(min_ess_fraction)
         self.sampler, self.mcmc_steps, self.mcmc_mala = sampler, int(mcmc_steps), int(mcmc_mala)
+        self.mcmc_max_steps = int(mcmc_max_steps)
         self.last_ess: float | None = None
         self.last_mixing: MixingInfo | None = None
 
@@ -184,6 +196,7 @@ class ProxyPosterior(Posterior):
                 n,
                 num_steps=self.mcmc_steps,
                 num_mala=self.mcmc_mala,
+                max_steps=self.mcmc_max_steps,
             )
             check_mixing(self.last_mixing, stacklevel=5)  # the caller of sample()
             return samples
@@ -286,12 +299,17 @@ class ProxyPosterior(Posterior):
             "sampler": self.sampler,
             "mcmc_steps": self.mcmc_steps,
             "mcmc_mala": self.mcmc_mala,
+            "mcmc_max_steps": self.mcmc_max_steps,
         }
         return state
 
 
 #: How a proxy posterior draws its samples.
 SAMPLERS = ("mcmc", "importance")
+
+#: A proxy posterior's chains run at most this many times ``mcmc_steps`` (while their
+#: population still moves).
+MAX_STEPS_FACTOR = 4
 
 #: ``posterior="auto"``: the proxy is returned where its validation NLL is lower than the
 #: flow's by more than this many standard errors, ...

@@ -304,7 +304,7 @@ def _proxy_posterior(steps):
     flow = build_conditional_flow(
         theta, task.simulate(theta), task.prior, hidden_features=(16,), num_transforms=1
     )
-    return ProxyPosterior(flow, _ExactEnergy(), task.prior, mcmc_steps=steps)
+    return ProxyPosterior(flow, _ExactEnergy(), task.prior, mcmc_steps=steps, mcmc_max_steps=steps)
 
 
 def test_the_report_keeps_each_observation_s_mixing_and_says_where_chains_did_not_mix():

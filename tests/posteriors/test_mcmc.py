@@ -128,7 +128,7 @@ def test_no_sample_repeats_while_importance_resampling_repeats_a_third_or_more()
     prior, flow = _problem()
     proxy = MLPEnergy(D, D)
     torch.manual_seed(3)
-    mcmc = ProxyPosterior(flow, proxy, prior, mcmc_steps=5)
+    mcmc = ProxyPosterior(flow, proxy, prior, mcmc_steps=5, mcmc_max_steps=5)
     importance = ProxyPosterior(flow, proxy, prior, sampler="importance", candidates_per_sample=1)
     x_o = X_O[0]
     draws = mcmc.sample((5000,), x=x_o)
@@ -210,3 +210,20 @@ def test_the_drift_of_a_population_that_no_longer_moves_stays_below_its_noise_bo
     prior, flow = _problem()
     with pytest.warns(UserWarning, match="may not have mixed: the population still moved"):
         check_mixing(sample_proxy(energy, flow, prior, X_O, 10_000, num_steps=1)[1])
+
+
+def test_chains_go_on_while_their_population_still_moves():
+    # From a poor proposal, 4 steps leave the population moving and off the target; the
+    # chains that go on in rounds of 4 stop once it no longer moves, on the target.
+    from jsbi.posteriors.mcmc import mixing_problems
+
+    prior, flow = _problem()
+    torch.manual_seed(1)
+    short, info = sample_proxy(energy, flow, prior, X_O, 10_000, num_steps=4)
+    torch.manual_seed(1)
+    long, more = sample_proxy(energy, flow, prior, X_O, 10_000, num_steps=4, max_steps=16)
+    assert info.num_steps == 4 and mixing_problems(info)
+    assert 4 < more.num_steps <= 16 and more.num_steps % 4 == 0 and not mixing_problems(more)
+    assert not all(_moments_ok(short)) and all(_moments_ok(long))
+    with pytest.raises(ValueError, match="max_steps must be >= num_steps"):
+        sample_proxy(energy, flow, prior, X_O, 10, num_steps=4, max_steps=3)

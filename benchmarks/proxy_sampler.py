@@ -5,7 +5,9 @@ its proxy is sampled at each observation by importance resampling and by MCMC wi
 range of steps; the flow itself is sampled too. Each row gives C2ST against the reference
 posterior (sbibm's MLP, and sbi's random forest), the share of distinct samples among
 10,000, the seconds per 10,000 samples (one observation at a time) and, for MCMC, the
-acceptance rates, split R-hat and ESS.
+acceptance rates, split R-hat, ESS, the population's drift and the steps run. The fixed
+variants run exactly their steps; ``mcmc-10-to-40`` (the default) goes on in rounds of 10
+while the population still drifts, up to 40.
 
     OMP_NUM_THREADS=1 python benchmarks/proxy_sampler.py --tasks two_moons slcp \
         --num-simulations 1000 --out benchmarks/results/proxy_sampler
@@ -29,17 +31,19 @@ from jsbi.seeding import seeded
 VARIANTS = {
     "flow": None,
     "importance": {"sampler": "importance"},
-    "mcmc-5": {"sampler": "mcmc", "mcmc_steps": 5, "mcmc_mala": 1},
-    "mcmc-10": {"sampler": "mcmc", "mcmc_steps": 10, "mcmc_mala": 1},
-    "mcmc-20": {"sampler": "mcmc", "mcmc_steps": 20, "mcmc_mala": 1},
-    "mcmc-40": {"sampler": "mcmc", "mcmc_steps": 40, "mcmc_mala": 1},
-    "imh-20": {"sampler": "mcmc", "mcmc_steps": 20, "mcmc_mala": 0},
+    **{
+        f"mcmc-{k}": {"sampler": "mcmc", "mcmc_steps": k, "mcmc_mala": 1, "mcmc_max_steps": k}
+        for k in (5, 10, 20, 40)
+    },
+    # Rounds of 10 steps while the population still drifts, up to 40 (the default).
+    "mcmc-10-to-40": {"sampler": "mcmc", "mcmc_steps": 10, "mcmc_mala": 1, "mcmc_max_steps": 40},
+    "imh-20": {"sampler": "mcmc", "mcmc_steps": 20, "mcmc_mala": 0, "mcmc_max_steps": 20},
     "sbi-slice": "sbi",
 }
 FIELDS = (
     "task", "num_simulations", "seed", "variant", "observation", "c2st", "c2st_rf",
     "distinct", "seconds_per_10k", "imh_acceptance", "mala_acceptance", "rhat", "ess",
-    "train_seconds", "phase2_ran", "proxy_minus_flow",
+    "drift", "num_steps", "train_seconds", "phase2_ran", "proxy_minus_flow",
 )  # fmt: skip
 
 
@@ -121,6 +125,8 @@ def run(
                     "mala_acceptance": mix.mala_acceptance if mix else "",
                     "rhat": mix.rhat if mix else "",
                     "ess": mix.ess if mix else "",
+                    "drift": mix.drift if mix else "",
+                    "num_steps": mix.num_steps if mix else "",
                     "train_seconds": seconds,
                     "phase2_ran": 2 in h.get("train_phase", []),
                     "proxy_minus_flow": measured.get("proxy_minus_flow", ""),

@@ -24,6 +24,7 @@ Sections, each present when its folder is:
   posterior;
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
 - ``proxy_sampler_steps/`` (the same script): five MCMC steps against ten;
+- ``proxy_sampler_rounds/`` (the same script): chains that go on while they drift;
 - ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
 
 Usage:
@@ -561,28 +562,43 @@ SBI_SAMPLER_INTRO = (
     "`-E(theta, x)`; 10,000 samples per observation, 2,000 per C2ST."
 )
 
+ROUNDS_INTRO = (
+    "`OMP_NUM_THREADS=1 python benchmarks/proxy_sampler.py --tasks TASK --num-simulations N "
+    "--seed S --variants mcmc-10,mcmc-10-to-40,mcmc-40 --out "
+    "benchmarks/results/proxy_sampler_rounds`, for the development cells whose proxy's "
+    "population still drifted after 10 steps in the grid: one jeffreys proxy per cell "
+    "(`posterior='proxy'`), sampled at observations 1-5 with 10 steps, with rounds of 10 "
+    "while the population still drifts up to 40 (the default), and with 40. The drift is "
+    "the population's over the last round's second half; steps are those run. Two "
+    "processes on the 2 cores, so the times are upper bounds."
+)
+
 
 def sampler_section(folder: Path, title: str, intro: str) -> list[str]:
     # One row per (task, sampler) of benchmarks/proxy_sampler.py's rows.
+    # (Rows written since the chains could go on also give the drift and the steps run.)
     rows = read_all(folder)
-    out = [
-        f"## {title}",
-        "",
-        intro,
-        "",
-        "| task | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k | IMH acc. |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for task in sorted({r["task"] for r in rows}):
-        for variant in sorted({r["variant"] for r in rows if r["task"] == task}):
-            vr = [r for r in rows if r["task"] == task and r["variant"] == variant]
-            out.append(
-                f"| {task} | {variant} | {mean_sd([num(r['c2st']) for r in vr])} | "
+    rounds = any(r.get("num_steps") for r in rows)
+    head = "| task | sims | sampler | C2ST (MLP) | C2ST (RF) | distinct | s / 10k | IMH acc. |"
+    out = [f"## {title}", "", intro, ""]
+    out += [head + (" drift | steps |" if rounds else ""), "|---" * (8 + 2 * rounds) + "|"]
+    for task, n in sorted({(r["task"], int(r["num_simulations"])) for r in rows}):
+        cell = [r for r in rows if r["task"] == task and int(r["num_simulations"]) == n]
+        for variant in sorted({r["variant"] for r in cell}):
+            vr = [r for r in cell if r["variant"] == variant]
+            line = (
+                f"| {task} | {n:,} | {variant} | {mean_sd([num(r['c2st']) for r in vr])} | "
                 f"{mean_sd([num(r['c2st_rf']) for r in vr])} | "
                 f"{mean_sd([num(r['distinct']) for r in vr], 2)} | "
                 f"{mean_sd([num(r['seconds_per_10k']) for r in vr], 1)} | "
                 f"{mean_sd([num(r.get('imh_acceptance')) for r in vr], 2)} |"
             )
+            if rounds:
+                line += (
+                    f" {mean_sd([num(r.get('drift')) for r in vr], 2)} | "
+                    f"{mean_sd([num(r.get('num_steps')) for r in vr], 0)} |"
+                )
+            out.append(line)
     return [*out, ""]
 
 
@@ -696,6 +712,12 @@ def page() -> str:
             "proxy per task (seed 0, `posterior='proxy'`), sampled at observations 1-5 with "
             "5 and 10 MCMC steps (jsbi's NSF with its ranked inverse; two processes on the "
             "2 cores, so the times are upper bounds).",
+        )
+    if (RESULTS / "proxy_sampler_rounds").exists():
+        out += sampler_section(
+            RESULTS / "proxy_sampler_rounds",
+            "Chains that go on while they drift",
+            ROUNDS_INTRO,
         )
     if (RESULTS / "time_to_accuracy").exists():
         out += front_section(RESULTS / "time_to_accuracy")

@@ -86,6 +86,11 @@ def _posterior(post: ProxyPosterior, options: dict | str | None):
 def run(
     task_name: str, n: int, seed: int, observations, num_c2st: int, out: Path, variants: dict
 ) -> None:
+    path = out / "rows.csv"
+    if path.exists():  # before anything is trained
+        with open(path, newline="") as f:
+            if next(csv.reader(f)) != list(FIELDS):
+                raise SystemExit(f"{path} has other columns than these rows: write elsewhere")
     task = jsbi.get_task(task_name)
     theta, x = jsbi.simulate(task, n, seed=seed, show_progress_bar=False)
     est = jsbi.PosteriorEstimator(task.prior, objective="jeffreys", posterior="proxy", seed=seed)
@@ -94,7 +99,6 @@ def run(
     seconds = time.perf_counter() - start
     h = post.history
     measured = h.get("final_proxy", {})
-    path = out / "rows.csv"
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)

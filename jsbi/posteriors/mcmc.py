@@ -85,7 +85,9 @@ class MixingInfo:
             run: the largest, over parameters and observations, of the change in its mean
             in units of its standard deviation plus the change in its log standard
             deviation. Near 0 when the chains have reached the proxy (or never leave
-            their start: see ``imh_acceptance``).
+            their start: see ``imh_acceptance``). Where the chains went on in rounds
+            (``max_steps``), the last round's: below the warning's limit unless the
+            rounds reached ``max_steps``.
         num_steps: Steps per chain (each an IMH step and ``num_mala`` MALA steps).
         drift_noise: The drift that sampling noise alone stays below, with probability
             ``1 - DRIFT_LEVEL`` over all parameters and observations, for populations of
@@ -419,10 +421,11 @@ def drift_noise(n: int, d: int, b: int = 1) -> float:
     probability at least ``1 - DRIFT_LEVEL``, for populations of ``n`` chains in ``d``
     parameters at ``b`` observations.
 
-    Two independent populations of ``n`` draws differ in mean by about
-    :math:`\sqrt{2/n}` standard deviations and in log standard deviation by about
-    :math:`\sqrt{1/n}` (Gaussian approximations); a stationary population at two times of
-    one run is positively correlated, so it differs less. The bound is
+    Two independent populations of ``n`` draws of Gaussian-like marginals differ in mean
+    by about :math:`\sqrt{2/n}` standard deviations and in log standard deviation by about
+    :math:`\sqrt{1/n}` (heavier tails spread the log standard deviation more); a
+    stationary population at two times of one run is positively correlated, so it
+    differs less. The bound is
     :math:`z (\sqrt 2 + 1) / \sqrt n` with :math:`z` the normal quantile at
     ``1 - DRIFT_LEVEL / (4 d b)`` (Bonferroni over the ``2 d b`` terms, each two-sided).
     With 1,000 chains in 2 parameters it is 0.23; with 10,000, 0.07.

@@ -70,7 +70,7 @@ class ProxyPosterior(Posterior):
         mcmc_max_steps: Steps per chain at most: where the population still moves after
             ``mcmc_steps`` (:func:`~jsbi.posteriors.mcmc.check_mixing`'s drift), the
             chains go on in rounds of ``mcmc_steps`` up to this many (``None``:
-            ``4 * mcmc_steps``; ``mcmc_steps``: never more).
+            ``4 * mcmc_steps`` at each draw; ``mcmc_steps``: never more).
         kwargs: See :class:`~jsbi.posteriors.posterior.Posterior`.
     """
 
@@ -97,9 +97,7 @@ class ProxyPosterior(Posterior):
             raise ValueError(
                 f"mcmc_steps must be >= 1 and mcmc_mala >= 0, got {mcmc_steps}, {mcmc_mala}"
             )
-        if mcmc_max_steps is None:
-            mcmc_max_steps = MAX_STEPS_FACTOR * int(mcmc_steps)
-        if int(mcmc_max_steps) < int(mcmc_steps):
+        if mcmc_max_steps is not None and int(mcmc_max_steps) < int(mcmc_steps):
             raise ValueError(
                 f"mcmc_max_steps must be >= mcmc_steps ({mcmc_steps}), got {mcmc_max_steps}"
             )
@@ -123,7 +121,7 @@ class ProxyPosterior(Posterior):
         self.ess_per_sample = ess_per_sample  # checked by its setter
         self.min_ess_fraction = float(min_ess_fraction)
         self.sampler, self.mcmc_steps, self.mcmc_mala = sampler, int(mcmc_steps), int(mcmc_mala)
-        self.mcmc_max_steps = int(mcmc_max_steps)
+        self.mcmc_max_steps = None if mcmc_max_steps is None else int(mcmc_max_steps)
         self.last_ess: float | None = None
         self.last_mixing: MixingInfo | None = None
 
@@ -196,7 +194,7 @@ class ProxyPosterior(Posterior):
                 n,
                 num_steps=self.mcmc_steps,
                 num_mala=self.mcmc_mala,
-                max_steps=self.mcmc_max_steps,
+                max_steps=self.mcmc_max_steps or MAX_STEPS_FACTOR * self.mcmc_steps,
             )
             check_mixing(self.last_mixing, stacklevel=5)  # the caller of sample()
             return samples

@@ -116,6 +116,7 @@ _FLOAT = (
     "imh_acceptance",
     "rhat",
     "drift",
+    "mcmc_steps",
     "coverage_max_deviation",
     "coverage_mean_deviation",
     "tarp_atc",
@@ -375,6 +376,8 @@ def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> 
         "imh_acceptance": math.nan if mixing is None else mixing.imh_acceptance,
         "rhat": math.nan if mixing is None else mixing.rhat,
         "drift": math.nan if mixing is None else mixing.drift,
+        # The steps the chains ran (they go on while their population still drifts).
+        "mcmc_steps": math.nan if mixing is None else mixing.num_steps,
     }
 
 

@@ -344,3 +344,17 @@ def test_a_failing_unit_does_not_stop_the_grid(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "| two_moons | 200 | dev | npe |" in captured.out
     assert "1 unit(s) failed" in captured.err and "the sampler gave up" in captured.err
+
+
+def test_a_proxy_unit_s_rows_say_how_its_chains_mixed():
+    from jsbi.benchmark import _score
+    from tests.diagnostics.analytic import GaussianPosterior, GaussianTask
+    from tests.diagnostics.test_report import _proxy_posterior
+
+    proxy = _proxy_posterior(10)
+    proxy.mcmc_max_steps = 40
+    row = _score(proxy, GaussianTask(), 1, 500, seed=0)
+    assert 10 <= row["mcmc_steps"] <= 40 and row["mcmc_steps"] % 10 == 0
+    assert 0 < row["imh_acceptance"] <= 1 and math.isfinite(row["drift"])
+    flat = _score(GaussianPosterior(), GaussianTask(), 1, 500, seed=0)
+    assert math.isnan(flat["mcmc_steps"]) and math.isnan(flat["drift"])

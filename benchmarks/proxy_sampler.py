@@ -6,8 +6,8 @@ range of steps; the flow itself is sampled too. Each row gives C2ST against the 
 posterior (sbibm's MLP, and sbi's random forest), the share of distinct samples among
 10,000, the seconds per 10,000 samples (one observation at a time) and, for MCMC, the
 acceptance rates, split R-hat, ESS, the population's drift and the steps run. The fixed
-variants run exactly their steps; ``mcmc-10-to-40`` (the default) goes on in rounds of 10
-while the population still drifts, up to 40.
+variants run exactly their steps (the default runs 10); ``mcmc-10-to-40`` goes on in rounds
+of 10 while the population still drifts, up to 40.
 
     OMP_NUM_THREADS=1 python benchmarks/proxy_sampler.py --tasks two_moons slcp \
         --num-simulations 1000 --out benchmarks/results/proxy_sampler
@@ -35,7 +35,7 @@ VARIANTS = {
         f"mcmc-{k}": {"sampler": "mcmc", "mcmc_steps": k, "mcmc_mala": 1, "mcmc_max_steps": k}
         for k in (5, 10, 20, 40)
     },
-    # Rounds of 10 steps while the population still drifts, up to 40 (the default).
+    # Rounds of 10 steps while the population still drifts, up to 40 (mcmc_max_steps=40).
     "mcmc-10-to-40": {"sampler": "mcmc", "mcmc_steps": 10, "mcmc_mala": 1, "mcmc_max_steps": 40},
     "imh-20": {"sampler": "mcmc", "mcmc_steps": 20, "mcmc_mala": 0, "mcmc_max_steps": 20},
     "sbi-slice": "sbi",

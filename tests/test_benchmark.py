@@ -352,7 +352,7 @@ def test_a_proxy_unit_s_rows_say_how_its_chains_mixed():
     from tests.diagnostics.test_report import _proxy_posterior
 
     proxy = _proxy_posterior(10)
-    proxy.mcmc_max_steps = 40
+    proxy.mcmc_max_steps = 40  # rounds of 10 while the population drifts
     row = _score(proxy, GaussianTask(), 1, 500, seed=0)
     assert 10 <= row["mcmc_steps"] <= 40 and row["mcmc_steps"] % 10 == 0
     assert 0 < row["imh_acceptance"] <= 1 and math.isfinite(row["drift"])

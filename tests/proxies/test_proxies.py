@@ -290,7 +290,7 @@ def test_a_proxy_posterior_aims_at_ess_per_sample_times_the_samples_asked():
     post.sampler = "mcmc"
     post.sample((100,), x=x_o)
     assert post.last_mixing is not None
-    assert post.mcmc_steps <= post.last_mixing.num_steps <= 4 * post.mcmc_steps
+    assert post.last_mixing.num_steps == post.mcmc_steps  # no rounds by default
     post.sampler = "importance"
     post.sample((100,), x=x_o)
     assert post.last_mixing is None

@@ -566,7 +566,7 @@ ROUNDS_INTRO = (
     "`OMP_NUM_THREADS=1 python benchmarks/proxy_sampler.py --tasks gaussian_linear_uniform "
     "--num-simulations 1000 --seed 1 --variants mcmc-10,mcmc-10-to-40,mcmc-40 --out "
     "benchmarks/results/proxy_sampler_rounds`: the development cell whose proxy's "
-    "population still drifted after 10 steps in the grid (0.08-0.25 at 10,000 samples). "
+    "population still drifted after 10 steps in the grid (0.11-0.20 at 10,000 samples). "
     "One jeffreys proxy (`posterior='proxy'`), sampled at observations 1-5 with 10 steps "
     "(the default), with rounds of 10 while the population still drifts, up to 40 "
     "(`mcmc_max_steps=40`), and with 40. The drift is the population's over the last "

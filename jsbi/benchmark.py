@@ -376,7 +376,7 @@ def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> 
         "imh_acceptance": math.nan if mixing is None else mixing.imh_acceptance,
         "rhat": math.nan if mixing is None else mixing.rhat,
         "drift": math.nan if mixing is None else mixing.drift,
-        # The steps the chains ran (they go on while their population still drifts).
+        # The steps the chains ran (more than mcmc_steps only with mcmc_max_steps).
         "mcmc_steps": math.nan if mixing is None else mixing.num_steps,
     }
 

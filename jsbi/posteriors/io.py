@@ -105,8 +105,8 @@ def load_posterior(
             sampler=saved.get("sampler", "importance"),
             mcmc_steps=saved.get("mcmc_steps", 10),
             mcmc_mala=saved.get("mcmc_mala", 1),
-            # Saved before the chains could go on: the steps it sampled with, no more.
-            mcmc_max_steps=saved.get("mcmc_max_steps", saved.get("mcmc_steps", 10)),
+            # Saved before the chains could go on: None, no rounds (as they sampled).
+            mcmc_max_steps=saved.get("mcmc_max_steps"),
             **common,
         )
     else:

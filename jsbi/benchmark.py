@@ -457,6 +457,8 @@ def run_benchmark(
     ]
     # Longest first keeps the workers busy to the end: big budgets, adaptive methods.
     units.sort(key=lambda u: (-u[1], u[3] in (REFERENCE, BASELINE)))
+    if out is not None:
+        unpack_rows(out)
     for unit in units:  # a refused option, or a finished unit that cannot answer, fails
         # here, before any work
         columns = method_columns(unit[3], get_task(unit[0]), options)
@@ -502,9 +504,30 @@ def load_rows(*outs: str | os.PathLike) -> list[dict[str, Any]]:
     r"""The rows of every finished unit in one or more runs' folders."""
     rows = []
     for out in outs:
+        unpack_rows(out)
         for path in sorted(Path(out, "rows").glob("*.csv")):
             rows.extend(_read_csv(path))
     return rows
+
+
+def unpack_rows(out: str | os.PathLike) -> None:
+    r"""Writes ``rows/<unit>.csv`` for each finished unit of ``out/benchmark.csv`` that has
+    none. ``benchmark.csv`` is what is kept (in git); ``rows/`` is the harness's working
+    copy, rebuilt from it in a fresh checkout (a column the unit's jsbi did not write
+    reads empty, as in ``benchmark.csv``)."""
+    record = Path(out, "benchmark.csv")
+    if not record.exists():
+        return
+    units: dict[str, list[dict[str, str]]] = {}
+    with open(record, newline="") as f:
+        for r in csv.DictReader(f):
+            name = _unit_name(r["task"], int(r["num_simulations"]), int(r["seed"]), r["method"])
+            units.setdefault(name, []).append(r)
+    for name, rows in units.items():
+        path = Path(out, "rows", f"{name}.csv")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_rows(path, rows)
 
 
 def _is_dev(row: dict[str, Any]) -> bool:

@@ -79,8 +79,9 @@ def add_arguments(p: argparse.ArgumentParser, show_all: bool = False) -> None:
         "--out",
         type=Path,
         default=Path("benchmark-out"),
-        help="results folder: rows/ (one CSV per finished unit, kept for resuming), "
-        "checkpoints/ (unfinished units), benchmark.csv, summary.md and c2st_<task>.png "
+        help="results folder: rows/ (one CSV per finished unit, kept for resuming; "
+        "rebuilt from benchmark.csv where missing), checkpoints/ (unfinished units), "
+        "benchmark.csv (every finished unit's rows), summary.md and c2st_<task>.png "
         "(default: %(default)s)",
     )
     o.add_argument(
@@ -158,8 +159,10 @@ def main(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.num_simulations) or args.num_samples < 2:
         args._parser.error("--num-simulations must be positive and --num-c2st-samples >= 2")
     for folder in args.also:  # checked before any training, so a typo cannot waste a run
-        if not Path(folder, "rows").is_dir():
-            args._parser.error(f"--also: {folder}/rows is not a folder of finished units")
+        if not (Path(folder, "rows").is_dir() or Path(folder, "benchmark.csv").exists()):
+            args._parser.error(
+                f"--also: {folder} is not a folder of finished units (no rows/, no benchmark.csv)"
+            )
     failed = None
     if args.summarise:
         rows = [r for r in load_rows(args.out) if r["task"] in tasks and r["method"] in methods]

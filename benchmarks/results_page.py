@@ -141,6 +141,9 @@ def grid_section(title: str, folder: Path, note: str) -> list[str]:
             mr = [r for r in cell if r["method"] == m]
             units = {r["seed"]: r for r in mr}.values()  # per-unit columns: one per seed
             returned = sorted({r.get("returned", "") for r in mr} - {""})
+            # The base temperature each recalibrated unit kept (rows before it lack it).
+            kept = [num(r.get("temperature")) for r in units]
+            kept = ", ".join(f"{t:.2f}" for t in kept if math.isfinite(t))
             out.append(
                 f"| {m} | {mean_sd([num(r['c2st']) for r in mr])} | "
                 f"{mean_sd([num(r.get('c2st_rf')) for r in mr])} | {paired(cell, m)} | "
@@ -148,7 +151,7 @@ def grid_section(title: str, folder: Path, note: str) -> list[str]:
                 f"{share([r.get('coverage_outside_band', '') for r in units])} | "
                 f"{share([r.get('sbc_in_band', '') for r in units])} | "
                 f"{mean_sd([num(r.get('tarp_atc')) for r in units])} | "
-                f"{', '.join(returned) or '-'} | "
+                f"{', '.join(returned) or '-'}{f' (T {kept})' if kept else ''} | "
                 f"{mean_sd([num(r.get('train_seconds')) for r in units], 0)} |"
             )
         out.append("")
@@ -639,7 +642,8 @@ def page() -> str:
             "Command: `jsbi benchmark --tasks two_moons,gaussian_mixture,slcp,"
             "gaussian_linear_uniform --num-simulations 1000,10000 --seeds 0,1 "
             "--observations 1,2,3,4,5 --out benchmarks/results/dev` (with `--objectives` "
-            "naming the methods).",
+            "naming the methods). `(T ...)`: the base temperature each recalibrated unit "
+            "kept (units run before the rows recorded it show none).",
         )
     if (dev / "benchmark.csv").exists():
         out += cost_section("development set", dev)

@@ -117,6 +117,7 @@ _FLOAT = (
     "rhat",
     "drift",
     "mcmc_steps",
+    "temperature",
     "coverage_max_deviation",
     "coverage_mean_deviation",
     "tarp_atc",
@@ -298,7 +299,9 @@ def run_unit(
         share of distinct samples, the times (``simulation_seconds``, ``train_seconds``
         with, for jsbi's methods, the work after the last epoch, ``decide_seconds``, and
         ``sample_seconds``: 10,000 samples at the first observation), what the method
-        returned, and the unit's calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
+        returned, the base temperature a recalibrated method kept (``temperature``; NaN
+        for the others), and the unit's calibration
+        (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
     from jsbi.simulators import get_task, simulate
 
@@ -342,6 +345,8 @@ def run_unit(
         # What auto chose (the flow or the proxy); the setting itself otherwise.
         "returned": history.get("posterior", columns["posterior"]),
         "phase2": phase2_outcome(history),
+        # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
+        "temperature": history.get("recalibration", {}).get("temperature", math.nan),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }

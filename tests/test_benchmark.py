@@ -368,6 +368,17 @@ def test_a_proxy_unit_s_rows_say_how_its_chains_mixed():
     assert math.isnan(flat["mcmc_steps"]) and math.isnan(flat["drift"])
 
 
+def test_a_recalibrated_unit_s_rows_give_the_temperature_it_kept():
+    from jsbi.benchmark import run_unit
+    from jsbi.posteriors.posterior import _TEMPERATURES
+
+    kw = dict(observations=[1], num_samples=200, max_epochs=2, calibration_pairs=0)
+    (row,) = run_unit("two_moons", 200, 0, "npe-recalibrated", **kw)
+    assert any(abs(row["temperature"] - t) < 1e-6 for t in _TEMPERATURES), row["temperature"]
+    (plain,) = run_unit("two_moons", 200, 0, "npe", **kw)
+    assert math.isnan(plain["temperature"])
+
+
 def _same(a, b):
     # Rows equal value by value (NaN equal to NaN).
     def norm(rows):

@@ -75,3 +75,26 @@ def test_the_front_is_the_best_c2st_within_each_time(front):
     assert front.dominance(rows, 0.0, "jeffreys", "npe") == "t: trails by 0.050 at 110 s"
     # A simulation cost of 1 s per call: 1k pairs cost 1,000 s more for both.
     assert front.points(rows, 1.0)["t", "npe"][0][0] == pytest.approx(1011.0)
+
+
+def test_a_grid_table_names_the_temperature_each_recalibrated_unit_kept(page, tmp_path):
+    import csv
+
+    rows = [
+        {"task": "two_moons", "num_simulations": "1000", "seed": s, "observation": "1"}
+        | {"method": m, "c2st": "0.7", "returned": "flow", "temperature": t}
+        for m, s, t in [
+            ("npe", "0", ""),
+            ("npe-recalibrated", "0", "1.3"),
+            ("npe-recalibrated", "1", "0.84"),
+        ]
+    ]
+    with open(tmp_path / "benchmark.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = page.grid_section("Grid", tmp_path, "note")
+    recal = next(ln for ln in lines if ln.startswith("| npe-recalibrated |"))
+    assert "| flow (T 1.30, 0.84) |" in recal
+    plain = next(ln for ln in lines if ln.startswith("| npe |"))
+    assert "| flow |" in plain and "(T" not in plain

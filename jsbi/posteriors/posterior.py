@@ -645,6 +645,7 @@ class Posterior(Distribution):
         temperatures: Sequence[float] | None = None,
         *,
         seed: int = 0,
+        nll_tolerance: float | None = 1.0,
     ) -> float:
         r"""Fits the flow's base temperature :math:`T` (``z ~ N(0, T^2 I)``) on held-out
         pairs, so that its credible regions cover as often as they claim; keeps it.
@@ -654,7 +655,10 @@ class Posterior(Distribution):
         temperature with the smallest calibration error on the pairs wins: the mean
         distance between the sorted credibility levels at which the true parameters
         enter the highest-density regions and the uniform quantiles (their 1-Wasserstein
-        distance to calibrated).
+        distance to calibrated), among the temperatures that do not make the fit worse:
+        whose mean negative log density of the true parameters exceeds the current
+        temperature's by at most ``nll_tolerance`` standard errors of the paired
+        difference. Where none qualifies, the temperature stays as it was.
 
         Arguments:
             theta: Held-out true parameters, shape ``(N, d)`` (not trained on).
@@ -662,6 +666,10 @@ class Posterior(Distribution):
             num_samples: Posterior samples per pair.
             temperatures: The candidates (default: 25 from 0.5 to 4, log-spaced).
             seed: Seeds the samples (the same for every candidate).
+            nll_tolerance: How many standard errors of the pairs' negative log density a
+                temperature may add (``None``: no limit, the smallest error wins). Where
+                the error is flat in :math:`T`, its minimum is noise, and a temperature
+                chosen by it alone can cost much accuracy for no calibration.
 
         Returns:
             The temperature kept; ``history["recalibration"]`` has the errors.
@@ -671,21 +679,26 @@ class Posterior(Distribution):
                 "recalibrate needs a flow with a Gaussian base; ncsf's base is uniform on the "
                 "circle, so it has no temperature"
             )
+        if nll_tolerance is not None and not (nll_tolerance >= 0 and math.isfinite(nll_tolerance)):
+            raise ValueError(f"nll_tolerance must be >= 0 and finite or None, got {nll_tolerance}")
         theta = self._theta(theta)
         x = self._many_x(x)
         grid = [float(t) for t in (temperatures if temperatures is not None else _TEMPERATURES)]
         if not grid or not all(math.isfinite(t) and t > 0 for t in grid):
             raise ValueError(f"temperatures must be positive and finite, got {grid}")
         before = float(self.temperature)
-        errors = {}
+        errors, worse = {}, {}
         try:
             for t in dict.fromkeys([before, *grid]):
                 self._set_temperature(t)
                 errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
+            if nll_tolerance is None:
+                best = min(grid, key=errors.__getitem__)
+            else:
+                best = self._guarded(theta, x, grid, errors, before, nll_tolerance, worse)
         except BaseException:
             self._set_temperature(before)  # a failed fit leaves the posterior as it was
             raise
-        best = min(grid, key=errors.__getitem__)
         self._set_temperature(best)
         self.history["recalibration"] = {
             "temperature": best,
@@ -693,8 +706,36 @@ class Posterior(Distribution):
             "temperature_before": before,
             "error_before": errors[before],
             "num_pairs": len(theta),
+            # Temperatures of smaller error refused: their NLL increase and its se.
+            "refused": worse,
         }
         return best
+
+    def _guarded(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        grid: list[float],
+        errors: dict[float, float],
+        before: float,
+        tolerance: float,
+        worse: dict[float, tuple[float, float]],
+    ) -> float:
+        # The smallest-error temperature whose paired NLL increase over the current one
+        # is within the tolerance (lazily, in the order of the errors); else the current.
+        self._set_temperature(before)
+        reference = self._log_prob(theta[None], x, False)[0]
+        for t in sorted(grid, key=errors.__getitem__):
+            if t == before or errors[t] >= errors[before]:
+                return before
+            self._set_temperature(t)
+            increase = reference - self._log_prob(theta[None], x, False)[0]
+            mean = float(increase.mean())
+            se = float(increase.std()) / math.sqrt(len(increase)) if len(increase) > 1 else 0.0
+            if math.isfinite(mean) and mean <= tolerance * se:
+                return t
+            worse[t] = (mean, se)
+        return before
 
     def _calibration_error(self, theta: Tensor, x: Tensor, n: int, seed: int) -> float:
         # The 1-Wasserstein distance between the credibility levels at which the truths

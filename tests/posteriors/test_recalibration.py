@@ -28,7 +28,7 @@ def fitted():
 def test_recalibration_undoes_a_known_over_confidence(fitted):
     post, theta, x = fitted
     # Narrow every credible region by a factor 0.4: the truths fall outside too often.
-    assert post.recalibrate(theta[:500], x[:500], temperatures=[0.4]) == 0.4
+    assert post.recalibrate(theta[:500], x[:500], temperatures=[0.4], nll_tolerance=None) == 0.4
     over = post.history["recalibration"]["error"]
     kept = post.recalibrate(theta[:500], x[:500], num_samples=100)
     # 1 is on the grid (steps of 9 %: 0.84, 0.92, 1, 1.09, 1.19); a trained flow's
@@ -40,15 +40,15 @@ def test_recalibration_undoes_a_known_over_confidence(fitted):
     assert record["error"] < 0.5 * over
     # Held-out pairs agree: the kept temperature's calibration error is the smaller.
     tail = (theta[500:], x[500:])
-    post.recalibrate(*tail, temperatures=[kept])
+    post.recalibrate(*tail, temperatures=[kept], nll_tolerance=None)
     after = post.history["recalibration"]["error"]
-    post.recalibrate(*tail, temperatures=[0.4])
+    post.recalibrate(*tail, temperatures=[0.4], nll_tolerance=None)
     assert after < post.history["recalibration"]["error"]
 
 
 def test_a_tempered_density_is_normalised_and_saved(fitted, tmp_path):
     post, theta, x = fitted
-    post.recalibrate(theta[:2], x[:2], temperatures=[1.7])
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.7], nll_tolerance=None)
     assert post.temperature == pytest.approx(1.7)
     grid = torch.linspace(-12, 12, 8001)[:, None]
     density = post.log_prob(grid, x=x[0]).exp()
@@ -69,11 +69,41 @@ def test_bad_temperatures_are_refused(fitted):
     post, theta, x = fitted
     with pytest.raises(ValueError, match="temperatures must be positive"):
         post.recalibrate(theta[:10], x[:10], temperatures=[0.0, 1.0])
+    with pytest.raises(ValueError, match="nll_tolerance must be >= 0"):
+        post.recalibrate(theta[:10], x[:10], nll_tolerance=-1.0)
+
+
+def test_a_temperature_that_worsens_the_fit_is_refused(fitted, monkeypatch):
+    post, theta, x = fitted
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.0], nll_tolerance=None)
+    # A calibration error that (wrongly) favours 0.4 and 0.6 over the trained T = 1; the
+    # true parameters' density is the real one, and far lower at either.
+    fake = {1.0: 0.05, 0.6: 0.02, 0.4: 0.01, 0.97: 0.04}
+    monkeypatch.setattr(post, "_calibration_error", lambda *a: fake[round(post.temperature, 4)])
+    grid = [0.4, 0.6, 0.97]
+    assert post.recalibrate(theta[:500], x[:500], temperatures=grid, nll_tolerance=None) == 0.4
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.0], nll_tolerance=None)
+    # Guarded: 0.4 and 0.6 are refused by their NLL; 0.97 (barely narrower) does not worsen it.
+    assert post.recalibrate(theta[:500], x[:500], temperatures=grid) == 0.97
+    record = post.history["recalibration"]
+    assert sorted(record["refused"]) == [0.4, 0.6]
+    assert all(mean > 3 * se for mean, se in record["refused"].values()), record
+    # Where every candidate of smaller error is refused, the temperature stays ...
+    fake[0.97] = 0.03
+    kept = post.recalibrate(theta[:500], x[:500], temperatures=[0.4, 0.6], nll_tolerance=0)
+    assert kept == pytest.approx(0.97) and sorted(post.history["recalibration"]["refused"]) == [
+        0.4,
+        0.6,
+    ]
+    # ... and where none has a smaller error, none is tried against the fit.
+    fake[0.97] = 0.005
+    kept = post.recalibrate(theta[:500], x[:500], temperatures=[0.4, 0.6])
+    assert kept == pytest.approx(0.97) and post.history["recalibration"]["refused"] == {}
 
 
 def test_a_failed_recalibration_leaves_the_temperature_as_it_was(fitted, monkeypatch):
     post, theta, x = fitted
-    post.recalibrate(theta[:20], x[:20], temperatures=[1.3])
+    post.recalibrate(theta[:20], x[:20], temperatures=[1.3], nll_tolerance=None)
     calls = []
 
     def fails_on_the_second(*args):
@@ -84,5 +114,5 @@ def test_a_failed_recalibration_leaves_the_temperature_as_it_was(fitted, monkeyp
 
     monkeypatch.setattr(post, "_calibration_error", fails_on_the_second)
     with pytest.raises(RuntimeError, match="gave up"):
-        post.recalibrate(theta[:20], x[:20], temperatures=[2.5, 3.0])
+        post.recalibrate(theta[:20], x[:20], temperatures=[2.5, 3.0], nll_tolerance=None)
     assert post.temperature == pytest.approx(1.3)

@@ -237,16 +237,26 @@ def probe_section(folder: Path) -> list[str]:
 
 
 def recalibration_section(folder: Path) -> list[str]:
+    def cov(r: dict[str, str], key: str) -> str:
+        return f"{num(r[key]):+.3f}" if r.get(key) else "-"
+
     return table(
         "Recalibration by a base temperature",
         "`OMP_NUM_THREADS=1 python benchmarks/recalibration_check.py --tasks "
-        "two_moons,gaussian_mixture,slcp --out benchmarks/results/recalibration/npe_1k.csv`: "
-        "npe at 1,000 simulations (seed 0); the calibration error `recalibrate` minimises "
+        "two_moons,gaussian_mixture,slcp --out benchmarks/results/recalibration/npe_1k.csv` "
+        "and `... --tasks two_moons --num-simulations 10000 --temperatures "
+        "0.85,1,1.1,1.2,1.35,1.5 --coverage --out benchmarks/results/recalibration/"
+        "npe_10k.csv`: npe (seed 0); the calibration error `recalibrate` minimises "
         "(the mean distance of the truths' sorted credibility levels to uniform quantiles) "
-        "at each temperature, on the fit's 100 validation pairs and on 500 fresh pairs.",
-        ["task", "T", "validation pairs", "fresh pairs"],
+        "at each temperature, on the fit's validation pairs (a tenth of the simulations) "
+        "and on 500 fresh pairs; with `--coverage`, the expected-coverage deviations on the "
+        "fresh pairs (200 samples each), and the temperature `recalibrate` kept (`fitted`; "
+        "run before its NLL guard, i.e. `nll_tolerance=None`).",
+        ["task", "N", "T", "validation pairs", "fresh pairs", "coverage max dev.", "mean dev."],
         [
-            [r["task"], r["temperature"], r["validation_error"], r["fresh_error"]]
+            [r["task"], r["num_simulations"], r["temperature"], r["validation_error"]]
+            + [r["fresh_error"], cov(r, "coverage_max_deviation")]
+            + [cov(r, "coverage_mean_deviation")]
             for r in read_all(folder)
         ],
     )
@@ -262,7 +272,9 @@ def families_section(folder: Path) -> list[str]:
         "gaussian_mixture,slcp,gaussian_linear_uniform --out benchmarks/results/"
         "recalibration_families/families_1k.csv`: npe at 1,000 simulations (seed 0), its "
         "base replaced (the density stays normalised) by a temperature chosen by "
-        "`recalibrate` (w1-temperature), the maximum-likelihood temperature of the "
+        "`recalibrate`'s calibration error alone (w1-temperature, `nll_tolerance=None`) or "
+        "with its default NLL guard (guarded-temperature), the maximum-likelihood "
+        "temperature of the "
         "validation pairs' latent codes (mle-temperature), or a Student-t base fitted "
         "likewise (student-t; nu = inf is Gaussian); calibration on 1,000 fresh pairs, "
         "200 samples each (the target: coverage inside its band, |max deviation| <= 0.05, "

@@ -127,6 +127,30 @@ _FLOAT = (
 _BOOL = ("coverage_outside_band", "sbc_in_band")
 
 
+def code_version() -> str:
+    r"""The code a unit is trained with: the commit of the jsbi checkout (with ``+changes``
+    where its ``jsbi/`` has uncommitted changes), or ``jsbi <version>`` outside a checkout.
+
+    A row file is read back whatever code wrote it, so its rows carry this (rows written
+    before it lack it): a grid whose units ran under different code says so."""
+    import subprocess
+
+    from jsbi import __version__
+
+    root = Path(__file__).resolve().parent
+    try:
+        git = ["git", "-C", str(root)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"jsbi {__version__}"
+    return head + ("+changes" if dirty else "")
+
+
 def _unit_name(task: str, n: int, seed: int, method: str) -> str:
     return f"{task}_{n}_{seed}_{method}"
 
@@ -299,8 +323,9 @@ def run_unit(
         share of distinct samples, the times (``simulation_seconds``, ``train_seconds``
         with, for jsbi's methods, the work after the last epoch, ``decide_seconds``, and
         ``sample_seconds``: 10,000 samples at the first observation), what the method
-        returned, the base temperature a recalibrated method kept (``temperature``; NaN
-        for the others), and the unit's calibration
+        returned, the code that trained it (:func:`code_version`), the base temperature a
+        recalibrated method kept (``temperature``; NaN for the others), and the unit's
+        calibration
         (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
     from jsbi.simulators import get_task, simulate
@@ -345,6 +370,7 @@ def run_unit(
         # What auto chose (the flow or the proxy); the setting itself otherwise.
         "returned": history.get("posterior", columns["posterior"]),
         "phase2": phase2_outcome(history),
+        "code": code_version(),
         # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
         "temperature": history.get("recalibration", {}).get("temperature", math.nan),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),

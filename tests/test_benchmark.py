@@ -369,7 +369,7 @@ def test_a_proxy_unit_s_rows_say_how_its_chains_mixed():
 
 
 def test_a_recalibrated_unit_s_rows_give_the_temperature_it_kept():
-    from jsbi.benchmark import run_unit
+    from jsbi.benchmark import code_version, run_unit
     from jsbi.posteriors.posterior import _TEMPERATURES
 
     kw = dict(observations=[1], num_samples=200, max_epochs=2, calibration_pairs=0)
@@ -377,6 +377,26 @@ def test_a_recalibrated_unit_s_rows_give_the_temperature_it_kept():
     assert any(abs(row["temperature"] - t) < 1e-6 for t in _TEMPERATURES), row["temperature"]
     (plain,) = run_unit("two_moons", 200, 0, "npe", **kw)
     assert math.isnan(plain["temperature"])
+    assert row["code"] == plain["code"] == code_version()
+
+
+def test_the_code_version_names_the_checkout_s_commit(monkeypatch):
+    import subprocess
+
+    import jsbi
+    from jsbi.benchmark import code_version
+
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    version = code_version()
+    assert version in (head, head + "+changes"), version
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert code_version() == f"jsbi {jsbi.__version__}"
 
 
 def _same(a, b):

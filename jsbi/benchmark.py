@@ -325,8 +325,7 @@ def run_unit(
         ``sample_seconds``: 10,000 samples at the first observation), what the method
         returned, the code that trained it (:func:`code_version`), the base temperature a
         recalibrated method kept (``temperature``; NaN for the others), and the unit's
-        calibration
-        (:func:`~jsbi.diagnostics.calibration.calibration`).
+        calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
     from jsbi.simulators import get_task, simulate
 

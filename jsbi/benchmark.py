@@ -134,8 +134,7 @@ def code_version() -> str:
     A row file is read back whatever code wrote it, so its rows carry this (rows written
     before it lack it): a grid whose units ran under different code says so."""
     import subprocess
-
-    from jsbi import __version__
+    from importlib.metadata import version
 
     root = Path(__file__).resolve().parent
     try:
@@ -147,7 +146,7 @@ def code_version() -> str:
             [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return f"jsbi {__version__}"
+        return f"jsbi {version('jsbi')}"
     return head + ("+changes" if dirty else "")
 
 
@@ -366,12 +365,7 @@ def run_unit(
         / max(epochs, 1),
         **columns,
         **({"embedding": options["embedding"]} if (options or {}).get("embedding") else {}),
-        # What auto chose (the flow or the proxy); the setting itself otherwise.
-        "returned": history.get("posterior", columns["posterior"]),
-        "phase2": phase2_outcome(history),
-        "code": code_version(),
-        # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
-        "temperature": history.get("recalibration", {}).get("temperature", math.nan),
+        **_fit_columns(history, columns["posterior"]),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }
@@ -387,6 +381,18 @@ def run_unit(
         write_rows(done, rows)
         checkpoint.unlink(missing_ok=True)
     return rows
+
+
+def _fit_columns(history: dict, posterior: str) -> dict:
+    # What the fit did and with which code.
+    return {
+        # What auto chose (the flow or the proxy); the setting itself otherwise.
+        "returned": history.get("posterior", posterior),
+        "phase2": phase2_outcome(history),
+        "code": code_version(),
+        # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
+        "temperature": history.get("recalibration", {}).get("temperature", math.nan),
+    }
 
 
 def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> dict:

@@ -142,8 +142,8 @@ def grid_section(title: str, folder: Path, note: str) -> list[str]:
             units = {r["seed"]: r for r in mr}.values()  # per-unit columns: one per seed
             returned = sorted({r.get("returned", "") for r in mr} - {""})
             # The base temperature each recalibrated unit kept (rows before it lack it).
-            kept = [num(r.get("temperature")) for r in units]
-            kept = ", ".join(f"{t:.2f}" for t in kept if math.isfinite(t))
+            temperatures = [num(r.get("temperature")) for r in units]
+            kept = ", ".join(f"{t:.2f}" for t in temperatures if math.isfinite(t))
             out.append(
                 f"| {m} | {mean_sd([num(r['c2st']) for r in mr])} | "
                 f"{mean_sd([num(r.get('c2st_rf')) for r in mr])} | {paired(cell, m)} | "

@@ -28,6 +28,7 @@ from __future__ import annotations
 __all__ = ["comparison_table", "load_rows", "run_benchmark", "summary_table", "write_results"]
 
 import csv
+import functools
 import io
 import math
 import os
@@ -127,14 +128,17 @@ _FLOAT = (
 _BOOL = ("coverage_outside_band", "sbc_in_band")
 
 
+@functools.cache
 def code_version() -> str:
     r"""The code a unit is trained with: the commit of the jsbi checkout (with ``+changes``
     where its ``jsbi/`` has uncommitted changes), or ``jsbi <version>`` outside a checkout.
 
     A row file is read back whatever code wrote it, so its rows carry this (rows written
-    before it lack it): a grid whose units ran under different code says so."""
+    before it lack it): a grid whose units ran under different code says so. Read once
+    per process, at its first unit: a commit made while a run goes on does not change
+    the code that run has loaded."""
     import subprocess
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     root = Path(__file__).resolve().parent
     try:
@@ -146,7 +150,10 @@ def code_version() -> str:
             [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return f"jsbi {version('jsbi')}"
+        try:
+            return f"jsbi {version('jsbi')}"
+        except PackageNotFoundError:  # run from a copy of the source, not installed
+            return "jsbi (unknown version)"
     return head + ("+changes" if dirty else "")
 
 
@@ -322,9 +329,8 @@ def run_unit(
         share of distinct samples, the times (``simulation_seconds``, ``train_seconds``
         with, for jsbi's methods, the work after the last epoch, ``decide_seconds``, and
         ``sample_seconds``: 10,000 samples at the first observation), what the method
-        returned, the code that trained it (:func:`code_version`), the base temperature a
-        recalibrated method kept (``temperature``; NaN for the others), and the unit's
-        calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
+        returned, its code (:func:`code_version`), a recalibrated method's temperature
+        (NaN for others) and calibration (:func:`~jsbi.diagnostics.calibration.calibration`).
     """
     from jsbi.simulators import get_task, simulate
 
@@ -343,6 +349,7 @@ def run_unit(
             return finished
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         checkpoint = out / "checkpoints" / f"{name}.ckpt"
+    code = code_version()  # before the work: the code this process loaded
     start = time.perf_counter()
     theta, x = simulate(task, num_simulations, seed=seed, show_progress_bar=False)
     simulated = time.perf_counter() - start
@@ -365,7 +372,7 @@ def run_unit(
         / max(epochs, 1),
         **columns,
         **({"embedding": options["embedding"]} if (options or {}).get("embedding") else {}),
-        **_fit_columns(history, columns["posterior"]),
+        **_fit_columns(history, columns["posterior"], code),
         "sample_seconds": _sample_seconds(posterior, task, observations[0], seed),
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }
@@ -383,13 +390,13 @@ def run_unit(
     return rows
 
 
-def _fit_columns(history: dict, posterior: str) -> dict:
+def _fit_columns(history: dict, posterior: str, code: str) -> dict:
     # What the fit did and with which code.
     return {
         # What auto chose (the flow or the proxy); the setting itself otherwise.
         "returned": history.get("posterior", posterior),
         "phase2": phase2_outcome(history),
-        "code": code_version(),
+        "code": code,
         # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
         "temperature": history.get("recalibration", {}).get("temperature", math.nan),
     }

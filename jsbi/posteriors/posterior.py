@@ -689,7 +689,7 @@ class Posterior(Distribution):
         if not grid or not all(math.isfinite(t) and t > 0 for t in grid):
             raise ValueError(f"temperatures must be positive and finite, got {grid}")
         before = float(self.temperature)
-        errors, worse = {}, {}
+        errors, refused = {}, {}
         try:
             for t in dict.fromkeys([before, *grid]):
                 self._set_temperature(t)
@@ -697,7 +697,7 @@ class Posterior(Distribution):
             if nll_tolerance is None:
                 best = min(grid, key=errors.__getitem__)
             else:
-                best = self._guarded(theta, x, grid, errors, before, nll_tolerance, worse)
+                best, refused = self._guarded(theta, x, grid, errors, before, nll_tolerance)
         except BaseException:
             self._set_temperature(before)  # a failed fit leaves the posterior as it was
             raise
@@ -709,7 +709,7 @@ class Posterior(Distribution):
             "error_before": errors[before],
             "num_pairs": len(theta),
             # Temperatures of smaller error refused: their NLL increase and its se.
-            "refused": worse,
+            "refused": refused,
         }
         return best
 
@@ -721,10 +721,10 @@ class Posterior(Distribution):
         errors: dict[float, float],
         before: float,
         tolerance: float,
-        worse: dict[float, tuple[float, float]],
-    ) -> float:
+    ) -> tuple[float, dict[float, tuple[float, float]]]:
         # The smallest-error temperature whose paired NLL increase over the current one
-        # is within the tolerance (lazily, in the order of the errors); else the current.
+        # is within the tolerance (lazily, in the order of the errors), else the current;
+        # and the refused ones of smaller error, with their increase and its se.
         # A truncated flow's density is renormalised at every pair with GUARD_MASS_SAMPLES
         # draws each, not the default 10,000: with those, the guard made most of the
         # 1,106 s after the last epoch of npe-recalibrated on two_moons at 10,000.
@@ -732,19 +732,20 @@ class Posterior(Distribution):
             with self._mass_samples({"num_rejection_samples": GUARD_MASS_SAMPLES}):
                 return self._log_prob(theta[None], x, False)[0]
 
+        refused: dict[float, tuple[float, float]] = {}
         self._set_temperature(before)
         reference = nll_terms()
         for t in sorted(grid, key=errors.__getitem__):
             if t == before or errors[t] >= errors[before]:
-                return before
+                break
             self._set_temperature(t)
             increase = reference - nll_terms()
             mean = float(increase.mean())
             se = float(increase.std()) / math.sqrt(len(increase)) if len(increase) > 1 else 0.0
             if math.isfinite(mean) and mean <= tolerance * se:
-                return t
-            worse[t] = (mean, se)
-        return before
+                return t, refused
+            refused[t] = (mean, se)
+        return before, refused
 
     def _calibration_error(self, theta: Tensor, x: Tensor, n: int, seed: int) -> float:
         # The 1-Wasserstein distance between the credibility levels at which the truths

@@ -114,8 +114,17 @@ def method_order(methods: set[str]) -> list[str]:
 
 HEADER = (
     "| method | C2ST (MLP) | C2ST (RF) | vs sbi NPE (MLP, paired) | coverage max dev. | "
-    "coverage out of band | SBC in band | TARP ATC | returned | train s |"
+    "coverage out of band | SBC in band | TARP ATC | returned | train s | code |"
 )
+
+
+def codes(units: list[dict[str, str]]) -> str:
+    # The code each unit was trained with (the rows' ``code``), with a count where it
+    # trained several; units written before the rows recorded it are "unrecorded".
+    count: dict[str, int] = defaultdict(int)
+    for r in units:
+        count[r.get("code") or "unrecorded"] += 1
+    return ", ".join(f"{c} ({k})" if k > 1 else c for c, k in sorted(count.items()))
 
 
 def grid_section(title: str, folder: Path, note: str) -> list[str]:
@@ -135,11 +144,11 @@ def grid_section(title: str, folder: Path, note: str) -> list[str]:
             f"{pub[task, n].get('any', '-')}.",
             "",
             HEADER,
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for m in method_order({r["method"] for r in cell}):
             mr = [r for r in cell if r["method"] == m]
-            units = {r["seed"]: r for r in mr}.values()  # per-unit columns: one per seed
+            units = list({r["seed"]: r for r in mr}.values())  # per-unit columns: one per seed
             returned = sorted({r.get("returned", "") for r in mr} - {""})
             # The base temperature each recalibrated unit kept (rows before it lack it).
             temperatures = [num(r.get("temperature")) for r in units]
@@ -152,7 +161,7 @@ def grid_section(title: str, folder: Path, note: str) -> list[str]:
                 f"{share([r.get('sbc_in_band', '') for r in units])} | "
                 f"{mean_sd([num(r.get('tarp_atc')) for r in units])} | "
                 f"{', '.join(returned) or '-'}{f' (T {kept})' if kept else ''} | "
-                f"{mean_sd([num(r.get('train_seconds')) for r in units], 0)} |"
+                f"{mean_sd([num(r.get('train_seconds')) for r in units], 0)} | {codes(units)} |"
             )
         out.append("")
     out += figures(folder)
@@ -642,7 +651,10 @@ def page() -> str:
         "method, seed): a negative coverage deviation is over-confidence. C2ST columns are "
         "the mean ± sd over observations x seeds; the paired difference to sbi NPE (trained "
         "on the same simulations with the same seed) is the mean ± its standard error; the "
-        "per-run columns (calibration, time) are the mean ± sd over seeds.",
+        "per-run columns (calibration, time) are the mean ± sd over seeds. `code`: the "
+        "commit that trained each unit (with a count where several did; `+changes`: with "
+        "uncommitted changes to jsbi), `unrecorded` for units run before the rows "
+        "recorded it: a cell's methods compare fairly only where they share one.",
         "",
     ]
     dev, held = RESULTS / "dev", RESULTS / "heldout"

@@ -77,17 +77,20 @@ def test_the_front_is_the_best_c2st_within_each_time(front):
     assert front.points(rows, 1.0)["t", "npe"][0][0] == pytest.approx(1011.0)
 
 
-def test_a_grid_table_names_the_temperature_each_recalibrated_unit_kept(page, tmp_path):
+def test_a_grid_table_names_the_temperature_and_the_code_of_each_unit(page, tmp_path):
     import csv
 
     rows = [
-        {"task": "two_moons", "num_simulations": "1000", "seed": s, "observation": "1"}
-        | {"method": m, "c2st": "0.7", "returned": "flow", "temperature": t}
-        for m, s, t in [
-            ("npe", "0", ""),
-            ("npe-recalibrated", "0", "1.3"),
-            ("npe-recalibrated", "1", "0.84"),
+        {"task": "two_moons", "num_simulations": "1000", "seed": s, "observation": o}
+        | {"method": m, "c2st": "0.7", "returned": "flow", "temperature": t, "code": c}
+        for m, s, t, c in [
+            ("npe", "0", "", ""),
+            ("npe-recalibrated", "0", "1.3", "abc1234"),
+            ("npe-recalibrated", "1", "0.84", "abc1234"),
+            ("jeffreys", "0", "", "abc1234"),
+            ("jeffreys", "1", "", "def5678+changes"),
         ]
+        for o in ("1", "2")
     ]
     with open(tmp_path / "benchmark.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -98,3 +101,8 @@ def test_a_grid_table_names_the_temperature_each_recalibrated_unit_kept(page, tm
     assert "| flow (T 1.30, 0.84) |" in recal
     plain = next(ln for ln in lines if ln.startswith("| npe |"))
     assert "| flow |" in plain and "(T" not in plain
+    # The code column counts units (seeds), not rows (observations).
+    assert recal.endswith("| abc1234 (2) |")
+    assert plain.endswith("| unrecorded |")
+    jeffreys = next(ln for ln in lines if ln.startswith("| jeffreys |"))
+    assert jeffreys.endswith("| abc1234, def5678+changes |")

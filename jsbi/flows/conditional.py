@@ -374,8 +374,9 @@ class ConditionalFlow(nn.Module):
         f(theta)``, and :math:`\log |\det \partial u / \partial \theta|`: the support's
         map (``transform`` mode), the z-scoring and the flow's transform.
 
-        ``log_prob(theta, x) = base.log_prob(u) + ladj`` inside the support; tests check
-        it against autograd's Jacobian.
+        ``log_prob(theta, x) = base.log_prob(u) + ladj`` inside the support, with the base
+        at the flow's temperature, :math:`N(0, T^2 I)` (``u`` itself does not depend on
+        :math:`T`); tests check it against autograd's Jacobian.
 
         Arguments:
             theta: Parameters, shape ``(..., d)``, inside the support.

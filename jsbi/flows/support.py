@@ -74,6 +74,11 @@ def support_mode(support: str | None = None, bounded: bool | None = None) -> str
     return implied
 
 
+class SupportRejectionError(RuntimeError):
+    r"""Rejection sampling inside the support gave up: the flow puts almost no mass
+    there at some observation."""
+
+
 class AcceptedMass(NamedTuple):
     r"""A Monte Carlo estimate of :math:`P_q(\theta \in S | x)` per observation.
 
@@ -312,7 +317,7 @@ class Support(nn.Module):
         else:
             if bool((count < n).any()):
                 i = int(torch.argmin(torch.where(count < n, accepted_by / drawn_by, 2.0)))
-                raise RuntimeError(
+                raise SupportRejectionError(
                     f"rejection sampling gave up after {max_rounds} rounds: acceptance "
                     f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} of this batch "
                     f"({int(count[i])} of {n} samples); the flow puts almost no mass inside "

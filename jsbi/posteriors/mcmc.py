@@ -64,6 +64,7 @@ from torch.distributions import Distribution
 
 from jsbi.objectives import defensive_log_proposal
 from jsbi.proxies.base import PriorLogDensity
+from jsbi.proxies.importance import neg_energy_inside
 
 __all__ = ["MixingInfo", "check_mixing", "sample_proxy"]
 
@@ -134,9 +135,10 @@ class _Target:
         return theta, defensive_log_proposal(log_q, log_pi, self.a)
 
     def neg_u(self, theta: Tensor, x: Tensor) -> Tensor:
-        # -U; -inf outside the prior's support (the energy is +inf there).
-        u = self.energy(theta, x)
-        return torch.where(torch.isfinite(u), -u, torch.full_like(u, -math.inf))
+        # -U; -inf outside the prior's support (the energy's outside_energy may be
+        # finite: the target has no mass there all the same) and wherever U is +inf.
+        v = neg_energy_inside(self.energy, theta, x, self.log_prior)
+        return torch.where(torch.isfinite(v), v, torch.full_like(v, -math.inf))
 
     def neg_u_and_grad(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         theta = theta.detach().requires_grad_(True)
@@ -209,8 +211,8 @@ def sample_proxy(
     weights = [b for _, b in stats]
     imh = np.average([s[0] for s, _ in stats], weights=weights)
     mala = np.average([s[1] for s, _ in stats], weights=weights) if num_mala else math.nan
-    rhat = max(s[2] for s, _ in stats)
-    ess = min(s[3] for s, _ in stats)
+    rhat = _known(max, [s[2] for s, _ in stats])
+    ess = _known(min, [s[3] for s, _ in stats])
     drift = max(s[4] for s, _ in stats)
     steps = max(s[5] for s, _ in stats)
     noise = drift_noise(n, chunks[0].shape[-1], B)
@@ -226,7 +228,7 @@ def _run(
     num_mala: int,
     diagnostic_chains: int,
     observations: int,
-) -> tuple[Tensor, tuple[float, float, float, float, int]]:
+) -> tuple[Tensor, tuple[float, float, float, float, float, int]]:
     # The chains of a chunk of observations: chain j of observation b is row b * n + j.
     # They run in rounds of num_steps steps, and go on while the population still moved
     # by more than check_mixing's limit over the last round's second half (for all
@@ -448,8 +450,15 @@ def _diagnostics(trace: Tensor) -> tuple[float, float]:
         for k in range(data.shape[-1]):
             rhat.append(float(az.rhat(data[..., k])))
             ess.append(float(az.ess(data[..., k])))
-    finite = [r for r in rhat if math.isfinite(r)]
-    return (max(finite) if finite else math.nan), min(ess)
+    return _known(max, rhat), _known(min, ess)
+
+
+def _known(pick: Callable[[list[float]], float], values: list[float]) -> float:
+    # The worst of the values that are not NaN (arviz's answer for a parameter constant
+    # over the trace), whatever their order; NaN where all are. (min and max of a list
+    # with a NaN depend on where it stands; an infinite R-hat is kept: it says much.)
+    known = [v for v in values if not math.isnan(v)]
+    return float(pick(known)) if known else math.nan
 
 
 def mixing_problems(

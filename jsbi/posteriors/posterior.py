@@ -45,7 +45,7 @@ from torch.distributions import Distribution, constraints
 
 from jsbi.files import atomic_save
 from jsbi.flows.conditional import ConditionalFlow
-from jsbi.flows.support import AcceptedMass
+from jsbi.flows.support import AcceptedMass, SupportRejectionError
 from jsbi.posteriors.spec import FORMAT, VERSION, prior_to_spec
 from jsbi.posteriors.typicality import EVIDENCE_SAMPLES, THRESHOLD, Typicality
 from jsbi.proxies.base import Proxy
@@ -248,7 +248,7 @@ class Posterior(Distribution):
         missing = [i for i, k in enumerate(keys) if k not in self._log_z]
         if missing:
             K = self.num_normalizer_samples
-            with seeded(0, [self.device]):
+            with seeded(0, [self.device]), self._untempered():
                 log_z, ess = proxy_log_normalizer(
                     self.proxy, self.flow, self._prior, x[missing], K
                 )
@@ -262,8 +262,9 @@ class Posterior(Distribution):
     def log_evidence(self, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""The log evidence :math:`\log p(x)` of the model the likelihood proxy learned,
         :math:`\int \pi(\theta) \, l(x \mid \theta) \, d\theta`, by defensive importance
-        sampling with the flow as proposal (``num_normalizer_samples`` draws), with its
-        standard error (the delta method on the weights).
+        sampling with the flow as proposal (``num_normalizer_samples`` draws; the flow as
+        trained, at temperature 1, whatever :meth:`recalibrate` kept), with its standard
+        error (the delta method on the weights).
 
         Arguments:
             x: One observation ``(m,)`` or several ``(B, m)`` (default: ``default_x``).
@@ -300,7 +301,8 @@ class Posterior(Distribution):
 
     def _typicality_statistic(self, x: Tensor) -> Tensor:
         if self.typicality.kind == "evidence":
-            with seeded(0, [self.device]):
+            # At T = 1, as the reference was: the estimate's bias depends on its proposal.
+            with seeded(0, [self.device]), self._untempered():
                 log_z, _ = proxy_log_normalizer(
                     self.proxy, self.flow, self._prior, x, EVIDENCE_SAMPLES
                 )
@@ -638,6 +640,21 @@ class Posterior(Distribution):
         self.flow.set_temperature(value)
         self._mass.clear()
 
+    @contextlib.contextmanager
+    def _untempered(self) -> Iterator[None]:
+        # The flow as trained (T = 1) while the likelihood proxy's evidence is estimated
+        # with it as the proposal: log_evidence and the misspecification check (whose
+        # reference was estimated at T = 1 in fit) do not move with a recalibration.
+        before = self.temperature if getattr(self.flow, "temperable", True) else 1.0
+        if before == 1.0:
+            yield
+            return
+        self.flow.set_temperature(1.0)
+        try:
+            yield
+        finally:
+            self.flow.set_temperature(before)
+
     @torch.no_grad()
     def recalibrate(
         self,
@@ -660,7 +677,9 @@ class Posterior(Distribution):
         distance to calibrated), among the temperatures that do not make the fit worse:
         whose mean negative log density of the true parameters exceeds the current
         temperature's by at most ``nll_tolerance`` standard errors of the paired
-        difference. Where none qualifies, the temperature stays as it was.
+        difference. Where none qualifies, the temperature stays as it was. A candidate at
+        which a truncated flow's samples cannot be drawn inside the prior's support
+        (rejection gives up) is skipped.
 
         Arguments:
             theta: Held-out true parameters, shape ``(N, d)`` (not trained on).
@@ -669,7 +688,9 @@ class Posterior(Distribution):
             temperatures: The candidates (default: 25 from 0.5 to 4, log-spaced).
             seed: Seeds the samples (the same for every candidate).
             nll_tolerance: How many standard errors of the pairs' negative log density a
-                temperature may add (``None``: no limit, the smallest error wins). Where
+                temperature may add (``None``: no limit, the candidate of smallest error
+                wins, even where the current temperature's is smaller: a grid of one
+                temperature sets it). Where
                 the error is flat in :math:`T`, its minimum is noise, and a temperature
                 chosen by it alone can cost much accuracy for no calibration.
 
@@ -693,8 +714,15 @@ class Posterior(Distribution):
         try:
             for t in dict.fromkeys([before, *grid]):
                 self._set_temperature(t)
-                errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
-            if nll_tolerance is None:
+                try:
+                    errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
+                except (SupportRejectionError, UnnormalisableError):
+                    if t == before:
+                        raise
+                    # A truncated flow so wide (or narrow) at t that sampling inside the
+                    # support gave up: t is out of the race, the sweep goes on.
+                    errors[t] = math.inf
+            if nll_tolerance is None:  # the candidates' smallest error, not the current T's
                 best = min(grid, key=errors.__getitem__)
             else:
                 best, refused = self._guarded(theta, x, grid, errors, before, nll_tolerance)
@@ -739,7 +767,11 @@ class Posterior(Distribution):
             if t == before or errors[t] >= errors[before]:
                 break
             self._set_temperature(t)
-            increase = reference - nll_terms()
+            try:
+                increase = reference - nll_terms()
+            except UnnormalisableError:  # no guard draw inside the support at t
+                refused[t] = (math.inf, math.nan)
+                continue
             mean = float(increase.mean())
             se = float(increase.std()) / math.sqrt(len(increase)) if len(increase) > 1 else 0.0
             if math.isfinite(mean) and mean <= tolerance * se:

@@ -43,7 +43,8 @@ from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass
 from jsbi.posteriors.mcmc import MixingInfo, check_mixing, sample_proxy
 from jsbi.posteriors.posterior import Posterior, sample_shape_tuple
-from jsbi.proxies.importance import importance_resample
+from jsbi.proxies.base import PriorLogDensity
+from jsbi.proxies.importance import importance_resample, neg_energy_inside
 
 __all__ = ["ProxyPosterior"]
 
@@ -125,6 +126,7 @@ class ProxyPosterior(Posterior):
         self.mcmc_max_steps = None if mcmc_max_steps is None else int(mcmc_max_steps)
         self.last_ess: float | None = None
         self.last_mixing: MixingInfo | None = None
+        self._log_prior = PriorLogDensity(prior)  # the support of log_prob
 
     @property
     def ess_per_sample(self) -> float:
@@ -234,7 +236,7 @@ class ProxyPosterior(Posterior):
             return super()._log_prob(theta, x, track_gradients, normalize)
         log_z = self._log_normalizer(x)[0] if normalize else 0.0
         with torch.set_grad_enabled(track_gradients):
-            value = -self.proxy(theta, x) - log_z
+            value = neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z
         if bool(outside.any()):
             flow = super()._log_prob(theta, x, track_gradients, normalize)
             value = torch.where(outside, flow, value)

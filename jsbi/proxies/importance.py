@@ -90,6 +90,18 @@ def defensive_samples(
     return theta, defensive_log_proposal(log_q, log_prior(theta), a)
 
 
+def neg_energy_inside(
+    energy: Callable[[Tensor, Tensor], Tensor], theta: Tensor, x: Tensor, log_prior: nn.Module
+) -> Tensor:
+    r""":math:`-E(\theta, x)`, and ``-inf`` outside the prior's support whatever the
+    proxy's ``outside_energy``: a finite one keeps training losses finite, but the proxy's
+    posterior (the prior times a likelihood or a ratio) has no mass there, so its samples,
+    normaliser and density never count a point outside (``log_prior``: the prior's
+    :class:`~jsbi.proxies.base.PriorLogDensity`)."""
+    v = -energy(theta, x)
+    return v.masked_fill(~log_prior.to(theta.device).inside(theta), -math.inf)
+
+
 def _chunks(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(i + size, n))
@@ -132,7 +144,7 @@ def proxy_log_normalizer(
         theta, log_m = defensive_samples(
             flow, prior, x[s], num_samples, prior_fraction, log_prior=log_prior
         )
-        lz, e = log_normalizer(-energy(theta, x[s]), log_m)
+        lz, e = log_normalizer(neg_energy_inside(energy, theta, x[s], log_prior), log_m)
         log_z.append(lz)
         ess.append(e)
         if inside is not None:
@@ -267,6 +279,7 @@ def importance_resample(
         fraction): a resample of more samples than its ESS repeats points.
     """
     x = x.reshape(1, -1)
+    log_prior = PriorLogDensity(prior)
     n = int(num_candidates or 10 * num_samples)
     cap = max(n, int(max_candidates or n))
     target = float(num_samples if target_ess is None else target_ess)
@@ -274,8 +287,10 @@ def importance_resample(
 
     def draw(count: int) -> None:
         for s in _chunks(count, chunk_size):
-            theta, log_m = defensive_samples(flow, prior, x, s.stop - s.start, prior_fraction)
-            log_ws.append((-energy(theta, x) - log_m)[:, 0])
+            theta, log_m = defensive_samples(
+                flow, prior, x, s.stop - s.start, prior_fraction, log_prior=log_prior
+            )
+            log_ws.append((neg_energy_inside(energy, theta, x, log_prior) - log_m)[:, 0])
             thetas.append(theta[:, 0])
 
     def ess_of(log_w: Tensor) -> float:

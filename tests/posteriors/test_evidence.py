@@ -108,6 +108,30 @@ def test_a_saved_posterior_keeps_its_reference_and_its_evidence(tmp_path, fits):
     assert torch.equal(loaded.log_evidence(x_o)[0], post.log_evidence(x_o)[0])
 
 
+def test_a_recalibrated_temperature_moves_neither_the_evidence_nor_the_check(fits):
+    # Both are importance-sampled with the flow as proposal, and the check's reference was
+    # estimated at T = 1 when the fit ended: at another temperature the same proposal
+    # (the flow as trained) must serve, or the statistic and its reference disagree.
+    post = _posterior(fits, "jeffreys")
+    x_o = torch.tensor([[0.4, -1.1], [1.5, 0.2]])
+
+    def fresh():
+        post._log_z.clear()
+        post._p_values.clear()
+        p = [post.observation_p_value(x) for x in x_o]
+        return post.log_evidence(x_o)[0], [post._typicality_statistic(x[None]) for x in x_o], p
+
+    log_z, statistic, p = fresh()
+    try:
+        post.flow.set_temperature(1.7)
+        tempered = fresh()
+        assert post.temperature == pytest.approx(1.7)  # restored after each estimate
+    finally:
+        post.flow.set_temperature(1.0)
+    assert torch.equal(tempered[0], log_z) and tempered[2] == p
+    assert all(torch.equal(a, b) for a, b in zip(tempered[1], statistic, strict=True))
+
+
 def test_the_check_reads_held_out_simulations_and_its_p_values_are_uniform_there(fits):
     # 2,000 pairs leave 200 validation pairs, never trained on: the reference. Under the
     # simulator an observation is exchangeable with them, so its p-value is uniform on

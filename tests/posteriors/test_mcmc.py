@@ -14,6 +14,7 @@ from jsbi.flows import build_conditional_flow
 from jsbi.posteriors.mcmc import (
     MixingInfo,
     _imh,
+    _known,
     _log_weight,
     _mala,
     _Target,
@@ -141,8 +142,14 @@ def test_no_sample_repeats_while_importance_resampling_repeats_a_third_or_more()
     assert math.isfinite(mcmc.last_mixing.rhat) and mcmc.last_mixing.num_steps == 5
 
 
-def test_a_box_prior_rejects_every_proposal_outside_its_support():
+@pytest.mark.parametrize("outside_energy", [math.inf, 3.0])
+def test_a_box_prior_rejects_every_proposal_outside_its_support(outside_energy):
+    # A finite outside_energy (a proxy option that keeps training losses finite) gives
+    # the target no mass outside all the same: without the support's own check, 73% of
+    # the samples lay outside with 3.0.
     from sbi.utils import BoxUniform
+
+    from jsbi.proxies.importance import importance_resample, proxy_log_normalizer
 
     prior = BoxUniform(-torch.ones(2), torch.ones(2))
     theta = prior.sample((200,))
@@ -156,10 +163,33 @@ def test_a_box_prior_rejects_every_proposal_outside_its_support():
     def box_energy(t, x):
         inside = (t.abs() <= 1).all(-1)
         e = 0.5 / 0.09 * ((x - t) ** 2).sum(-1)
-        return torch.where(inside, e, torch.full_like(e, math.inf))
+        return torch.where(inside, e, torch.full_like(e, outside_energy))
 
     samples, _ = sample_proxy(box_energy, flow, prior, x[:2], 2000, num_steps=5)
     assert (samples.abs() <= 1).all() and torch.isfinite(samples).all()
+    resampled, _ = importance_resample(box_energy, flow, prior, x[0], 500)
+    assert (resampled.abs() <= 1).all()
+    # The normaliser counts no point outside: the same as with +inf there (same draws).
+    torch.manual_seed(3)
+    log_z, _ = proxy_log_normalizer(box_energy, flow, prior, x[:2], 512)
+    torch.manual_seed(3)
+    exact_outside = proxy_log_normalizer(
+        lambda t, x: box_energy(t, x).where((t.abs() <= 1).all(-1), torch.tensor(math.inf)),
+        flow,
+        prior,
+        x[:2],
+        512,
+    )[0]
+    torch.testing.assert_close(log_z, exact_outside)
+    # And the proxy posterior's density is zero there.
+    from jsbi.posteriors import ProxyPosterior
+
+    class Box(torch.nn.Module):
+        def forward(self, t, x):
+            return box_energy(t, x)
+
+    lp = ProxyPosterior(flow, Box(), prior).log_prob(torch.tensor([[0.5, 0.5], [1.5, 0.0]]), x[0])
+    assert torch.isfinite(lp[0]) and lp[1] == -math.inf
 
 
 def test_a_state_without_density_has_weight_zero_never_nan():
@@ -227,3 +257,13 @@ def test_chains_go_on_while_their_population_still_moves():
     assert not all(_moments_ok(short)) and all(_moments_ok(long))
     with pytest.raises(ValueError, match="max_steps must be >= num_steps"):
         sample_proxy(energy, flow, prior, X_O, 10, num_steps=4, max_steps=3)
+
+
+def test_the_worst_r_hat_and_ess_do_not_depend_on_where_a_nan_stands():
+    # arviz gives NaN for a parameter constant over the trace; max/min of a list with a
+    # NaN answer by its position. An infinite R-hat is kept: it is the worst.
+    nan, inf = math.nan, math.inf
+    assert _known(max, [nan, 1.2, 1.05]) == _known(max, [1.05, 1.2, nan]) == 1.2
+    assert _known(min, [nan, 300.0, 40.0]) == _known(min, [40.0, 300.0, nan]) == 40.0
+    assert _known(max, [1.01, inf]) == inf
+    assert math.isnan(_known(min, [nan, nan]))

@@ -116,3 +116,30 @@ def test_a_failed_recalibration_leaves_the_temperature_as_it_was(fitted, monkeyp
     with pytest.raises(RuntimeError, match="gave up"):
         post.recalibrate(theta[:20], x[:20], temperatures=[2.5, 3.0], nll_tolerance=None)
     assert post.temperature == pytest.approx(1.3)
+
+
+def test_a_temperature_whose_samples_cannot_be_drawn_is_skipped(fitted, monkeypatch):
+    from jsbi.flows.support import SupportRejectionError
+
+    post, theta, x = fitted
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.0], nll_tolerance=None)
+    errors = {1.0: 0.05, 2.5: 0.01, 0.9: 0.03}
+
+    def error(*args):
+        if round(post.temperature, 4) == 2.5:  # a truncated flow's rejection gives up
+            raise SupportRejectionError("rejection sampling gave up")
+        return errors[round(post.temperature, 4)]
+
+    monkeypatch.setattr(post, "_calibration_error", error)
+    assert post.recalibrate(theta[:50], x[:50], temperatures=[2.5, 0.9], nll_tolerance=None) == 0.9
+    assert post.history["recalibration"]["error"] == 0.03
+    # Guarded, a skipped candidate is never tried against the fit.
+    post.recalibrate(theta[:2], x[:2], temperatures=[1.0], nll_tolerance=None)
+    assert post.recalibrate(theta[:50], x[:50], temperatures=[2.5, 0.9]) == 0.9
+    assert 2.5 not in post.history["recalibration"]["refused"]
+    # Where the current temperature itself cannot be measured, recalibrate says so.
+    post.flow.set_temperature(2.5)
+    with pytest.raises(SupportRejectionError):
+        post.recalibrate(theta[:50], x[:50], temperatures=[0.9])
+    assert post.temperature == pytest.approx(2.5)
+    post.flow.set_temperature(1.0)

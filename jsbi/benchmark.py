@@ -195,9 +195,10 @@ def _finished_rows(
     embedding: str | None = None,
 ) -> list[dict[str, Any]] | None:
     r"""The rows of the finished unit whose row file is ``done``, for ``observations``
-    (``None`` if it has not finished). A finished unit is read back, never scored again;
-    one trained with another ``support``, other ``transforms``, another ``posterior``
-    setting than the method now uses, or another ``embedding`` than asked, is an error."""
+    (``None`` if it has not finished). A finished unit is read back, never scored again
+    (with a line that says so where other code trained it); one trained with another
+    ``support``, other ``transforms``, another ``posterior`` setting than the method now
+    uses, or another ``embedding`` than asked, is an error."""
     if not done.exists():
         return None
     rows = _read_csv(done)
@@ -228,6 +229,14 @@ def _finished_rows(
             f"observations {missing} were asked for, but the finished unit {done} was "
             f"scored on {sorted(scored)} and is read back, not scored again: give those "
             "observations a fresh out folder"
+        )
+    # Read back whatever code trained it: say so where that is not this run's.
+    codes = sorted({r.get("code") or "code unrecorded" for r in rows})
+    if codes != [code_version()]:
+        print(
+            f"  {done.stem}: read back, trained by {', '.join(codes)}, not this run's "
+            f"{code_version()} (delete {done} to train it again)",
+            flush=True,
         )
     return [r for r in rows if r["observation"] in observations]
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from jsbi.benchmark import (
+    code_version,
     comparison_table,
     load_rows,
     run_benchmark,
@@ -28,7 +29,7 @@ def _same(a, b):
     return key(a) == key(b)
 
 
-def test_units_rows_resume_and_summary(tmp_path):
+def test_units_rows_resume_and_summary(tmp_path, capsys):
     rows = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
     assert len(rows) == 4  # 2 methods x 2 observations
     assert {r["method"] for r in rows} == {"npe", "sbi-npe"}
@@ -37,10 +38,19 @@ def test_units_rows_resume_and_summary(tmp_path):
     assert [f.name for f in files] == ["two_moons_200_0_npe.csv", "two_moons_200_0_sbi-npe.csv"]
     assert not list((tmp_path / "checkpoints").glob("*"))  # finished units leave none
 
-    # A rerun reads the finished units instead of training again.
+    # A rerun reads the finished units instead of training again, silently where this
+    # code trained them, with a line where other code did.
     stamps = {f: os.stat(f).st_mtime_ns for f in files}
     again = run_benchmark(["two_moons"], [200], ["npe", "sbi-npe"], out=tmp_path, **TINY)
     assert _same(again, rows) and stamps == {f: os.stat(f).st_mtime_ns for f in files}
+    assert "read back" not in capsys.readouterr().out
+    npe_rows = [r for r in rows if r["method"] == "npe"]
+    write_rows(files[0], [r | {"code": "0000000"} for r in npe_rows])
+    run_benchmark(["two_moons"], [200], ["npe"], out=tmp_path, **TINY)
+    assert f"read back, trained by 0000000, not this run's {code_version()}" in (
+        capsys.readouterr().out
+    )
+    write_rows(files[0], npe_rows)
     assert _same(load_rows(tmp_path), sorted(rows, key=lambda r: r["method"]))
     # A finished unit answers for the observations it was scored on, and refuses new ones.
     (only_6,) = run_benchmark(

@@ -716,7 +716,7 @@ class Posterior(Distribution):
                 self._set_temperature(t)
                 try:
                     errors[t] = self._calibration_error(theta, x, int(num_samples), seed)
-                except (SupportRejectionError, UnnormalisableError):
+                except SupportRejectionError:  # (the error reads unnormalised densities)
                     if t == before:
                         raise
                     # A truncated flow so wide (or narrow) at t that sampling inside the

@@ -143,3 +143,17 @@ def test_a_temperature_whose_samples_cannot_be_drawn_is_skipped(fitted, monkeypa
         post.recalibrate(theta[:50], x[:50], temperatures=[0.9])
     assert post.temperature == pytest.approx(2.5)
     post.flow.set_temperature(1.0)
+    # In the guard, a candidate whose density cannot be renormalised (no draw inside the
+    # support) is refused, and the temperature stays.
+    from jsbi.posteriors.posterior import UnnormalisableError
+
+    real = post._log_prob
+
+    def log_prob(*args, **kwargs):
+        if round(post.temperature, 4) == 0.9:
+            raise UnnormalisableError("no draw inside the support")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(post, "_log_prob", log_prob)
+    assert post.recalibrate(theta[:50], x[:50], temperatures=[2.5, 0.9]) == 1.0
+    assert post.history["recalibration"]["refused"][0.9][0] == float("inf")

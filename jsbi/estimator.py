@@ -214,19 +214,16 @@ class PosteriorEstimator:
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
         check_support(theta, self.prior, self.support)
         device = self.device
+        # The split train() makes: the standardisation reads the training pairs only, so
+        # the validation pairs (early stopping, the choice, recalibration) stay held out.
+        val, tr = split_indices(len(theta), config.validation_fraction, self.seed)
+        theta_tr, x_tr = theta[tr.to(theta.device)].to(device), x[tr.to(x.device)].to(device)
         with interrupt_says("building the flow, before training started"):
             with seeded(self.seed, [device]):
                 self.flow = build_flows(
-                    self.flow_config,
-                    theta.to(device),
-                    x.to(device),
-                    self.prior,
-                    self.embedding_net,
-                    self.seed,
+                    self.flow_config, theta_tr, x_tr, self.prior, self.embedding_net, self.seed
                 )
-                self.step = build_step(
-                    self.method, self.flow, self.prior, theta.to(device), x.to(device)
-                )
+                self.step = build_step(self.method, self.flow, self.prior, theta_tr, x_tr)
         self.history = train(
             self.step,
             theta,
@@ -243,7 +240,6 @@ class PosteriorEstimator:
         if proposal is not None and proposal is not self.prior:
             self.history["proposal"] = repr(proposal)
         start = time.perf_counter()
-        val, _ = split_indices(len(theta), config.validation_fraction, self.seed)
         theta_val, x_val = theta[val.to(theta.device)].to(device), x[val.to(x.device)].to(device)
         # (Pairs drawn from a proposal are not the prior predictive's: no held-out reference.)
         from_prior = proposal is None or proposal is self.prior

@@ -244,3 +244,23 @@ def test_copy_state_is_an_independent_deep_copy_like_deepcopy():
     net.load_state_dict(fast["net"])
     opt.load_state_dict(fast["opt"])
     assert torch.equal(net[0].weight, slow["net"]["0.weight"])
+
+
+@pytest.mark.parametrize("objective", ["npe", "jeffreys"])
+def test_the_standardisation_reads_the_training_pairs_only(objective):
+    # The validation pairs (early stopping, the choice) are held out of the z-scoring too,
+    # as in sbi: shifted far off, they would move an all-pairs mean by 10.
+    from jsbi.training.data import split_indices
+
+    prior, theta, x = _gaussian_linear()
+    val, tr = split_indices(len(theta), 0.1, 0)
+    theta, x = theta.clone(), x.clone()
+    theta[val] += 100.0
+    x[val] += 100.0
+    est = PosteriorEstimator(prior, objective=objective, seed=0, **SMALL)
+    est.fit(theta, x, max_epochs=1, show_progress_bar=False)
+    modules = [est.flow] + ([est.step.proxy] if objective != "npe" else [])
+    for module in modules:
+        torch.testing.assert_close(module.theta_loc, theta[tr].mean(0))
+        torch.testing.assert_close(module.x_loc, x[tr].mean(0))
+        torch.testing.assert_close(module.x_scale, x[tr].std(0))

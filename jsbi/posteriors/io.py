@@ -82,13 +82,18 @@ def load_posterior(
                 "a posterior"
             )
     typicality = state.get("typicality")
+    typicality = None if typicality is None else Typicality.from_state(typicality)
+    if typicality is not None and typicality.kind == "evidence" and proxy is None:
+        # A proxy without a config is not saved: its evidence check falls back to the
+        # embedding check it was combined with (or to none).
+        typicality = typicality.partner
     common = {
         "history": state.get("history"),
         "num_mass_samples": state.get("num_mass_samples", 10_000),
         "num_normalizer_samples": state.get(
             "num_normalizer_samples", (saved or {}).get("num_normalizer_samples", 4096)
         ),
-        "typicality": None if typicality is None else Typicality.from_state(typicality),
+        "typicality": typicality,
     }
     if saved is not None and saved.get("returned", "candidates_per_sample" in saved):
         posterior: Posterior = ProxyPosterior(

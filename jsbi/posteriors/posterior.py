@@ -148,6 +148,12 @@ class Posterior(Distribution):
             raise ValueError(f"num_mass_samples must be >= 1, got {num_mass_samples}")
         if int(num_normalizer_samples) < 2:
             raise ValueError(f"num_normalizer_samples must be >= 2, got {num_normalizer_samples}")
+        if typicality is not None and typicality.kind == "evidence" and proxy is None:
+            # (Else every sample() would fail later, computing the evidence of x_o.)
+            raise ValueError(
+                "typicality: an 'evidence' reference needs the likelihood proxy that gives "
+                "the evidence: pass proxy=, or an 'embedding' reference"
+            )
         super().__init__(torch.Size(), torch.Size([flow.dim_theta]), validate_args=False)
         self.num_mass_samples = int(num_mass_samples)
         self._mass: dict[tuple[bytes, int], tuple[float, float]] = {}

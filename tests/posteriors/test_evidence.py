@@ -174,6 +174,45 @@ def test_a_combined_check_is_twice_the_smaller_p_value_and_is_saved_whole():
     assert again.p_value_of(torch.tensor(0.0), far) == check.p_value_of(torch.tensor(0.0), far)
 
 
+def test_an_evidence_reference_without_the_proxy_is_an_error_at_construction():
+    # Else the posterior is built, and every sample() fails later with a TypeError.
+    from jsbi.flows import build_conditional_flow
+    from jsbi.posteriors import Posterior
+    from jsbi.posteriors.typicality import Typicality
+
+    theta = torch.randn(50, 2)
+    flow = build_conditional_flow(theta, theta, None, num_transforms=1)
+    evidence = Typicality("evidence", torch.linspace(-3, 3, 99))
+    with pytest.raises(ValueError, match="typicality: an 'evidence' reference needs"):
+        Posterior(flow, typicality=evidence)
+    embedding = Typicality("embedding", torch.randn(20, 2))
+    assert Posterior(flow, typicality=embedding).typicality is embedding
+
+
+def test_a_saved_evidence_check_whose_proxy_was_not_saved_loads_as_its_embedding_check(
+    tmp_path,
+):
+    # A proxy without a config is not saved; the loaded posterior keeps the embedding
+    # half of the combined check, not an evidence reference it cannot compute.
+    from jsbi.flows import build_conditional_flow
+    from jsbi.posteriors import Posterior
+    from jsbi.posteriors.typicality import Typicality
+    from jsbi.proxies.likelihood import LikelihoodEnergy
+
+    prior = Independent(Normal(torch.zeros(2), torch.ones(2)), 1)
+    theta = prior.sample((50,))
+    flow = build_conditional_flow(theta, theta, prior, num_transforms=1)
+    proxy = LikelihoodEnergy(prior, 2, hidden_features=(8,), num_transforms=1)
+    proxy.set_standardization(theta, theta)
+    proxy.config = None  # a custom proxy: not saved
+    embedding = Typicality("embedding", torch.randn(20, 2))
+    check = Typicality("evidence", torch.linspace(-3, 3, 99), partner=embedding)
+    Posterior(flow, prior, proxy=proxy, typicality=check).save(tmp_path / "p.pt")
+    loaded = jsbi.load_posterior(tmp_path / "p.pt")
+    assert loaded.proxy is None and loaded.typicality.kind == "embedding"
+    torch.testing.assert_close(loaded.typicality.reference, embedding.reference)
+
+
 class _Fixed:
     # A stand-in posterior whose evidence is known.
     def __init__(self, value, se):

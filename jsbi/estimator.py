@@ -215,7 +215,8 @@ class PosteriorEstimator:
         check_support(theta, self.prior, self.support)
         device = self.device
         # The split train() makes: the standardisation reads the training pairs only, so
-        # the validation pairs (early stopping, the choice, recalibration) stay held out.
+        # the validation pairs (early stopping, the choice, the misspecification check's
+        # reference, recalibration) stay held out.
         val, tr = split_indices(len(theta), config.validation_fraction, self.seed)
         theta_tr, x_tr = theta[tr.to(theta.device)].to(device), x[tr.to(x.device)].to(device)
         with interrupt_says("building the flow, before training started"):

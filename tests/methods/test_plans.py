@@ -13,6 +13,7 @@ from jsbi.flows.conditional import build_conditional_flow
 from jsbi.methods.config import SymmetricConfig
 from jsbi.methods.symmetric import SymmetricStep
 from jsbi.proxies.likelihood import LikelihoodEnergy
+from jsbi.training.data import split_indices
 from jsbi.training.loop import train
 from tests.methods.conftest import start
 
@@ -71,9 +72,11 @@ def test_the_gate_keeps_a_broken_proxy_away_and_the_flow_is_npes():
     prior, theta, x = _box()
     npe_est, npe = _fit(prior, theta, x)
 
-    torch.manual_seed(0)  # the estimator's initial flow
-    flow = build_conditional_flow(theta, x, prior, **SMALL)
-    broken = _BrokenLikelihood(prior, 2, **SMALL).set_standardization(theta, x)
+    # The estimator's initial flow, standardised on its training pairs.
+    _, tr = split_indices(len(theta), 0.1, 0)
+    torch.manual_seed(0)
+    flow = build_conditional_flow(theta[tr], x[tr], prior, **SMALL)
+    broken = _BrokenLikelihood(prior, 2, **SMALL).set_standardization(theta[tr], x[tr])
     step = SymmetricStep(flow, broken, SymmetricConfig(num_proxy_samples=2), prior)
     history = train(step, theta, x, seed=0, **FIT)
     switch = history["phase2_start"]

@@ -225,6 +225,7 @@ class PosteriorEstimator:
                     self.flow_config, theta_tr, x_tr, self.prior, self.embedding_net, self.seed
                 )
                 self.step = build_step(self.method, self.flow, self.prior, theta_tr, x_tr)
+        del theta_tr, x_tr  # (train() indexes its own: no second copy held through the fit)
         self.history = train(
             self.step,
             theta,

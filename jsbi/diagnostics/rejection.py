@@ -6,12 +6,13 @@ enough, and keep every accepted candidate of all the others meanwhile; the leaka
 correction's rounds are (samples asked) x (observations) candidates at once, 500,000 for
 NLTP at 500 pairs x 1,000 samples. Through them, the benchmark's sbi NPE units on the two
 10-parameter tasks (gaussian_linear_uniform, bernoulli_glm) were killed by the kernel
-at 19-24 GB in their calibration. Here each observation stops drawing once it has its
-samples and keeps no more than it asked for, and a round draws at most
-``max_candidates`` candidates over all observations (one round of 419,430 candidates
-of a 10-parameter spline flow did not fit in 8 GB), so memory stays at
-``num_samples x N x d`` plus one round. The target is sbi's own: the estimator's
-distribution restricted to the prior's support, checked by sbi's ``within_support``.
+at 19-24 GB in their calibration. Here the rounds are jsbi's own rejection sampler's
+(:func:`jsbi.flows.support.rejection_rounds`: each observation stops drawing once it has
+its samples and keeps no more than it asked for), and the flow draws at most
+``max_candidates`` candidates per call (one call of 419,430 candidates of a 10-parameter
+spline flow did not fit in 8 GB), so memory stays at ``num_samples x N x d`` plus one
+round's candidates. The target is sbi's own: the estimator's distribution restricted to
+the prior's support, checked by sbi's ``within_support``.
 
 Example:
     >>> samples, acceptance = rejection_sample(baseline, x_test[:20], 50)  # sbi's NPE
@@ -46,7 +47,7 @@ def rejection_sample(
     num_samples: int,
     *,
     max_candidates: int = 2**14,
-    max_proposals: int = 10**7,
+    max_rounds: int = 1000,
 ) -> tuple[Tensor, Tensor]:
     r"""``num_samples`` samples within the prior's support at each of ``N`` observations.
 
@@ -54,12 +55,12 @@ def rejection_sample(
         posterior: sbi's ``DirectPosterior``.
         x: Observations, shape ``(N, m)``.
         num_samples: Samples kept per observation ``L``.
-        max_candidates: Candidates drawn per round at most, over all observations
-            (one per observation where more observations are still short), which bounds
-            the memory of a round.
-        max_proposals: Candidates per observation after which an observation that still
-            lacks samples is an error (its posterior lies almost wholly outside the
-            prior's support), rather than a run that never ends.
+        max_candidates: Candidates the flow draws per call at most, which bounds its
+            memory: a round that needs more makes several calls, one or more
+            observations each (one observation's round may be larger by itself).
+        max_rounds: Rounds after which an observation that still lacks samples is an
+            error (its posterior lies almost wholly outside the prior's support), rather
+            than a run that never ends.
 
     Returns:
         The samples, shape ``(L, N, d)``, and each observation's acceptance rate (the
@@ -67,39 +68,36 @@ def rejection_sample(
     """
     from sbi.utils.sbiutils import within_support
 
+    from jsbi.flows.support import rejection_rounds
+
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
     estimator = posterior.posterior_estimator
     x = torch.as_tensor(x, dtype=torch.float32).to(posterior._device)
     x = x.reshape(-1, *estimator.condition_shape)
-    n, d, L = x.shape[0], math.prod(estimator.input_shape), int(num_samples)
-    out = torch.empty(L, n, d)
-    count = torch.zeros(n, dtype=torch.long)
-    proposed = torch.zeros(n, dtype=torch.float64)
-    accepted = torch.zeros(n, dtype=torch.float64)
-    while (count < L).any():
-        active = (count < L).nonzero().squeeze(1)
-        rate = float(((accepted[active] + 1) / (proposed[active] + 2)).min())
-        need = float((L - count[active]).max())
-        m = max(1, min(math.ceil(1.5 * need / rate), max_candidates // len(active)))
-        candidates = estimator.sample((m,), condition=x[active]).reshape(m, len(active), d)
-        ok = within_support(posterior.prior, candidates).reshape(m, len(active)).cpu()
-        candidates = candidates.cpu()
-        proposed[active] += m
-        accepted[active] += ok.sum(0).double()
-        for j, i in enumerate(active.tolist()):
-            take = candidates[ok[:, j], j][: L - int(count[i])]
-            out[count[i] : count[i] + len(take), i] = take
-            count[i] += len(take)
-        stuck = (count < L) & (proposed >= max_proposals)
-        if stuck.any():
-            i = int(stuck.nonzero()[0])
-            rate = float(accepted[i] / proposed[i])
-            raise RuntimeError(
-                f"observation {i} of this batch: {int(count[i])} of {L} samples inside the "
-                "prior's support "
-                f"after {int(proposed[i])} candidates (acceptance {rate:.2e}); its "
-                "posterior lies almost wholly outside the prior"
-            )
-    return out, (accepted / proposed).float()
+    d = math.prod(estimator.input_shape)
+
+    def draw(k: int, cols: Tensor) -> Tensor:
+        # k candidates per observation in cols, at most max_candidates per flow call.
+        per_call = max(1, int(max_candidates) // k)
+        parts = [
+            estimator.sample((k,), condition=x[c]).reshape(k, len(c), d)
+            for c in cols.split(per_call)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def contains(candidates: Tensor) -> Tensor:
+        ok = within_support(posterior.prior, candidates.reshape(-1, d))
+        return ok.reshape(candidates.shape[:2])
+
+    out, accepted, drawn = rejection_rounds(
+        draw,
+        contains,
+        int(num_samples),
+        len(x),
+        d,
+        max_rounds=max_rounds,
+        hint="its posterior lies almost wholly outside the prior",
+    )
+    return out.cpu(), (accepted / drawn).float()

@@ -262,7 +262,6 @@ class Support(nn.Module):
         se = (p * (1 - p) / n).sqrt()
         return AcceptedMass(p.float(), se.float(), n)
 
-    @torch.no_grad()
     def rejection_sample(
         self,
         draw: Callable[[int, Tensor], Tensor],
@@ -270,7 +269,8 @@ class Support(nn.Module):
         num_columns: int,
         max_rounds: int = 1000,
     ) -> tuple[Tensor, float]:
-        r"""Draws ``n`` samples inside the support for each of ``B`` observations.
+        r"""Draws ``n`` samples inside the support for each of ``B`` observations
+        (:func:`rejection_rounds` with :meth:`contains`).
 
         Arguments:
             draw: ``draw(n, cols)`` returns ``n`` candidates for each observation index in
@@ -284,46 +284,20 @@ class Support(nn.Module):
             rejected fraction of all candidates.
 
         Raises:
-            RuntimeError: If some observation still lacks samples after ``max_rounds``
-                rounds (the flow has almost no mass inside the support).
+            SupportRejectionError: If some observation still lacks samples after
+                ``max_rounds`` rounds (the flow has almost no mass inside the support).
         """
-        device = self.lower.device
-        out = torch.empty(n, num_columns, self.dim, device=device)
-        count = torch.zeros(num_columns, dtype=torch.long, device=device)
-        drawn_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
-        accepted_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
-        k = n  # candidates per column this round
-        for _ in range(int(max_rounds)):
-            need = count < n
-            if not need.any():
-                break
-            cols = need.nonzero().squeeze(1)
-            cand = draw(k, cols)
-            ok = self.contains(cand)
-            n_ok = ok.sum(0)
-            drawn_by[cols] += k
-            accepted_by[cols] += n_ok.double()
-            # Accepted rows first, in their original order, then scatter after `count`.
-            order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
-            cand = cand.gather(0, order[..., None].expand(-1, -1, self.dim))
-            rows = torch.arange(k, device=device)[:, None]
-            pos = count[cols] + rows
-            keep = (rows < n_ok) & (pos < n)
-            out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
-            count[cols] = torch.clamp(count[cols] + n_ok, max=n)
-            # Next round: enough candidates for the column that needs most at its own
-            # acceptance so far (and a margin); see _next_round for the bound.
-            k = _next_round(n - count, accepted_by, drawn_by, n)
-        else:
-            if bool((count < n).any()):
-                i = int(torch.argmin(torch.where(count < n, accepted_by / drawn_by, 2.0)))
-                raise SupportRejectionError(
-                    f"rejection sampling gave up after {max_rounds} rounds: acceptance "
-                    f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} of this batch "
-                    f"({int(count[i])} of {n} samples); the flow puts almost no mass inside "
-                    "the prior's support there (train with support='transform')"
-                )
-        leaked = 1.0 - float(accepted_by.sum() / drawn_by.sum().clamp_min(1))
+        out, accepted, drawn = rejection_rounds(
+            draw,
+            self.contains,
+            n,
+            num_columns,
+            self.dim,
+            max_rounds=max_rounds,
+            hint="the flow puts almost no mass inside the prior's support there (train "
+            "with support='transform')",
+        )
+        leaked = 1.0 - float(accepted.sum() / drawn.sum().clamp_min(1))
         if leaked > 0.2:
             warnings.warn(
                 f"{100 * leaked:.1f}% of posterior samples fell outside the prior's "
@@ -334,6 +308,83 @@ class Support(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, dim={self.dim}"
+
+
+@torch.no_grad()
+def rejection_rounds(
+    draw: Callable[[int, Tensor], Tensor],
+    contains: Callable[[Tensor], Tensor],
+    n: int,
+    num_columns: int,
+    dim: int,
+    *,
+    max_rounds: int = 1000,
+    hint: str = "almost no candidate lies inside the support there",
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Rejection sampling of ``n`` accepted candidates for each of ``B`` observations, in
+    rounds: each observation stops drawing once it has its samples and keeps no more than
+    it asked for, and a round draws for the observations still short as many candidates
+    as the neediest of them needs at its own acceptance so far (:func:`_next_round`,
+    which bounds a round's size). Both of jsbi's rejection samplers run it: a truncated
+    flow's (:meth:`Support.rejection_sample`) and sbi NPE's in the diagnostics
+    (:func:`jsbi.diagnostics.rejection.rejection_sample`).
+
+    Arguments:
+        draw: ``draw(k, cols)`` returns ``k`` candidates for each observation index in
+            ``cols`` (a long tensor), shape ``(k, len(cols), d)``.
+        contains: Whether candidates are accepted: ``(k, c, d)`` to a boolean ``(k, c)``.
+        n: Samples wanted per observation.
+        num_columns: ``B``.
+        dim: The candidates' dimension ``d``.
+        max_rounds: Rounds after which sampling gives up with an error.
+        hint: What the error says an observation without enough samples means.
+
+    Returns:
+        The samples ``(n, B, d)`` (accepted candidates in the order drawn, on the
+        candidates' device), and per observation the accepted and the drawn candidates
+        (float64, shape ``(B,)``).
+
+    Raises:
+        SupportRejectionError: If some observation still lacks samples after
+            ``max_rounds`` rounds.
+    """
+    out = torch.empty(n, num_columns, dim)  # moved to the candidates' device at round 1
+    count = torch.zeros(num_columns, dtype=torch.long)
+    drawn_by = torch.zeros(num_columns, dtype=torch.float64)
+    accepted_by = torch.zeros(num_columns, dtype=torch.float64)
+    k = n  # candidates per column this round
+    for _ in range(int(max_rounds)):
+        need = count < n
+        if not need.any():
+            break
+        cols = need.nonzero().squeeze(1)
+        cand = draw(k, cols)
+        device = cand.device
+        out = out.to(device)
+        ok = contains(cand).to(device)
+        n_ok = ok.sum(0).cpu()
+        drawn_by[cols] += k
+        accepted_by[cols] += n_ok.double()
+        # Accepted rows first, in their original order, then scatter after `count`.
+        order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
+        cand = cand.gather(0, order[..., None].expand(-1, -1, dim))
+        rows = torch.arange(k)[:, None]
+        pos = count[cols] + rows
+        keep = (rows < n_ok) & (pos < n)
+        out[pos[keep].to(device), cols.expand(k, -1)[keep].to(device)] = cand[keep.to(device)]
+        count[cols] = torch.clamp(count[cols] + n_ok, max=n)
+        # Next round: enough candidates for the column that needs most at its own
+        # acceptance so far (and a margin); see _next_round for the bound.
+        k = _next_round(n - count, accepted_by, drawn_by, n)
+    else:
+        if bool((count < n).any()):
+            i = int(torch.argmin(torch.where(count < n, accepted_by / drawn_by, 2.0)))
+            raise SupportRejectionError(
+                f"rejection sampling gave up after {max_rounds} rounds: acceptance "
+                f"{float(accepted_by[i] / drawn_by[i]):.2e} at observation {i} of this batch "
+                f"({int(count[i])} of {n} samples); {hint}"
+            )
+    return out, accepted_by, drawn_by
 
 
 #: A round of :meth:`Support.rejection_sample` draws more than ``n`` candidates per

@@ -74,10 +74,30 @@ def test_the_diagnostics_use_it(leaky, monkeypatch):
     assert torch.isfinite(torch.tensor(nltp(post, theta[0], x, num_leakage_samples=200).mean))
 
 
+def test_the_flow_draws_at_most_max_candidates_per_call(leaky, monkeypatch):
+    _, post, x = leaky
+    calls = []
+    original = post.posterior_estimator.sample
+
+    def recording(shape, condition):
+        calls.append((shape[0], len(condition)))
+        return original(shape, condition=condition)
+
+    monkeypatch.setattr(post.posterior_estimator, "sample", recording)
+    torch.manual_seed(0)
+    samples, _ = rejection_sample(post, x, 50, max_candidates=120)
+    assert samples.shape == (50, 6, 2)
+    # Round 1 (50 per observation) in calls of two observations; a call over several
+    # observations never exceeds the bound.
+    assert calls[:3] == [(50, 2)] * 3
+    assert all(k * c <= 120 or c == 1 for k, c in calls)
+
+
 def test_a_posterior_outside_the_support_is_an_error(leaky):
     _, post, x = leaky
-    # Rounds of 100 candidates, at most 50 per observation: 1,000 samples cannot be had.
-    with pytest.raises(RuntimeError, match="observation 0 of this batch: .* of 1000 samples"):
-        rejection_sample(post, x[:1], 1000, max_candidates=100, max_proposals=50)
+    # One round of 1,000 candidates (in flow calls of 100) at an acceptance below 1:
+    # 1,000 samples cannot be had, and the error names the observation and its count.
+    with pytest.raises(RuntimeError, match=r"observation 0 of this batch \(\d+ of 1000 samples\)"):
+        rejection_sample(post, x[:1], 1000, max_candidates=100, max_rounds=1)
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
         rejection_sample(post, x[:1], 0)

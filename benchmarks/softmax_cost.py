@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import zuko
@@ -95,13 +96,12 @@ def paired_rows(task_name: str, seeds: list[int]) -> list[dict]:
     for seed in seeds:
         theta, x = simulate(task, 1000, seed=seed, show_progress_bar=False)
         for spline, cls in (("zuko", zuko.flows.NSF), ("jsbi", NSF)):
-            conditional.FLOWS["nsf"] = cls
-            t = train_method("npe", task.prior, theta, x, seed=seed)
+            with mock.patch.dict(conditional.FLOWS, nsf=cls):  # restored on any exit
+                t = train_method("npe", task.prior, theta, x, seed=seed)
             row = {"task": task_name, "seed": seed, "spline": spline, "epochs": t.epochs}
             row |= {"best_validation_nll": round(t.history["best_validation_loss"], 4)}
             rows.append(row | {"seconds": round(t.seconds, 2)})
             print(rows[-1], flush=True)
-    conditional.FLOWS["nsf"] = NSF
     return rows
 
 

@@ -25,24 +25,15 @@ from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, constraints
 
 from jsbi.simulators.base import Task
+from jsbi.simulators.tasks import TASKS
 
 __all__: list[str] = []
 
 ANALYTIC = ("gaussian_linear", "gaussian_linear_uniform")
 
-# jsbi task name -> sbibm folder holding its reference samples (variants share their base)
-SBIBM_FOLDERS = {
-    "gaussian_linear": "gaussian_linear",
-    "gaussian_linear_uniform": "gaussian_linear_uniform",
-    "two_moons": "two_moons",
-    "gaussian_mixture": "gaussian_mixture",
-    "slcp": "slcp",
-    "slcp_distractors": "slcp",
-    "bernoulli_glm": "bernoulli_glm",
-    "bernoulli_glm_raw": "bernoulli_glm",
-    "sir": "sir",
-    "lotka_volterra": "lotka_volterra",
-}
+# jsbi task name -> sbibm folder holding its reference samples: the task's module's name
+# (a variant, e.g. slcp_distractors, lives in its base's module and shares its references).
+SBIBM_FOLDERS: dict[str, str] = dict(TASKS)
 
 SBIBM_INSTALL = 'pip install "jsbi[sbibm]" && pip install --no-deps sbibm==1.1.0'
 DEFAULT_NUM_SAMPLES = 10_000

@@ -97,7 +97,8 @@ def rejection_sample(
         int(num_samples),
         len(x),
         d,
+        device=x.device,
         max_rounds=max_rounds,
         hint="its posterior lies almost wholly outside the prior",
     )
-    return out.cpu(), (accepted / drawn).float()
+    return out.cpu(), (accepted / drawn).float().cpu()

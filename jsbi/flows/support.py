@@ -293,6 +293,7 @@ class Support(nn.Module):
             n,
             num_columns,
             self.dim,
+            device=self.lower.device,
             max_rounds=max_rounds,
             hint="the flow puts almost no mass inside the prior's support there (train "
             "with support='transform')",
@@ -318,6 +319,7 @@ def rejection_rounds(
     num_columns: int,
     dim: int,
     *,
+    device: torch.device | str = "cpu",
     max_rounds: int = 1000,
     hint: str = "almost no candidate lies inside the support there",
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -336,42 +338,42 @@ def rejection_rounds(
         n: Samples wanted per observation.
         num_columns: ``B``.
         dim: The candidates' dimension ``d``.
+        device: Where the samples and the counts live (``cols`` is passed on it; the
+            candidates are moved to it).
         max_rounds: Rounds after which sampling gives up with an error.
         hint: What the error says an observation without enough samples means.
 
     Returns:
-        The samples ``(n, B, d)`` (accepted candidates in the order drawn, on the
-        candidates' device), and per observation the accepted and the drawn candidates
+        The samples ``(n, B, d)`` (accepted candidates in the order drawn), and per
+        observation the accepted and the drawn candidates
         (float64, shape ``(B,)``).
 
     Raises:
         SupportRejectionError: If some observation still lacks samples after
             ``max_rounds`` rounds.
     """
-    out = torch.empty(n, num_columns, dim)  # moved to the candidates' device at round 1
-    count = torch.zeros(num_columns, dtype=torch.long)
-    drawn_by = torch.zeros(num_columns, dtype=torch.float64)
-    accepted_by = torch.zeros(num_columns, dtype=torch.float64)
+    out = torch.empty(n, num_columns, dim, device=device)
+    count = torch.zeros(num_columns, dtype=torch.long, device=device)
+    drawn_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
+    accepted_by = torch.zeros(num_columns, dtype=torch.float64, device=device)
     k = n  # candidates per column this round
     for _ in range(int(max_rounds)):
         need = count < n
         if not need.any():
             break
         cols = need.nonzero().squeeze(1)
-        cand = draw(k, cols)
-        device = cand.device
-        out = out.to(device)
+        cand = draw(k, cols).to(device)
         ok = contains(cand).to(device)
-        n_ok = ok.sum(0).cpu()
+        n_ok = ok.sum(0)
         drawn_by[cols] += k
         accepted_by[cols] += n_ok.double()
         # Accepted rows first, in their original order, then scatter after `count`.
         order = torch.sort((~ok).to(torch.int8), dim=0, stable=True).indices
         cand = cand.gather(0, order[..., None].expand(-1, -1, dim))
-        rows = torch.arange(k)[:, None]
+        rows = torch.arange(k, device=device)[:, None]
         pos = count[cols] + rows
         keep = (rows < n_ok) & (pos < n)
-        out[pos[keep].to(device), cols.expand(k, -1)[keep].to(device)] = cand[keep.to(device)]
+        out[pos[keep], cols.expand(k, -1)[keep]] = cand[keep]
         count[cols] = torch.clamp(count[cols] + n_ok, max=n)
         # Next round: enough candidates for the column that needs most at its own
         # acceptance so far (and a margin); see _next_round for the bound.

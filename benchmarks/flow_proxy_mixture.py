@@ -1,0 +1,121 @@
+r"""The default's flow, its likelihood proxy, and their equal mixture, from one fit.
+
+A study for the choice of what ``posterior="auto"`` returns: where the proxy's and the
+flow's validation NLL are within their noise, would returning both (an equal mixture,
+whose KL from the true posterior is at most the mean of its members') do better than
+either? For each (task, seed): jeffreys fitted on ``--num-simulations`` pairs; the flow's
+posterior, the proxy's (MCMC, as the default returns it) and their mixture (half the
+draws from each; density the mean of the two normalised densities); C2ST (MLP) at
+observations 1-5 with ``--num-samples`` samples (the mixture's are the first halves of
+the components' draws); calibration (:func:`jsbi.diagnostics.calibration.calibration`)
+on ``--pairs`` fresh prior-predictive pairs, ``--pair-samples`` samples each. One JSON
+line per fit on stdout. Not a method of the package: a check of an idea.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/flow_proxy_mixture.py --units gaussian_mixture:1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+
+import torch
+
+from jsbi.diagnostics.c2st import c2st
+from jsbi.diagnostics.calibration import calibration
+from jsbi.estimator import PosteriorEstimator
+from jsbi.methods.plans import phase2_outcome
+from jsbi.posteriors import Posterior, ProxyPosterior
+from jsbi.posteriors.proxy import candidates_per_sample
+from jsbi.seeding import seeded
+from jsbi.simulators import get_task, simulate
+
+
+class Mixture:
+    r"""The equal mixture of two normalised posteriors (half the draws from each)."""
+
+    def __init__(self, a: Posterior, b: Posterior) -> None:
+        self.a, self.b = a, b
+
+    def sample_batched(self, shape, x, **ignored):
+        n = shape[0] if isinstance(shape, tuple) else int(shape)
+        k = n // 2
+        return torch.cat([self.a.sample_batched((k,), x=x), self.b.sample_batched((n - k,), x=x)])
+
+    def log_prob_batched(self, theta, x, **ignored):
+        la = self.a.log_prob_batched(theta, x=x)
+        lb = self.b.log_prob_batched(theta, x=x)
+        return torch.logaddexp(la, lb) - math.log(2)
+
+
+def study(name: str, seed: int, args: argparse.Namespace) -> dict:
+    task = get_task(name)
+    theta, x = simulate(task, args.num_simulations, seed=seed, show_progress_bar=False)
+    est = PosteriorEstimator(task.prior, objective="jeffreys", seed=seed)
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(theta, x, show_progress_bar=False)
+    h, m = est.history, est.history.get("final_proxy")
+    row = {"task": name, "n": args.num_simulations, "seed": seed}
+    row |= {"train_s": round(time.time() - start, 1), "phase2": phase2_outcome(h)}
+    row |= {"returned": h["posterior"]}
+    proxy = est._finite_proxy()
+    if not m or proxy is None:
+        return row  # the proxy was abandoned: nothing to mix
+    row |= {
+        "val_gap": round(m["proxy_minus_flow"], 4),
+        "val_se": round(m["proxy_minus_flow_se"], 4),
+    }
+    common = {"history": h, "typicality": est._typicality}
+    flow = Posterior(est.flow, est.prior, proxy=proxy, **common)
+    cps = candidates_per_sample(m)
+    prox = ProxyPosterior(est.flow, proxy, est.prior, candidates_per_sample=cps, **common)
+    ns = args.num_samples
+    scores: dict[str, list[float]] = {"flow": [], "proxy": [], "mixture": []}
+    for o in (1, 2, 3, 4, 5):
+        xo = task.observation(o)
+        with seeded(seed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sf = flow.sample((ns,), x=xo).cpu()
+            sp = prox.sample((ns,), x=xo).cpu()
+            ref = task.reference_samples(o, ns)
+        sm = torch.cat([sf[: ns // 2], sp[: ns - ns // 2]])
+        for k, s in (("flow", sf), ("proxy", sp), ("mixture", sm)):
+            scores[k].append(round(c2st(s, ref, seed=seed), 4))
+    for k, v in scores.items():
+        row[f"c2st_{k}"] = v
+    with seeded(10_000 + seed):
+        th = task.prior.sample((args.pairs,))
+        xs = task.simulate(th)
+    ok = torch.isfinite(xs).all(-1)
+    for k, post in (("flow", flow), ("proxy", prox), ("mixture", Mixture(flow, prox))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = calibration(post, th[ok], xs[ok], args.pair_samples, seed=seed)
+        row[f"cal_{k}"] = {
+            c: v if isinstance(v, bool) else round(float(v), 4) for c, v in cal.items()
+        }
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--units", nargs="+", required=True, help="task:seed ...")
+    p.add_argument("--num-simulations", type=int, default=1000)
+    p.add_argument("--num-samples", type=int, default=4000)
+    p.add_argument("--pairs", type=int, default=200)
+    p.add_argument("--pair-samples", type=int, default=100)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    for unit in args.units:
+        name, seed = unit.split(":")
+        print(json.dumps(study(name, int(seed), args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,10 @@ from jsbi.simulators import get_task, simulate
 
 
 class Mixture:
-    r"""The equal mixture of two normalised posteriors (half the draws from each)."""
+    r"""The equal mixture of two normalised posteriors (half the draws from each).
+
+    Not sbi's ``EnsemblePosterior``, which mixes posteriors the same way: it has no
+    ``log_prob_batched``, which the calibration's coverage and NLTP call."""
 
     def __init__(self, a: Posterior, b: Posterior) -> None:
         self.a, self.b = a, b

@@ -4,12 +4,12 @@ A study for the choice of what ``posterior="auto"`` returns: where the proxy's a
 flow's validation NLL are within their noise, would returning both (an equal mixture,
 whose KL from the true posterior is at most the mean of its members') do better than
 either? For each (task, seed): jeffreys fitted on ``--num-simulations`` pairs; the flow's
-posterior, the proxy's (MCMC, as the default returns it) and their mixture (half the
-draws from each; density the mean of the two normalised densities); C2ST (MLP) at
-observations 1-5 with ``--num-samples`` samples (the mixture's are the first halves of
-the components' draws); calibration (:func:`jsbi.diagnostics.calibration.calibration`)
-on ``--pairs`` fresh prior-predictive pairs, ``--pair-samples`` samples each. One JSON
-line per fit on stdout. Not a method of the package: a check of an idea.
+posterior, the proxy's (MCMC, as the default returns it) and their mixture
+(:class:`~jsbi.posteriors.MixturePosterior`, what ``posterior="mixture"`` returns); C2ST
+(MLP) at observations 1-5 with ``--num-samples`` samples (the mixture's are the first
+halves of its members' draws: the same law, at no extra sampling); calibration
+(:func:`jsbi.diagnostics.calibration.calibration`) on ``--pairs`` fresh prior-predictive
+pairs, ``--pair-samples`` samples each. One JSON line per fit on stdout.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/flow_proxy_mixture.py --units gaussian_mixture:1
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
 
@@ -29,30 +28,10 @@ from jsbi.diagnostics.c2st import c2st
 from jsbi.diagnostics.calibration import calibration
 from jsbi.estimator import PosteriorEstimator
 from jsbi.methods.plans import phase2_outcome
-from jsbi.posteriors import Posterior, ProxyPosterior
+from jsbi.posteriors import MixturePosterior, Posterior, ProxyPosterior
 from jsbi.posteriors.proxy import candidates_per_sample
 from jsbi.seeding import seeded
 from jsbi.simulators import get_task, simulate
-
-
-class Mixture:
-    r"""The equal mixture of two normalised posteriors (half the draws from each).
-
-    Not sbi's ``EnsemblePosterior``, which mixes posteriors the same way: it has no
-    ``log_prob_batched``, which the calibration's coverage and NLTP call."""
-
-    def __init__(self, a: Posterior, b: Posterior) -> None:
-        self.a, self.b = a, b
-
-    def sample_batched(self, shape, x, **ignored):
-        n = shape[0] if isinstance(shape, tuple) else int(shape)
-        k = n // 2
-        return torch.cat([self.a.sample_batched((k,), x=x), self.b.sample_batched((n - k,), x=x)])
-
-    def log_prob_batched(self, theta, x, **ignored):
-        la = self.a.log_prob_batched(theta, x=x)
-        lb = self.b.log_prob_batched(theta, x=x)
-        return torch.logaddexp(la, lb) - math.log(2)
 
 
 def study(name: str, seed: int, args: argparse.Namespace) -> dict:
@@ -96,7 +75,8 @@ def study(name: str, seed: int, args: argparse.Namespace) -> dict:
         th = task.prior.sample((args.pairs,))
         xs = task.simulate(th)
     ok = torch.isfinite(xs).all(-1)
-    for k, post in (("flow", flow), ("proxy", prox), ("mixture", Mixture(flow, prox))):
+    mix = MixturePosterior(est.flow, proxy, est.prior, candidates_per_sample=cps, **common)
+    for k, post in (("flow", flow), ("proxy", prox), ("mixture", mix)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cal = calibration(post, th[ok], xs[ok], args.pair_samples, seed=seed)

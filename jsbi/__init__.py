@@ -25,6 +25,7 @@ _EXPORTS = {
     "TrainConfig": "jsbi.training",
     "Posterior": "jsbi.posteriors",
     "ProxyPosterior": "jsbi.posteriors",
+    "MixturePosterior": "jsbi.posteriors",
     "TruncatedProposal": "jsbi.posteriors",
     "load_posterior": "jsbi.posteriors",
     "compare_models": "jsbi.diagnostics",

@@ -36,7 +36,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["Config", "closest", "option"]
+__all__ = ["Config", "option"]  # closest: the error messages' helper, not public
 
 C = TypeVar("C", bound="Config")
 

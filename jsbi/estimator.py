@@ -60,7 +60,7 @@ from jsbi.options import (
     route,
     sbi_names,
 )
-from jsbi.posteriors import Posterior, ProxyPosterior
+from jsbi.posteriors import MixturePosterior, Posterior, ProxyPosterior
 from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
 from jsbi.posteriors.typicality import fit_typicality
 from jsbi.progress import interactive
@@ -308,7 +308,7 @@ class PosteriorEstimator:
     def build_posterior(
         self, density_estimator: Any = None, prior: Distribution | None = None
     ) -> Posterior:
-        r"""The posterior of the last fit: the flow's, or the proxy's.
+        r"""The posterior of the last fit: the flow's, the proxy's, or their mixture's.
 
         ``density_estimator`` and ``prior`` are sbi's arguments: the last fit's flow and
         the estimator's prior are the only ones a jsbi posterior can have, so anything
@@ -327,20 +327,21 @@ class PosteriorEstimator:
             )
         returns = self.method.returns
         measured = self.history.get("final_proxy")
-        use_proxy = returns == "proxy" or (returns == "auto" and proxy_wins(measured))
+        use_proxy = returns in ("proxy", "mixture") or (returns == "auto" and proxy_wins(measured))
         proxy = self._finite_proxy()
         if proxy is None and getattr(self.step, "proxy", None) is not None:
-            if returns == "proxy":
+            if returns in ("proxy", "mixture"):
                 raise RuntimeError(
                     "the proxy's weights are not finite after training (a learning rate too "
-                    "large for it?): posterior='proxy' cannot be built; fit again with a "
+                    f"large for it?): posterior={returns!r} cannot be built; fit again with a "
                     "smaller proxy_learning_rate, or posterior='flow'"
                 )
             use_proxy = False  # never a NaN proxy, nor its evidence
-        self.history["posterior"] = "proxy" if use_proxy else "flow"
+        mixed = use_proxy and returns == "mixture"
+        self.history["posterior"] = "mixture" if mixed else "proxy" if use_proxy else "flow"
         common = {"history": self.history, "typicality": self._typicality}
         if use_proxy:
-            return ProxyPosterior(
+            return (MixturePosterior if mixed else ProxyPosterior)(
                 self.flow,
                 proxy,
                 self.prior,

@@ -86,6 +86,7 @@ class _DefaultDeviceCreations(TorchFunctionMode):
             "proxy_options": _SMALL,
         },
         {"objective": "jeffreys"},  # the gate measured, phase 2 (or its skip)
+        {"objective": "jeffreys", "posterior": "mixture"},  # both members sampled
         {
             "objective": "jeffreys",
             "schedule": "joint",

@@ -234,6 +234,10 @@ class Report:
                     f"{name} returns its likelihood proxy (prior x likelihood, sampled by MCMC "
                     "from its flow), not the flow."
                 )
+            elif self.returned(name) == "mixture":
+                out.append(
+                    f"{name} returns the equal mixture of its flow and its likelihood proxy."
+                )
         for name, h in self.histories.items():
             phase2 = PHASE2_WORDS.get(phase2_outcome(h), "")
             if phase2 == PHASE2_WORDS["ran"]:

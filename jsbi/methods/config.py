@@ -49,7 +49,7 @@ TERMS: dict[str, tuple[str, bool]] = {
     "distill": ("distill", True),
 }
 SCHEDULES = ("npe-first", "joint")
-RETURNS = ("auto", "flow", "proxy")
+RETURNS = ("auto", "flow", "proxy", "mixture")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +117,10 @@ class SymmetricConfig(Config):
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net (the
             likelihood proxy then models the summaries ``s(x)``: for high-dimensional ``x``).
         posterior: What fit returns: ``"auto"`` (the proxy where it is clearly the better
-            model on the validation pairs, else the flow), ``"flow"`` or ``"proxy"``
-            (``None``: ``"auto"`` with the likelihood proxy, else ``"flow"``).
+            model on the validation pairs, else the flow), ``"flow"``, ``"proxy"`` or
+            ``"mixture"`` (the equal mixture of the two,
+            :class:`~jsbi.posteriors.MixturePosterior`; ``None``: ``"auto"`` with the
+            likelihood proxy, else ``"flow"``).
         gate: Whether the reverse term is on only while the proxy's validation NLL beats
             the flow's (``None``: on for ``npe-first``).
         gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
@@ -194,8 +196,8 @@ class SymmetricConfig(Config):
     posterior: str | None = option(
         None,
         "what training returns: auto (the proxy where it is clearly the better model on the "
-        "validation pairs, else the flow), flow or proxy (default: auto with the "
-        "likelihood proxy, else flow)",
+        "validation pairs, else the flow), flow, proxy, or mixture (the two, half each) "
+        "(default: auto with the likelihood proxy, else flow)",
         choices=(None, *RETURNS),
     )
     gate: bool | None = option(
@@ -414,7 +416,7 @@ class SymmetricConfig(Config):
 
     @property
     def returns(self) -> str:
-        r"""What fit returns: ``"auto"``, ``"flow"`` or ``"proxy"``."""
+        r"""What fit returns: ``"auto"``, ``"flow"``, ``"proxy"`` or ``"mixture"``."""
         if self.posterior is not None:
             return self.posterior
         return "auto" if self.proxy == "likelihood" else "flow"

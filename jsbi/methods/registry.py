@@ -57,6 +57,7 @@ _PRESETS: dict[str, tuple[Callable[..., MethodConfig], dict[str, Any]]] = {
     "distill": (SymmetricConfig.distill, {}),
     "reverse": (SymmetricConfig.reverse, {}),
     "jeffreys-flow": (SymmetricConfig.jeffreys, {"posterior": "flow"}),
+    "jeffreys-mixture": (SymmetricConfig.jeffreys, {"posterior": "mixture"}),
     "npe-calibrated": (NPEConfig, {"calibration_weight": 5.0}),
     "srfe-anneal": (SymmetricConfig.srfe, {"tau_schedule": "anneal", "tau": 0.1}),
     "jeffreys-joint": (SymmetricConfig.jeffreys, {"proxy": "ratio", "schedule": "joint"}),
@@ -103,6 +104,7 @@ DESCRIPTIONS: dict[str, str] = {
     "distill": "forward KL plus the forward KL from the proxy, by importance sampling",
     "reverse": "reverse KL only (an ablation): the ratio proxy, the joint schedule",
     "jeffreys-flow": "jeffreys, always returning the flow",
+    "jeffreys-mixture": "jeffreys, returning the equal mixture of its flow and its proxy",
     "npe-calibrated": "npe with the conservative coverage penalty (Falkiewicz et al. 2023), "
     "weight 5",
     "srfe-anneal": "srfe with tau annealed from 0.9 to 0.1",

@@ -1,4 +1,5 @@
-r"""Loading a saved posterior: :func:`load_posterior`, for the flow's and the proxy's.
+r"""Loading a saved posterior: :func:`load_posterior`, for the flow's, the proxy's and
+their mixture's.
 
 Example:
     >>> posterior.save("posterior.pt")                     # doctest: +SKIP
@@ -15,6 +16,7 @@ from torch.distributions import Distribution
 
 from jsbi.flows.conditional import conditional_flow_from_config
 from jsbi.flows.ensemble import FlowEnsemble
+from jsbi.posteriors.mixture import MixturePosterior
 from jsbi.posteriors.posterior import Posterior
 from jsbi.posteriors.proxy import ProxyPosterior
 from jsbi.posteriors.spec import FORMAT, VERSION, prior_from_spec
@@ -96,7 +98,9 @@ def load_posterior(
         "typicality": typicality,
     }
     if saved is not None and saved.get("returned", "candidates_per_sample" in saved):
-        posterior: Posterior = ProxyPosterior(
+        # The proxy's posterior, or the equal mixture of the flow and the proxy.
+        kind = MixturePosterior if saved.get("mixture") else ProxyPosterior
+        posterior: Posterior = kind(
             module.to(device),
             proxy,
             prior,

@@ -474,7 +474,9 @@ class Posterior(Distribution):
                 inside = self.flow.support.contains(theta)
                 lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
         if self.flow.leaks and normalize:
-            lp = lp - self.accepted_mass(x, many=True).log_mass
+            # The flow's own mass (a subclass's accepted_mass is its posterior's: the
+            # proxy's and the mixture's have all of theirs inside the prior).
+            lp = lp - Posterior.accepted_mass(self, x, many=True).log_mass
         return lp
 
     def accepted_mass(

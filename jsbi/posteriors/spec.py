@@ -15,9 +15,10 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 __all__: list[str] = []
 
-#: A posterior file's format name and version.
+#: A posterior file's format name and version (2: a proxy entry may say ``mixture``, which
+#: a reader of version 1 would load as the proxy's posterior alone).
 FORMAT = "jsbi.posterior"
-VERSION = 1
+VERSION = 2
 
 
 def prior_to_spec(prior: Distribution | None) -> dict[str, Any] | None:

@@ -155,6 +155,7 @@ def test_auto_returns_the_proxy_on_one_standard_error_and_a_workable_ess():
 
 
 def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
+    from jsbi.posteriors import MixturePosterior
     from jsbi.posteriors.io import load_posterior
     from jsbi.posteriors.proxy import ProxyPosterior
 
@@ -181,6 +182,10 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     forced = est.build_posterior()
     assert isinstance(forced, ProxyPosterior) and h["posterior"] == "proxy"
     assert forced.candidates_per_sample == min(50, max(10, math.ceil(1 / m["proxy_ess"])))
+    est.method = est.method.replace(posterior="mixture")
+    mixed = est.build_posterior()
+    assert type(mixed) is MixturePosterior and h["posterior"] == "mixture"
+    assert mixed.candidates_per_sample == forced.candidates_per_sample
     proxy_post = ProxyPosterior(
         est.flow,
         est.step.proxy,

@@ -1,0 +1,91 @@
+"""The equal mixture of the flow and the proxy: a normalised density that is the mean of
+its members', draws split Binomial(n, 1/2) between them and shuffled, saved and loaded."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sbi.utils import BoxUniform
+
+from jsbi.flows.conditional import build_conditional_flow
+from jsbi.posteriors import MixturePosterior, Posterior, ProxyPosterior, load_posterior
+from jsbi.proxies.likelihood import LikelihoodEnergy
+
+SMALL = {"hidden_features": (16, 16), "num_transforms": 1, "num_bins": 4}
+
+
+def _members(seed=0):
+    # A truncated flow standardised on a square twice the prior's side, so that about
+    # half of its mass or more lies outside the box (its log_prob must be renormalised
+    # by its own accepted mass), and an untrained likelihood proxy.
+    torch.manual_seed(seed)
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    wide = 4 * torch.rand(300, 2) - 2
+    flow = build_conditional_flow(
+        wide, wide + 0.2 * torch.randn(300, 2), prior, support="truncate", **SMALL
+    )
+    theta = 2 * torch.rand(300, 2) - 1
+    proxy = LikelihoodEnergy(prior, 2, **SMALL).set_standardization(
+        theta, theta + 0.2 * torch.randn(300, 2)
+    )
+    return prior, flow, proxy
+
+
+def test_the_density_is_the_mean_of_the_members_and_integrates_to_one(tmp_path):
+    prior, flow, proxy = _members()
+    mix = MixturePosterior(flow, proxy, prior)
+    x_o = torch.tensor([0.3, -0.4])
+    assert float(Posterior(flow, prior).accepted_mass(x_o).mass[0]) < 0.6  # the flow leaks
+    g = torch.linspace(-1 + 1e-3, 1 - 1e-3, 120)
+    grid = torch.cartesian_prod(g, g)
+    lp = mix.log_prob(grid, x=x_o)
+    members = torch.stack(
+        [
+            Posterior(flow, prior).log_prob(grid, x=x_o),
+            ProxyPosterior(flow, proxy, prior).log_prob(grid, x=x_o),
+        ]
+    )
+    torch.testing.assert_close(lp, members.logsumexp(0) - math.log(2))
+    mass = lp.exp().sum() * (g[1] - g[0]) ** 2
+    assert float(mass) == pytest.approx(1.0, abs=0.05)
+    # norm_posterior=False cannot mix unnormalised members: it is ignored.
+    torch.testing.assert_close(mix.log_prob(grid[:5], x=x_o, norm_posterior=False), lp[:5])
+    assert torch.isinf(mix.log_prob(torch.tensor([[1.5, 0.0]]), x=x_o)).all()
+    torch.manual_seed(1)
+    samples = mix.sample((400,), x=x_o)
+    assert samples.shape == (400, 2) and (samples.abs() <= 1).all()
+    assert mix.sample((0,), x=x_o).shape == (0, 2)
+    path = tmp_path / "mixture.pt"
+    mix.save(path)
+    assert torch.load(path, weights_only=True)["version"] == 2
+    loaded = load_posterior(path)
+    assert type(loaded) is MixturePosterior
+    torch.testing.assert_close(loaded.log_prob(grid[:50], x=x_o), lp[:50])
+
+
+def test_each_observation_gets_binomial_n_half_proxy_draws_in_random_order(monkeypatch):
+    prior, flow, proxy = _members()
+    mix = MixturePosterior(flow, proxy, prior)
+    d = mix.dim_theta
+
+    def member(value):
+        def draw(self, n, x, reject, max_rounds=1000):
+            return torch.full((n, len(x), d), value)
+
+        return draw
+
+    monkeypatch.setattr(ProxyPosterior, "_sample", member(1.0))
+    monkeypatch.setattr(Posterior, "_sample", member(0.0))
+    n, B = 20, 4000
+    torch.manual_seed(0)
+    out = mix.sample_batched((n,), x=torch.zeros(B, 2))
+    assert out.shape == (n, B, d) and bool((out[..., 0] == out[..., 1]).all())
+    k = out[..., 0].sum(0)  # proxy draws per observation
+    # Binomial(20, 1/2): mean 10 and variance 5, within 5 standard errors over 4,000.
+    assert abs(float(k.mean()) - 10) < 5 * math.sqrt(5 / B)
+    assert abs(float(k.var()) - 5) < 5 * 5 * math.sqrt(2 / B)
+    # Shuffled: every position is the proxy's about half the time, not the first k.
+    share = out[..., 0].mean(1)
+    assert bool(((share - 0.5).abs() < 5 * math.sqrt(0.25 / B)).all())

@@ -12,7 +12,8 @@ halves of its members' draws: the same law, at no extra sampling); calibration
 pairs, ``--pair-samples`` samples each. One JSON line per fit on stdout.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/flow_proxy_mixture.py --units gaussian_mixture:1
+    OMP_NUM_THREADS=1 python benchmarks/flow_proxy_mixture.py --units gaussian_mixture:1 \
+        --out benchmarks/results/flow_proxy_mixture/dev.jsonl
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import argparse
 import json
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
+from jsbi.benchmark import code_version
 from jsbi.diagnostics.c2st import c2st
 from jsbi.diagnostics.calibration import calibration
 from jsbi.estimator import PosteriorEstimator
@@ -43,7 +46,8 @@ def study(name: str, seed: int, args: argparse.Namespace) -> dict:
         warnings.simplefilter("ignore")
         est.fit(theta, x, show_progress_bar=False)
     h, m = est.history, est.history.get("final_proxy")
-    row = {"task": name, "n": args.num_simulations, "seed": seed}
+    row = {"task": name, "n": args.num_simulations, "seed": seed, "code": code_version()}
+    row |= {k: getattr(args, k) for k in ("num_samples", "pairs", "pair_samples")}
     row |= {"train_s": round(time.time() - start, 1), "phase2": phase2_outcome(h)}
     row |= {"returned": h["posterior"]}
     proxy = est._finite_proxy()
@@ -93,11 +97,27 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=4000)
     p.add_argument("--pairs", type=int, default=200)
     p.add_argument("--pair-samples", type=int, default=100)
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="a JSON-lines file the rows are appended to; units in it are skipped",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
+    done = set()
+    if args.out is not None and args.out.exists():
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line]
+        done = {(r["task"], r["n"], r["seed"]) for r in rows}
     for unit in args.units:
         name, seed = unit.split(":")
-        print(json.dumps(study(name, int(seed), args)), flush=True)
+        if (name, args.num_simulations, int(seed)) in done:
+            continue
+        line = json.dumps(study(name, int(seed), args))
+        print(line, flush=True)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with args.out.open("a") as f:
+                f.write(line + "\n")
 
 
 if __name__ == "__main__":

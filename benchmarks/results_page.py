@@ -25,6 +25,8 @@ Sections, each present when its folder is:
 - ``proxy_sampler/`` (``benchmarks/proxy_sampler.py``): MCMC against importance resampling;
 - ``proxy_sampler_steps/`` (the same script): five MCMC steps against ten;
 - ``proxy_sampler_rounds/`` (the same script): chains that go on while they drift;
+- ``flow_proxy_mixture/`` (``benchmarks/flow_proxy_mixture.py``, JSON lines): the
+  default's flow, its proxy and their mixture from one fit;
 - ``time_to_accuracy/`` (``benchmarks/time_to_accuracy.py``): the front.
 
 Usage:
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import statistics
@@ -488,6 +491,68 @@ def proxy_sample_section(folder: Path) -> list[str]:
     )
 
 
+def _diff(a: list[float], b: list[float]) -> str:
+    # a minus b paired over observations, mean ± standard error.
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    return f"{statistics.fmean(d):+.3f} ± {statistics.stdev(d) / math.sqrt(len(d)):.3f}"
+
+
+def mixture_section(folder: Path) -> list[str]:
+    rows = [
+        json.loads(line)
+        for path in sorted(folder.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line
+    ]
+    rows = [r for r in rows if "c2st_mixture" in r]  # (an abandoned proxy has no mixture)
+    rows.sort(key=lambda r: (DEV_TASKS.index(r["task"]), r["n"], r["seed"]))
+    cells, by_noise = [], defaultdict(list)
+    for r in rows:
+        z = r["val_gap"] / r["val_se"]
+        noise = "proxy ahead" if z < -1 else "within 1 se" if z <= 1 else "flow ahead"
+        returned = r["c2st_proxy" if r["returned"] == "proxy" else "c2st_flow"]
+        by_noise[noise].append(statistics.fmean(r["c2st_mixture"]) - statistics.fmean(returned))
+        cal = {k: r[f"cal_{k}"] for k in ("flow", "proxy", "mixture")}
+        cells.append(
+            [r["task"], r["n"], r["seed"], f"{r['returned']} ({z:+.1f} se)"]
+            + [f"{statistics.fmean(r[f'c2st_{k}']):.3f}" for k in ("flow", "proxy", "mixture")]
+            + [_diff(r["c2st_mixture"], returned)]
+            + [" / ".join(f"{cal[k]['coverage_max_deviation']:+.3f}" for k in cal)]
+            + [" / ".join("in" if cal[k]["sbc_in_band"] else "out" for k in cal)]
+            + [" / ".join(f"{cal[k]['nltp']:.2f}" for k in cal)]
+            + [r["code"]]
+        )
+    first = rows[0] if rows else {}
+    out = table(
+        "The flow, the proxy, and their mixture",
+        "`OMP_NUM_THREADS=1 python benchmarks/flow_proxy_mixture.py --num-simulations N "
+        "--units TASK:SEED ... --out benchmarks/results/flow_proxy_mixture/dev.jsonl`: one "
+        "jeffreys fit per row; its flow's posterior, its likelihood proxy's, and their equal "
+        "mixture (`posterior='mixture'`). `returned`: what `posterior='auto'` returned, with "
+        "the proxy's validation NLL minus the flow's in its standard errors. C2ST (MLP) is "
+        f"the mean over observations 1-5 at {first.get('num_samples', '-')} samples; "
+        "`mixture - returned` is paired over the 5 observations (mean ± se). Calibration "
+        f"(flow / proxy / mixture) on {first.get('pairs', '-')} fresh pairs x "
+        f"{first.get('pair_samples', '-')} samples: coverage max deviation, SBC in band, "
+        "NLTP. Two processes at a time on the 2 cores.",
+        ["task", "N", "seed", "returned", "flow", "proxy", "mixture", "mixture - returned"]
+        + ["coverage max dev.", "SBC", "NLTP", "code"],
+        cells,
+    )
+    summary = [
+        [k, len(v), f"{statistics.fmean(v):+.3f}", f"{sum(d < 0 for d in v)}/{len(v)}"]
+        for k in ("proxy ahead", "within 1 se", "flow ahead")
+        if (v := by_noise[k])
+    ]
+    return out + table(
+        None,
+        "By how the validation gap stood (the mixture's C2ST minus the returned "
+        "posterior's, mean over the rows; `lower`: rows where the mixture's was lower):",
+        ["validation gap", "rows", "mixture - returned", "lower"],
+        summary,
+    )
+
+
 def typicality_section(folder: Path) -> list[str]:
     out: list[str] = []
     if (folder / "samples.csv").exists():
@@ -749,6 +814,8 @@ def page() -> str:
             "Chains that go on while they drift",
             ROUNDS_INTRO,
         )
+    if (RESULTS / "flow_proxy_mixture").exists():
+        out += mixture_section(RESULTS / "flow_proxy_mixture")
     if (RESULTS / "time_to_accuracy").exists():
         out += front_section(RESULTS / "time_to_accuracy")
     return "\n".join(out).rstrip() + "\n"

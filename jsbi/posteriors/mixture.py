@@ -2,11 +2,12 @@ r"""The equal mixture of the flow and the likelihood proxy: ``posterior="mixture
 
 Both models are trained anyway. Where neither is clearly the better one on the
 validation pairs, returning both costs nothing in training: the mixture
-:math:`\tfrac12 q_\phi(\theta \mid x) + \tfrac12 r_\psi(\theta \mid x)` has a KL from the
-true posterior no larger than the mean of its members' (KL is convex in its first
-argument), and a density that is normalised because each member's is (the flow's
-renormalised by its accepted mass inside the prior where it is truncated, the proxy's
-by its importance-sampled :math:`\log \hat Z_\psi(x)`).
+:math:`m = \tfrac12 q_\phi(\theta \mid x) + \tfrac12 r_\psi(\theta \mid x)` has a forward
+KL from the true posterior :math:`p` no larger than the mean of its members'
+(:math:`\mathrm{KL}(p \,\|\, m)` is convex in :math:`m`), and a density that is
+normalised because each member's is (the flow's renormalised by its accepted mass inside
+the prior where it is truncated, the proxy's by its importance-sampled
+:math:`\log \hat Z_\psi(x)`).
 
 Sampling draws, per observation, how many of the ``n`` samples come from the proxy
 (``Binomial(n, 1/2)``), takes them from the proxy's sampler and the rest from the
@@ -77,6 +78,14 @@ class MixturePosterior(ProxyPosterior):
         flow = Posterior._log_prob(self, theta, x, track_gradients, True)
         proxy = ProxyPosterior._log_prob(self, theta, x, track_gradients, True)
         return torch.logaddexp(flow, proxy) - math.log(2)
+
+    def recalibrate(self, *args: Any, **kwargs: Any) -> float:
+        r"""Not for the mixture: its proxy half does not move with the flow's temperature."""
+        raise ValueError(
+            "recalibrate applies to a flow posterior: this one is the mixture of the flow and "
+            "the proxy, whose half does not depend on the flow's temperature "
+            "(posterior='flow' returns the flow)"
+        )
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()

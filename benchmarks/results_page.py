@@ -505,7 +505,8 @@ def mixture_section(folder: Path) -> list[str]:
         if line
     ]
     rows = [r for r in rows if "c2st_mixture" in r]  # (an abandoned proxy has no mixture)
-    rows.sort(key=lambda r: (DEV_TASKS.index(r["task"]), r["n"], r["seed"]))
+    order = {t: i for i, t in enumerate(DEV_TASKS)}
+    rows.sort(key=lambda r: (order.get(r["task"], len(order)), r["task"], r["n"], r["seed"]))
     cells, by_noise = [], defaultdict(list)
     for r in rows:
         z = r["val_gap"] / r["val_se"]
@@ -732,7 +733,10 @@ def page() -> str:
             "gaussian_linear_uniform --num-simulations 1000,10000 --seeds 0,1 "
             "--observations 1,2,3,4,5 --out benchmarks/results/dev` (with `--objectives` "
             "naming the methods). `(T ...)`: the base temperature each recalibrated unit "
-            "kept (units run before the rows recorded it show none).",
+            "kept (units run before the rows recorded it show none). Units whose code "
+            "predates `posterior='auto'` returning the mixture of the flow and the proxy "
+            "(where the proxy is not clearly ahead) returned the flow there: the mixture's "
+            "section below measures the change.",
         )
     if (dev / "benchmark.csv").exists():
         out += cost_section("development set", dev)

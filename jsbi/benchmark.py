@@ -89,7 +89,7 @@ def method_columns(method: str, task: Any, options: Mapping[str, Any] | None = N
     r"""What a unit's rows say of its method: the ``support`` mode (``"sbi"`` for sbi's
     NPE), the flow's ``transforms`` (``"coupling"`` where zuko's ``passes`` is below the
     number of parameters, or ``realnvp``; else ``"autoregressive"``) and what it returns
-    (``posterior``: ``"flow"``, ``"proxy"`` or ``"auto"``)."""
+    (``posterior``: ``"flow"``, ``"proxy"``, ``"mixture"`` or ``"auto"``)."""
     if method == BASELINE:
         return {"support": "sbi", "transforms": "sbi", "posterior": "sbi"}
     est = _estimator(method, task, options)
@@ -402,7 +402,7 @@ def run_unit(
 def _fit_columns(history: dict, posterior: str, code: str) -> dict:
     # What the fit did and with which code.
     return {
-        # What auto chose (the flow or the proxy); the setting itself otherwise.
+        # What auto chose (the flow, the proxy or their mixture); the setting otherwise.
         "returned": history.get("posterior", posterior),
         "phase2": phase2_outcome(history),
         "code": code,

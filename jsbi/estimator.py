@@ -61,7 +61,7 @@ from jsbi.options import (
     sbi_names,
 )
 from jsbi.posteriors import MixturePosterior, Posterior, ProxyPosterior
-from jsbi.posteriors.proxy import candidates_per_sample, proxy_wins
+from jsbi.posteriors.proxy import auto_choice, candidates_per_sample
 from jsbi.posteriors.typicality import fit_typicality
 from jsbi.progress import interactive
 from jsbi.seeding import seeded
@@ -327,7 +327,7 @@ class PosteriorEstimator:
             )
         returns = self.method.returns
         measured = self.history.get("final_proxy")
-        use_proxy = returns in ("proxy", "mixture") or (returns == "auto" and proxy_wins(measured))
+        choice = auto_choice(measured) if returns == "auto" else returns
         proxy = self._finite_proxy()
         if proxy is None and getattr(self.step, "proxy", None) is not None:
             if returns in ("proxy", "mixture"):
@@ -336,12 +336,11 @@ class PosteriorEstimator:
                     f"large for it?): posterior={returns!r} cannot be built; fit again with a "
                     "smaller proxy_learning_rate, or posterior='flow'"
                 )
-            use_proxy = False  # never a NaN proxy, nor its evidence
-        mixed = use_proxy and returns == "mixture"
-        self.history["posterior"] = "mixture" if mixed else "proxy" if use_proxy else "flow"
+            choice = "flow"  # never a NaN proxy, nor its evidence
+        self.history["posterior"] = choice
         common = {"history": self.history, "typicality": self._typicality}
-        if use_proxy:
-            return (MixturePosterior if mixed else ProxyPosterior)(
+        if choice in ("proxy", "mixture"):
+            return (MixturePosterior if choice == "mixture" else ProxyPosterior)(
                 self.flow,
                 proxy,
                 self.prior,

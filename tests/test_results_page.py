@@ -106,3 +106,32 @@ def test_a_grid_table_names_the_temperature_and_the_code_of_each_unit(page, tmp_
     assert plain.endswith("| unrecorded |")
     jeffreys = next(ln for ln in lines if ln.startswith("| jeffreys |"))
     assert jeffreys.endswith("| abc1234, def5678+changes |")
+
+
+def test_the_mixture_section_groups_rows_by_the_validation_gap(page, tmp_path):
+    import json
+
+    cal = {"coverage_max_deviation": -0.1, "sbc_in_band": True, "nltp": 1.0}
+    base = {"n": 1000, "code": "abc", "num_samples": 4000, "pairs": 200, "pair_samples": 100}
+    base |= {f"cal_{k}": cal for k in ("flow", "proxy", "mixture")}
+    rows = [
+        # The proxy ahead by 2 se and returned: the mixture 0.02 above it.
+        base
+        | {"task": "two_moons", "seed": 0, "returned": "proxy", "val_gap": -0.2}
+        | {"val_se": 0.1, "c2st_flow": [0.7] * 5, "c2st_proxy": [0.6] * 5}
+        | {"c2st_mixture": [0.61, 0.62, 0.63, 0.62, 0.62]},
+        # The flow returned, the gap within 1 se: the mixture 0.01 below the flow.
+        base
+        | {"task": "slcp", "seed": 1, "returned": "flow", "val_gap": 0.05}
+        | {"val_se": 0.1, "c2st_flow": [0.8] * 5, "c2st_proxy": [0.9] * 5}
+        | {"c2st_mixture": [0.79] * 5},
+    ]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = "\n".join(page.mixture_section(tmp_path))
+    assert (
+        "| two_moons | 1000 | 0 | proxy (-2.0 se) | 0.700 | 0.600 | 0.620 | +0.020 ± 0.003 |"
+        in text
+    )
+    assert "| slcp | 1000 | 1 | flow (+0.5 se) | 0.800 | 0.900 | 0.790 | -0.010 ± 0.000 |" in text
+    assert "| proxy ahead | 1 | +0.020 | 0/1 |" in text
+    assert "| within 1 se | 1 | -0.010 | 1/1 |" in text

@@ -117,10 +117,11 @@ class SymmetricConfig(Config):
         share_embedding: Whether the proxy reads ``x`` through the flow's embedding net (the
             likelihood proxy then models the summaries ``s(x)``: for high-dimensional ``x``).
         posterior: What fit returns: ``"auto"`` (the proxy where it is clearly the better
-            model on the validation pairs, else the flow), ``"flow"``, ``"proxy"`` or
-            ``"mixture"`` (the equal mixture of the two,
-            :class:`~jsbi.posteriors.MixturePosterior`; ``None``: ``"auto"`` with the
-            likelihood proxy, else ``"flow"``).
+            model on the validation pairs, else the equal mixture of the flow and the
+            proxy, :class:`~jsbi.posteriors.MixturePosterior`, or the flow where the proxy
+            was abandoned or the flow cannot propose for it:
+            :func:`~jsbi.posteriors.proxy.auto_choice`), ``"flow"``, ``"proxy"`` or
+            ``"mixture"`` (``None``: ``"auto"`` with the likelihood proxy, else ``"flow"``).
         gate: Whether the reverse term is on only while the proxy's validation NLL beats
             the flow's (``None``: on for ``npe-first``).
         gate_samples: Importance samples per validation ``x`` for the gate's proxy NLL.
@@ -196,8 +197,9 @@ class SymmetricConfig(Config):
     posterior: str | None = option(
         None,
         "what training returns: auto (the proxy where it is clearly the better model on the "
-        "validation pairs, else the flow), flow, proxy, or mixture (the two, half each) "
-        "(default: auto with the likelihood proxy, else flow)",
+        "validation pairs, else the mixture of the flow and the proxy, half each, or the "
+        "flow where the proxy was abandoned), flow, proxy or mixture (default: auto with "
+        "the likelihood proxy, else flow)",
         choices=(None, *RETURNS),
     )
     gate: bool | None = option(

@@ -309,24 +309,31 @@ class ProxyPosterior(Posterior):
 SAMPLERS = ("mcmc", "importance")
 
 #: ``posterior="auto"``: the proxy is returned where its validation NLL is lower than the
-#: flow's by more than this many standard errors, ...
+#: flow's by more than this many standard errors (else the mixture of the two), ...
 AUTO_MARGIN_SE = 1.0
-#: ... and its importance weights keep at least this mean ESS fraction (then
-#: :func:`candidates_per_sample` draws at most 1 / AUTO_MIN_ESS candidates per sample).
+#: ... in both cases only where the proxy's importance weights keep at least this mean
+#: ESS fraction (then :func:`candidates_per_sample` draws at most 1 / AUTO_MIN_ESS
+#: candidates per sample).
 AUTO_MIN_ESS = 0.02
 
 
-def proxy_wins(measured: dict[str, float] | None) -> bool:
-    r"""Whether ``posterior="auto"`` returns the proxy, from its measurement against the
-    flow on the validation pairs."""
-    # The proxy is returned only where it is the better model on the validation pairs
-    # (its NLL lower by more than AUTO_MARGIN_SE standard errors) and the flow proposes
-    # where it has mass (mean ESS fraction >= AUTO_MIN_ESS), which both of its samplers
-    # need: importance resampling, and the independence steps of the MCMC chains.
-    if not measured:
-        return False
+def auto_choice(measured: dict[str, float] | None) -> str:
+    r"""What ``posterior="auto"`` returns, ``"proxy"``, ``"mixture"`` or ``"flow"``, from
+    the proxy's measurement against the flow on the validation pairs (``None``: none,
+    e.g. a proxy abandoned in phase 1)."""
+    # The proxy alone where it is the better model on the validation pairs (its NLL
+    # lower by more than AUTO_MARGIN_SE standard errors); else the equal mixture of both,
+    # which on the development set was as good as the flow or better where the flow was
+    # ahead too (docs/method.md, "Defaults and why"). The proxy's share needs the flow to
+    # propose where it has mass (mean ESS fraction >= AUTO_MIN_ESS), which both of its
+    # samplers do: importance resampling, and the independence steps of the MCMC chains;
+    # the flow alone where it cannot, or where the proxy was never measured (abandoned).
+    if not measured or not measured["proxy_ess"] >= AUTO_MIN_ESS:
+        return "flow"
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
-    return gap + AUTO_MARGIN_SE * se < 0 and measured["proxy_ess"] >= AUTO_MIN_ESS
+    if not (math.isfinite(gap) and math.isfinite(se)):
+        return "flow"
+    return "proxy" if gap + AUTO_MARGIN_SE * se < 0 else "mixture"
 
 
 def candidates_per_sample(measured: dict[str, float] | None) -> int:

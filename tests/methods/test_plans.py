@@ -133,19 +133,20 @@ def test_schedule_options_are_checked_at_construction():
         SymmetricConfig(phase2_patience=0)
 
 
-def test_auto_returns_the_proxy_on_one_standard_error_and_a_workable_ess():
+def test_auto_returns_the_proxy_ahead_by_one_standard_error_else_the_mixture():
+    from jsbi.posteriors.proxy import auto_choice
     from jsbi.posteriors.proxy import candidates_per_sample as _candidates_per_sample
-    from jsbi.posteriors.proxy import proxy_wins as _proxy_wins
 
     def measured(gap, se, ess):
         return {"proxy_minus_flow": gap, "proxy_minus_flow_se": se, "proxy_ess": ess}
 
-    assert _proxy_wins(measured(-0.263, 0.143, 0.183))  # two_moons, 1,000: 1.8 se
-    assert not _proxy_wins(measured(-0.1, 0.143, 0.5))  # within one se
-    assert not _proxy_wins(measured(0.023, 0.018, 0.4))  # the flow is better
-    assert _proxy_wins(measured(-0.162, 0.077, 0.076))  # slcp, 10,000: a low ESS
-    assert not _proxy_wins(measured(-1.0, 0.1, 0.01))  # too low to resample
-    assert not _proxy_wins(measured(math.nan, math.nan, math.nan)) and not _proxy_wins(None)
+    assert auto_choice(measured(-0.263, 0.143, 0.183)) == "proxy"  # two_moons, 1,000: 1.8 se
+    assert auto_choice(measured(-0.162, 0.077, 0.076)) == "proxy"  # slcp, 10,000: a low ESS
+    assert auto_choice(measured(-0.1, 0.143, 0.5)) == "mixture"  # within one se
+    assert auto_choice(measured(0.023, 0.018, 0.4)) == "mixture"  # the flow ahead by 1.3 se
+    assert auto_choice(measured(-1.0, 0.1, 0.01)) == "flow"  # too low an ESS to sample it
+    assert auto_choice(measured(math.nan, math.nan, math.nan)) == "flow"
+    assert auto_choice(None) == "flow"  # not measured: the proxy was abandoned
     assert [_candidates_per_sample(measured(-1, 0.1, e)) for e in (0.5, 0.076, 0.021)] == [
         10,
         14,
@@ -155,7 +156,7 @@ def test_auto_returns_the_proxy_on_one_standard_error_and_a_workable_ess():
 
 
 def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
-    from jsbi.posteriors import MixturePosterior
+    from jsbi.posteriors import MixturePosterior, Posterior
     from jsbi.posteriors.io import load_posterior
     from jsbi.posteriors.proxy import ProxyPosterior
 
@@ -173,9 +174,10 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     )
     h = post.history
     m = h["final_proxy"]
-    wins = m["proxy_minus_flow"] + m["proxy_minus_flow_se"] < 0 and m["proxy_ess"] >= 0.02
-    assert h["posterior"] == ("proxy" if wins else "flow")
-    assert isinstance(post, ProxyPosterior) == wins
+    usable = m["proxy_ess"] >= 0.02
+    wins = usable and m["proxy_minus_flow"] + m["proxy_minus_flow_se"] < 0
+    assert h["posterior"] == ("proxy" if wins else "mixture" if usable else "flow")
+    assert type(post) is (ProxyPosterior if wins else MixturePosterior if usable else Posterior)
     # The proxy resamples from about 1 / ESS fraction proposal draws per sample, 10 to 50
     # (asked for whatever auto chose).
     est.method = est.method.replace(posterior="proxy")

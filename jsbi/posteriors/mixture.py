@@ -45,6 +45,8 @@ class MixturePosterior(ProxyPosterior):
     ``norm_posterior=False`` is ignored.
     """
 
+    _frames = 2  # its _sample (and its no_grad wrapper) call ProxyPosterior's
+
     def __repr__(self) -> str:
         flow = self.flow.config.get("flow")
         return f"MixturePosterior(proxy={type(self.proxy).__name__}, flow={flow})"

@@ -76,6 +76,9 @@ class ProxyPosterior(Posterior):
         kwargs: See :class:`~jsbi.posteriors.posterior.Posterior`.
     """
 
+    #: Frames a subclass's ``_sample`` adds above this class's (for warnings' stack level).
+    _frames = 0
+
     def __init__(
         self,
         flow: ConditionalFlow,
@@ -160,7 +163,7 @@ class ProxyPosterior(Posterior):
                 f"{bound}): there it no longer depends on the parameters and would return "
                 "the prior, so the flow answers for them. The observation is far from the "
                 "simulations: check the model (see observation_p_value)",
-                stacklevel=5,
+                stacklevel=5 + self._frames,
             )
         return outside
 
@@ -199,7 +202,8 @@ class ProxyPosterior(Posterior):
                 num_mala=self.mcmc_mala,
                 max_steps=self.mcmc_max_steps,
             )
-            check_mixing(self.last_mixing, stacklevel=5)  # the caller of sample()
+            # The caller of sample() (a subclass's sampler may add frames between).
+            check_mixing(self.last_mixing, stacklevel=5 + self._frames)
             return samples
         return self._resample(n, x)
 
@@ -224,7 +228,7 @@ class ProxyPosterior(Posterior):
             warnings.warn(
                 f"importance resampling of the proxy: ESS {ess:.0f} for {n} samples; the "
                 "samples repeat points (raise max_candidates_per_sample, or use the flow)",
-                stacklevel=3,
+                stacklevel=3 + self._frames,
             )
         return out
 

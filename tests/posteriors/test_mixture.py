@@ -57,6 +57,10 @@ def test_the_density_is_the_mean_of_the_members_and_integrates_to_one(tmp_path):
     samples = mix.sample((400,), x=x_o)
     assert samples.shape == (400, 2) and (samples.abs() <= 1).all()
     assert mix.sample((0,), x=x_o).shape == (0, 2)
+    # Beyond the proxy's domain the flow answers, and the warning names the caller's line.
+    with pytest.warns(UserWarning, match="outside the likelihood proxy's domain") as record:
+        mix.sample((50,), x=torch.tensor([4.0, 0.0]))
+    assert {w.filename for w in record if "domain" in str(w.message)} == {__file__}
     with pytest.raises(ValueError, match="the mixture of the flow and the proxy"):
         mix.recalibrate(torch.zeros(4, 2), torch.zeros(4, 2))
     path = tmp_path / "mixture.pt"

@@ -95,6 +95,11 @@ def paired(rows: list[dict[str, str]], method: str, key: str = "c2st") -> str:
     diffs = [d for d in diffs if math.isfinite(d)]
     if len(diffs) < 2 or method == BASELINE:
         return "-"
+    return mean_se(diffs)
+
+
+def mean_se(diffs: list[float]) -> str:
+    # Paired differences: their mean ± its standard error.
     se = statistics.stdev(diffs) / math.sqrt(len(diffs))
     return f"{statistics.fmean(diffs):+.3f} ± {se:.3f}"
 
@@ -491,12 +496,6 @@ def proxy_sample_section(folder: Path) -> list[str]:
     )
 
 
-def _diff(a: list[float], b: list[float]) -> str:
-    # a minus b paired over observations, mean ± standard error.
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return f"{statistics.fmean(d):+.3f} ± {statistics.stdev(d) / math.sqrt(len(d)):.3f}"
-
-
 def mixture_section(folder: Path) -> list[str]:
     rows = [
         json.loads(line)
@@ -519,7 +518,7 @@ def mixture_section(folder: Path) -> list[str]:
         cells.append(
             [r["task"], r["n"], r["seed"], f"{r['returned']} ({z:+.1f} se)"]
             + [f"{statistics.fmean(r[f'c2st_{k}']):.3f}" for k in ("flow", "proxy", "mixture")]
-            + [_diff(r["c2st_mixture"], single)]
+            + [mean_se([a - b for a, b in zip(r["c2st_mixture"], single, strict=True)])]
             + [" / ".join(f"{cal[k]['coverage_max_deviation']:+.3f}" for k in cal)]
             + [" / ".join("in" if cal[k]["sbc_in_band"] else "out" for k in cal)]
             + [" / ".join(f"{cal[k]['nltp']:.2f}" for k in cal)]

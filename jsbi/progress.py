@@ -94,6 +94,19 @@ def _module(filename: str) -> str:
     return os.path.splitext(os.path.basename(filename))[0]
 
 
+_INSIDE = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.sep + "torch" + os.sep)
+
+
+def user_stacklevel() -> int:
+    r"""The ``stacklevel`` that makes a warning raised by the calling function point at
+    the first frame outside jsbi (and torch's wrappers, e.g. ``no_grad``): the user's
+    line, however many of jsbi's frames (a subclass's sampler, a wrapper) lie between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(part in frame.f_code.co_filename for part in _INSIDE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def raise_again(caught: list) -> None:
     r"""In the caller: raises the warnings :func:`caught_warnings` recorded, each once,
     from where the worker raised it, so that the caller's filters apply as to its own."""

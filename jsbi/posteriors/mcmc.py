@@ -63,6 +63,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from jsbi.objectives import defensive_log_proposal
+from jsbi.progress import user_stacklevel
 from jsbi.proxies.base import PriorLogDensity
 from jsbi.proxies.importance import neg_energy_inside
 
@@ -490,14 +491,15 @@ def check_mixing(
     *,
     max_drift: float = MAX_DRIFT,
     min_acceptance: float = 0.01,
-    stacklevel: int = 3,
+    stacklevel: int | None = None,
 ) -> None:
-    r"""Warns when the chains say they did not mix (:func:`mixing_problems`)."""
+    r"""Warns when the chains say they did not mix (:func:`mixing_problems`), at the first
+    frame outside jsbi (``stacklevel=None``) or at ``stacklevel``."""
     bad = mixing_problems(info, max_drift=max_drift, min_acceptance=min_acceptance)
     if bad:
         warnings.warn(
             "the proxy's chains may not have mixed: " + "; ".join(bad) + f" after "
             f"{info.num_steps} steps. Draw with more steps (mcmc_steps=, "
             "mcmc_max_steps=), or use the flow (posterior='flow')",
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
         )

@@ -45,8 +45,6 @@ class MixturePosterior(ProxyPosterior):
     ``norm_posterior=False`` is ignored.
     """
 
-    _frames = 2  # its _sample (and its no_grad wrapper) call ProxyPosterior's
-
     def __repr__(self) -> str:
         flow = self.flow.config.get("flow")
         return f"MixturePosterior(proxy={type(self.proxy).__name__}, flow={flow})"
@@ -60,6 +58,9 @@ class MixturePosterior(ProxyPosterior):
         half = torch.full((B,), 0.5, device=dev)
         k = torch.distributions.Binomial(n, half).sample().long()
         most, least = int(k.max()), int(k.min())
+        # Every observation gets the most any needs from each member (one vectorised
+        # call each): with B observations about sqrt(n ln(B) / 2) draws per member and
+        # observation go unused, none with one observation.
         parts = []
         if most:
             parts.append(ProxyPosterior._sample(self, most, x, reject, max_rounds))

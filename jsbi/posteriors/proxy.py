@@ -43,6 +43,7 @@ from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass
 from jsbi.posteriors.mcmc import MixingInfo, check_mixing, sample_proxy
 from jsbi.posteriors.posterior import Posterior, sample_shape_tuple
+from jsbi.progress import user_stacklevel
 from jsbi.proxies.base import PriorLogDensity
 from jsbi.proxies.importance import importance_resample, neg_energy_inside
 
@@ -75,9 +76,6 @@ class ProxyPosterior(Posterior):
             set, chains run closer to the proxy scored a worse C2ST (docs/method.md).
         kwargs: See :class:`~jsbi.posteriors.posterior.Posterior`.
     """
-
-    #: Frames a subclass's ``_sample`` adds above this class's (for warnings' stack level).
-    _frames = 0
 
     def __init__(
         self,
@@ -163,7 +161,7 @@ class ProxyPosterior(Posterior):
                 f"{bound}): there it no longer depends on the parameters and would return "
                 "the prior, so the flow answers for them. The observation is far from the "
                 "simulations: check the model (see observation_p_value)",
-                stacklevel=5 + self._frames,
+                stacklevel=user_stacklevel(),
             )
         return outside
 
@@ -202,8 +200,7 @@ class ProxyPosterior(Posterior):
                 num_mala=self.mcmc_mala,
                 max_steps=self.mcmc_max_steps,
             )
-            # The caller of sample() (a subclass's sampler may add frames between).
-            check_mixing(self.last_mixing, stacklevel=5 + self._frames)
+            check_mixing(self.last_mixing)  # warns at the caller of sample()
             return samples
         return self._resample(n, x)
 
@@ -228,7 +225,7 @@ class ProxyPosterior(Posterior):
             warnings.warn(
                 f"importance resampling of the proxy: ESS {ess:.0f} for {n} samples; the "
                 "samples repeat points (raise max_candidates_per_sample, or use the flow)",
-                stacklevel=3 + self._frames,
+                stacklevel=user_stacklevel(),
             )
         return out
 

@@ -208,8 +208,11 @@ def test_a_state_without_density_has_weight_zero_never_nan():
 
 
 def test_check_mixing_warns_only_when_the_chains_say_so():
-    with pytest.warns(UserWarning, match="may not have mixed: the population still moved by 0.30"):
+    with pytest.warns(
+        UserWarning, match="may not have mixed: the population still moved by 0.30"
+    ) as w:
         check_mixing(MixingInfo(0.3, 0.5, 1.4, 20.0, 0.3, 10))
+    assert w[0].filename == __file__  # the first frame outside jsbi: this test
     with pytest.warns(UserWarning, match="IMH acceptance 0.002"):
         check_mixing(MixingInfo(0.002, 0.5, 1.01, 200.0, 0.01, 10))
     import warnings

@@ -56,6 +56,8 @@ def study(name: str, seed: int, args: argparse.Namespace) -> dict:
     row |= {
         "val_gap": round(m["proxy_minus_flow"], 4),
         "val_se": round(m["proxy_minus_flow_se"], 4),
+        "val_mix_gap": round(m["mixture_minus_flow"], 4),
+        "val_mix_se": round(m["mixture_minus_flow_se"], 4),
     }
     common = {"history": h, "typicality": est._typicality}
     flow = Posterior(est.flow, est.prior, proxy=proxy, **common)

@@ -126,12 +126,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"best phase: {h.get('best_phase')} (1: npe's state kept, 2: the symmetric phase won)")
     # posterior="auto" (jeffreys' default with the likelihood proxy): the proxy itself,
     # sampled by MCMC proposed by the flow, where it is clearly the better model
-    # on the validation pairs, else the flow.
+    # on the validation pairs, else the equal mixture of the flow and the proxy.
     final = h.get("final_proxy") or {}
     print(
-        f"jeffreys returned the {h['posterior']} (proxy NLL - flow NLL after training "
+        f"jeffreys returned the {h['posterior']} (after training, proxy NLL - flow NLL "
         f"{final.get('proxy_minus_flow', math.nan):+.3f} ± "
-        f"{final.get('proxy_minus_flow_se', math.nan):.3f})"
+        f"{final.get('proxy_minus_flow_se', math.nan):.3f}, mixture NLL - flow NLL "
+        f"{final.get('mixture_minus_flow', math.nan):+.3f} ± "
+        f"{final.get('mixture_minus_flow_se', math.nan):.3f})"
     )
     plot_phases(histories, out / "phases.png")
 

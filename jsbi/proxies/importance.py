@@ -214,7 +214,10 @@ def proxy_minus_flow(
     Returns:
         ``proxy_nll`` (its mean), ``proxy_minus_flow`` (the mean paired difference;
         negative: the proxy is better; NaN where unmeasurable), its standard error
-        ``proxy_minus_flow_se`` and ``proxy_ess`` (the weights' mean ESS fraction).
+        ``proxy_minus_flow_se``, the same for the equal mixture of the two
+        (``mixture_minus_flow``, ``mixture_minus_flow_se``: its NLL
+        :math:`\log 2 - \log(e^{-\mathrm{NLL}_r} + e^{-\mathrm{NLL}_q})` minus the
+        flow's) and ``proxy_ess`` (the weights' mean ESS fraction).
     """
     inside = flow.support.contains if getattr(flow, "leaks", False) else None
     nll_r, ess, *mass = proxy_nll(
@@ -231,14 +234,25 @@ def proxy_minus_flow(
     if mass:
         n = num_samples - round(num_samples * prior_fraction)
         log_mass = mass[0].clamp_min(1 / (n + 1)).log()
-    diff = nll_r + flow.log_prob(theta, x) - log_mass
-    se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    nll_q = log_mass - flow.log_prob(theta, x)
+    # The equal mixture of the two (``posterior="mixture"``), from the same pairs.
+    nll_m = math.log(2) - torch.logaddexp(-nll_r, -nll_q)
+    gap, gap_se = _mean_se(nll_r - nll_q)
+    mix, mix_se = _mean_se(nll_m - nll_q)
     return {
         "proxy_nll": float(nll_r.mean()),
-        "proxy_minus_flow": float(diff.mean()),
-        "proxy_minus_flow_se": se,
+        "proxy_minus_flow": gap,
+        "proxy_minus_flow_se": gap_se,
+        "mixture_minus_flow": mix,
+        "mixture_minus_flow_se": mix_se,
         "proxy_ess": float(ess.mean()),
     }
+
+
+def _mean_se(diff: Tensor) -> tuple[float, float]:
+    # A paired difference's mean and standard error (inf from one pair).
+    se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    return float(diff.mean()), se
 
 
 @torch.no_grad()

@@ -67,12 +67,15 @@ def test_verdicts(saved):
     assert any(s.startswith("Lowest NLTP: exact,") for s in sentences), sentences
 
 
-def test_the_verdict_says_level_within_noise_and_flags_every_cap():
+def test_the_verdict_says_level_within_noise_flags_every_cap_and_names_the_mixture():
     import matplotlib
 
     matplotlib.use("Agg")
     twins = {"a": GaussianPosterior(), "b": GaussianPosterior()}
     capped = {"stopped_by": "the epoch cap", "epochs_trained": 5, "converged": False}
+    measured = {"proxy_minus_flow": 0.12, "proxy_minus_flow_se": 0.05}
+    measured |= {"mixture_minus_flow": -0.08, "mixture_minus_flow_se": 0.02}
+    mixture = {"posterior": "mixture", "final_proxy": measured}
     report = compare(
         twins,
         GaussianTask(),
@@ -80,9 +83,14 @@ def test_the_verdict_says_level_within_noise_and_flags_every_cap():
         num_sbc=60,
         num_posterior_samples=60,
         num_c2st_samples=200,
-        histories={"a": {}, "b": capped},
+        histories={"a": mixture, "b": capped},
     )
     sentences = report.verdict()
+    # What a method returns, and by how much its validation NLL chose it.
+    assert (
+        "a returns the equal mixture of its flow and its likelihood proxy; validation NLL "
+        "minus the flow's: proxy +0.120 ± 0.050 and mixture -0.080 ± 0.020 nats per pair."
+    ) in sentences, sentences
     assert any("are level" in s and s.startswith("C2ST") for s in sentences), sentences
     assert not any(s.startswith("Lowest C2ST") for s in sentences)
     assert any(s.startswith("Warning: b stopped at its epoch cap (5 epochs)") for s in sentences)

@@ -21,6 +21,7 @@ from jsbi.proxies.importance import (
     defensive_samples,
     importance_resample,
     proxy_log_normalizer,
+    proxy_minus_flow,
     proxy_nll,
 )
 from jsbi.proxies.likelihood import LikelihoodEnergy
@@ -230,6 +231,26 @@ def test_importance_resampling_draws_the_proxy():
     # log Z = 1.7 + log(2 pi 0.3^2)
     log_z, _ = proxy_log_normalizer(_GaussianEnergy(), flow, prior, x_o[None], 50_000)
     assert float(log_z) == pytest.approx(1.7 + math.log(2 * math.pi * 0.09), abs=0.05)
+
+
+def test_the_measurement_gives_the_proxys_and_the_mixtures_nll_against_the_flows():
+    # r = N(x / 2, 0.3^2 I) is known in closed form: each pair's NLL of r, of the flow and
+    # of their equal mixture is exact but for r's importance-sampled log Z.
+    torch.manual_seed(0)
+    prior = Independent(Normal(torch.zeros(2), 2 * torch.ones(2)), 1)
+    theta = prior.sample((300,))
+    x = theta + 0.5 * torch.randn(300, 2)
+    flow = build_conditional_flow(theta, x, prior, **SMALL)  # untrained: far from r
+    r = Independent(Normal(x[:40] / 2, 0.3 * torch.ones(40, 2)), 1)
+    nll_r, nll_q = -r.log_prob(theta[:40]), -flow.log_prob(theta[:40], x[:40]).detach()
+    nll_m = math.log(2) - torch.logaddexp(-nll_r, -nll_q)
+    m = proxy_minus_flow(_GaussianEnergy(), flow, prior, theta[:40], x[:40], 20_000)
+    assert m["proxy_minus_flow"] == pytest.approx(float((nll_r - nll_q).mean()), abs=0.05)
+    assert m["mixture_minus_flow"] == pytest.approx(float((nll_m - nll_q).mean()), abs=0.05)
+    se = float((nll_m - nll_q).std() / math.sqrt(40))
+    assert m["mixture_minus_flow_se"] == pytest.approx(se, rel=0.1)
+    # The mixture is never worse than the better member by more than log 2 per pair.
+    assert m["mixture_minus_flow"] <= min(0.0, m["proxy_minus_flow"]) + math.log(2)
 
 
 def test_importance_resampling_draws_more_candidates_where_the_ess_is_short():

@@ -121,7 +121,8 @@ class PosteriorEstimator:
                 f"ensemble={self.flow_config.ensemble} applies to objective='npe' for now: a "
                 "symmetric method trains one flow and one proxy"
             )
-        check_recalibrate(self.train_config, self.flow_config)
+        check_recalibrate(self.train_config, self.flow_config, self.method.returns)
+        self._recalibrate = self.train_config.recalibrate
         self.flow: ConditionalFlow | None = None
         self.step: TrainingStep | None = None
         self.history: dict[str, Any] | None = None
@@ -209,7 +210,8 @@ class PosteriorEstimator:
             The trained posterior (its ``history`` holds the run).
         """
         config = (train_config or self.train_config).replace(**sbi_names(train_overrides))
-        check_recalibrate(config, self.flow_config)
+        check_recalibrate(config, self.flow_config, self.method.returns)
+        self._recalibrate = config.recalibrate  # auto then returns the proxy or the flow
         check_proposal(proposal, self.prior)
         theta, x, dropped = check_training_data(theta, x, self.dim_theta)
         check_support(theta, self.prior, self.support)
@@ -327,7 +329,9 @@ class PosteriorEstimator:
             )
         returns = self.method.returns
         measured = self.history.get("final_proxy")
-        choice = auto_choice(measured) if returns == "auto" else returns
+        # (The mixture cannot be recalibrated: with recalibrate=True, auto returns the
+        # proxy where it is ahead, else the flow, recalibrated.)
+        choice = auto_choice(measured, not self._recalibrate) if returns == "auto" else returns
         proxy = self._finite_proxy()
         if proxy is None and getattr(self.step, "proxy", None) is not None:
             if returns in ("proxy", "mixture"):

@@ -111,11 +111,17 @@ def interrupt_says(where: str) -> Iterator[None]:
         raise KeyboardInterrupt(f"fit interrupted while {where}: nothing to return") from None
 
 
-def check_recalibrate(train: TrainConfig, flow: FlowConfig) -> None:
+def check_recalibrate(train: TrainConfig, flow: FlowConfig, returns: str = "flow") -> None:
     if train.recalibrate and flow.flow == "ncsf":
         raise ValueError(
             "recalibrate=True needs a flow with a Gaussian base; flow='ncsf' has a uniform "
             "base on the circle, so no temperature"
+        )
+    if train.recalibrate and returns in ("proxy", "mixture"):
+        raise ValueError(
+            f"recalibrate=True fits the flow's temperature, but posterior={returns!r} never "
+            "returns the flow alone: use posterior='auto' (the flow recalibrated where the "
+            "proxy is not ahead) or 'flow'"
         )
 
 

@@ -123,6 +123,11 @@ def test_a_typo_in_an_option_is_an_error_at_construction_naming_the_option():
         ({"objective": "jeffreys", "gate_samples": 1}, "gate_samples"),
         ({"objective": "srfe", "tau_epochs": 0}, "tau_epochs must be an int >= 1"),
         ({"objective": "jeffreys", "gate_sample": 9}, "gate_sample"),
+        ({"flow": "ncsf", "recalibrate": True}, "recalibrate=True needs a flow with a Gaussian"),
+        (
+            {"objective": "jeffreys", "posterior": "mixture", "recalibrate": True},
+            "recalibrate=True fits the flow's temperature, but posterior='mixture' never",
+        ),
     ],
 )
 def test_bad_options_fail_at_construction_naming_the_argument(options, named):

@@ -201,6 +201,25 @@ def test_beyond_the_proxys_domain_the_flow_answers_normalised(proxy_posterior, m
     assert post.leakage(x0) == pytest.approx(1 - float(mass.mass[0]))
 
 
+def test_rows_beyond_the_proxys_domain_ask_the_flow_for_those_rows_alone(
+    proxy_posterior, monkeypatch
+):
+    from jsbi.posteriors import Posterior
+
+    post = proxy_posterior
+    xs = torch.tensor([[0.3, -0.2], [0.1, 0.4]])
+    theta = BOX.sample((2,))
+    inside = post.log_prob(theta[:1], x=xs[:1])  # row 0 alone, in the proxy's domain
+    # Row 1 (second coordinate > 0) beyond the domain: the flow answers there only.
+    monkeypatch.setattr(post.proxy, "in_domain", lambda x: x[:, 1] < 0)
+    post._mass.clear()
+    with pytest.warns(UserWarning, match="outside the likelihood proxy's domain"):
+        lp = post.log_prob(theta, x=xs)
+    assert torch.allclose(lp[0], inside[0])
+    assert torch.allclose(lp[1:], Posterior(post.flow, BOX).log_prob(theta[1:], x=xs[1]))
+    assert len(post._mass) == 1  # the flow's mass at the outside row alone
+
+
 def test_huge_finite_rows_give_a_finite_proxy_or_none():
     theta, x = _pairs()
     x3 = x.clone()

@@ -42,6 +42,8 @@ from torch import Tensor
 from torch.distributions import Distribution, Transform, biject_to, constraints
 from torch.distributions.transforms import IndependentTransform
 
+from jsbi.progress import user_stacklevel
+
 __all__ = ["Support"]
 
 #: How a flow respects a bounded prior (see the module docstring).
@@ -301,9 +303,9 @@ class Support(nn.Module):
         leaked = 1.0 - float(accepted.sum() / drawn.sum().clamp_min(1))
         if leaked > 0.2:
             warnings.warn(
-                f"{100 * leaked:.1f}% of posterior samples fell outside the prior's "
+                f"{100 * leaked:.1f}% of the flow's draws fell outside the prior's "
                 "support and were rejected",
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         return out, leaked
 

@@ -118,7 +118,7 @@ DESCRIPTIONS: dict[str, str] = {
     "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",
     "npe-ensemble-recalibrated": "npe-ensemble with its temperature fitted likewise",
     "jeffreys-recalibrated": "jeffreys with the flow's temperature fitted on the validation "
-    "pairs (where it returns the flow)",
+    "pairs: the flow, recalibrated, where the proxy is not ahead (never the mixture)",
     "jeffreys-noprobe": "jeffreys without the phase-1 probes that abandon a trailing proxy",
     "jeffreys-summary": "jeffreys whose likelihood proxy models the flow's embedding of x "
     "(learned summaries), not x: for high-dimensional x",

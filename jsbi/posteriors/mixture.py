@@ -29,6 +29,7 @@ from torch import Tensor
 
 from jsbi.posteriors.posterior import Posterior
 from jsbi.posteriors.proxy import ProxyPosterior
+from jsbi.posteriors.spec import VERSION
 
 __all__ = ["MixturePosterior"]
 
@@ -52,6 +53,8 @@ class MixturePosterior(ProxyPosterior):
     @torch.no_grad()
     def _sample(self, n: int, x: Tensor, reject: bool, max_rounds: int = 1000) -> Tensor:
         B, dev = len(x), self.device
+        # Describe this draw only: None where the proxy drew nothing (every k was 0).
+        self.last_mixing = self.last_ess = None
         if n == 0:
             return torch.empty(0, B, self.dim_theta, device=dev)
         # How many of each observation's n samples are the proxy's.
@@ -93,4 +96,5 @@ class MixturePosterior(ProxyPosterior):
     def _state(self) -> dict[str, Any]:
         state = super()._state()
         state["proxy"]["mixture"] = True  # the flow and the proxy, half each
+        state["version"] = VERSION  # what a reader of version 1 refuses
         return state

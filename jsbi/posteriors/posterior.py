@@ -46,7 +46,7 @@ from torch.distributions import Distribution, constraints
 from jsbi.files import atomic_save
 from jsbi.flows.conditional import ConditionalFlow
 from jsbi.flows.support import AcceptedMass, SupportRejectionError
-from jsbi.posteriors.spec import FORMAT, VERSION, prior_to_spec
+from jsbi.posteriors.spec import FORMAT, prior_to_spec
 from jsbi.posteriors.typicality import EVIDENCE_SAMPLES, THRESHOLD, Typicality
 from jsbi.proxies.base import Proxy
 from jsbi.proxies.importance import proxy_log_normalizer
@@ -863,7 +863,7 @@ class Posterior(Distribution):
             )
         state = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": 1,  # 2 for a mixture only (spec.VERSION)
             "config": self.flow.config,
             "state_dict": {k: v.detach().cpu() for k, v in self.flow.state_dict().items()},
             "prior": spec,

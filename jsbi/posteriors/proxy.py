@@ -239,6 +239,13 @@ class ProxyPosterior(Posterior):
         with torch.set_grad_enabled(track_gradients):
             value = neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z
         if bool(outside.any()):
+            if theta.dim() >= 2 and theta.shape[-2] == len(x):
+                # The flow answers for the outside rows alone (their masses alone).
+                rows = outside.nonzero().squeeze(-1)
+                flow = super()._log_prob(
+                    theta.index_select(-2, rows), x[rows], track_gradients, normalize
+                )
+                return value.index_copy(-1, rows, flow)
             flow = super()._log_prob(theta, x, track_gradients, normalize)
             value = torch.where(outside, flow, value)
         return value
@@ -277,7 +284,8 @@ class ProxyPosterior(Posterior):
         return AcceptedMass(mass, se, n)
 
     def map(self, x: Tensor | None = None, *, num_init_samples: int = 1000, **ignored: Any):
-        r"""The best of ``num_init_samples`` proxy samples by proxy density, shape ``(1, d)``."""
+        r"""The best of ``num_init_samples`` of this posterior's samples by its density,
+        shape ``(1, d)``."""
         x = self._one_x(x)
         theta = self._sample(int(num_init_samples), x, True)[:, 0]
         lp = self._log_prob(theta, x, False)
@@ -287,7 +295,7 @@ class ProxyPosterior(Posterior):
         config = self.proxy.config
         if config is None:
             raise ValueError(
-                f"a ProxyPosterior with a {type(self.proxy).__name__} proxy cannot be saved "
+                f"a {type(self).__name__} with a {type(self.proxy).__name__} proxy cannot be saved "
                 "(only the likelihood proxy can); save its flow posterior instead: "
                 "Posterior(post.flow, post.prior).save(path)"
             )
@@ -318,10 +326,11 @@ AUTO_MARGIN_SE = 1.0
 AUTO_MIN_ESS = 0.02
 
 
-def auto_choice(measured: dict[str, float] | None) -> str:
+def auto_choice(measured: dict[str, float] | None, mixture: bool = True) -> str:
     r"""What ``posterior="auto"`` returns, ``"proxy"``, ``"mixture"`` or ``"flow"``, from
     the proxy's measurement against the flow on the validation pairs (``None``: none,
-    e.g. a proxy abandoned in phase 1)."""
+    e.g. a proxy abandoned in phase 1); with ``mixture=False`` (a flow to recalibrate),
+    the flow where the mixture would be returned."""
     # The proxy alone where it is the better model on the validation pairs (its NLL
     # lower by more than AUTO_MARGIN_SE standard errors); else the equal mixture of both,
     # which on the development set was as good as the flow or better where the flow was
@@ -334,7 +343,9 @@ def auto_choice(measured: dict[str, float] | None) -> str:
     gap, se = measured["proxy_minus_flow"], measured["proxy_minus_flow_se"]
     if not (math.isfinite(gap) and math.isfinite(se)):
         return "flow"
-    return "proxy" if gap + AUTO_MARGIN_SE * se < 0 else "mixture"
+    if gap + AUTO_MARGIN_SE * se < 0:
+        return "proxy"
+    return "mixture" if mixture else "flow"
 
 
 def candidates_per_sample(measured: dict[str, float] | None) -> int:

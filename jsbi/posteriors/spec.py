@@ -15,8 +15,10 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 __all__: list[str] = []
 
-#: A posterior file's format name and version (2: a proxy entry may say ``mixture``, which
-#: a reader of version 1 would load as the proxy's posterior alone).
+#: A posterior file's format name and the newest version this jsbi reads. A file is
+#: written as version 1 (what an older jsbi reads too) unless it holds a mixture (version
+#: 2: its proxy entry says ``mixture``, which a reader of version 1 would load as the
+#: proxy's posterior alone).
 FORMAT = "jsbi.posterior"
 VERSION = 2
 

@@ -34,7 +34,8 @@ class TrainConfig(Config):
         max_epochs: Epoch cap, >= 1 (:data:`NO_EPOCH_CAP`: none).
         clip_max_norm: Gradient-norm clip, finite and > 0, or ``None`` (off).
         recalibrate: After training, fit the flow's base temperature on the validation
-            pairs (:meth:`~jsbi.posteriors.Posterior.recalibrate`).
+            pairs (:meth:`~jsbi.posteriors.Posterior.recalibrate`); a symmetric method's
+            ``posterior="auto"`` then returns the proxy or the flow, never the mixture.
     """
 
     what = "training"

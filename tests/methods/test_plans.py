@@ -147,6 +147,9 @@ def test_auto_returns_the_proxy_ahead_by_one_standard_error_else_the_mixture():
     assert auto_choice(measured(-1.0, 0.1, 0.01)) == "flow"  # too low an ESS to sample it
     assert auto_choice(measured(math.nan, math.nan, math.nan)) == "flow"
     assert auto_choice(None) == "flow"  # not measured: the proxy was abandoned
+    # A flow to recalibrate (recalibrate=True): the flow where the mixture would be.
+    assert auto_choice(measured(0.023, 0.018, 0.4), mixture=False) == "flow"
+    assert auto_choice(measured(-0.263, 0.143, 0.183), mixture=False) == "proxy"
     assert [_candidates_per_sample(measured(-1, 0.1, e)) for e in (0.5, 0.076, 0.021)] == [
         10,
         14,
@@ -178,6 +181,12 @@ def test_the_proxy_as_the_posterior_samples_and_round_trips(tmp_path):
     wins = usable and m["proxy_minus_flow"] + m["proxy_minus_flow_se"] < 0
     assert h["posterior"] == ("proxy" if wins else "mixture" if usable else "flow")
     assert type(post) is (ProxyPosterior if wins else MixturePosterior if usable else Posterior)
+    # The mixture's own measurement: never worse than the better member by log 2 or more.
+    assert m["mixture_minus_flow"] < min(0.0, m["proxy_minus_flow"]) + math.log(2)
+    # With a flow to recalibrate, auto returns the flow where it would return the mixture.
+    est._recalibrate = True
+    assert type(est.build_posterior()) is (ProxyPosterior if wins else Posterior)
+    est._recalibrate = False
     # The proxy resamples from about 1 / ESS fraction proposal draws per sample, 10 to 50
     # (asked for whatever auto chose).
     est.method = est.method.replace(posterior="proxy")

@@ -54,7 +54,10 @@ def test_the_density_is_the_mean_of_the_members_and_integrates_to_one(tmp_path):
     torch.testing.assert_close(mix.log_prob(grid[:5], x=x_o, norm_posterior=False), lp[:5])
     assert torch.isinf(mix.log_prob(torch.tensor([[1.5, 0.0]]), x=x_o)).all()
     torch.manual_seed(1)
-    samples = mix.sample((400,), x=x_o)
+    # The flow leaks: its rejected draws are named as the flow's, at the caller's line.
+    with pytest.warns(UserWarning, match="of the flow's draws fell outside") as record:
+        samples = mix.sample((400,), x=x_o)
+    assert {w.filename for w in record if "flow's draws" in str(w.message)} == {__file__}
     assert samples.shape == (400, 2) and (samples.abs() <= 1).all()
     assert mix.sample((0,), x=x_o).shape == (0, 2)
     # Beyond the proxy's domain the flow answers, and the warning names the caller's line.
@@ -66,6 +69,13 @@ def test_the_density_is_the_mean_of_the_members_and_integrates_to_one(tmp_path):
     path = tmp_path / "mixture.pt"
     mix.save(path)
     assert torch.load(path, weights_only=True)["version"] == 2
+    # Its members' files stay version 1, which an older jsbi reads.
+    for member, name in (
+        (Posterior(flow, prior), "flow"),
+        (ProxyPosterior(flow, proxy, prior), "proxy"),
+    ):
+        member.save(tmp_path / f"{name}.pt")
+        assert torch.load(tmp_path / f"{name}.pt", weights_only=True)["version"] == 1
     loaded = load_posterior(path)
     assert type(loaded) is MixturePosterior
     torch.testing.assert_close(loaded.log_prob(grid[:50], x=x_o), lp[:50])
@@ -95,3 +105,21 @@ def test_each_observation_gets_binomial_n_half_proxy_draws_in_random_order(monke
     # Shuffled: every position is the proxy's about half the time, not the first k.
     share = out[..., 0].mean(1)
     assert bool(((share - 0.5).abs() < 5 * math.sqrt(0.25 / B)).all())
+
+
+def test_the_chains_record_describes_the_last_draw_alone():
+    # A draw whose split gave the proxy nothing ran no chains: last_mixing says None, not
+    # the previous draw's chains.
+    prior, flow, proxy = _members()
+    mix = MixturePosterior(flow, proxy, prior)
+    x_o = torch.tensor([0.3, -0.4])
+    half = torch.full((1,), 0.5)
+    proxy_drew = []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        k = int(torch.distributions.Binomial(1, half).sample())  # the draw's own split
+        torch.manual_seed(seed)
+        mix.sample((1,), x=x_o)
+        assert (mix.last_mixing is not None) == (k == 1), seed
+        proxy_drew.append(k)
+    assert 0 < sum(proxy_drew) < 12 and proxy_drew[0] == 1  # both ways, the proxy first

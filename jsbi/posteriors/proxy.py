@@ -295,8 +295,8 @@ class ProxyPosterior(Posterior):
         config = self.proxy.config
         if config is None:
             raise ValueError(
-                f"a {type(self).__name__} with a {type(self.proxy).__name__} proxy cannot be saved "
-                "(only the likelihood proxy can); save its flow posterior instead: "
+                f"a {type(self).__name__} with a {type(self.proxy).__name__} proxy cannot be "
+                "saved (only the likelihood proxy can); save its flow posterior instead: "
                 "Posterior(post.flow, post.prior).save(path)"
             )
         state = super()._state()

@@ -399,8 +399,19 @@ def run_unit(
     return rows
 
 
+#: The proxy's last measurement against the flow on the validation pairs, per unit (NaN
+#: where none was made: npe, sbi, an abandoned proxy; older rows lack them).
+VALIDATION_COLUMNS = (
+    "proxy_minus_flow",
+    "proxy_minus_flow_se",
+    "mixture_minus_flow",
+    "mixture_minus_flow_se",
+)
+
+
 def _fit_columns(history: dict, posterior: str, code: str) -> dict:
     # What the fit did and with which code.
+    final = history.get("final_proxy") or {}
     return {
         # What auto chose (the flow, the proxy or their mixture); the setting otherwise.
         "returned": history.get("posterior", posterior),
@@ -408,6 +419,7 @@ def _fit_columns(history: dict, posterior: str, code: str) -> dict:
         "code": code,
         # The base temperature recalibrate kept (NaN: none fitted; older rows lack it).
         "temperature": history.get("recalibration", {}).get("temperature", math.nan),
+        **{f"validation_{k}": final.get(k, math.nan) for k in VALIDATION_COLUMNS},
     }
 
 

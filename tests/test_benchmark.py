@@ -378,7 +378,7 @@ def test_a_proxy_unit_s_rows_say_how_its_chains_mixed():
     assert math.isnan(flat["mcmc_steps"]) and math.isnan(flat["drift"])
 
 
-def test_a_recalibrated_unit_s_rows_give_the_temperature_it_kept():
+def test_a_unit_s_rows_give_the_temperature_it_kept_and_the_validation_gaps():
     from jsbi.benchmark import code_version, run_unit
     from jsbi.posteriors.posterior import _TEMPERATURES
 
@@ -388,6 +388,11 @@ def test_a_recalibrated_unit_s_rows_give_the_temperature_it_kept():
     (plain,) = run_unit("two_moons", 200, 0, "npe", **kw)
     assert math.isnan(plain["temperature"])
     assert row["code"] == plain["code"] == code_version()
+    # npe has no proxy to measure; jeffreys' rows give the last validation measurement.
+    assert math.isnan(plain["validation_mixture_minus_flow"])
+    (jeff,) = run_unit("two_moons", 200, 0, "jeffreys", **kw)
+    gap, mix = jeff["validation_proxy_minus_flow"], jeff["validation_mixture_minus_flow"]
+    assert jeff["validation_mixture_minus_flow_se"] > 0 and mix < min(0.0, gap) + math.log(2)
 
 
 def test_the_code_version_names_the_checkout_s_commit(monkeypatch):

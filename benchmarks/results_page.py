@@ -558,6 +558,74 @@ def mixture_section(folder: Path) -> list[str]:
     )
 
 
+def choice_section(title: str, folder: Path) -> list[str]:
+    # What the default returned per unit, and the validation measurement that chose it.
+    rows = read(folder / "benchmark.csv")
+    units = {}
+    for r in rows:
+        if r["method"] == DEFAULT and r.get("validation_proxy_minus_flow"):
+            units.setdefault((r["task"], int(r["num_simulations"]), r["seed"]), []).append(r)
+    if not units:
+        return []
+    base = {
+        (r["task"], int(r["num_simulations"]), r["seed"], r["observation"]): num(r["c2st"])
+        for r in rows
+        if r["method"] == BASELINE
+    }
+    order = {t: i for i, t in enumerate(DEV_TASKS)}
+    cells = []
+    for (task, n, seed), ur in sorted(units.items(), key=lambda u: (order.get(u[0][0], 9), u[0])):
+        r = ur[0]
+
+        def gap(key: str, r: dict[str, str] = r) -> str:
+            value = num(r[f"validation_{key}"])
+            return (
+                "-"
+                if math.isnan(value)
+                else f"{value:+.3f} ± {num(r[f'validation_{key}_se']):.3f}"
+            )
+
+        diffs = [
+            num(u["c2st"]) - base[task, n, seed, u["observation"]]
+            for u in ur
+            if (task, n, seed, u["observation"]) in base
+        ]
+        cells.append(
+            [
+                task,
+                f"{n:,}",
+                seed,
+                r["returned"],
+                gap("proxy_minus_flow"),
+                gap("mixture_minus_flow"),
+                mean_sd([num(u["c2st"]) for u in ur]),
+                mean_se(diffs) if diffs else "-",
+                r["code"],
+            ]
+        )
+    return table(
+        f"What the default returned ({title})",
+        "Per unit: what `posterior='auto'` returned, from the proxy's last measurement on "
+        "the validation pairs (its NLL and the equal mixture's, each minus the flow's, "
+        "nats per pair, mean ± se; the proxy is returned where its gap is below minus one "
+        "se, else the mixture); the default's C2ST (MLP, mean ± sd over the observations) "
+        "and its paired difference to sbi NPE (mean ± se). Units whose rows predate the "
+        "measurement's columns are not listed.",
+        [
+            "task",
+            "N",
+            "seed",
+            "returned",
+            "proxy - flow",
+            "mixture - flow",
+            "C2ST",
+            "- sbi NPE",
+            "code",
+        ],
+        cells,
+    )
+
+
 def typicality_section(folder: Path) -> list[str]:
     out: list[str] = []
     if (folder / "samples.csv").exists():
@@ -743,6 +811,7 @@ def page() -> str:
             "section below measures the change.",
         )
     if (dev / "benchmark.csv").exists():
+        out += choice_section("development set", dev)
         out += cost_section("development set", dev)
     if (held / "benchmark.csv").exists():
         out += grid_section(
@@ -757,6 +826,7 @@ def page() -> str:
             "1,2,3,4,5,6,7,8,9,10`.",
         )
     if (held / "benchmark.csv").exists():
+        out += choice_section("held-out set", held)
         out += cost_section("held-out set", held)
     if (RESULTS / "summaries" / "benchmark.csv").exists():
         out += grid_section(

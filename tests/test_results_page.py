@@ -135,3 +135,53 @@ def test_the_mixture_section_groups_rows_by_the_validation_gap(page, tmp_path):
     assert "| slcp | 1000 | 1 | flow (+0.5 se) | 0.800 | 0.900 | 0.790 | -0.010 ± 0.000 |" in text
     assert "| proxy ahead | 1 | +0.020 | 0/1 |" in text
     assert "| within 1 se | 1 | -0.010 | 1/1 |" in text
+
+
+def test_the_choice_section_gives_each_units_validation_gaps_and_paired_c2st(page, tmp_path):
+    import csv
+
+    gaps = {"validation_proxy_minus_flow": "0.1", "validation_proxy_minus_flow_se": "0.05"}
+    gaps |= {"validation_mixture_minus_flow": "-0.2", "validation_mixture_minus_flow_se": "0.01"}
+    common = {"task": "slcp", "num_simulations": "1000", "seed": "0", "code": "abc"}
+    rows = []
+    for obs, (ours, theirs) in enumerate([(0.70, 0.75), (0.80, 0.81)], start=1):
+        rows.append(
+            common
+            | gaps
+            | {
+                "method": "jeffreys",
+                "observation": str(obs),
+                "c2st": str(ours),
+                "returned": "mixture",
+            }
+        )
+        rows.append(
+            common
+            | {
+                "method": "sbi-npe",
+                "observation": str(obs),
+                "c2st": str(theirs),
+                "returned": "sbi",
+            }
+        )
+    # A unit of older code, without the columns, is left out.
+    rows.append(
+        common
+        | {
+            "seed": "1",
+            "method": "jeffreys",
+            "observation": "1",
+            "c2st": "0.6",
+            "returned": "flow",
+        }
+    )
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with (tmp_path / "benchmark.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    text = "\n".join(page.choice_section("dev", tmp_path))
+    # C2ST 0.750 ± 0.071; paired -0.05 and -0.01: mean -0.030, se 0.020.
+    line = "| slcp | 1,000 | 0 | mixture | +0.100 ± 0.050 | -0.200 ± 0.010 | 0.750 ± 0.071 | "
+    assert line + "-0.030 ± 0.020 | abc |" in text
+    assert "| slcp | 1,000 | 1 |" not in text

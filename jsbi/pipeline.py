@@ -258,8 +258,8 @@ def run_report(
     per_method = {k: dict(v) for k, v in (method_options or {}).items()}
     if per_method:
         report.settings["method_options"] = per_method
-    # What each jsbi method returned, the flow or the proxy (posterior="auto" decides
-    # after training).
+    # What each jsbi method returned, the flow, the proxy or their mixture
+    # (posterior="auto" decides after training).
     returned = {name: h["posterior"] for name, h in histories.items() if "posterior" in h}
     if returned:
         report.settings["returned"] = returned

@@ -129,8 +129,8 @@ class SymmetricConfig(Config):
         gate_pairs: The gate measures on the first ``gate_pairs`` validation pairs
             (``None``: all).
         phase2: ``npe-first``: whether phase 2 trains after the switch; ``False`` stops
-            there, with npe's flow and the proxy's best own fit (what ``posterior="auto"``
-            then chooses between).
+            there, with npe's flow and the proxy's best own fit (from which
+            ``posterior="auto"`` then returns one or their mixture).
         proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
         path_gradient: The path (sticking-the-landing) gradient of the reverse KL.
         phase2_patience: ``npe-first``: phase 2's early-stopping patience (``None``: the
@@ -197,9 +197,9 @@ class SymmetricConfig(Config):
     posterior: str | None = option(
         None,
         "what training returns: auto (the proxy where it is clearly the better model on the "
-        "validation pairs, else the mixture of the flow and the proxy, half each, or the "
-        "flow where the proxy was abandoned), flow, proxy or mixture (default: auto with "
-        "the likelihood proxy, else flow)",
+        "validation pairs, else the mixture of the flow and the proxy, half each; the flow "
+        "where the proxy was abandoned or cannot be sampled, or with recalibrate), flow, "
+        "proxy or mixture (default: auto with the likelihood proxy, else flow)",
         choices=(None, *RETURNS),
     )
     gate: bool | None = option(

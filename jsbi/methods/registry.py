@@ -113,7 +113,8 @@ DESCRIPTIONS: dict[str, str] = {
     "jeffreys-fixed": "the fixed-weight penalty ablation of jeffreys-joint",
     "srfe-joint": "srfe under the joint schedule with the ratio proxy",
     "srfe-anneal-joint": "srfe-anneal under the joint schedule with the ratio proxy",
-    "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow or the proxy's best fit",
+    "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow, the proxy's best fit or "
+    "their mixture",
     "npe-ensemble": "npe, five flows trained as one batched module, their mixture returned",
     "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",
     "npe-ensemble-recalibrated": "npe-ensemble with its temperature fitted likewise",

@@ -25,7 +25,7 @@ more proposal draws; the MCMC sampler (the default) has none.
 Example:
     >>> post = estimator.fit(theta, x)            # objective="jeffreys", posterior="proxy"
     ... # doctest: +SKIP
-    >>> post.sample((1000,), x=x_o); post.last_ess                 # doctest: +SKIP
+    >>> post.sample((1000,), x=x_o); post.last_mixing              # doctest: +SKIP
 """
 
 from __future__ import annotations

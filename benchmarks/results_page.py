@@ -807,12 +807,12 @@ def page() -> str:
             "naming the methods). `(T ...)`: the base temperature each recalibrated unit "
             "kept (units run before the rows recorded it show none). Units whose code "
             "predates `posterior='auto'` returning the mixture of the flow and the proxy "
-            "(where the proxy is not clearly ahead) returned the flow there: the mixture's "
-            "section below measures the change.",
+            "(where the proxy is not clearly ahead) returned the flow there; the section "
+            "after the cost lists what each unit of the default returned and why.",
         )
     if (dev / "benchmark.csv").exists():
-        out += choice_section("development set", dev)
         out += cost_section("development set", dev)
+        out += choice_section("development set", dev)
     if (held / "benchmark.csv").exists():
         out += grid_section(
             "Held-out set",
@@ -826,8 +826,8 @@ def page() -> str:
             "1,2,3,4,5,6,7,8,9,10`.",
         )
     if (held / "benchmark.csv").exists():
-        out += choice_section("held-out set", held)
         out += cost_section("held-out set", held)
+        out += choice_section("held-out set", held)
     if (RESULTS / "summaries" / "benchmark.csv").exists():
         out += grid_section(
             "Held-out set: a likelihood of learned summaries",

@@ -486,11 +486,14 @@ def proxy_sample_section(folder: Path) -> list[str]:
         "proxy posterior (1,000 simulations) loaded with each spline flow (jsbi's: its softmax "
         "and its inverse that settles one parameter per pass), 10,000 samples at "
         "observation 1 with the same seed, with 1 torch thread and with 2 (this 2-core "
-        "machine's default), nothing else running.",
-        ["task", "spline", "threads", "seconds", "IMH acceptance", "split R-hat"],
+        "machine's default), nothing else running. `posterior`: the proxy's, or the "
+        "mixture of the same flow and proxy (`--splines jsbi --posteriors proxy,mixture "
+        "--threads 2`, written to `gaussian_linear_uniform_mixture.csv`; rows without it "
+        "are the proxy's).",
+        ["task", "spline", "posterior", "threads", "seconds", "IMH acceptance", "split R-hat"],
         [
-            [r["task"], r["spline"], r.get("threads", 1), r["seconds"], r["imh_acceptance"]]
-            + [r["rhat"]]
+            [r["task"], r["spline"], r.get("posterior") or "proxy", r.get("threads", 1)]
+            + [r["seconds"], r["imh_acceptance"], r["rhat"]]
             for r in read_all(folder)
         ],
     )
@@ -619,7 +622,7 @@ def choice_section(title: str, folder: Path) -> list[str]:
             "proxy - flow",
             "mixture - flow",
             "C2ST",
-            "- sbi NPE",
+            "C2ST - sbi NPE",
             "code",
         ],
         cells,

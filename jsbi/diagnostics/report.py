@@ -697,8 +697,8 @@ _TITLES = {
 
 
 def _validation_gaps(history: Mapping[str, Any]) -> str:
-    # ", by its validation NLL: proxy -0.12 ± 0.05 and mixture -0.08 ± 0.02 nats per pair
-    # against the flow", from the fit's last measurement ("" where it has none).
+    # "; validation NLL minus the flow's: proxy +0.120 ± 0.050 and mixture -0.080 ± 0.020
+    # nats per pair", from the fit's last measurement ("" where it has none).
     m = history.get("final_proxy") or {}
     parts = [
         f"{who} {m[key]:+.3f} ± {m[key + '_se']:.3f}"

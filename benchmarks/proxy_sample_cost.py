@@ -34,7 +34,7 @@ import torch
 import zuko
 
 import jsbi.flows.conditional as conditional
-from jsbi.benchmark import _train, write_rows
+from jsbi.benchmark import _train, code_version, write_rows
 from jsbi.flows.spline import NSF
 from jsbi.posteriors import MixturePosterior, load_posterior
 from jsbi.seeding import seeded
@@ -91,7 +91,7 @@ def main() -> None:
                 "seconds": round(seconds, 2),
                 "imh_acceptance": round(mixing.imh_acceptance, 3),
             }
-            rows.append(row | {"rhat": round(mixing.rhat, 3)})
+            rows.append(row | {"rhat": round(mixing.rhat, 3), "code": code_version()})
             print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_rows(args.out, rows)

@@ -490,10 +490,11 @@ def proxy_sample_section(folder: Path) -> list[str]:
         "mixture of the same flow and proxy (`--splines jsbi --posteriors proxy,mixture "
         "--threads 2`, written to `gaussian_linear_uniform_mixture.csv`; rows without it "
         "are the proxy's).",
-        ["task", "spline", "posterior", "threads", "seconds", "IMH acceptance", "split R-hat"],
+        ["task", "spline", "posterior", "threads", "seconds", "IMH acceptance", "split R-hat"]
+        + ["code"],
         [
             [r["task"], r["spline"], r.get("posterior") or "proxy", r.get("threads", 1)]
-            + [r["seconds"], r["imh_acceptance"], r["rhat"]]
+            + [r["seconds"], r["imh_acceptance"], r["rhat"], r.get("code") or "unrecorded"]
             for r in read_all(folder)
         ],
     )

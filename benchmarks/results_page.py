@@ -409,11 +409,17 @@ def _fit_cost_table(
     )
 
 
-def _gap(row: dict[str, str]) -> str:
-    # The final proxy-minus-flow NLL with its standard error ("-": npe has no proxy).
-    if math.isnan(num(row["proxy_minus_flow"])):
+def _gap(row: dict[str, str], key: str = "proxy_minus_flow") -> str:
+    # A final validation NLL gap with its standard error ("-": npe has no proxy).
+    value = num(row.get(key))
+    if math.isnan(value):
         return "-"
-    return f"{row['proxy_minus_flow']} ± {row['proxy_minus_flow_se']}"
+    return f"{value:+.3f} ± {num(row[key + '_se']):.3f}"
+
+
+def task_order(task: str) -> tuple[int, str]:
+    # The development tasks in their usual order, then the others by name.
+    return (DEV_TASKS.index(task) if task in DEV_TASKS else len(DEV_TASKS), task)
 
 
 def variants_section(folder: Path) -> list[str]:
@@ -508,8 +514,7 @@ def mixture_section(folder: Path) -> list[str]:
         if line
     ]
     rows = [r for r in rows if "c2st_mixture" in r]  # (an abandoned proxy has no mixture)
-    order = {t: i for i, t in enumerate(DEV_TASKS)}
-    rows.sort(key=lambda r: (order.get(r["task"], len(order)), r["task"], r["n"], r["seed"]))
+    rows.sort(key=lambda r: (task_order(r["task"]), r["n"], r["seed"]))
     cells, by_noise = [], defaultdict(list)
     for r in rows:
         z = r["val_gap"] / r["val_se"]
@@ -565,48 +570,26 @@ def mixture_section(folder: Path) -> list[str]:
 def choice_section(title: str, folder: Path) -> list[str]:
     # What the default returned per unit, and the validation measurement that chose it.
     rows = read(folder / "benchmark.csv")
-    units = {}
+    units = defaultdict(list)
     for r in rows:
         if r["method"] == DEFAULT and r.get("validation_proxy_minus_flow"):
-            units.setdefault((r["task"], int(r["num_simulations"]), r["seed"]), []).append(r)
-    if not units:
-        return []
-    base = {
-        (r["task"], int(r["num_simulations"]), r["seed"], r["observation"]): num(r["c2st"])
-        for r in rows
-        if r["method"] == BASELINE
-    }
-    order = {t: i for i, t in enumerate(DEV_TASKS)}
+            units[r["task"], int(r["num_simulations"]), r["seed"]].append(r)
     cells = []
-    for (task, n, seed), ur in sorted(units.items(), key=lambda u: (order.get(u[0][0], 9), u[0])):
+    for (task, n, seed), ur in sorted(units.items(), key=lambda u: (task_order(u[0][0]), u[0])):
         r = ur[0]
-
-        def gap(key: str, r: dict[str, str] = r) -> str:
-            value = num(r[f"validation_{key}"])
-            return (
-                "-"
-                if math.isnan(value)
-                else f"{value:+.3f} ± {num(r[f'validation_{key}_se']):.3f}"
-            )
-
-        diffs = [
-            num(u["c2st"]) - base[task, n, seed, u["observation"]]
-            for u in ur
-            if (task, n, seed, u["observation"]) in base
+        same = [
+            u
+            for u in rows
+            if (u["task"], int(u["num_simulations"]), u["seed"]) == (task, n, seed)
+            and u["method"] in (DEFAULT, BASELINE)
         ]
         cells.append(
-            [
-                task,
-                f"{n:,}",
-                seed,
-                r["returned"],
-                gap("proxy_minus_flow"),
-                gap("mixture_minus_flow"),
-                mean_sd([num(u["c2st"]) for u in ur]),
-                mean_se(diffs) if diffs else "-",
-                r["code"],
-            ]
+            [task, f"{n:,}", seed, r["returned"]]
+            + [_gap(r, "validation_proxy_minus_flow"), _gap(r, "validation_mixture_minus_flow")]
+            + [mean_sd([num(u["c2st"]) for u in ur]), paired(same, DEFAULT), r["code"]]
         )
+    if not cells:
+        return []
     return table(
         f"What the default returned ({title})",
         "Per unit: what `posterior='auto'` returned, from the proxy's last measurement on "

@@ -239,15 +239,12 @@ class ProxyPosterior(Posterior):
         with torch.set_grad_enabled(track_gradients):
             value = neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z
         if bool(outside.any()):
-            if theta.dim() >= 2 and theta.shape[-2] == len(x):
-                # The flow answers for the outside rows alone (their masses alone).
-                rows = outside.nonzero().squeeze(-1)
-                flow = super()._log_prob(
-                    theta.index_select(-2, rows), x[rows], track_gradients, normalize
-                )
-                return value.index_copy(-1, rows, flow)
-            flow = super()._log_prob(theta, x, track_gradients, normalize)
-            value = torch.where(outside, flow, value)
+            # The flow answers for the outside rows alone (their masses alone); value's
+            # last dimension is x's rows (some inside, some outside: more than one).
+            rows = outside.nonzero().squeeze(-1)
+            theta = theta.expand(*value.shape, theta.shape[-1]).index_select(-2, rows)
+            flow = super()._log_prob(theta, x[rows], track_gradients, normalize)
+            value = value.index_copy(-1, rows, flow)
         return value
 
     def sample_and_log_prob(self, sample_shape=(), x: Tensor | None = None):

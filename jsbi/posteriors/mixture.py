@@ -82,8 +82,11 @@ class MixturePosterior(ProxyPosterior):
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
     ) -> Tensor:
         flow = Posterior._log_prob(self, theta, x, track_gradients, True)
-        proxy = ProxyPosterior._log_prob(self, theta, x, track_gradients, True)
-        return torch.logaddexp(flow, proxy) - math.log(2)
+        outside = self._outside(x)  # there the flow answers for the proxy: m is the flow
+        if bool(outside.all()):
+            return flow
+        proxy = self._proxy_log_prob(theta, x, track_gradients, True)
+        return torch.where(outside, flow, torch.logaddexp(flow, proxy) - math.log(2))
 
     def recalibrate(self, *args: Any, **kwargs: Any) -> float:
         r"""Not for the mixture: its proxy half does not move with the flow's temperature."""

@@ -235,9 +235,7 @@ class ProxyPosterior(Posterior):
         outside = self._outside(x)
         if bool(outside.all()):
             return super()._log_prob(theta, x, track_gradients, normalize)
-        log_z = self._log_normalizer(x)[0] if normalize else 0.0
-        with torch.set_grad_enabled(track_gradients):
-            value = neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z
+        value = self._proxy_log_prob(theta, x, track_gradients, normalize)
         if bool(outside.any()):
             # The flow answers for the outside rows alone (their masses alone); value's
             # last dimension is x's rows (some inside, some outside: more than one).
@@ -246,6 +244,15 @@ class ProxyPosterior(Posterior):
             flow = super()._log_prob(theta, x[rows], track_gradients, normalize)
             value = value.index_copy(-1, rows, flow)
         return value
+
+    def _proxy_log_prob(
+        self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool
+    ) -> Tensor:
+        # The proxy's own log density at every row of x (meaningless at rows outside its
+        # domain: the callers answer there with the flow).
+        log_z = self._log_normalizer(x)[0] if normalize else 0.0
+        with torch.set_grad_enabled(track_gradients):
+            return neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z
 
     def sample_and_log_prob(self, sample_shape=(), x: Tensor | None = None):
         shape = sample_shape_tuple(sample_shape)

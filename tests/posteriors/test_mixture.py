@@ -81,6 +81,30 @@ def test_the_density_is_the_mean_of_the_members_and_integrates_to_one(tmp_path):
     torch.testing.assert_close(loaded.log_prob(grid[:50], x=x_o), lp[:50])
 
 
+def test_beyond_the_proxys_domain_the_mixture_is_the_flow_computed_once(monkeypatch):
+    prior, flow, proxy = _members()
+    mix = MixturePosterior(flow, proxy, prior)
+    xs = torch.tensor([[0.3, -0.4], [0.1, 0.4]])
+    theta = prior.sample((3, 2))  # (3, 2 rows of x, d)
+    inside = mix.log_prob(theta[:, 0], x=xs[0])  # row 0 alone, inside the domain
+    flow_alone = Posterior(flow, prior)
+    # Row 1 (second coordinate > 0) beyond the domain: there the mixture is the flow.
+    monkeypatch.setattr(proxy, "in_domain", lambda x: x[:, 1] < 0)
+    calls = []
+    members_log_prob = Posterior._log_prob
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return members_log_prob(self, *args, **kwargs)
+
+    monkeypatch.setattr(Posterior, "_log_prob", counted)
+    with pytest.warns(UserWarning, match="outside the likelihood proxy's domain"):
+        lp = mix.log_prob_batched(theta, x=xs)
+    assert calls == [mix]  # the flow's density once, for every row
+    torch.testing.assert_close(lp[:, 0], inside)
+    torch.testing.assert_close(lp[:, 1], flow_alone.log_prob(theta[:, 1], x=xs[1]))
+
+
 def test_each_observation_gets_binomial_n_half_proxy_draws_in_random_order(monkeypatch):
     prior, flow, proxy = _members()
     mix = MixturePosterior(flow, proxy, prior)

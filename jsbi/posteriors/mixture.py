@@ -81,12 +81,15 @@ class MixturePosterior(ProxyPosterior):
     def _log_prob(
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
     ) -> Tensor:
-        flow = Posterior._log_prob(self, theta, x, track_gradients, True)
-        outside = self._outside(x)  # there the flow answers for the proxy: m is the flow
-        if bool(outside.all()):
-            return flow
-        proxy = self._proxy_log_prob(theta, x, track_gradients, True)
-        return torch.where(outside, flow, torch.logaddexp(flow, proxy) - math.log(2))
+        def flow(t: Tensor, rows: Tensor) -> Tensor:
+            return Posterior._log_prob(self, t, rows, track_gradients, True)
+
+        def both(t: Tensor, rows: Tensor) -> Tensor:
+            proxy = self._proxy_log_prob(t, rows, track_gradients, True)
+            return torch.logaddexp(flow(t, rows), proxy) - math.log(2)
+
+        # Beyond the proxy's domain the flow answers for the proxy: the mixture is the flow.
+        return self._by_domain(theta, x, both, flow)
 
     def recalibrate(self, *args: Any, **kwargs: Any) -> float:
         r"""Not for the mixture: its proxy half does not move with the flow's temperature."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -232,24 +233,43 @@ class ProxyPosterior(Posterior):
     def _log_prob(
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool = True
     ) -> Tensor:
-        outside = self._outside(x)
-        if bool(outside.all()):
-            return super()._log_prob(theta, x, track_gradients, normalize)
-        value = self._proxy_log_prob(theta, x, track_gradients, normalize)
-        if bool(outside.any()):
-            # The flow answers for the outside rows alone (their masses alone); value's
-            # last dimension is x's rows (some inside, some outside: more than one).
-            rows = outside.nonzero().squeeze(-1)
-            theta = theta.expand(*value.shape, theta.shape[-1]).index_select(-2, rows)
-            flow = super()._log_prob(theta, x[rows], track_gradients, normalize)
-            value = value.index_copy(-1, rows, flow)
-        return value
+        def proxy(t: Tensor, rows: Tensor) -> Tensor:
+            return self._proxy_log_prob(t, rows, track_gradients, normalize)
+
+        def flow(t: Tensor, rows: Tensor) -> Tensor:
+            return Posterior._log_prob(self, t, rows, track_gradients, normalize)
+
+        return self._by_domain(theta, x, proxy, flow)
+
+    def _by_domain(
+        self,
+        theta: Tensor,
+        x: Tensor,
+        inside: Callable[[Tensor, Tensor], Tensor],
+        outside: Callable[[Tensor, Tensor], Tensor],
+    ) -> Tensor:
+        # inside(theta, x) at the rows of x in the proxy's domain and outside(theta, x)
+        # (the flow, which answers for the proxy there) at the others, each computed at
+        # its own rows alone (the result's last dimension is x's rows).
+        beyond = self._outside(x)
+        if not bool(beyond.any()):
+            return inside(theta, x)
+        if bool(beyond.all()):
+            return outside(theta, x)
+        shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
+        theta = theta.expand(*shape, theta.shape[-1])
+        out = None
+        for f, where in ((inside, ~beyond), (outside, beyond)):
+            rows = where.nonzero().squeeze(-1)
+            value = f(theta.index_select(-2, rows), x[rows])
+            out = (value.new_empty(shape) if out is None else out).index_copy(-1, rows, value)
+        return out
 
     def _proxy_log_prob(
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool
     ) -> Tensor:
-        # The proxy's own log density at every row of x (meaningless at rows outside its
-        # domain: the callers answer there with the flow).
+        # The proxy's own log density (for rows of x in its domain: log Z is estimated
+        # at every row given).
         log_z = self._log_normalizer(x)[0] if normalize else 0.0
         with torch.set_grad_enabled(track_gradients):
             return neg_energy_inside(self.proxy, theta, x, self._log_prior) - log_z

@@ -569,24 +569,21 @@ def mixture_section(folder: Path) -> list[str]:
 
 def choice_section(title: str, folder: Path) -> list[str]:
     # What the default returned per unit, and the validation measurement that chose it.
-    rows = read(folder / "benchmark.csv")
-    units = defaultdict(list)
-    for r in rows:
-        if r["method"] == DEFAULT and r.get("validation_proxy_minus_flow"):
-            units[r["task"], int(r["num_simulations"]), r["seed"]].append(r)
+    # Each unit's rows of the default and of sbi NPE (the paired difference's), read once.
+    same = defaultdict(list)
+    for r in read(folder / "benchmark.csv"):
+        if r["method"] in (DEFAULT, BASELINE):
+            same[r["task"], int(r["num_simulations"]), r["seed"]].append(r)
     cells = []
-    for (task, n, seed), ur in sorted(units.items(), key=lambda u: (task_order(u[0][0]), u[0])):
+    for (task, n, seed), both in sorted(same.items(), key=lambda u: (task_order(u[0][0]), u[0])):
+        ur = [u for u in both if u["method"] == DEFAULT and u.get("validation_proxy_minus_flow")]
+        if not ur:
+            continue
         r = ur[0]
-        same = [
-            u
-            for u in rows
-            if (u["task"], int(u["num_simulations"]), u["seed"]) == (task, n, seed)
-            and u["method"] in (DEFAULT, BASELINE)
-        ]
         cells.append(
             [task, f"{n:,}", seed, r["returned"]]
             + [_gap(r, "validation_proxy_minus_flow"), _gap(r, "validation_mixture_minus_flow")]
-            + [mean_sd([num(u["c2st"]) for u in ur]), paired(same, DEFAULT), r["code"]]
+            + [mean_sd([num(u["c2st"]) for u in ur]), paired(both, DEFAULT), r["code"]]
         )
     if not cells:
         return []

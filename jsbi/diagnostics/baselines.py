@@ -126,6 +126,8 @@ def train_sbi_npe(
             device=device,
         )
         inference.append_simulations(theta, x)
+        if not show_progress_bar:
+            _quiet_convergence(inference)
         start = time.perf_counter()
         estimator = inference.train(
             training_batch_size=training_batch_size,
@@ -139,6 +141,24 @@ def train_sbi_npe(
         wall = time.perf_counter() - start
         posterior = inference.build_posterior(estimator)
     return posterior, _history(inference.summary, wall, len(theta), max_num_epochs)
+
+
+def _quiet_convergence(inference: Any) -> None:
+    # sbi prints "Neural network successfully converged after N epochs." to stdout, with
+    # a carriage return and no newline, even with its progress bars off: it overwrote the
+    # report's and the benchmark's own lines. The history says how training stopped
+    # (``stopped_by``), so that line is dropped here, for this trainer alone (no global
+    # redirect of stdout, which would swallow other threads' output); sbi's warning when
+    # the epoch cap ends training is kept.
+    report = getattr(inference, "_report_convergence_at_end", None)
+    if report is None:  # (another sbi: nothing to quieten)
+        return
+
+    def quiet(epoch: int, max_num_epochs: int) -> None:
+        if epoch > max_num_epochs:
+            report(epoch, max_num_epochs)
+
+    inference._report_convergence_at_end = quiet
 
 
 def _history(summary: dict, wall: float, n: int, max_num_epochs: int) -> dict[str, Any]:

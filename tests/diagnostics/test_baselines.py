@@ -61,6 +61,18 @@ def test_diagnostics_accept_sbi_posterior(trained):
     assert out.shape == (2,) and torch.all(out == 0)  # Gaussian prior: full support
 
 
+def test_no_convergence_line_on_stdout_without_progress_bars(capsys, tmp_path, monkeypatch):
+    # sbi prints "Neural network successfully converged ..." even with its progress bars
+    # off; jsbi's baseline keeps stdout clean (the history says how training stopped).
+    monkeypatch.chdir(tmp_path)
+    theta, x = pairs(200, seed=2)
+    # A large learning rate: sbi's early stopping ends training within a few epochs.
+    small = {**SMALL, "max_num_epochs": 300, "stop_after_epochs": 2, "learning_rate": 0.05}
+    _, history = train_sbi_npe(theta, x, GaussianTask().prior, seed=0, **small)
+    assert history["stopped_by"] == "early stopping" and history["epochs_trained"] < 300
+    assert capsys.readouterr().out == ""
+
+
 def test_bad_shapes():
     with pytest.raises(ValueError, match="same N"):
         train_sbi_npe(torch.zeros(10, 2), torch.zeros(9, 2), GaussianTask().prior)

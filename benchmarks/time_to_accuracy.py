@@ -64,6 +64,7 @@ def units(args: argparse.Namespace) -> list[dict]:
                         observations=_ints(args.observations),
                         out=args.out,
                         calibration_pairs=0,
+                        c2st_jobs=args.c2st_jobs,
                     )
                     for r in got:
                         r["num_simulations"] = int(r["num_simulations"])
@@ -183,6 +184,12 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--observations", default="1,2,3,4,5")
     p.add_argument("--out", type=Path, default=Path("time-to-accuracy-out"))
+    p.add_argument(
+        "--c2st-jobs",
+        type=int,
+        default=1,
+        help="processes for each C2ST's folds (after the timed work: the times do not change)",
+    )
     p.add_argument(
         "--also",
         type=Path,

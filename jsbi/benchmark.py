@@ -311,6 +311,7 @@ def run_unit(
     threads: int = 1,
     calibration_pairs: int = 500,
     calibration_samples: int = 200,
+    c2st_jobs: int = 1,
 ) -> list[dict[str, Any]]:
     r"""Simulates, trains one method and scores it on each observation (or reads the rows
     a previous run of the same unit wrote to ``out``; asking that finished unit for an
@@ -331,6 +332,8 @@ def run_unit(
         calibration_pairs: Fresh prior-predictive pairs for the calibration columns (the
             same pairs for every method of a cell; 0: none).
         calibration_samples: Posterior samples per calibration pair.
+        c2st_jobs: Processes that fit each C2ST's folds side by side (the scores do not
+            depend on it; nothing timed runs then).
 
     Returns:
         One row per observation: the unit (task, num_simulations, seed, method), the
@@ -386,7 +389,7 @@ def run_unit(
         **_calibration(posterior, task, seed, calibration_pairs, calibration_samples),
     }
     rows = [
-        {**unit, "observation": obs, **_score(posterior, task, obs, num_samples, seed)}
+        {**unit, "observation": obs, **_score(posterior, task, obs, num_samples, seed, c2st_jobs)}
         for obs in observations
     ]
     mean = statistics.fmean(r["c2st"] for r in rows)
@@ -423,7 +426,9 @@ def _fit_columns(history: dict, posterior: str, code: str) -> dict:
     }
 
 
-def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> dict:
+def _score(
+    posterior: Any, task: Any, obs: int, num_samples: int, seed: int, jobs: int = 1
+) -> dict:
     # C2ST (both kinds) and the share of distinct samples at one observation.
     from jsbi.diagnostics.c2st import c2st
 
@@ -434,8 +439,8 @@ def _score(posterior: Any, task: Any, obs: int, num_samples: int, seed: int) -> 
         reference = task.reference_samples(obs, num_samples)
     mixing = getattr(posterior, "last_mixing", None)
     return {
-        "c2st": c2st(samples, reference, seed=seed),
-        "c2st_rf": c2st(samples, reference, seed=seed, classifier="rf"),
+        "c2st": c2st(samples, reference, seed=seed, n_jobs=jobs),
+        "c2st_rf": c2st(samples, reference, seed=seed, classifier="rf", n_jobs=jobs),
         "distinct": len(torch.unique(samples, dim=0)) / len(samples),
         "imh_acceptance": math.nan if mixing is None else mixing.imh_acceptance,
         "rhat": math.nan if mixing is None else mixing.rhat,

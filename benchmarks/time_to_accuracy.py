@@ -139,6 +139,29 @@ def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str
     return "; ".join(worst)
 
 
+def unit_table(rows: list[dict]) -> list[str]:
+    # One line per unit: its C2ST and the times the front adds up (seconds).
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["num_simulations"], r["seed"], r["method"]), []).append(r)
+    lines = [
+        "| task | N | seed | method | returned | C2ST (mean ± sd over observations) | "
+        "simulation s | training s | 10,000 samples s | epochs | code |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, n, seed, method), rs in sorted(by.items()):
+        c = [float(x["c2st"]) for x in rs]
+        sd = statistics.stdev(c) if len(c) > 1 else 0.0
+        r = rs[0]
+        lines.append(
+            f"| {task} | {n} | {seed} | {method} | {r.get('returned') or '-'} | "
+            f"{statistics.fmean(c):.3f} ± {sd:.3f} | {float(r['simulation_seconds']):.1f} | "
+            f"{float(r['train_seconds']):.1f} | {float(r['sample_seconds']):.2f} | "
+            f"{r.get('epochs', '')} | {r.get('code') or 'unrecorded'} |"
+        )
+    return lines
+
+
 def plot(rows: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -207,6 +230,7 @@ def main() -> None:
     write_rows(args.out / "front.csv", [{k: r.get(k, "") for k in keys} for r in table])
     lines = ["| simulation cost | default against sbi NPE (front, within 0.01) |", "|---|---|"]
     lines += [f"| {c:g} s | {dominance(rows, c, 'jeffreys', 'sbi-npe')} |" for c in SIM_COSTS]
+    lines += ["", *unit_table(rows)]
     (args.out / "front.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out)
     print("\n".join(lines))

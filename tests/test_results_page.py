@@ -77,6 +77,19 @@ def test_the_front_is_the_best_c2st_within_each_time(front):
     assert front.points(rows, 1.0)["t", "npe"][0][0] == pytest.approx(1011.0)
 
 
+def test_the_front_lists_each_units_c2st_and_times(front):
+    unit = {"task": "t", "method": "npe", "num_simulations": 500, "seed": 0}
+    times = {"simulation_seconds": 0.25, "train_seconds": 12.0, "sample_seconds": 0.125}
+    rows = [
+        {**unit, **times, "observation": 1, "c2st": 0.6, "epochs": 40, "code": "abc1234"},
+        {**unit, **times, "observation": 2, "c2st": 0.8, "epochs": 40, "code": "abc1234"},
+    ]
+    head, rule, line = front.unit_table(rows)
+    assert head.startswith("| task | N | seed | method |") and rule.count("|") == head.count("|")
+    # C2ST: the mean and sd over the unit's observations; the unit's times once.
+    assert line == "| t | 500 | 0 | npe | - | 0.700 ± 0.141 | 0.2 | 12.0 | 0.12 | 40 | abc1234 |"
+
+
 def test_a_grid_table_names_the_temperature_and_the_code_of_each_unit(page, tmp_path):
     import csv
 

@@ -180,6 +180,7 @@ def run_report(
     num_sbc: int = 1000,
     num_posterior_samples: int = 1000,
     num_c2st_samples: int = 10_000,
+    c2st_classifier: str = "rf",
     max_epochs: int | None = None,
     estimator_kwargs: Mapping[str, Any] | None = None,
     n_jobs: int | None = 1,
@@ -199,8 +200,8 @@ def run_report(
             ``"sbi-npe"`` (sbi's NPE, :func:`~jsbi.diagnostics.baselines.train_sbi_npe`).
         out: The report's directory.
         seed: Seeds the simulations, the training and the diagnostics.
-        observations, num_sbc, num_posterior_samples, num_c2st_samples: See
-            :func:`~jsbi.diagnostics.compare`.
+        observations, num_sbc, num_posterior_samples, num_c2st_samples, c2st_classifier:
+            See :func:`~jsbi.diagnostics.compare`.
         max_epochs: Epoch cap of every method (``None``: ``fit_options``' or none).
         estimator_kwargs: Options of every jsbi estimator.
         n_jobs: Simulation workers.
@@ -247,6 +248,7 @@ def run_report(
         num_sbc=num_sbc,
         num_posterior_samples=num_posterior_samples,
         num_c2st_samples=num_c2st_samples,
+        c2st_classifier=c2st_classifier,
         histories=histories,
         seed=seed,
         show_progress_bar=show_progress_bar,

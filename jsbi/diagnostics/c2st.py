@@ -39,6 +39,9 @@ from jsbi.diagnostics.sbc import log_prob_batched
 from jsbi.diagnostics.utils import MetricRows, PosteriorLike, accepted_kwargs, check_pairs, seeded
 from jsbi.progress import processes
 
+#: C2ST's classifiers: sbi's random forest and sbibm's MLP.
+C2ST_CLASSIFIERS = ("rf", "mlp")
+
 
 def c2st(
     samples: Tensor,
@@ -74,8 +77,8 @@ def c2st(
     """
     from sbi.utils.metrics import c2st as sbi_c2st
 
-    if classifier not in ("mlp", "rf"):
-        raise ValueError(f"classifier must be 'mlp' or 'rf', got {classifier!r}")
+    if classifier not in C2ST_CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {C2ST_CLASSIFIERS}, got {classifier!r}")
 
     # On the CPU, whatever device the posterior sampled on (the classifier is sklearn's).
     samples = torch.as_tensor(samples, dtype=torch.float32).detach().cpu()

@@ -208,7 +208,7 @@ def test_report_tiny(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert str(out / "index.html") in printed
-    assert "jsbi-npe" in printed and "sbi-npe" in printed and "C2ST" in printed
+    assert "jsbi-npe" in printed and "sbi-npe" in printed and "C2ST (random forest)" in printed
     assert (out / "index.html").stat().st_size > 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -332,8 +332,7 @@ def run_unit(
         calibration_pairs: Fresh prior-predictive pairs for the calibration columns (the
             same pairs for every method of a cell; 0: none).
         calibration_samples: Posterior samples per calibration pair.
-        c2st_jobs: Processes that fit each C2ST's folds side by side (the scores do not
-            depend on it; nothing timed runs then).
+        c2st_jobs: Processes for each C2ST's folds (after the timed work; same scores).
 
     Returns:
         One row per observation: the unit (task, num_simulations, seed, method), the
@@ -392,14 +391,22 @@ def run_unit(
         {**unit, "observation": obs, **_score(posterior, task, obs, num_samples, seed, c2st_jobs)}
         for obs in observations
     ]
-    mean = statistics.fmean(r["c2st"] for r in rows)
-    chose = f", returned the {unit['returned']}" if columns["posterior"] == "auto" else ""
-    print(f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs{chose})", flush=True)
+    _say(name, rows, columns["posterior"] == "auto")
     if done is not None:
         done.parent.mkdir(parents=True, exist_ok=True)
         write_rows(done, rows)
         checkpoint.unlink(missing_ok=True)
     return rows
+
+
+def _say(name: str, rows: list[dict[str, Any]], auto: bool) -> None:
+    # A finished unit's line in the run's log: mean C2ST, training, what it returned.
+    mean, r = statistics.fmean(r["c2st"] for r in rows), rows[0]
+    chose = f", returned the {r['returned']}" if auto else ""
+    print(
+        f"  {name}: C2ST {mean:.3f} ({r['train_seconds']:.0f} s, {r['epochs']} epochs{chose})",
+        flush=True,
+    )
 
 
 #: The proxy's last measurement against the flow on the validation pairs, per unit (NaN

@@ -43,6 +43,13 @@ from jsbi.progress import processes
 C2ST_CLASSIFIERS = ("rf", "mlp")
 
 
+def check_classifier(classifier: str, argument: str = "classifier") -> None:
+    r"""Raises a ``ValueError`` naming ``argument`` unless ``classifier`` is one of
+    :data:`C2ST_CLASSIFIERS`."""
+    if classifier not in C2ST_CLASSIFIERS:
+        raise ValueError(f"{argument} must be one of {C2ST_CLASSIFIERS}, got {classifier!r}")
+
+
 def c2st(
     samples: Tensor,
     reference: Tensor,
@@ -77,8 +84,7 @@ def c2st(
     """
     from sbi.utils.metrics import c2st as sbi_c2st
 
-    if classifier not in C2ST_CLASSIFIERS:
-        raise ValueError(f"classifier must be one of {C2ST_CLASSIFIERS}, got {classifier!r}")
+    check_classifier(classifier)
 
     # On the CPU, whatever device the posterior sampled on (the classifier is sklearn's).
     samples = torch.as_tensor(samples, dtype=torch.float32).detach().cpu()

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.c2st import C2ST_CLASSIFIERS, NLTPResult, c2st, leakage, nltp
+from jsbi.diagnostics.c2st import NLTPResult, c2st, check_classifier, leakage, nltp
 from jsbi.diagnostics.coverage import (
     CoverageResult,
     coverage_from_log_probs,
@@ -844,10 +844,7 @@ def compare(
     """
     if not posteriors:
         raise ValueError("posteriors must hold at least one method")
-    if c2st_classifier not in C2ST_CLASSIFIERS:
-        raise ValueError(
-            f"c2st_classifier must be one of {C2ST_CLASSIFIERS}, got {c2st_classifier!r}"
-        )
+    check_classifier(c2st_classifier, "c2st_classifier")
     jobs = processes(n_jobs, "n_jobs")
     theta, x = _held_out_pairs(task, num_sbc, test_pairs, seed)
     d = theta.shape[1]
@@ -855,14 +852,7 @@ def compare(
     obs, refs = _observations(task, observations, x.shape[1:])
     if show_progress_bar is None:
         show_progress_bar = interactive()
-    # One tick per diagnostic per method: SBC sampling, coverage, TARP, NLTP, then each
-    # observation (its samples, C2ST and leakage).
-    bar = progress_bar(
-        total=len(posteriors) * (4 + len(obs)),
-        desc="Diagnostics",
-        unit="step",
-        disable=not show_progress_bar,
-    )
+    bar = _diagnostics_bar(len(posteriors), len(obs), show_progress_bar)
     budget = {
         "num_posterior_samples": num_posterior_samples,
         "num_c2st_samples": num_c2st_samples,
@@ -881,8 +871,7 @@ def compare(
         "num_sbc": int(theta.shape[0]),
         "seed": seed,
         "observations": list(observations),
-        **{k: v for k, v in budget.items() if k.startswith("num_")},
-        "c2st_classifier": c2st_classifier,
+        **{k: v for k, v in budget.items() if k.startswith(("num_", "c2st_classifier"))},
         **_typicality(posteriors, obs),
     }
     return Report(
@@ -894,6 +883,13 @@ def compare(
         histories={k: dict(v) for k, v in (histories or {}).items()},
         settings=settings,
     )
+
+
+def _diagnostics_bar(num_methods: int, num_obs: int, show: bool) -> Any:
+    # One tick per diagnostic per method: SBC sampling, coverage, TARP, NLTP, then each
+    # observation (its samples, C2ST and leakage).
+    total = num_methods * (4 + num_obs)
+    return progress_bar(total=total, desc="Diagnostics", unit="step", disable=not show)
 
 
 def _schedule(

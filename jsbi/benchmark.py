@@ -401,12 +401,10 @@ def run_unit(
 
 def _say(name: str, rows: list[dict[str, Any]], auto: bool) -> None:
     # A finished unit's line in the run's log: mean C2ST, training, what it returned.
-    mean, r = statistics.fmean(r["c2st"] for r in rows), rows[0]
-    chose = f", returned the {r['returned']}" if auto else ""
-    print(
-        f"  {name}: C2ST {mean:.3f} ({r['train_seconds']:.0f} s, {r['epochs']} epochs{chose})",
-        flush=True,
-    )
+    mean, unit = statistics.fmean(row["c2st"] for row in rows), rows[0]
+    chose = f", returned the {unit['returned']}" if auto else ""
+    seconds, epochs = unit["train_seconds"], unit["epochs"]
+    print(f"  {name}: C2ST {mean:.3f} ({seconds:.0f} s, {epochs} epochs{chose})", flush=True)
 
 
 #: The proxy's last measurement against the flow on the validation pairs, per unit (NaN

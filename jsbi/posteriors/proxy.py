@@ -258,12 +258,10 @@ class ProxyPosterior(Posterior):
             return outside(theta, x)
         shape = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-1])
         theta = theta.expand(*shape, theta.shape[-1])
-        out = None
-        for f, where in ((inside, ~beyond), (outside, beyond)):
-            rows = where.nonzero().squeeze(-1)
-            value = f(theta.index_select(-2, rows), x[rows])
-            out = (value.new_empty(shape) if out is None else out).index_copy(-1, rows, value)
-        return out
+        rows_in, rows_out = (~beyond).nonzero().squeeze(-1), beyond.nonzero().squeeze(-1)
+        a = inside(theta.index_select(-2, rows_in), x[rows_in])
+        b = outside(theta.index_select(-2, rows_out), x[rows_out])
+        return a.new_empty(shape).index_copy(-1, rows_in, a).index_copy(-1, rows_out, b)
 
     def _proxy_log_prob(
         self, theta: Tensor, x: Tensor, track_gradients: bool, normalize: bool

@@ -82,6 +82,9 @@ def study(name: str, seed: int, args: argparse.Namespace) -> dict:
         xs = task.simulate(th)
     ok = torch.isfinite(xs).all(-1)
     mix = MixturePosterior(est.flow, proxy, est.prior, candidates_per_sample=cps, **common)
+    # The mixture's density uses the proxy's log Z per x: the same estimates as the proxy
+    # posterior's (one cache for both), not a second importance-sampling run per pair.
+    mix._log_z = prox._log_z
     for k, post in (("flow", flow), ("proxy", prox), ("mixture", mix)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -10,13 +10,19 @@ benchmark grid already finished (timed in that grid's conditions).
 Then, per task, the front of each method: the lowest C2ST reached at a total time (the
 simulation's recorded cost, plus 0.1 s or 1 s per simulation for an expensive simulator,
 plus training and sampling) of at most t, and at every t where a method has a point,
-which method leads. Writes ``rows/`` (one CSV per unit), ``front.csv``, ``front.md`` and
-``front_<task>.png`` into ``--out``.
+which method leads. A method's point at N is the mean over the seeds run (time and C2ST),
+so a second seed does not let the front pick the luckier one. Writes ``rows/`` (one CSV
+per unit), ``front.csv``, ``front.md`` and ``front_<task>.png`` into ``--out``, from the
+units asked for; ``--summarise`` writes them from the finished units alone (training
+none, naming the missing).
 
 Usage:
     python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \
         --num-simulations 500,1000,2000,5000,10000 --seeds 0 \
         --out benchmarks/results/time_to_accuracy --also benchmarks/results/dev
+    python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \
+        --num-simulations 500,1000,2000,5000,10000 --seeds 0 \
+        --out benchmarks/results/time_to_accuracy --summarise
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ def _ints(text: str) -> list[int]:
 def units(args: argparse.Namespace) -> list[dict]:
     from jsbi.benchmark import _finished_rows, _unit_name
 
-    rows = []
+    rows, missing = [], []
     for task in args.tasks.split(","):
         for n in _ints(args.num_simulations):
             for seed in _ints(args.seeds):
@@ -52,6 +58,17 @@ def units(args: argparse.Namespace) -> list[dict]:
                     done = [d for d in done if d.exists()]
                     if done:
                         got = _finished_rows(done[0], _ints(args.observations))
+                        for r in got:
+                            r["num_simulations"] = int(r["num_simulations"])
+                        rows += got
+                        continue
+                    if args.summarise:
+                        got = _finished_rows(
+                            args.out / "rows" / f"{name}.csv", _ints(args.observations)
+                        )
+                        if got is None:
+                            missing.append(name)
+                            continue
                         for r in got:
                             r["num_simulations"] = int(r["num_simulations"])
                         rows += got
@@ -69,15 +86,18 @@ def units(args: argparse.Namespace) -> list[dict]:
                     for r in got:
                         r["num_simulations"] = int(r["num_simulations"])
                     rows += got
+    if missing:
+        print(f"not finished (left out): {', '.join(missing)}", flush=True)
     return rows
 
 
 def points(rows: list[dict], sim_cost: float) -> dict[tuple[str, str], list[tuple]]:
-    # (task, method) -> [(total seconds, mean C2ST, N)] over (N, seed) units.
+    # (task, method) -> [(total seconds, mean C2ST, N)], one point per N: the means over
+    # its seeds' units (each unit's C2ST the mean over its observations).
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["task"], r["method"], r["num_simulations"], r["seed"]), []).append(r)
-    out: dict[tuple[str, str], list[tuple]] = {}
+    per_n: dict[tuple, list[tuple[float, float]]] = {}
     for (task, method, n, _), rs in sorted(by.items()):
         r = rs[0]
         total = (
@@ -87,6 +107,10 @@ def points(rows: list[dict], sim_cost: float) -> dict[tuple[str, str], list[tupl
             + float(r["sample_seconds"])
         )
         c2st = statistics.fmean(float(x["c2st"]) for x in rs)
+        per_n.setdefault((task, method, n), []).append((total, c2st))
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for (task, method, n), seeds in per_n.items():
+        total, c2st = (statistics.fmean(v) for v in zip(*seeds, strict=True))
         out.setdefault((task, method), []).append((total, c2st, n))
     return out
 
@@ -212,6 +236,11 @@ def main() -> None:
         type=int,
         default=1,
         help="processes for each C2ST's folds (after the timed work: the times do not change)",
+    )
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="write the front from the finished units in --out alone (train none)",
     )
     p.add_argument(
         "--also",

@@ -90,6 +90,20 @@ def test_the_front_lists_each_units_c2st_and_times(front):
     assert line == "| t | 500 | 0 | npe | - | 0.700 ± 0.141 | 0.2 | 12.0 | 0.12 | 40 | abc1234 |"
 
 
+def test_a_methods_point_at_a_budget_is_the_mean_over_its_seeds(front):
+    # Two seeds at one budget: one point, their mean time and C2ST (the front may not pick
+    # the luckier seed); each seed's C2ST is first the mean over its observations.
+    base = {"task": "t", "method": "npe", "num_simulations": 1000, "sample_seconds": 0.0}
+    rows = [
+        {**base, "seed": 0, "simulation_seconds": 1.0, "train_seconds": 9.0, "c2st": 0.6},
+        {**base, "seed": 0, "simulation_seconds": 1.0, "train_seconds": 9.0, "c2st": 0.8},
+        {**base, "seed": 1, "simulation_seconds": 1.0, "train_seconds": 29.0, "c2st": 0.5},
+    ]
+    [(total, c2st, n)] = front.points(rows, 0.0)["t", "npe"]
+    assert (total, n) == (20.0, 1000) and c2st == pytest.approx((0.7 + 0.5) / 2)
+    assert front.front(front.points(rows, 0.0)["t", "npe"], 19.0) == math.inf
+
+
 def test_a_grid_table_names_the_temperature_and_the_code_of_each_unit(page, tmp_path):
     import csv
 

@@ -440,7 +440,8 @@ def _score(
     # The same draws for every rerun, and the caller's random stream left where it was.
     with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a proxy's mixing warning is in its own column
-        samples = posterior.sample((num_samples,), x=task.observation(obs)).cpu()
+        x_o = task.observation(obs)
+        samples = posterior.sample((num_samples,), x=x_o, show_progress_bars=False).cpu()
         reference = task.reference_samples(obs, num_samples)
     mixing = getattr(posterior, "last_mixing", None)
     return {
@@ -461,7 +462,7 @@ def _sample_seconds(posterior: Any, task: Any, obs: int, seed: int) -> float:
     with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        posterior.sample((10_000,), x=x_o)
+        posterior.sample((10_000,), x=x_o, show_progress_bars=False)  # sbi's draws a bar
         return time.perf_counter() - start
 
 

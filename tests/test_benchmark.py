@@ -37,6 +37,7 @@ def test_units_rows_resume_and_summary(tmp_path, capsys):
     files = sorted((tmp_path / "rows").glob("*.csv"))
     assert [f.name for f in files] == ["two_moons_200_0_npe.csv", "two_moons_200_0_sbi-npe.csv"]
     assert not list((tmp_path / "checkpoints").glob("*"))  # finished units leave none
+    assert "it/s" not in capsys.readouterr().err  # sbi's sampling draws no progress bar
 
     # A rerun reads the finished units instead of training again, silently where this
     # code trained them, with a line where other code did.

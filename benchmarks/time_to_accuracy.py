@@ -47,45 +47,36 @@ def units(args: argparse.Namespace) -> list[dict]:
     from jsbi.benchmark import _finished_rows, _unit_name
 
     rows, missing = [], []
+    observations = _ints(args.observations)
     for task in args.tasks.split(","):
         for n in _ints(args.num_simulations):
             for seed in _ints(args.seeds):
                 for method in args.methods.split(","):
                     # A unit another run finished (--also: the benchmark grid's folder,
-                    # same simulations, seed and protocol) is read, not trained again.
+                    # same simulations, seed and protocol) is read, not trained again;
+                    # with --summarise, so is this run's, and an unfinished one is left out.
                     name = _unit_name(task, n, seed, method)
                     done = [a / "rows" / f"{name}.csv" for a in args.also]
                     done = [d for d in done if d.exists()]
                     if done:
-                        got = _finished_rows(done[0], _ints(args.observations))
-                        for r in got:
-                            r["num_simulations"] = int(r["num_simulations"])
-                        rows += got
-                        continue
-                    if args.summarise:
-                        got = _finished_rows(
-                            args.out / "rows" / f"{name}.csv", _ints(args.observations)
+                        got = _finished_rows(done[0], observations)
+                    elif args.summarise:
+                        got = _finished_rows(args.out / "rows" / f"{name}.csv", observations)
+                    else:
+                        got = run_unit(
+                            task,
+                            n,
+                            seed,
+                            method,
+                            observations=observations,
+                            out=args.out,
+                            calibration_pairs=0,
+                            c2st_jobs=args.c2st_jobs,
                         )
-                        if got is None:
-                            missing.append(name)
-                            continue
-                        for r in got:
-                            r["num_simulations"] = int(r["num_simulations"])
-                        rows += got
+                    if got is None:
+                        missing.append(name)
                         continue
-                    got = run_unit(
-                        task,
-                        n,
-                        seed,
-                        method,
-                        observations=_ints(args.observations),
-                        out=args.out,
-                        calibration_pairs=0,
-                        c2st_jobs=args.c2st_jobs,
-                    )
-                    for r in got:
-                        r["num_simulations"] = int(r["num_simulations"])
-                    rows += got
+                    rows += [r | {"num_simulations": int(r["num_simulations"])} for r in got]
     if missing:
         print(f"not finished (left out): {', '.join(missing)}", flush=True)
     return rows

@@ -441,7 +441,7 @@ def _score(
     with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a proxy's mixing warning is in its own column
         x_o = task.observation(obs)
-        samples = posterior.sample((num_samples,), x=x_o, show_progress_bars=False).cpu()
+        samples = posterior.sample((num_samples,), x=x_o, **_no_bar(posterior)).cpu()
         reference = task.reference_samples(obs, num_samples)
     mixing = getattr(posterior, "last_mixing", None)
     return {
@@ -462,8 +462,15 @@ def _sample_seconds(posterior: Any, task: Any, obs: int, seed: int) -> float:
     with seeded(seed, [getattr(posterior, "device", "cpu")]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        posterior.sample((10_000,), x=x_o, show_progress_bars=False)  # sbi's draws a bar
+        posterior.sample((10_000,), x=x_o, **_no_bar(posterior))
         return time.perf_counter() - start
+
+
+def _no_bar(posterior: Any) -> dict[str, bool]:
+    # sbi's samplers draw a progress bar unless told not to (where ``sample`` takes it).
+    from jsbi.diagnostics.utils import accepted_kwargs
+
+    return accepted_kwargs(posterior.sample, show_progress_bars=False)
 
 
 def _calibration(posterior: Any, task: Any, seed: int, pairs: int, samples: int) -> dict:

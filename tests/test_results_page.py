@@ -104,6 +104,37 @@ def test_a_methods_point_at_a_budget_is_the_mean_over_its_seeds(front):
     assert front.front(front.points(rows, 0.0)["t", "npe"], 19.0) == math.inf
 
 
+def test_summarise_reads_the_finished_units_and_names_the_missing(front, tmp_path, capsys):
+    import argparse
+
+    from jsbi.benchmark import write_rows
+
+    unit = {"task": "two_moons", "num_simulations": 500, "seed": 0, "method": "npe"}
+    kept = {"support": "truncate", "transforms": "autoregressive", "posterior": "flow"}
+    times = {"simulation_seconds": 0.0, "train_seconds": 3.0, "sample_seconds": 0.1}
+    rows = [{**unit, **kept, **times, "epochs": 9, "observation": o, "c2st": 0.7} for o in (1, 2)]
+    (tmp_path / "rows").mkdir()
+    write_rows(tmp_path / "rows" / "two_moons_500_0_npe.csv", rows)
+    args = argparse.Namespace(
+        tasks="two_moons",
+        num_simulations="500",
+        seeds="0",
+        methods="npe,sbi-npe",
+        observations="1,2",
+        out=tmp_path,
+        also=[],
+        summarise=True,
+        c2st_jobs=1,
+    )
+    got = front.units(args)  # trains nothing: sbi-npe has no rows and is left out
+    assert [(r["method"], r["observation"], r["num_simulations"]) for r in got] == [
+        ("npe", 1, 500),
+        ("npe", 2, 500),
+    ]
+    assert "not finished (left out): two_moons_500_0_sbi-npe" in capsys.readouterr().out
+    assert not (tmp_path / "rows" / "two_moons_500_0_sbi-npe.csv").exists()
+
+
 def test_a_grid_table_names_the_temperature_and_the_code_of_each_unit(page, tmp_path):
     import csv
 

@@ -39,15 +39,17 @@ from jsbi.diagnostics.sbc import log_prob_batched
 from jsbi.diagnostics.utils import MetricRows, PosteriorLike, accepted_kwargs, check_pairs, seeded
 from jsbi.progress import processes
 
-#: C2ST's classifiers: sbi's random forest and sbibm's MLP.
-C2ST_CLASSIFIERS = ("rf", "mlp")
+#: C2ST's classifiers, each with its name in words: sbi's random forest and sbibm's MLP.
+C2ST_CLASSIFIERS = {"rf": "random forest", "mlp": "sbibm's MLP"}
 
 
 def check_classifier(classifier: str, argument: str = "classifier") -> None:
     r"""Raises a ``ValueError`` naming ``argument`` unless ``classifier`` is one of
     :data:`C2ST_CLASSIFIERS`."""
     if classifier not in C2ST_CLASSIFIERS:
-        raise ValueError(f"{argument} must be one of {C2ST_CLASSIFIERS}, got {classifier!r}")
+        raise ValueError(
+            f"{argument} must be one of {tuple(C2ST_CLASSIFIERS)}, got {classifier!r}"
+        )
 
 
 def c2st(

@@ -36,7 +36,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jsbi.diagnostics.c2st import NLTPResult, c2st, check_classifier, leakage, nltp
+from jsbi.diagnostics.c2st import (
+    C2ST_CLASSIFIERS,
+    NLTPResult,
+    c2st,
+    check_classifier,
+    leakage,
+    nltp,
+)
 from jsbi.diagnostics.coverage import (
     CoverageResult,
     coverage_from_log_probs,
@@ -200,7 +207,7 @@ class Report:
         r"""The classifier of this report's C2ST, in words (a report saved before the
         choice existed used sbibm's MLP)."""
         kind = self.settings.get("c2st_classifier", "mlp")
-        return {"rf": "random forest", "mlp": "sbibm's MLP"}.get(kind, str(kind))
+        return C2ST_CLASSIFIERS.get(kind, str(kind))
 
     def returned(self, method: str) -> str:
         r"""What ``method``'s posterior is: ``"flow"``, ``"proxy"`` (the likelihood proxy),

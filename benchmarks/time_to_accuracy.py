@@ -134,7 +134,9 @@ def leaders(rows: list[dict], sim_cost: float) -> list[dict]:
 
 
 def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str:
-    # Whether method's front is at most rival's + 0.01 at every time where both have one.
+    # Whether method's front is at most rival's + 0.01 at every time where both have one;
+    # where not, the worst gap and the crossing point: the time from which on it stays
+    # within 0.01 (or that it still trails at the last time).
     pts = points(rows, sim_cost)
     worst = []
     for task in sorted({t for t, _ in pts}):
@@ -150,6 +152,14 @@ def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str
         if gaps:
             gap, t = max(gaps)
             verdict = "dominates" if gap <= 0.01 else f"trails by {gap:.3f} at {t:.0f} s"
+            if gap > 0.01:
+                last = max(s for g, s in gaps if g > 0.01)
+                after = [s for _, s in gaps if s > last]
+                verdict += (
+                    f", within 0.01 from {min(after):.0f} s on"
+                    if after
+                    else f", still at its last time ({last:.0f} s)"
+                )
             worst.append(f"{task}: {verdict}")
     return "; ".join(worst)
 

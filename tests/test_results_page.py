@@ -71,8 +71,13 @@ def test_the_front_is_the_best_c2st_within_each_time(front):
     assert math.isinf(front.front(pts["t", "jeffreys"], 20.0))
     lead = {r["seconds"]: r["leader"] for r in front.leaders(rows, 0.0)}
     assert lead[11.0] == "npe" and lead[31.0] == "jeffreys" and lead[310.0] == "jeffreys"
-    # At 110 s npe (0.7) leads jeffreys' 0.75 by more than 0.01: no domination.
-    assert front.dominance(rows, 0.0, "jeffreys", "npe") == "t: trails by 0.050 at 110 s"
+    # At 110 s npe (0.7) leads jeffreys' 0.75 by more than 0.01: no domination; from
+    # jeffreys' 10k point (310 s) on it leads: the crossing point.
+    verdict = "t: trails by 0.050 at 110 s, within 0.01 from 310 s on"
+    assert front.dominance(rows, 0.0, "jeffreys", "npe") == verdict
+    # npe against jeffreys trails from 31 s to the end: no crossing within the grid.
+    verdict = "t: trails by 0.100 at 310 s, still at its last time (310 s)"
+    assert front.dominance(rows, 0.0, "npe", "jeffreys") == verdict
     # A simulation cost of 1 s per call: 1k pairs cost 1,000 s more for both.
     assert front.points(rows, 1.0)["t", "npe"][0][0] == pytest.approx(1011.0)
 

@@ -11,7 +11,9 @@ Then, per task, the front of each method: the lowest C2ST reached at a total tim
 simulation's recorded cost, plus 0.1 s or 1 s per simulation for an expensive simulator,
 plus training and sampling) of at most t, and at every t where a method has a point,
 which method leads. A method's point at N is the mean over the seeds run (time and C2ST),
-so a second seed does not let the front pick the luckier one. Writes ``rows/`` (one CSV
+so a second seed does not let the front pick the luckier one. ``front.md`` also gives the
+default's training time over jsbi npe's per unit, with what it returned (43's cost
+targets). Writes ``rows/`` (one CSV
 per unit), ``front.csv``, ``front.md`` and ``front_<task>.png`` into ``--out``, from the
 units asked for; ``--summarise`` writes them from the finished units alone (training
 none, naming the missing).
@@ -164,6 +166,33 @@ def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str
     return "; ".join(worst)
 
 
+def cost_table(rows: list[dict]) -> list[str]:
+    # 43's cost targets from the same units: the default's training time over jsbi npe's
+    # at each (task, N, seed) where both ran, what it returned (at most 1.3x where it
+    # returned npe's flow), and the median over them (at most 2.0x).
+    train: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        train.setdefault((r["task"], r["num_simulations"], r["seed"]), {})[r["method"]] = r
+    lines = [
+        "| task | N | seed | default / jsbi npe training time | returned | phase 2 |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios = []
+    for (task, n, seed), by in sorted(train.items()):
+        if "jeffreys" not in by or "npe" not in by:
+            continue
+        r = by["jeffreys"]
+        ratio = float(r["train_seconds"]) / float(by["npe"]["train_seconds"])
+        ratios.append(ratio)
+        lines.append(
+            f"| {task} | {n} | {seed} | {ratio:.2f}x | {r.get('returned') or '-'} | "
+            f"{r.get('phase2') or '-'} |"
+        )
+    if not ratios:
+        return []
+    return [*lines, "", f"Median over these units: {statistics.median(ratios):.2f}x."]
+
+
 def unit_table(rows: list[dict]) -> list[str]:
     # One line per unit: its C2ST and the times the front adds up (seconds).
     by: dict[tuple, list[dict]] = {}
@@ -261,6 +290,8 @@ def main() -> None:
     lines = ["| simulation cost | default against sbi NPE (front, within 0.01) |", "|---|---|"]
     lines += [f"| {c:g} s | {dominance(rows, c, 'jeffreys', 'sbi-npe')} |" for c in SIM_COSTS]
     lines += ["", *unit_table(rows)]
+    if cost := cost_table(rows):
+        lines += ["", *cost]
     (args.out / "front.md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out)
     print("\n".join(lines))

@@ -95,6 +95,35 @@ def test_the_front_lists_each_units_c2st_and_times(front):
     assert line == "| t | 500 | 0 | npe | - | 0.700 ± 0.141 | 0.2 | 12.0 | 0.12 | 40 | abc1234 |"
 
 
+def test_the_cost_table_gives_the_defaults_training_time_over_npes(front):
+    def unit(method, n, train, **more):
+        return {
+            "task": "t",
+            "method": method,
+            "num_simulations": n,
+            "seed": 0,
+            "train_seconds": train,
+            "observation": 1,
+            **more,
+        }
+
+    rows = [
+        unit("npe", 1000, 10.0),
+        unit("jeffreys", 1000, 25.0, returned="proxy", phase2="ran"),
+        unit("npe", 2000, 20.0),
+        unit("jeffreys", 2000, 24.0, returned="flow", phase2="skipped"),
+        unit("npe", 5000, 50.0),  # no default unit: left out
+        unit("sbi-npe", 1000, 5.0),
+    ]
+    *table, blank, median = front.cost_table(rows)
+    assert table[2:] == [
+        "| t | 1000 | 0 | 2.50x | proxy | ran |",
+        "| t | 2000 | 0 | 1.20x | flow | skipped |",
+    ]
+    assert blank == "" and median == "Median over these units: 1.85x."
+    assert front.cost_table([unit("npe", 1000, 10.0)]) == []
+
+
 def test_a_methods_point_at_a_budget_is_the_mean_over_its_seeds(front):
     # Two seeds at one budget: one point, their mean time and C2ST (the front may not pick
     # the luckier seed); each seed's C2ST is first the mean over its observations.

@@ -11,12 +11,12 @@ Then, per task, the front of each method: the lowest C2ST reached at a total tim
 simulation's recorded cost, plus 0.1 s or 1 s per simulation for an expensive simulator,
 plus training and sampling) of at most t, and at every t where a method has a point,
 which method leads. A method's point at N is the mean over the seeds run (time and C2ST),
-so a second seed does not let the front pick the luckier one. ``front.md`` also gives the
-default's training time over jsbi npe's per unit, with what it returned (43's cost
-targets). Writes ``rows/`` (one CSV
+so a second seed does not let the front pick the luckier one. Writes ``rows/`` (one CSV
 per unit), ``front.csv``, ``front.md`` and ``front_<task>.png`` into ``--out``, from the
 units asked for; ``--summarise`` writes them from the finished units alone (training
-none, naming the missing).
+none, naming the missing). ``front.md`` also gives, where the default's front trails sbi
+NPE's, the crossing point, and the default's training time over jsbi npe's per unit with
+what it returned (43's cost targets).
 
 Usage:
     python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \

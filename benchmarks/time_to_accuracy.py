@@ -34,7 +34,7 @@ import math
 import statistics
 from pathlib import Path
 
-from jsbi.benchmark import run_unit, write_rows
+from jsbi.benchmark import DEFAULT, REFERENCE, run_unit, write_rows
 
 METHODS = ("jeffreys", "npe", "sbi-npe")
 #: Seconds per simulation added to the recorded cost: free, cheap, expensive simulators.
@@ -84,14 +84,19 @@ def units(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def by_unit(rows: list[dict]) -> dict[tuple, list[dict]]:
+    r"""The rows of each unit (one per observation), by (task, N, seed, method)."""
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["num_simulations"], r["seed"], r["method"]), []).append(r)
+    return by
+
+
 def points(rows: list[dict], sim_cost: float) -> dict[tuple[str, str], list[tuple]]:
     # (task, method) -> [(total seconds, mean C2ST, N)], one point per N: the means over
     # its seeds' units (each unit's C2ST the mean over its observations).
-    by: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by.setdefault((r["task"], r["method"], r["num_simulations"], r["seed"]), []).append(r)
     per_n: dict[tuple, list[tuple[float, float]]] = {}
-    for (task, method, n, _), rs in sorted(by.items()):
+    for (task, n, _, method), rs in sorted(by_unit(rows).items()):
         r = rs[0]
         total = (
             float(r["simulation_seconds"])
@@ -170,19 +175,17 @@ def cost_table(rows: list[dict]) -> list[str]:
     # 43's cost targets from the same units: the default's training time over jsbi npe's
     # at each (task, N, seed) where both ran, what it returned (at most 1.3x where it
     # returned npe's flow), and the median over them (at most 2.0x).
-    train: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        train.setdefault((r["task"], r["num_simulations"], r["seed"]), {})[r["method"]] = r
+    unit_rows = by_unit(rows)
     lines = [
         "| task | N | seed | default / jsbi npe training time | returned | phase 2 |",
         "|---|---|---|---|---|---|",
     ]
     ratios = []
-    for (task, n, seed), by in sorted(train.items()):
-        if "jeffreys" not in by or "npe" not in by:
+    for (task, n, seed, method), (r, *_) in sorted(unit_rows.items()):
+        npe = unit_rows.get((task, n, seed, REFERENCE))
+        if method != DEFAULT or npe is None:
             continue
-        r = by["jeffreys"]
-        ratio = float(r["train_seconds"]) / float(by["npe"]["train_seconds"])
+        ratio = float(r["train_seconds"]) / float(npe[0]["train_seconds"])
         ratios.append(ratio)
         lines.append(
             f"| {task} | {n} | {seed} | {ratio:.2f}x | {r.get('returned') or '-'} | "
@@ -195,15 +198,12 @@ def cost_table(rows: list[dict]) -> list[str]:
 
 def unit_table(rows: list[dict]) -> list[str]:
     # One line per unit: its C2ST and the times the front adds up (seconds).
-    by: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by.setdefault((r["task"], r["num_simulations"], r["seed"], r["method"]), []).append(r)
     lines = [
         "| task | N | seed | method | returned | C2ST (mean ± sd over observations) | "
         "simulation s | training s | 10,000 samples s | epochs | code |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (task, n, seed, method), rs in sorted(by.items()):
+    for (task, n, seed, method), rs in sorted(by_unit(rows).items()):
         c = [float(x["c2st"]) for x in rs]
         sd = statistics.stdev(c) if len(c) > 1 else 0.0
         r = rs[0]

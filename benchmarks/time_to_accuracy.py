@@ -34,9 +34,11 @@ import math
 import statistics
 from pathlib import Path
 
-from jsbi.benchmark import DEFAULT, REFERENCE, run_unit, write_rows
+from jsbi.benchmark import BASELINE, DEFAULT, REFERENCE, run_unit, write_rows
 
 METHODS = ("jeffreys", "npe", "sbi-npe")
+#: Each method's colour in the figures (the default's variants after the three).
+COLORS = {"jeffreys": "C0", "npe": "C1", "sbi-npe": "C2", "jeffreys-nophase2": "C3"}
 #: Seconds per simulation added to the recorded cost: free, cheap, expensive simulators.
 SIM_COSTS = (0.0, 0.1, 1.0)
 
@@ -171,29 +173,44 @@ def dominance(rows: list[dict], sim_cost: float, method: str, rival: str) -> str
     return "; ".join(worst)
 
 
+def symmetric_methods(rows: list[dict]) -> list[str]:
+    r"""The jsbi methods in ``rows`` other than npe, the default first."""
+    found = {r["method"] for r in rows} - {REFERENCE, BASELINE}
+    return sorted(found, key=lambda m: (m != DEFAULT, m))
+
+
 def cost_table(rows: list[dict]) -> list[str]:
-    # 43's cost targets from the same units: the default's training time over jsbi npe's
-    # at each (task, N, seed) where both ran, what it returned (at most 1.3x where it
-    # returned npe's flow), and the median over them (at most 2.0x).
+    # 43's cost targets from the same units: the default's (and each variant's) training
+    # time over jsbi npe's at each (task, N, seed) where both ran, what it returned (at
+    # most 1.3x where it returned npe's flow), and the median over them (at most 2.0x).
     unit_rows = by_unit(rows)
+    methods = symmetric_methods(rows)
     lines = [
-        "| task | N | seed | default / jsbi npe training time | returned | phase 2 |",
-        "|---|---|---|---|---|---|",
+        "| task | N | seed | method | training time / jsbi npe's | returned | phase 2 |",
+        "|---|---|---|---|---|---|---|",
     ]
-    ratios = []
-    for (task, n, seed, method), (r, *_) in sorted(unit_rows.items()):
-        npe = unit_rows.get((task, n, seed, REFERENCE))
-        if method != DEFAULT or npe is None:
+    ratios: dict[str, list[float]] = {}
+    budgets = sorted({key[:3] for key in unit_rows})
+    for (task, n, seed), method in [(b, m) for b in budgets for m in methods]:
+        npe, unit = (unit_rows.get((task, n, seed, m)) for m in (REFERENCE, method))
+        if npe is None or unit is None:
             continue
+        r = unit[0]
         ratio = float(r["train_seconds"]) / float(npe[0]["train_seconds"])
-        ratios.append(ratio)
+        ratios.setdefault(method, []).append(ratio)
         lines.append(
-            f"| {task} | {n} | {seed} | {ratio:.2f}x | {r.get('returned') or '-'} | "
+            f"| {task} | {n} | {seed} | {method} | {ratio:.2f}x | {r.get('returned') or '-'} | "
             f"{r.get('phase2') or '-'} |"
         )
     if not ratios:
         return []
-    return [*lines, "", f"Median over these units: {statistics.median(ratios):.2f}x."]
+    medians = [
+        f"{m}{' (the default)' if m == DEFAULT else ''} {statistics.median(ratios[m]):.2f}x "
+        f"over {len(ratios[m])} unit{'s' if len(ratios[m]) > 1 else ''}"
+        for m in methods
+        if m in ratios
+    ]
+    return [*lines, "", f"Median: {'; '.join(medians)}."]
 
 
 def unit_table(rows: list[dict]) -> list[str]:
@@ -222,7 +239,6 @@ def plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"jeffreys": "C0", "npe": "C1", "sbi-npe": "C2"}
     for task in sorted({r["task"] for r in rows}):
         fig, axes = plt.subplots(1, len(SIM_COSTS) + 1, figsize=(4 * (len(SIM_COSTS) + 1), 3.4))
         for ax, cost in zip(axes, SIM_COSTS, strict=False):
@@ -232,7 +248,7 @@ def plot(rows: list[dict], out: Path) -> None:
                     continue
                 p = sorted(p)
                 ax.plot(
-                    [s for s, _, _ in p], [c for _, c, _ in p], "o-", color=colors.get(m), label=m
+                    [s for s, _, _ in p], [c for _, c, _ in p], "o-", color=COLORS.get(m), label=m
                 )
             ax.set_xscale("log")
             ax.set_xlabel(f"total seconds ({cost:g} s per simulation added)")
@@ -242,7 +258,7 @@ def plot(rows: list[dict], out: Path) -> None:
             if t == task:
                 p = sorted(p, key=lambda v: v[2])
                 axes[-1].plot(
-                    [n for _, _, n in p], [c for _, c, _ in p], "o-", color=colors.get(m), label=m
+                    [n for _, _, n in p], [c for _, c, _ in p], "o-", color=COLORS.get(m), label=m
                 )
         axes[-1].set_xscale("log")
         axes[-1].set_xlabel("simulations")
@@ -287,8 +303,18 @@ def main() -> None:
         {k for r in table for k in r}, key=lambda k: (k not in ("task", "sim_cost", "seconds"), k)
     )
     write_rows(args.out / "front.csv", [{k: r.get(k, "") for k in keys} for r in table])
-    lines = ["| simulation cost | default against sbi NPE (front, within 0.01) |", "|---|---|"]
-    lines += [f"| {c:g} s | {dominance(rows, c, 'jeffreys', 'sbi-npe')} |" for c in SIM_COSTS]
+    methods = symmetric_methods(rows)
+    names = [f"{m} (the default)" if m == DEFAULT else m for m in methods]
+    lines = [
+        "| simulation cost | "
+        + " | ".join(f"{m} against sbi NPE (front, within 0.01)" for m in names)
+        + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    lines += [
+        f"| {c:g} s | " + " | ".join(dominance(rows, c, m, BASELINE) for m in methods) + " |"
+        for c in SIM_COSTS
+    ]
     lines += ["", *unit_table(rows)]
     if cost := cost_table(rows):
         lines += ["", *cost]

@@ -114,13 +114,21 @@ def test_the_cost_table_gives_the_defaults_training_time_over_npes(front):
         unit("jeffreys", 2000, 24.0, returned="flow", phase2="skipped"),
         unit("npe", 5000, 50.0),  # no default unit: left out
         unit("sbi-npe", 1000, 5.0),
+        # A variant of the default: its own lines, after the default's, and its own median.
+        unit("jeffreys-nophase2", 1000, 15.0, returned="mixture", phase2="phase2=False"),
+        unit("jeffreys-nophase2", 20000, 15.0),  # no npe unit: left out
     ]
-    *table, blank, median = front.cost_table(rows)
-    assert table[2:] == [
-        "| t | 1000 | 0 | 2.50x | proxy | ran |",
-        "| t | 2000 | 0 | 1.20x | flow | skipped |",
+    head, rule, *table, blank, median = front.cost_table(rows)
+    assert head.startswith("| task | N | seed | method |") and rule.count("|") == head.count("|")
+    assert table == [
+        "| t | 1000 | 0 | jeffreys | 2.50x | proxy | ran |",
+        "| t | 1000 | 0 | jeffreys-nophase2 | 1.50x | mixture | phase2=False |",
+        "| t | 2000 | 0 | jeffreys | 1.20x | flow | skipped |",
     ]
-    assert blank == "" and median == "Median over these units: 1.85x."
+    assert blank == ""
+    assert median == (
+        "Median: jeffreys (the default) 1.85x over 2 units; jeffreys-nophase2 1.50x over 1 unit."
+    )
     assert front.cost_table([unit("npe", 1000, 10.0)]) == []
 
 

@@ -16,6 +16,8 @@ Sections, each present when its folder is:
 - ``typicality/`` (``benchmarks/typicality_samples.py``): the misspecification check's
   importance draws and its reference;
 - ``probe_trace/`` (``benchmarks/probe_trace.py``): the phase-1 probes' gaps;
+- ``phase2_trace/`` (``benchmarks/phase2_trace.py``): whether the default's phase 2 set
+  a new best validation NLL, and what it cost;
 - ``recalibration/`` (``benchmarks/recalibration_check.py``): the base temperature's
   calibration error on the validation pairs and on fresh pairs;
 - ``recalibration_families/`` (``benchmarks/recalibration_families.py``): richer bases
@@ -249,6 +251,59 @@ def probe_section(folder: Path) -> list[str]:
                 f"{rows[0]['final_gap']} ± {rows[0]['final_gap_se']}",
             ]
             for task, rows in by_task.items()
+        ],
+    )
+
+
+def same_result_patience(gains: list[int]) -> int:
+    r"""The smallest phase-2 patience that returns the same state as a traced run whose
+    phase 2 set new bests at ``gains`` (1-based phase-2 epochs): the longest wait for the
+    next new best, from the switch (phase 2 ends once ``patience`` epochs pass without
+    one). 1 where it set none: the state is phase 1's whatever the patience."""
+    steps = [b - a for a, b in zip([0, *gains], gains, strict=False)]
+    return max(steps, default=1)
+
+
+def phase2_section(folder: Path) -> list[str]:
+    return table(
+        "Does phase 2 change the default's result?",
+        "`OMP_NUM_THREADS=1 python benchmarks/phase2_trace.py --units TASK:N,... --seed 0 "
+        "--out benchmarks/results/phase2_trace/front_units.csv`, with the package of the "
+        "front's units (`code` 97dd1f1) on `PYTHONPATH`: the default trained again on a "
+        "front unit's simulations (training only; each run inside another unit's untimed "
+        "C2ST scoring, so its seconds are upper bounds). Phase 2's state is kept only where "
+        "it lowers the flow's validation NLL below phase 1's best; `new best at`: the "
+        "phase-2 epochs that did (none: the run returned phase 1's state, what "
+        "`jeffreys-nophase2` returns, and phase 2's seconds bought nothing); `same result "
+        "from patience`: the smallest phase-2 patience (`phase2_patience`; today the "
+        "loop's 20) that returns the same state, since phase 2's trajectory does not "
+        "depend on where it stops.",
+        [
+            "task",
+            "N",
+            "phase 2",
+            "returned",
+            "phase 1 epochs (s)",
+            "phase 2 epochs (s)",
+            "new best at",
+            "gain (nats)",
+            "same result from patience",
+            "best phase",
+        ],
+        [
+            [
+                r["task"],
+                f"{int(r['num_simulations']):,}",
+                r["phase2"],
+                r["returned"],
+                f"{r['phase1_epochs']} ({r['phase1_seconds']})",
+                f"{r['phase2_epochs']} ({r['phase2_seconds']})",
+                r["phase2_new_best_epochs"] or "none",
+                r["phase2_gain_nats"],
+                same_result_patience([int(e) for e in r["phase2_new_best_epochs"].split()]),
+                r["best_phase"],
+            ]
+            for r in sorted(read_all(folder), key=lambda r: (r["task"], int(r["num_simulations"])))
         ],
     )
 
@@ -839,6 +894,8 @@ def page() -> str:
         out += typicality_section(RESULTS / "typicality")
     if (RESULTS / "probe_trace").exists():
         out += probe_section(RESULTS / "probe_trace")
+    if (RESULTS / "phase2_trace").exists():
+        out += phase2_section(RESULTS / "phase2_trace")
     if (RESULTS / "recalibration").exists():
         out += recalibration_section(RESULTS / "recalibration")
     if (RESULTS / "recalibration_families").exists():

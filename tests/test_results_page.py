@@ -281,3 +281,24 @@ def test_the_choice_section_gives_each_units_validation_gaps_and_paired_c2st(pag
     line = "| slcp | 1,000 | 0 | mixture | +0.100 ± 0.050 | -0.200 ± 0.010 | 0.750 ± 0.071 | "
     assert line + "-0.030 ± 0.020 | abc |" in text
     assert "| slcp | 1,000 | 1 |" not in text
+
+
+def test_phase_two_keeps_its_state_only_below_phase_ones_best():
+    trace = _load("phase2_trace")
+    # Phase 1's best is 1.0 (epoch 2); phase 2's third epoch is the first below it, its
+    # fifth lowers it again; a NaN epoch never counts.
+    val = [2.0, 1.0, 1.5, 1.2, 1.1, 0.9, math.nan, 0.7, 0.8]
+    phases = [1, 1, 1, 2, 2, 2, 2, 2, 2]
+    gains, gain = trace.new_bests(val, phases)
+    assert gains == [3, 5] and gain == pytest.approx(0.3)
+    # A phase 2 that never beat phase 1: nothing kept, no gain.
+    assert trace.new_bests([1.0, 0.5, 0.6, 0.7], [1, 1, 2, 2]) == ([], 0.0)
+    # No phase 2 (skipped, abandoned, phase2=False).
+    assert trace.new_bests([1.0, 0.5], [1, 1]) == ([], 0.0)
+    # New bests at phase-2 epochs 3 and 5: a patience of 3 reaches both (3 from the
+    # switch, then 2), 2 stops at epoch 2; without a new best any patience returns phase
+    # 1's state.
+    page = _load("results_page")
+    assert page.same_result_patience([3, 5]) == 3
+    assert page.same_result_patience([2, 9, 10]) == 7
+    assert page.same_result_patience([]) == 1

@@ -310,11 +310,6 @@ class SymmetricStep(TrainingStep):
             if state.proxy_best is not None:
                 self.proxy.load_state_dict(state.proxy_best[1])
             self.choose_candidates()
-            if best_state is not None:
-                # The state training returns unless phase 2 beats it: phase 1's best flow
-                # with the proxy's best own fit (as chosen here), not the proxy as it
-                # happened to be at the flow's best epoch.
-                best_state["proxy"] = _clone(self.proxy)
         if switch.measure and self._validation is not None:
             # A proxy that is not the better model at the switch would be gated off
             # throughout: phase 2 is skipped, and the result is npe's.

@@ -129,8 +129,8 @@ class SymmetricConfig(Config):
         gate_pairs: The gate measures on the first ``gate_pairs`` validation pairs
             (``None``: all).
         phase2: ``npe-first``: whether phase 2 trains after the switch; ``False`` stops
-            there, with npe's flow and the proxy's best own fit (from which
-            ``posterior="auto"`` then returns one or their mixture).
+            there with the state of phase 1's best epoch: npe's flow and the proxy as it
+            was then (from which ``posterior="auto"`` returns one or their mixture).
         proxy_reverse_weight: ``npe-first``: the weight of :math:`R` in the proxy's loss.
         path_gradient: The path (sticking-the-landing) gradient of the reverse KL.
         phase2_patience: ``npe-first``: phase 2's early-stopping patience (``None``: the
@@ -225,7 +225,7 @@ class SymmetricConfig(Config):
     phase2: bool = option(
         True,
         "npe-first: train phase 2 after the switch (off: stop there, with npe's flow and the "
-        "proxy's best own fit)",
+        "proxy as they were at phase 1's best epoch)",
         advanced=True,
     )
     proxy_reverse_weight: float = option(

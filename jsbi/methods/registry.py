@@ -113,7 +113,8 @@ DESCRIPTIONS: dict[str, str] = {
     "jeffreys-fixed": "the fixed-weight penalty ablation of jeffreys-joint",
     "srfe-joint": "srfe under the joint schedule with the ratio proxy",
     "srfe-anneal-joint": "srfe-anneal under the joint schedule with the ratio proxy",
-    "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow, the proxy's best fit or "
+    "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow, the proxy (both at "
+    "phase 1's best epoch) or "
     "their mixture",
     "npe-ensemble": "npe, five flows trained as one batched module, their mixture returned",
     "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",

@@ -13,6 +13,7 @@ from jsbi.flows.conditional import build_conditional_flow
 from jsbi.methods.config import SymmetricConfig
 from jsbi.methods.symmetric import SymmetricStep
 from jsbi.proxies.likelihood import LikelihoodEnergy
+from jsbi.seeding import seeded
 from jsbi.training.data import split_indices
 from jsbi.training.loop import train
 from tests.methods.conftest import start
@@ -60,6 +61,23 @@ def test_npe_first_phase_one_is_npe_and_the_result_is_never_worse(objective):
     assert h["best_validation_loss"] <= h_npe["best_validation_loss"]
     assert h["best_validation_loss"] == min(h["validation_loss"])
     assert h["best_phase"] == phases[h["best_epoch"] - 1]
+
+
+def test_a_run_stopped_at_the_switch_returns_its_best_epochs_flow_and_proxy():
+    # The returned state is one epoch's, flow and proxy together: with phase2=False, the
+    # proxy as it was at the flow's best epoch (its own validation fit that epoch's), not
+    # its own best fit, which is another epoch here.
+    prior, theta, x = _box()
+    est, post = _fit(prior, theta, x, "jeffreys", phase2=False, num_proxy_samples=2)
+    h = post.history
+    fits = h["validation_proxy_fit"]
+    best_own = min(range(len(fits)), key=fits.__getitem__)
+    assert h["best_phase"] == 1 and best_own != h["best_epoch"] - 1  # the case that matters
+    step = est.step
+    with seeded(0, [theta.device]), torch.no_grad():
+        final = float(step.proxy.fit_loss(*step._validation))
+    assert final == pytest.approx(fits[h["best_epoch"] - 1], abs=1e-5)
+    assert final != pytest.approx(fits[best_own], abs=1e-3)
 
 
 class _BrokenLikelihood(LikelihoodEnergy):

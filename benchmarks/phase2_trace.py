@@ -6,10 +6,10 @@ run to the early-stopping patience, bought nothing. For each (task, N) this trai
 default once (the package on ``PYTHONPATH``; training only, no C2ST) and writes, from its
 history: the phase-1 and phase-2 epochs, their seconds, the epochs of phase 2 that set a
 new best validation NLL (1-based within phase 2) and by how much the best fell, and the
-phase the returned state came from. Phase 2's trajectory does not depend on its patience,
-only where it stops: the results page gives the smallest patience that returns the same
-state. A run whose phase 2 set no new best returned phase 1's
-state: what ``jeffreys-nophase2`` returns, at phase 1's cost.
+phase the returned state came from. A run whose phase 2 set no new best returned phase 1's
+state: what ``jeffreys-nophase2`` returns, at phase 1's cost. Phase 2's trajectory does not
+depend on its patience, only where it stops: the results page gives the smallest patience
+that returns the same state.
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/phase2_trace.py \

@@ -114,8 +114,7 @@ DESCRIPTIONS: dict[str, str] = {
     "srfe-joint": "srfe under the joint schedule with the ratio proxy",
     "srfe-anneal-joint": "srfe-anneal under the joint schedule with the ratio proxy",
     "jeffreys-nophase2": "jeffreys stopped at the switch: npe's flow, the proxy (both at "
-    "phase 1's best epoch) or "
-    "their mixture",
+    "phase 1's best epoch) or their mixture",
     "npe-ensemble": "npe, five flows trained as one batched module, their mixture returned",
     "npe-recalibrated": "npe with its base temperature fitted on the validation pairs",
     "npe-ensemble-recalibrated": "npe-ensemble with its temperature fitted likewise",

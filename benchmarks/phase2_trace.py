@@ -46,6 +46,7 @@ def new_bests(validation: list[float], phases: list[int]) -> tuple[list[int], fl
 def trace(task_name: str, n: int, seed: int) -> dict:
     import torch
 
+    from jsbi.benchmark import code_version
     from jsbi.methods.plans import phase2_outcome
     from jsbi.pipeline import train_method
     from jsbi.simulators import get_task, simulate
@@ -74,6 +75,7 @@ def trace(task_name: str, n: int, seed: int) -> dict:
         "phase2_new_best_epochs": " ".join(map(str, gains)),
         "phase2_gain_nats": round(gain, 5),
         "best_phase": h.get("best_phase", ""),
+        "code": code_version(),
     }
 
 

@@ -269,7 +269,7 @@ def phase2_section(folder: Path) -> list[str]:
         "Does phase 2 change the default's result?",
         "`OMP_NUM_THREADS=1 python benchmarks/phase2_trace.py --units TASK:N,... --seed 0 "
         "--out benchmarks/results/phase2_trace/front_units.csv`, with the package of the "
-        "front's units (`code` 97dd1f1) on `PYTHONPATH`: the default trained again on a "
+        "front's units (their `code`) on `PYTHONPATH`: the default trained again on a "
         "front unit's simulations (training only; each run inside another unit's untimed "
         "C2ST scoring, so its seconds are upper bounds). Phase 2's state is kept only where "
         "it lowers the flow's validation NLL below phase 1's best; `new best at`: the "
@@ -289,6 +289,7 @@ def phase2_section(folder: Path) -> list[str]:
             "gain (nats)",
             "same result from patience",
             "best phase",
+            "code",
         ],
         [
             [
@@ -302,6 +303,7 @@ def phase2_section(folder: Path) -> list[str]:
                 r["phase2_gain_nats"],
                 same_result_patience([int(e) for e in r["phase2_new_best_epochs"].split()]),
                 r["best_phase"],
+                r.get("code") or "unrecorded",
             ]
             for r in sorted(read_all(folder), key=lambda r: (r["task"], int(r["num_simulations"])))
         ],

@@ -302,3 +302,27 @@ def test_phase_two_keeps_its_state_only_below_phase_ones_best():
     assert page.same_result_patience([3, 5]) == 3
     assert page.same_result_patience([2, 9, 10]) == 7
     assert page.same_result_patience([]) == 1
+
+
+def test_the_phase_two_section_gives_each_traced_units_row(page, tmp_path):
+    row = {
+        "task": "slcp",
+        "num_simulations": "2000",
+        "seed": "0",
+        "phase2": "ran",
+        "returned": "mixture",
+        "phase1_epochs": "148",
+        "phase1_seconds": "102.2",
+        "phase2_epochs": "38",
+        "phase2_seconds": "54.7",
+        "phase2_new_best_epochs": "1 2 15",
+        "phase2_gain_nats": "0.25",
+        "best_phase": "2",
+        "code": "abc1234",
+    }
+    (tmp_path / "units.csv").write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    text = "\n".join(page.phase2_section(tmp_path))
+    # The wait from epoch 2 to 15 (13) is the smallest patience with the same result.
+    line = "| slcp | 2,000 | ran | mixture | 148 (102.2) | 38 (54.7) | 1 2 15 | 0.25 | 13 | 2 | "
+    line += "abc1234 |"
+    assert line in text

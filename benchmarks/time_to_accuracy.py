@@ -15,8 +15,10 @@ so a second seed does not let the front pick the luckier one. Writes ``rows/`` (
 per unit), ``front.csv``, ``front.md`` and ``front_<task>.png`` into ``--out``, from the
 units asked for; ``--summarise`` writes them from the finished units alone (training
 none, naming the missing). ``front.md`` also gives, where the default's front trails sbi
-NPE's, the crossing point, and the default's training time over jsbi npe's per unit with
-what it returned (43's cost targets).
+NPE's, the crossing point; at each budget, the paired differences of each jsbi method's
+C2ST to sbi NPE's and jsbi npe's on the same simulations (accuracy per simulation); and
+the default's training time over jsbi npe's per unit with what it returned (43's cost
+targets).
 
 Usage:
     python benchmarks/time_to_accuracy.py --tasks two_moons,slcp \
@@ -213,6 +215,44 @@ def cost_table(rows: list[dict]) -> list[str]:
     return [*lines, "", f"Median: {'; '.join(medians)}."]
 
 
+def same_budget_table(rows: list[dict]) -> list[str]:
+    # Accuracy per simulation: at each (task, N), each jsbi method's C2ST and its paired
+    # differences to sbi NPE and jsbi npe over the (seed, observation) pairs both scored
+    # (the same simulations), mean ± standard error; negative favours the jsbi method.
+    c2st: dict[tuple, dict[tuple, float]] = {}
+    for r in rows:
+        cell = c2st.setdefault((r["task"], r["num_simulations"], r["method"]), {})
+        cell[r["seed"], r["observation"]] = float(r["c2st"])
+    lines = [
+        "| task | N | method | seeds | C2ST (mean ± sd) | − sbi NPE (paired) "
+        "| − jsbi npe (paired) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, n in sorted({key[:2] for key in c2st}):
+        for method in symmetric_methods(rows):
+            mine = c2st.get((task, n, method))
+            if not mine:
+                continue
+            cols = []
+            for rival in (BASELINE, REFERENCE):
+                theirs = c2st.get((task, n, rival), {})
+                diffs = [v - theirs[k] for k, v in mine.items() if k in theirs]
+                cols.append(
+                    f"{statistics.fmean(diffs):+.3f} ± "
+                    f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.3f}"
+                    if len(diffs) > 1
+                    else "-"
+                )
+            values = list(mine.values())
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            seeds = len({seed for seed, _ in mine})
+            lines.append(
+                f"| {task} | {n} | {method} | {seeds} | {statistics.fmean(values):.3f} ± "
+                f"{sd:.3f} | {cols[0]} | {cols[1]} |"
+            )
+    return lines
+
+
 def unit_table(rows: list[dict]) -> list[str]:
     # One line per unit: its C2ST and the times the front adds up (seconds).
     lines = [
@@ -315,7 +355,7 @@ def main() -> None:
         f"| {c:g} s | " + " | ".join(dominance(rows, c, m, BASELINE) for m in methods) + " |"
         for c in SIM_COSTS
     ]
-    lines += ["", *unit_table(rows)]
+    lines += ["", *same_budget_table(rows), "", *unit_table(rows)]
     if cost := cost_table(rows):
         lines += ["", *cost]
     (args.out / "front.md").write_text("\n".join(lines) + "\n")

@@ -132,6 +132,36 @@ def test_the_cost_table_gives_the_defaults_training_time_over_npes(front):
     assert front.cost_table([unit("npe", 1000, 10.0)]) == []
 
 
+def test_the_same_budget_table_pairs_each_jsbi_method_with_sbi_npe_and_npe(front):
+    def unit(method, seed, obs, c2st, n=1000):
+        return {"task": "t", "method": method, "num_simulations": n, "seed": seed,
+                "observation": obs, "c2st": c2st}  # fmt: skip
+
+    rows = []
+    # Two seeds x two observations: jeffreys is 0.02, 0.04, 0.06, 0.08 below sbi NPE and
+    # 0.05 below npe on each pair.
+    for k, (seed, obs) in enumerate([(0, 1), (0, 2), (1, 1), (1, 2)]):
+        rows += [
+            unit("sbi-npe", seed, obs, 0.7),
+            unit("npe", seed, obs, 0.73 - 0.02 * k),
+            unit("jeffreys", seed, obs, 0.68 - 0.02 * k),
+        ]
+    # A variant on seed 0 alone, and sbi NPE alone at another budget (no jsbi line there).
+    rows += [unit("jeffreys-nophase2", 0, 1, 0.66), unit("jeffreys-nophase2", 0, 2, 0.64)]
+    rows += [unit("sbi-npe", 0, 1, 0.6, n=2000)]
+    head, rule, *lines = front.same_budget_table(rows)
+    assert head.startswith("| task | N | method | seeds |") and rule.count("|") == head.count("|")
+    se = 0.02 * math.sqrt(5 / 3) / 2  # sd of (0.02, 0.04, 0.06, 0.08) over sqrt(4)
+    sd = 0.02 * math.sqrt(5 / 3)
+    assert lines == [
+        f"| t | 1000 | jeffreys | 2 | 0.650 ± {sd:.3f} | {-0.05:+.3f} ± {se:.3f} "
+        f"| {-0.05:+.3f} ± 0.000 |",
+        # 0.66 and 0.64: sd 0.014; against sbi NPE -0.04 and -0.06, against npe (0.73,
+        # 0.71) -0.07 twice.
+        "| t | 1000 | jeffreys-nophase2 | 1 | 0.650 ± 0.014 | -0.050 ± 0.010 | -0.070 ± 0.000 |",
+    ]
+
+
 def test_a_methods_point_at_a_budget_is_the_mean_over_its_seeds(front):
     # Two seeds at one budget: one point, their mean time and C2ST (the front may not pick
     # the luckier seed); each seed's C2ST is first the mean over its observations.

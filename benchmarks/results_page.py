@@ -816,7 +816,41 @@ def front_section(folder: Path) -> list[str]:
     table = folder / "front.md"
     if table.exists():
         out += [table.read_text().strip(), ""]
+    throughput = RESULTS / "simulation" / "throughput.csv"
+    if throughput.exists():
+        out += throughput_section(read(throughput))
     return out
+
+
+THROUGHPUT_INTRO = (
+    "`OMP_NUM_THREADS=1 python benchmarks/simulation.py --out "
+    "benchmarks/results/simulation/throughput.csv`, alone on the 2-core machine: each built-in "
+    "task's simulator, jsbi's and sbibm's, on the same 10,000 prior draws in one call; then a "
+    "per-sample Python simulator of about 1 ms a call, 2,000 draws, through `jsbi.simulate` "
+    "and sbi's `simulate_for_sbi` with the same batch size, on one worker and on two. "
+    "`/ jsbi`: the seconds over jsbi's in the same setting (above 1: jsbi is faster)."
+)
+
+
+def throughput_section(rows: list[dict[str, str]]) -> list[str]:
+    # benchmarks/simulation.py's figures: the simulation side of the front's times.
+    jsbi = {
+        (r["part"], r["simulator"], r["n_jobs"]): num(r["seconds"])
+        for r in rows
+        if r["tool"] == "jsbi"
+    }
+    cells = []
+    for r in rows:
+        seconds = num(r["seconds"])
+        mine = jsbi.get((r["part"], r["simulator"], r["n_jobs"]), math.nan)
+        cells.append(
+            [r["part"], r["simulator"], r["tool"], r["n_jobs"], r["simulations"],
+             f"{seconds:.3g}", f"{int(r['simulations_per_second']):,}",
+             "-" if r["tool"] == "jsbi" else f"{seconds / mine:.2f}"]
+        )  # fmt: skip
+    header = ["part", "simulator", "tool", "workers", "simulations", "seconds",
+              "simulations/s", "/ jsbi"]  # fmt: skip
+    return ["### Simulation throughput", "", *table(None, THROUGHPUT_INTRO, header, cells)]
 
 
 def page() -> str:

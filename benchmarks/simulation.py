@@ -8,21 +8,27 @@ Julia) are listed as skipped with the reason.
 
 Part 2 times :func:`jsbi.simulate` with ``n_jobs=N`` against ``n_jobs=1`` on a
 deliberately slow per-sample Python simulator (about 1 ms per simulation) and prints the
-speed-up, after checking that both give the same pairs.
+speed-up, after checking that both give the same pairs; then sbi's ``simulate_for_sbi``
+on the same simulator, prior draws' count, batch size and workers (43's item 6: jsbi's
+throughput stays ahead of sbi's). ``--out`` also writes every figure to a CSV (the
+results page's "Simulation throughput" section).
 
 Example:
     python benchmarks/simulation.py --num-simulations 10000
     python benchmarks/simulation.py --tasks two_moons slcp --num-simulations 1000
+    python benchmarks/simulation.py --out benchmarks/results/simulation/throughput.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import math
 import os
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch.distributions import Independent, Uniform
@@ -40,6 +46,12 @@ def slow_simulator(theta):
     for _ in range(SLOW_ITERATIONS):
         s = math.sin(s + t)
     return torch.stack([theta[0] + s, theta[1] + 0.1 * torch.randn(())])
+
+
+def slow_batch_simulator(theta):
+    r"""sbi's form of :func:`slow_simulator`: a batch of parameters (a tensor, or the
+    numpy array ``simulate_for_sbi`` hands its workers) in, a batch of outputs out."""
+    return torch.stack([slow_simulator(t) for t in torch.as_tensor(theta, dtype=torch.float32)])
 
 
 def rate(n: int, seconds: float) -> str:
@@ -119,6 +131,23 @@ def bench_parallel(n: int, n_jobs: int) -> dict:
     return {"n": n, "batch_size": batch_size, "t_1": t_1, "t_n": t_n, "same": same}
 
 
+def bench_sbi(n: int, n_jobs: int, batch_size: int) -> dict:
+    r"""sbi's ``simulate_for_sbi`` on :func:`slow_simulator`'s batches: seconds with one
+    worker and with ``n_jobs`` (its joblib pool started before the timing, as jsbi's)."""
+    from sbi.inference import simulate_for_sbi
+
+    prior = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
+    kwargs = dict(simulation_batch_size=batch_size, seed=0, show_progress_bar=False)
+    simulate_for_sbi(slow_batch_simulator, prior, 2 * n_jobs, num_workers=n_jobs, **kwargs)
+    seconds = {}
+    for workers in (1, n_jobs):
+        start = time.perf_counter()
+        _, x = simulate_for_sbi(slow_batch_simulator, prior, n, num_workers=workers, **kwargs)
+        seconds[workers] = time.perf_counter() - start
+        assert x.shape == (n, 2), x.shape
+    return {"t_1": seconds[1], "t_n": seconds[n_jobs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -137,6 +166,7 @@ def main() -> None:
         help="simulations for the n_jobs speed-up (default: min(2000, --num-simulations))",
     )
     parser.add_argument("--n-jobs", type=int, default=2, help="workers for the speed-up")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures here (CSV)")
     args = parser.parse_args()
 
     if args.num_simulations <= 0:
@@ -159,7 +189,15 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    record = []
     for row in bench_tasks(names, n):
+        if "skip" not in row:
+            for tool in ("jsbi", "sbibm"):
+                record.append(
+                    {"part": "built-in task", "simulator": row["task"], "tool": tool,
+                     "n_jobs": 1, "simulations": n, "seconds": n / row[tool],
+                     "simulations_per_second": round(row[tool])}
+                )  # fmt: skip
         if "skip" in row:
             print(f"{row['task']:<26}{row['d']:>4}   skipped: {row['skip']}")
             continue
@@ -183,6 +221,29 @@ def main() -> None:
     speedup = r["t_1"] / r["t_n"]
     print(f"{args.n_jobs:>8}{r['t_n']:>10.2f}{rate(r['n'], r['t_n']):>10}{speedup:>9.2f}x")
     print(f"same pairs for n_jobs=1 and n_jobs={args.n_jobs}: {r['same']}")
+
+    sbi_times = bench_sbi(r["n"], args.n_jobs, r["batch_size"])
+    print("\nsbi's simulate_for_sbi, the same simulator, draws and batch_size:")
+    for jobs, key in ((1, "t_1"), (args.n_jobs, "t_n")):
+        print(
+            f"{jobs:>8}{sbi_times[key]:>10.2f}{rate(r['n'], sbi_times[key]):>10}"
+            f"{sbi_times[key] / r[key]:>9.2f}x jsbi's seconds"
+        )
+    for tool, times in (("jsbi", r), ("sbi simulate_for_sbi", sbi_times)):
+        for jobs, key in ((1, "t_1"), (args.n_jobs, "t_n")):
+            record.append(
+                {"part": "slow per-sample simulator", "simulator": "slow (about 1 ms)",
+                 "tool": tool, "n_jobs": jobs, "simulations": r["n"],
+                 "seconds": times[key],
+                 "simulations_per_second": round(r["n"] / times[key])}
+            )  # fmt: skip
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(record[0]))
+            writer.writeheader()
+            writer.writerows(record)
+        print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -356,3 +356,26 @@ def test_the_phase_two_section_gives_each_traced_units_row(page, tmp_path):
     line = "| slcp | 2,000 | ran | mixture | 148 (102.2) | 38 (54.7) | 1 2 15 | 0.25 | 13 | 2 | "
     line += "abc1234 |"
     assert line in text
+
+
+def test_the_throughput_section_gives_sbis_seconds_over_jsbis(page):
+    def row(part, tool, n_jobs, seconds, simulations=2000):
+        return {"part": part, "simulator": "s", "tool": tool, "n_jobs": str(n_jobs),
+                "simulations": str(simulations), "seconds": str(seconds),
+                "simulations_per_second": str(round(simulations / seconds))}  # fmt: skip
+
+    rows = [
+        row("slow", "jsbi", 1, 2.0),
+        row("slow", "jsbi", 2, 1.0),
+        row("slow", "sbi simulate_for_sbi", 1, 3.0),
+        row("slow", "sbi simulate_for_sbi", 2, 4.0),
+    ]
+    title, blank, intro, blank2, head, rule, *lines, end = page.throughput_section(rows)
+    assert title == "### Simulation throughput" and head.startswith("| part | simulator |")
+    assert lines == [
+        "| slow | s | jsbi | 1 | 2000 | 2 | 1,000 | - |",
+        "| slow | s | jsbi | 2 | 2000 | 1 | 2,000 | - |",
+        # sbi's seconds over jsbi's with as many workers.
+        "| slow | s | sbi simulate_for_sbi | 1 | 2000 | 3 | 667 | 1.50 |",
+        "| slow | s | sbi simulate_for_sbi | 2 | 2000 | 4 | 500 | 4.00 |",
+    ]

@@ -203,16 +203,15 @@ def main() -> None:
     print("-" * len(header))
     record = []
     for row in bench_tasks(names, n):
-        if "skip" not in row:
-            for tool in ("jsbi", "sbibm"):
-                record.append(
-                    {"part": "built-in task", "simulator": row["task"], "tool": tool,
-                     "n_jobs": 1, "simulations": n, "seconds": n / row[tool],
-                     "simulations_per_second": round(row[tool])}
-                )  # fmt: skip
         if "skip" in row:
             print(f"{row['task']:<26}{row['d']:>4}   skipped: {row['skip']}")
             continue
+        for tool in ("jsbi", "sbibm"):
+            record.append(
+                {"part": "built-in task", "simulator": row["task"], "tool": tool, "n_jobs": 1,
+                 "simulations": n, "seconds": n / row[tool],
+                 "simulations_per_second": round(row[tool])}
+            )  # fmt: skip
         note = "" if row["same_shape"] else "  (x shapes differ!)"
         print(
             f"{row['task']:<26}{row['d']:>4}{row['m']:>6}{row['jsbi']:>16,.0f}"

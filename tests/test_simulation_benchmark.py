@@ -33,5 +33,5 @@ def test_the_throughput_benchmark_times_jsbi_sbibm_and_sbis_simulate_for_sbi(tmp
     for r in rows:
         n, seconds = int(r["simulations"]), float(r["seconds"])
         assert n == (200 if r["part"] == "built-in task" else 16) and seconds > 0
-        # The rate is the count over the seconds (both rounded as written).
+        # The rate is the count over the seconds (the rate rounded as written).
         assert abs(int(r["simulations_per_second"]) - n / seconds) <= 0.01 * n / seconds + 1

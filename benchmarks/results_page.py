@@ -827,8 +827,8 @@ THROUGHPUT_INTRO = (
     "benchmarks/results/simulation/throughput.csv`, alone on the 2-core machine: each built-in "
     "task's simulator, jsbi's and sbibm's, on the same 10,000 prior draws in one call; then a "
     "per-sample Python simulator (13,000 steps of a Python loop a call: 0.65 ms here), 2,000 "
-    "draws, through `jsbi.simulate` "
-    "and sbi's `simulate_for_sbi` with the same batch size, on one worker and on two. "
+    "draws, through `jsbi.simulate` and sbi's `simulate_for_sbi` with the same batch size, "
+    "on one worker and on two. "
     "`/ jsbi`: the seconds over jsbi's in the same setting (above 1: jsbi is faster)."
 )
 
